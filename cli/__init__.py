@@ -1,0 +1,1 @@
+"""supsup-store command line (import name ``supsup_store_cli``; source folder ``cli/``)."""

@@ -1,0 +1,83 @@
+"""The root Typer app, the consoles and the single error boundary shared by every command module.
+
+Command modules import :data:`app` from here and decorate their command
+functions with :func:`guarded`, which turns the libraries' expected errors into
+a one-line message on stderr and exit code 2 (no traceback). Unexpected
+exceptions still propagate with their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from hopfield_masks import HopfieldMasksError, __version__
+from hopfield_masks.errors import HopfieldMasksWarning
+
+app = typer.Typer(
+    name="supsup-store",
+    help="Supermasks in Superposition: train supermasks, store them in mask banks and Hopfield reservoirs, recall them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+#: Exit code for a user error (bad input, missing file, budget too small).
+USER_ERROR = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [HopfieldMasksError]
+    try:  # supsup_core is imported lazily: storage-only commands must not pay for torch
+        from supsup_core.errors import SupSupError
+
+        errors.append(SupSupError)
+    except ImportError:  # pragma: no cover - torch missing
+        pass
+    return tuple(errors)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``message`` as an error and return the Exit to raise (``raise fail(...)``)."""
+    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=USER_ERROR)
+
+
+def guarded(func: F) -> F:
+    """Run a command so that expected library errors end it with a message and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except _expected_errors() as exc:
+            raise fail(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"supsup-store {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Supermasks in Superposition: train supermasks, store them in mask banks and Hopfield reservoirs, recall them."""
+
+
+__all__ = ["app", "console", "err_console", "fail", "guarded", "USER_ERROR", "HopfieldMasksWarning"]

@@ -1,0 +1,26 @@
+"""Entry point of the ``supsup-store`` command: imports every command module so each registers itself."""
+
+from __future__ import annotations
+
+import importlib
+
+from ._app import app
+
+# Each module registers its commands on ``app`` when imported.  The order is the
+# order of ``supsup-store --help``.
+_COMMAND_MODULES = ("info", "capacity", "train", "evaluate", "encode", "recall", "demo")
+
+for _name in _COMMAND_MODULES:
+    try:
+        importlib.import_module(f"{__package__}.{_name}")
+    except ModuleNotFoundError as exc:  # a command module not written yet
+        if exc.name != f"{__package__}.{_name}":
+            raise
+
+
+def main() -> None:
+    """Run the ``supsup-store`` command line."""
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,1 @@
+"""supsup_core.data."""

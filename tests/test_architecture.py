@@ -1,0 +1,31 @@
+"""The layering rule: hopfield_masks never imports torch, supsup_core or the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+class TestLayering:
+    def test_hopfield_masks_imports_without_torch(self):
+        """Importing hopfield_masks (and all its subpackages) leaves torch, supsup_core and the CLI unloaded."""
+        code = (
+            "import sys, pkgutil, importlib, hopfield_masks\n"
+            "for m in pkgutil.walk_packages(hopfield_masks.__path__, 'hopfield_masks.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "bad = sorted(n for n in sys.modules if n.split('.')[0] in {'torch', 'supsup_core', 'supsup_store_cli'})\n"
+            "print(','.join(bad))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == ""
+
+    def test_supsup_core_does_not_import_cli(self):
+        """supsup_core never imports the CLI package."""
+        code = (
+            "import sys, pkgutil, importlib, supsup_core\n"
+            "for m in pkgutil.walk_packages(supsup_core.__path__, 'supsup_core.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "print(','.join(sorted(n for n in sys.modules if n.startswith('supsup_store_cli'))))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == ""
