@@ -46,9 +46,9 @@ __all__ = [
 
 def _describe_bad_value(arr: np.ndarray, bad: np.ndarray) -> str:
     """Say which value was wrong and where, for error messages."""
-    idx = np.flatnonzero(bad.ravel())[0]
-    pos = np.unravel_index(idx, arr.shape) if arr.ndim > 1 else idx
-    return f"value {arr.ravel()[idx]!r} at index {pos}"
+    idx = int(np.flatnonzero(bad.ravel())[0])
+    pos = tuple(int(i) for i in np.unravel_index(idx, arr.shape)) if arr.ndim > 1 else idx
+    return f"value {arr.ravel()[idx].item()!r} at index {pos}"
 
 
 def _check_numeric(arr: np.ndarray, name: str) -> None:
