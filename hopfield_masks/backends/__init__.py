@@ -1,1 +1,237 @@
-"""(filled in below)"""
+"""Mask banks: exact task masks in HDF5 files (or in memory) behind one interface, with a registry.
+
+Backends (``available_backends()``):
+
+- ``"memory"`` -- in Python objects, not persistent; the test oracle;
+- ``"hdf5-packed"`` -- 1 bit per mask entry (the default);
+- ``"hdf5-sparse"`` -- CSC of the kept entries, 16-bit row indices (small for sparse masks).
+
+:func:`create_bank` and :func:`open_bank` are the usual entry points; an
+opened file says which backend wrote it, so :func:`open_bank` needs no backend
+id.  :func:`describe_file` summarises a mask bank or a reservoir file (what
+``supsup-store info`` prints).  ``docs/FORMAT.md`` documents the file layout.
+
+Examples
+--------
+>>> import os, tempfile, numpy as np
+>>> tmp = tempfile.TemporaryDirectory()
+>>> path = os.path.join(tmp.name, "bank.h5")
+>>> with create_bank(path, "hdf5-sparse", metadata={"seed": 0}) as bank:
+...     bank.write_task("0", {"fc1": np.eye(4, dtype=bool), "fc2": np.ones(4, bool)})
+>>> with open_bank(path) as bank:
+...     bank.backend_id, bank.metadata, bank.tasks(), bank.read_task("0")["fc1"].sum()
+('hdf5-sparse', {'seed': 0}, ['0'], np.int64(4))
+>>> describe_file(path)["tasks"][0]["density"]
+0.4
+>>> tmp.cleanup()
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from .._files import open_h5_read
+from ..errors import InvalidArgumentError, RegistryError, StorageFormatError, UnknownBackendError
+from ._hdf5 import KIND, check_mask_bank, json_safe, read_header
+from .base import MODES, MaskBank, to_json
+from .hdf5_packed import HDF5PackedBank
+from .hdf5_sparse import HDF5SparseBank
+from .memory import MemoryMaskBank
+
+__all__ = [
+    "MODES",
+    "MaskBank",
+    "MemoryMaskBank",
+    "HDF5PackedBank",
+    "HDF5SparseBank",
+    "register_backend",
+    "get_backend",
+    "available_backends",
+    "create_bank",
+    "open_bank",
+    "describe_file",
+]
+
+_REGISTRY: dict[str, type[MaskBank]] = {}
+
+
+def register_backend(cls: type[MaskBank]) -> type[MaskBank]:
+    """Register a :class:`MaskBank` subclass under its ``backend_id`` (usable as a class decorator).
+
+    Raises
+    ------
+    RegistryError
+        ``cls`` is not a MaskBank subclass, has no ``backend_id``, or the id is taken.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, MaskBank)):
+        raise RegistryError(f"backend: expected a MaskBank subclass, received {cls!r}")
+    backend_id = getattr(cls, "backend_id", "")
+    if not isinstance(backend_id, str) or not backend_id:
+        raise RegistryError(f"backend: expected a non-empty string backend_id on {cls.__name__}, received {backend_id!r}")
+    if backend_id in _REGISTRY:
+        raise RegistryError(
+            f"backend: expected a new backend id, received {backend_id!r} (already registered by "
+            f"{_REGISTRY[backend_id].__name__})"
+        )
+    _REGISTRY[backend_id] = cls
+    return cls
+
+
+def get_backend(backend_id: str) -> type[MaskBank]:
+    """The class registered under ``backend_id``; :class:`UnknownBackendError` lists the known ids."""
+    try:
+        return _REGISTRY[backend_id]
+    except (KeyError, TypeError):
+        raise UnknownBackendError(backend_id, available_backends()) from None
+
+
+def available_backends() -> list[str]:
+    """Registered backend ids, in registration order."""
+    return list(_REGISTRY)
+
+
+def create_bank(
+    path: str | os.PathLike | None,
+    backend: str = "hdf5-packed",
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> MaskBank:
+    """Create an empty, writable mask bank (mode ``"w"``).
+
+    Parameters
+    ----------
+    path : path-like or None
+        The file to create; ``None`` gives an in-memory bank (the ``"memory"`` backend,
+        whatever ``backend`` says).
+    backend : str
+        A registered backend id.
+    metadata : dict, optional
+        Producer metadata (JSON-serialisable), e.g. the base network's seed and architecture.
+    overwrite : bool
+        Replace an existing file (atomically, when the bank is closed).
+    **options
+        Backend options, e.g. ``csc_rows`` for ``"hdf5-sparse"``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        The file exists and ``overwrite`` is false, or the backend needs no path / a path.
+    UnknownBackendError
+        ``backend`` is not registered.
+    """
+    if metadata is not None:
+        to_json(metadata, "metadata")  # refuse bad metadata before any file is created
+    if path is None:
+        cls = MemoryMaskBank
+    else:
+        cls = get_backend(backend)
+        if not cls.persistent:
+            raise InvalidArgumentError("path", f"None for the non-persistent backend {backend!r}", repr(str(path)))
+        if Path(path).expanduser().exists() and not overwrite:
+            raise InvalidArgumentError("path", "a file that does not exist yet (or overwrite=True)", str(path))
+    bank = cls(path, "w", **options)
+    if metadata is not None:
+        bank.set_metadata(metadata)
+    return bank
+
+
+def open_bank(path: str | os.PathLike, mode: str = "r") -> MaskBank:
+    """Open an existing mask bank file with the backend that wrote it.
+
+    ``mode`` is ``"r"`` (read-only) or ``"a"`` (append; changes are published on close).
+
+    Raises
+    ------
+    BankFileNotFoundError
+        ``path`` does not exist.
+    StorageFormatError
+        ``path`` is not HDF5, is truncated, or is not a mask bank (e.g. a reservoir file).
+    """
+    if mode not in ("r", "a"):
+        raise InvalidArgumentError("mode", "'r' or 'a' (create_bank() makes new banks)", repr(mode))
+    with open_h5_read(path) as f:
+        backend = check_mask_bank(f, path)
+    if backend not in _REGISTRY:
+        raise StorageFormatError(path, f"was written by backend {backend!r}, which is not registered here")
+    return get_backend(backend)(path, mode)
+
+
+def _density(count: int, size: int) -> float | None:
+    """Fraction of kept entries; None for an empty mask (0/0)."""
+    return None if size == 0 else count / size
+
+
+def _datasets(group: h5py.Group) -> list[dict[str, Any]]:
+    """Every dataset under ``group``: name, shape, dtype and bytes (metadata only, no data read)."""
+    found: list[dict[str, Any]] = []
+
+    def visit(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset):
+            found.append(
+                {"name": name, "shape": list(obj.shape), "dtype": str(obj.dtype), "bytes": int(obj.id.get_storage_size())}
+            )
+
+    group.visititems(visit)
+    return found
+
+
+def _describe_bank(path: Path) -> dict[str, Any]:
+    with open_bank(path) as bank:
+        tasks = []
+        for task in bank.tasks():
+            masks = bank.read_task(task)
+            layers = [
+                {"name": name, "shape": list(m.shape), "entries": int(m.size), "density": _density(int(m.sum()), m.size)}
+                for name, m in masks.items()
+            ]
+            entries = sum(layer["entries"] for layer in layers)
+            kept = sum(int(m.sum()) for m in masks.values())
+            tasks.append({
+                "name": task, "entries": entries, "density": _density(kept, entries),
+                "bytes": bank.task_nbytes(task), "attrs": bank.task_attrs(task), "layers": layers,
+            })
+        attachments = [
+            bank.read_attachment(name, lambda g, name=name: {
+                "name": name, "attrs": {k: json_safe(v) for k, v in g.attrs.items()}, "datasets": _datasets(g),
+            })
+            for name in bank.attachments()
+        ]
+        return {"backend": bank.backend_id, "metadata": bank.metadata, "n_tasks": len(tasks), "tasks": tasks,
+                "attachments": attachments}
+
+
+def describe_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-safe summary of a mask bank or reservoir file.
+
+    Always: ``path``, ``kind``, ``format_version``, ``file_bytes``.  A mask bank adds
+    ``backend``, ``metadata``, ``n_tasks``, ``tasks`` (per task: ``name``, ``entries``,
+    ``density``, ``bytes``, ``attrs`` and ``layers`` with ``name``/``shape``/``entries``/
+    ``density``) and ``attachments`` (``name``, ``attrs``, ``datasets``).  Any other kind
+    (a reservoir) adds its root ``attrs`` (JSON text parsed) and ``datasets`` (name, shape,
+    dtype, bytes).  Densities of empty masks are ``None``.
+
+    Raises
+    ------
+    BankFileNotFoundError, StorageFormatError
+        As :func:`open_bank`; also for an HDF5 file without a ``kind`` attribute.
+    """
+    p = Path(path).expanduser()
+    with open_h5_read(p) as f:
+        header = read_header(f, p)
+        summary: dict[str, Any] = {"path": str(p), **header, "file_bytes": p.stat().st_size}
+        if header["kind"] != KIND:
+            summary["attrs"] = {k: json_safe(v) for k, v in f.attrs.items() if k not in ("kind", "format_version")}
+            summary["datasets"] = _datasets(f)
+            return summary
+    summary.update(_describe_bank(p))
+    return summary
+
+
+for _cls in (MemoryMaskBank, HDF5PackedBank, HDF5SparseBank):
+    register_backend(_cls)
+del _cls

@@ -1,1 +1,31 @@
-"""supsup_core.inference."""
+"""Task inference: objectives H and G, one-shot and binary search via the mean-mask identity.
+
+Entry point: :func:`infer_task`.  Diagnostics: :func:`coefficient_gradients`
+(packed contraction) and its dense reference :func:`float_stack_coefficient_gradients`.
+"""
+
+from .binary import METHODS, BinarySearchResult, binary_search, infer_task
+from .objectives import OBJECTIVES, entropy, objective_values, superfluous_logsumexp
+from .oneshot import (
+    build_float_stacks,
+    coefficient_gradients,
+    float_stack_coefficient_gradients,
+    oneshot_task,
+    per_image_coefficient_gradients,
+)
+
+__all__ = [
+    "infer_task",
+    "binary_search",
+    "BinarySearchResult",
+    "METHODS",
+    "OBJECTIVES",
+    "entropy",
+    "superfluous_logsumexp",
+    "objective_values",
+    "coefficient_gradients",
+    "per_image_coefficient_gradients",
+    "oneshot_task",
+    "build_float_stacks",
+    "float_stack_coefficient_gradients",
+]

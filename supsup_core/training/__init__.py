@@ -1,1 +1,46 @@
-"""supsup_core.training."""
+"""supsup_core.training: the model-agnostic trainer, per-task mask training, scenarios, NNs and metrics.
+
+- :class:`Trainer` (``trainer.py``): optimiser loop with ``on_task_start`` / ``on_batch_end`` /
+  ``on_task_end`` callbacks; knows nothing about masks.
+- :func:`train_task`, :func:`train_stream` (``tasks.py``): one new supermask per stream task.
+- :func:`evaluate_gg`, :func:`evaluate_inferred` (``evaluation.py``): GG, GNs and GNu accuracy.
+- :func:`train_nns` (``nns.py``): no task identity; allocate a mask when none fits.
+- :class:`AccuracyMatrix` (``metrics.py``): accuracy matrix, average accuracy, forgetting, BWT.
+- :class:`TrainConfig` (``config.py``): hyperparameters and the paper's presets per scenario.
+"""
+
+from .callbacks import LossHistory, ProgressCallback, StopAfter, attach_callbacks
+from .config import OPTIMIZERS, SCENARIOS, TrainConfig
+from .evaluation import GGResult, InferredResult, evaluate_gg, evaluate_inferred
+from .metrics import AccuracyMatrix, accuracy_table, results_table
+from .nns import NNsDecision, NNsResult, decision_gradients, nns_batches, train_nns
+from .tasks import train_stream, train_task
+from .trainer import EVENTS, RunSummary, Trainer, make_optimizer
+
+__all__ = [
+    "AccuracyMatrix",
+    "EVENTS",
+    "GGResult",
+    "InferredResult",
+    "LossHistory",
+    "NNsDecision",
+    "NNsResult",
+    "OPTIMIZERS",
+    "ProgressCallback",
+    "RunSummary",
+    "SCENARIOS",
+    "StopAfter",
+    "TrainConfig",
+    "Trainer",
+    "accuracy_table",
+    "attach_callbacks",
+    "decision_gradients",
+    "evaluate_gg",
+    "evaluate_inferred",
+    "make_optimizer",
+    "nns_batches",
+    "results_table",
+    "train_nns",
+    "train_stream",
+    "train_task",
+]

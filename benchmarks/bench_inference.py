@@ -1,0 +1,232 @@
+"""One-shot task-inference benchmark: packed masks + mean-mask identity versus the reference's float stack.
+
+For T = 10, 100, 1000 synthetic random masks (about half on) on LeNet 300-100
+with 100 outputs, in the same run and on the same inputs, measures:
+
+- **mask memory**: ``SupSupNet.mask_nbytes()`` (packed bytes with their spare
+  capacity, the int32 sum and the float mean cache) versus the reference's dense
+  ``T x P`` float32 stack;
+- **time per test batch** (median of repeats after warm-up, so Numba compilation
+  is excluded): one single-image one-shot inference (entropy objective) plus
+  classifying the 128-image batch with the chosen mask.  Ours: one
+  forward/backward through the mean-mask network and a packed contraction.
+  Reference: alphas as an autograd leaf over the float stacks.
+
+Targets: memory at T = 1000 at most 1/25 of the float stack; our time at
+T = 1000 at most 3x our time at T = 10.  Writes
+``benchmarks/results/inference.json`` and ``inference.md``.
+
+Usage::
+
+    python benchmarks/bench_inference.py [--quick] [--device cpu|cuda|auto] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from supsup_core.config import ModelConfig
+from supsup_core.inference import build_float_stacks, float_stack_coefficient_gradients, infer_task
+from supsup_core.models import build_model
+
+HERE = Path(__file__).resolve().parent
+BATCH = 128
+MEMORY_TARGET = 1 / 25
+TIME_TARGET = 3.0
+
+
+def synthetic_model(n_tasks: int, device: torch.device, seed: int):
+    """LeNet 300-100 (s = 100) holding ``n_tasks`` random masks drawn from ``seed`` (about 50 % on)."""
+    model = build_model(ModelConfig(arch="lenet", output_size=100, seed=seed), device)
+    rng = np.random.default_rng(seed)
+    layers = model.masked_layers()
+    for start in range(0, n_tasks, 50):  # bounded temporaries
+        n = min(50, n_tasks - start)
+        batch = [{} for _ in range(n)]
+        for name, layer in layers.items():
+            raw = rng.integers(0, 256, size=(n, (layer.mask_numel + 7) // 8), dtype=np.uint8)
+            bits = np.unpackbits(raw, axis=1)[:, : layer.mask_numel].astype(bool)  # (n, P)
+            for i in range(n):
+                batch[i][name] = bits[i].reshape(layer.mask_shape)
+        model.import_masks(batch)
+    return model
+
+
+def _clock(fn, device: torch.device) -> tuple[float, object]:
+    """Wall time in ms of one call of ``fn`` (synchronising CUDA around it) and its result."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    result = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1e3, result
+
+
+def ours_step(model, x: torch.Tensor):
+    """One test batch, our way: single-image one-shot (H), then classify the batch with that mask."""
+
+    def step() -> int:
+        task = infer_task(model, x[:1], method="oneshot", objective="H", per="batch")
+        model.set_task(task)
+        with torch.no_grad():
+            model(x)
+        return task
+
+    return step
+
+
+def reference_step(model, x: torch.Tensor, stacks: dict[str, torch.Tensor]):
+    """One test batch, the reference's way: alphas leaf over float stacks, then classify with stack[t]."""
+
+    def step() -> int:
+        g = float_stack_coefficient_gradients(model, x[:1], "H", stacks=stacks)
+        task = int(torch.argmin(g))
+        with torch.no_grad():
+            model(x, masks={name: stack[task] for name, stack in stacks.items()})
+        return task
+
+    return step
+
+
+def run(task_counts: tuple[int, ...], device: torch.device, seed: int, repeats: int) -> list[dict]:
+    """Memory and median time per batch for each task count, ours and the float stack, on the same inputs.
+
+    Our timings for the different task counts are interleaved round by round, so
+    load changes on a shared machine hit every task count alike (the ratio target
+    compares them); each method gets two untimed warm-up calls (Numba compilation).
+    """
+    x = torch.randn(BATCH, 1, 28, 28, generator=torch.Generator().manual_seed(seed + 1)).to(device)
+    models = {n: synthetic_model(n, device, seed) for n in task_counts}
+    steps = {n: ours_step(models[n], x) for n in task_counts}
+    times: dict[int, list[float]] = {n: [] for n in task_counts}
+    chosen = {}
+    for n in task_counts:
+        steps[n](), steps[n]()
+    for _ in range(repeats):
+        for n in task_counts:
+            ms, chosen[n] = _clock(steps[n], device)
+            times[n].append(ms)
+    runs = []
+    for n in task_counts:
+        model = models[n]
+        stacks = build_float_stacks(model)
+        stack_bytes = sum(s.numel() * s.element_size() for s in stacks.values())
+        ref = reference_step(model, x, stacks)
+        ref(), ref()
+        ref_times = []
+        for _ in range(max(3, repeats // 2)):
+            ms, ref_task = _clock(ref, device)
+            ref_times.append(ms)
+        del stacks, ref
+        ours_ms, stack_ms = statistics.median(times[n]), statistics.median(ref_times)
+        runs.append({
+            "tasks": n,
+            "ours_bytes": model.mask_nbytes(),  # the mean-mask cache exists by now and is counted
+            "float_stack_bytes": stack_bytes,
+            "memory_ratio": model.mask_nbytes() / stack_bytes,
+            "ours_ms": round(ours_ms, 3),
+            "float_stack_ms": round(stack_ms, 3),
+            "speedup": round(stack_ms / ours_ms, 2),
+            "same_choice": chosen[n] == ref_task,
+        })
+    return runs
+
+
+def machine(device: torch.device) -> dict:
+    """Device, thread and version information recorded with the results."""
+    import numba
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "numba": numba.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numba_threads": numba.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def markdown(result: dict) -> str:
+    """The results table and target lines as Markdown."""
+    lines = [
+        "# One-shot inference benchmark (LeNet 300-100, s = 100)",
+        "",
+        f"`{result['command']}` on {result['machine']['processor']} ({result['machine']['device']}), "
+        f"torch {result['machine']['torch']}",
+        "",
+        "| tasks | ours (MB) | float stack (MB) | memory ratio | ours (ms/batch) | float stack (ms/batch) | speedup | same task |",
+        "|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"| {r['tasks']} | {r['ours_bytes'] / 1e6:.2f} | {r['float_stack_bytes'] / 1e6:.1f} | 1/{1 / r['memory_ratio']:.1f} "
+            f"| {r['ours_ms']:.2f} | {r['float_stack_ms']:.2f} | {r['speedup']:.1f}x | {r['same_choice']} |"
+        )
+    t = result["targets"]
+    lines += [
+        "",
+        f"- memory at T=1000 <= 1/25 of the float stack: **{t['memory_pass']}** (ratio {t['memory_ratio_T1000']})",
+        f"- time at T=1000 <= 3x time at T=10: **{t['time_pass']}** (ratio {t['time_ratio_T1000_over_T10']})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark, write ``inference.json`` and ``inference.md``, return the results dict."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="T = 10, 100 only and fewer repeats")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    name = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    device = torch.device(name)
+    task_counts = (10, 100) if args.quick else (10, 100, 1000)
+    repeats = 5 if args.quick else 21
+
+    started = time.time()
+    runs = run(task_counts, device, args.seed, repeats)
+    by_t = {r["tasks"]: r for r in runs}
+    big = by_t.get(1000)
+    memory_ratio = big["memory_ratio"] if big else None
+    time_ratio = big["ours_ms"] / by_t[10]["ours_ms"] if big else None
+    result = {
+        "benchmark": "inference",
+        "command": "python benchmarks/bench_inference.py" + (" --quick" if args.quick else "") + f" --device {args.device}",
+        "machine": machine(device),
+        "batch": BATCH,
+        "wall_s": None,
+        "runs": runs,
+        "targets": {
+            "memory_ratio_T1000": None if memory_ratio is None else round(memory_ratio, 5),
+            "memory_pass": None if memory_ratio is None else memory_ratio <= MEMORY_TARGET,
+            "time_ratio_T1000_over_T10": None if time_ratio is None else round(time_ratio, 2),
+            "time_pass": None if time_ratio is None else time_ratio <= TIME_TARGET,
+        },
+    }
+    result["wall_s"] = round(time.time() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    (args.out / f"inference{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"inference{suffix}.md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

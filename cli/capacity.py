@@ -1,0 +1,90 @@
+"""``supsup-store capacity``: measure how many random patterns a Hopfield network keeps, over a range of loads.
+
+A thin forwarder to :func:`hopfield_masks.capacity.capacity_sweep`: parses the
+options, shows a progress bar over the loads (on stderr, so ``--json`` output
+stays clean), prints a table or JSON, and optionally saves the curve as a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hopfield_masks.capacity import CapacityRow, capacity_sweep, default_loads, plot_capacity
+from hopfield_masks.errors import InvalidArgumentError
+from hopfield_masks.rules import get_rule
+
+from ._app import app, console, err_console, guarded
+
+__all__ = ["capacity", "parse_loads"]
+
+
+def parse_loads(text: str) -> list[float]:
+    """Parse ``"0.05,0.1,0.2"`` into floats; an empty item or a non-number raises InvalidArgumentError."""
+    try:
+        return [float(item) for item in text.split(",")]
+    except ValueError:
+        raise InvalidArgumentError("--loads", "comma-separated numbers such as 0.05,0.1,0.2", repr(text)) from None
+
+
+def _table(rows: list[CapacityRow], title: str) -> Table:
+    table = Table(title=title)
+    for header in ("load", "patterns", "fixed points", "recovered", "mean overlap", "converged"):
+        table.add_column(header, justify="right")
+    for r in rows:
+        table.add_row(
+            f"{r.load:.4g}", str(r.n_patterns), f"{r.fixed_point_fraction:.1%}", f"{r.recovered_fraction:.1%}",
+            f"{r.mean_overlap:+.3f}", f"{r.converged_fraction:.1%}",
+        )
+    return table
+
+
+@app.command("capacity")
+@guarded
+def capacity(
+    size: Annotated[int, typer.Option("--size", help="Units N of the network.")] = 256,
+    rule: Annotated[str, typer.Option("--rule", help="Learning rule id (hebbian, storkey, storkey-reference, pseudo-inverse).")] = "storkey",
+    dtype: Annotated[str, typer.Option("--dtype", help="Coupling precision: float32, float16 or int8.")] = "float32",
+    loads: Annotated[
+        str | None,
+        typer.Option("--loads", help="Comma-separated loads (patterns per unit). Default: up to twice the rule's capacity."),
+    ] = None,
+    noise: Annotated[float, typer.Option("--noise", help="Fraction of spins flipped in each recall cue.")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of patterns, cues and sweep orders.")] = 0,
+    mode: Annotated[str, typer.Option("--mode", help="Recall dynamics: async or sync.")] = "async",
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Sweeps (async) or updates (sync) per recall.")] = 50,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Save the curve as a PNG to this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON instead of a table.")] = False,
+) -> None:
+    """Measure the fraction of stored random patterns that are fixed points and are recovered from noisy cues."""
+    rule_obj = get_rule(rule)
+    values = parse_loads(loads) if loads is not None else default_loads(size, rule_obj)
+    theoretical = rule_obj.capacity(size)
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    ) as progress:
+        task = progress.add_task(f"{rule} N={size}", total=len(values))
+        rows = capacity_sweep(
+            size, rule_obj, values, noise=noise, seed=seed, dtype=dtype, mode=mode, max_steps=max_steps,
+            callback=lambda _row: progress.advance(task),
+        )
+
+    title = f"{rule}, N={size}, {dtype}, {mode}, noise {noise:g}: theory {theoretical:.1f} patterns"
+    if as_json:
+        payload = {
+            "size": size, "rule": rule_obj.to_dict(), "dtype": dtype, "mode": mode, "noise": noise, "seed": seed,
+            "theoretical_capacity": theoretical, "rows": [r.to_dict() for r in rows],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        console.print(_table(rows, title))
+    if plot is not None:
+        written = plot_capacity(rows, plot, title=f"{rule}, N={size} ({dtype})")
+        err_console.print(f"wrote {written}")

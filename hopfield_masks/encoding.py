@@ -1,0 +1,157 @@
+"""Encode a mask bank into a Hopfield reservoir stored inside the bank, and read it back.
+
+The reservoir for a byte budget is an *attachment* of the bank named
+``reservoir-<bytes>`` (for example ``reservoir-1000000`` for ``--budget 1MB``),
+so one file holds the exact masks and every reservoir made from them.
+Encoding reads the tasks one at a time and writes each into the reservoir
+(storing a mask never needs the earlier ones); the bank file is then rewritten
+atomically, so a failure leaves it untouched.
+
+The report always includes the honest alternative: how many masks the same
+budget holds *exactly* in the bit-packed format.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .backends import open_bank
+from .budget import parse_budget
+from .errors import CapacityWarning, StorageFormatError
+from .patterns import packed_nbytes
+from .reservoir import Reservoir, read_reservoir, write_reservoir
+
+__all__ = ["EncodeReport", "reservoir_name", "encode_bank", "read_bank_reservoir", "bank_reservoirs"]
+
+_PREFIX = "reservoir-"
+
+
+def reservoir_name(budget: str | int | float) -> str:
+    """Attachment name of the reservoir for ``budget`` (parsed to bytes).
+
+    >>> reservoir_name("1MB")
+    'reservoir-1000000'
+    """
+    return f"{_PREFIX}{parse_budget(budget)}"
+
+
+@dataclass(frozen=True)
+class EncodeReport:
+    """What :func:`encode_bank` built, for people and for ``--json``."""
+
+    path: str
+    attachment: str
+    budget_bytes: int
+    reservoir_bytes: int
+    rule: str
+    dtype: str
+    n_networks: int
+    network_size: int
+    pattern_length: int
+    n_tasks: int
+    capacity_tasks: float
+    load: float
+    over_capacity: bool
+    exact_bytes_per_task: int
+    exact_tasks_in_budget: int
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict of the fields."""
+        return asdict(self)
+
+
+def bank_reservoirs(path: str | Path) -> list[str]:
+    """Names of the reservoir attachments in the bank at ``path``."""
+    with open_bank(path, "r") as bank:
+        return [name for name in bank.attachments() if name.startswith(_PREFIX)]
+
+
+def read_bank_reservoir(path: str | Path, budget: str | int | float) -> Reservoir | None:
+    """The reservoir stored in the bank for ``budget``, or None when it has none."""
+    name = reservoir_name(budget)
+    with open_bank(path, "r") as bank:
+        if name not in bank.attachments():
+            return None
+        return bank.read_attachment(name, read_reservoir)
+
+
+def _exact_bytes_per_task(bank, tasks: list[str], length: int) -> int:
+    """Bytes per mask in the bit-packed format: measured in the file when it is packed, else ceil(P/8)."""
+    if bank.backend_id == "hdf5-packed":
+        return max(bank.task_nbytes(t) for t in tasks)
+    return packed_nbytes(length)
+
+
+def encode_bank(
+    path: str | Path,
+    budget: str | int | float = "1MB",
+    *,
+    rule: str = "storkey",
+    dtype: str = "auto",
+    overwrite: bool = True,
+    progress=None,
+) -> tuple[Reservoir, EncodeReport]:
+    """Store every task of the bank at ``path`` in a reservoir sized from ``budget`` and attach it to the bank.
+
+    Parameters
+    ----------
+    path : path-like
+        A mask bank file (any file backend).
+    budget : str or int
+        Byte budget of the reservoir ("1MB", "512KiB", "2e6", ...).
+    rule, dtype : str
+        Learning rule id and coupling precision (``"auto"`` picks the precision that fits the largest networks).
+    overwrite : bool
+        Replace an existing reservoir of the same budget.
+    progress : callable, optional
+        ``progress(done, total)`` after each task.
+
+    Raises
+    ------
+    StorageFormatError
+        The bank holds no masks, or its tasks do not share one layout.
+    BudgetError
+        The budget is too small for even one network (the message gives the smallest that works).
+    """
+    with open_bank(path, "r") as bank:
+        tasks = bank.tasks()
+        if not tasks:
+            raise StorageFormatError(path, "holds no masks to encode (write tasks into the bank first)")
+        layout = bank.task_layout(tasks[0])
+        for task in tasks[1:]:
+            if bank.task_layout(task) != layout:
+                raise StorageFormatError(path, f"task {task!r} has a different layer layout from task {tasks[0]!r}")
+        reservoir = Reservoir.from_budget(budget, layout, rule=rule, dtype=dtype)
+        with warnings.catch_warnings():
+            # over capacity is reported in the EncodeReport (and by the CLI), not as a warning per task
+            warnings.simplefilter("ignore", CapacityWarning)
+            for i, task in enumerate(tasks):
+                reservoir.store(bank.read_task(task))
+                if progress is not None:
+                    progress(i + 1, len(tasks))
+        exact = _exact_bytes_per_task(bank, tasks, layout.length)
+    name = reservoir_name(budget)
+    with open_bank(path, "a") as bank:
+        bank.write_attachment(name, lambda group: write_reservoir(group, reservoir), overwrite=overwrite)
+    budget_bytes = parse_budget(budget)
+    report = EncodeReport(
+        path=str(path),
+        attachment=name,
+        budget_bytes=budget_bytes,
+        reservoir_bytes=int(reservoir.nbytes),
+        rule=reservoir.rule.rule_id,
+        dtype=reservoir.dtype,
+        n_networks=reservoir.n_blocks,
+        network_size=reservoir.network_size,
+        pattern_length=layout.length,
+        n_tasks=reservoir.n_tasks,
+        capacity_tasks=float(reservoir.capacity),
+        load=float(reservoir.n_tasks / reservoir.capacity),
+        over_capacity=bool(reservoir.n_tasks > reservoir.capacity),
+        exact_bytes_per_task=int(exact),
+        exact_tasks_in_budget=int(math.floor(budget_bytes / exact)) if exact else 0,
+    )
+    return reservoir, report

@@ -1,0 +1,417 @@
+"""A constant-size reservoir of Hopfield networks that stores every task's mask as blocks.
+
+A task's mask (several named layers, any shapes) is flattened by a
+:class:`~hopfield_masks.blocks.MaskLayout` into one ±1 state of length ``P``
+and cut into ``B = ceil(P / N)`` blocks of ``N`` spins; block ``b`` of every
+task goes into network ``b``.  The reservoir never grows (``nbytes = B*N**2*itemsize
++ 4*B + 4*P``, fixed when it is built) and storing a mask needs only that mask.
+Besides the couplings it keeps the running sum of the stored ±1 states (int32
+per entry): divided by the task count it is the reference code's recovery
+start, the mean ±1 mask (REFERENCE.md §2.8, §7).
+
+The last block is padded with copies of the pattern's first spins
+(``"wrap"``).  During recall the copies are kept consistent with their sources:
+:meth:`Reservoir.sweep` refreshes them from the current state right before the
+padded block is swept and drops them afterwards, and
+:meth:`Reservoir.energy_gradient` adds each copy's gradient to its source
+(the chain rule for ``E(s) = sum_b E_b(pad(s)_b)``).
+
+Examples
+--------
+>>> import numpy as np
+>>> from hopfield_masks.blocks import MaskLayout
+>>> layout = MaskLayout(("fc1", "fc2"), ((6,), (4,)))
+>>> res = Reservoir(layout, network_size=8, rule="hebbian")
+>>> res.n_blocks, res.nbytes
+(2, 560)
+>>> res.store({"fc1": np.array([1, 0, 1, 1, 0, 0], bool), "fc2": np.array([1, 1, 0, 0], bool)})
+0
+>>> res.mean_cue()[:4]
+array([ 1., -1.,  1.,  1.])
+>>> res.exact_storage_bytes_per_task
+2
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ._files import atomic_path, open_h5_read
+from ._reservoir_parts import (
+    FORMAT_VERSION,
+    ITEMSIZE,
+    blocks_energy_gradient,
+    blocks_sweep,
+    check_int,
+    flat_state,
+    blocks_recall,
+    make_cue,
+    read_parts,
+    score_array,
+    reservoir_nbytes,
+    size_for_budget,
+    write_group,
+)
+from .blocks import BlockLayout, MaskLayout, join_blocks, split_blocks
+from .budget import parse_budget
+from .errors import CapacityWarning, InvalidArgumentError
+from .network import HopfieldNetwork
+from .patterns import packed_nbytes
+from .recall.dynamics import RecallResult
+from .recall.guidance import Guidance
+from .recall.guided import GuidedRecallResult, guided_dynamics, score_descent
+from .rules import get_rule
+from .rules.base import LearningRule
+
+__all__ = [
+    "Reservoir",
+    "reservoir_nbytes",
+    "size_for_budget",
+    "write_reservoir",
+    "read_reservoir",
+    "FORMAT_VERSION",
+    "ITEMSIZE",
+]
+
+_METHODS = {"score-descent": score_descent, "dynamics": guided_dynamics}
+
+
+def _check_layout(layout: object) -> MaskLayout:
+    if not isinstance(layout, MaskLayout) or layout.length < 1:
+        raise InvalidArgumentError("layout", "a MaskLayout with at least one mask entry", repr(layout))
+    return layout
+
+
+class _LoadAttribute:
+    """``Reservoir.load(path)`` on the class reads a file; ``reservoir.load`` on an instance is the load.
+
+    Both names are part of the contract (``load`` is ``n_tasks / capacity`` as
+    on :class:`~hopfield_masks.network.HopfieldNetwork`), so the attribute
+    dispatches on how it is reached.
+    """
+
+    def __get__(self, obj: Reservoir | None, cls: type) -> object:
+        if obj is None:
+            return types.MethodType(_load_file, cls)
+        return obj.n_tasks / obj.capacity
+
+
+def _load_file(cls: type, path: str | Path) -> Reservoir:
+    """Read a reservoir saved by :meth:`Reservoir.save` (errors name the path)."""
+    with open_h5_read(path) as fh:
+        return read_reservoir(fh)
+
+
+class Reservoir:
+    """Blocks of a :class:`~hopfield_masks.blocks.MaskLayout` over equal-size Hopfield networks.
+
+    Parameters
+    ----------
+    layout : MaskLayout
+        Names and shapes of one task's layer masks (``P = layout.length >= 1``).
+    network_size : int
+        Units per network ``N`` (>= 2).
+    rule : str or LearningRule
+        Learning rule of every network.
+    dtype : str
+        Coupling precision: ``"float32"``, ``"float16"`` or ``"int8"``.
+
+    Attributes
+    ----------
+    load : float
+        ``n_tasks / capacity`` (> 1 means over capacity); on the class,
+        ``Reservoir.load(path)`` reads a file instead.
+    """
+
+    load = _LoadAttribute()
+
+    def __init__(
+        self, layout: MaskLayout, network_size: int, rule: str | LearningRule = "storkey", dtype: str = "float32"
+    ) -> None:
+        _check_layout(layout)
+        size = check_int(network_size, "network_size", 2)
+        if dtype not in ITEMSIZE:
+            raise InvalidArgumentError("dtype", f"one of {list(ITEMSIZE)}", repr(dtype))
+        rule = get_rule(rule)
+        self._setup(layout, size, rule, dtype)
+        self._networks = tuple(HopfieldNetwork(size, rule, dtype) for _ in range(self.block_layout.n_blocks))
+        self._spin_sums = np.zeros(layout.length, dtype=np.int32)  # running sum of stored ±1 states, (P,)
+        self._n_tasks = 0
+
+    def _setup(self, layout: MaskLayout, size: int, rule: LearningRule, dtype: str, budget: int | None = None) -> None:
+        self.layout = layout
+        self.block_layout = BlockLayout(layout.length, size)
+        self.rule = rule
+        self.dtype = dtype
+        self.budget = budget  # the byte budget it was sized from, if any
+        # padded unit k (flat index P + k) copies the pattern's spin _pad_src[k]; see the module docstring
+        self._pad_src = np.arange(self.block_layout.padding) % layout.length
+
+    @classmethod
+    def from_budget(cls, budget: str | int | float, layout: MaskLayout, rule: str | LearningRule = "storkey",
+                    dtype: str = "auto", min_network_size: int = 16) -> Reservoir:
+        """The reservoir with the largest networks whose :attr:`nbytes` fit ``budget``.
+
+        See :func:`size_for_budget` for the choice of ``N`` and of the precision.
+
+        Examples
+        --------
+        >>> res = Reservoir.from_budget("100kB", MaskLayout(("w",), ((1000,),)), rule="hebbian")
+        >>> res.network_size, res.dtype, res.nbytes <= 100_000
+        (93, 'int8', True)
+        """
+        length = _check_layout(layout).length
+        size, chosen = size_for_budget(budget, length, dtype=dtype, min_network_size=min_network_size)
+        res = cls(layout, size, rule, chosen)
+        res.budget = parse_budget(budget)
+        return res
+
+    @property
+    def length(self) -> int:
+        """Pattern length ``P`` (mask entries per task)."""
+        return self.layout.length
+
+    @property
+    def network_size(self) -> int:
+        """Units per network ``N``."""
+        return self.block_layout.block_size
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of networks ``B = ceil(P / N)``."""
+        return self.block_layout.n_blocks
+
+    @property
+    def networks(self) -> tuple[HopfieldNetwork, ...]:
+        """The networks, block order (do not store into them directly)."""
+        return self._networks
+
+    @property
+    def n_tasks(self) -> int:
+        """Tasks stored so far."""
+        return self._n_tasks
+
+    @property
+    def spin_sums(self) -> np.ndarray:
+        """Running int32 sum of the stored ±1 states, ``(P,)`` (a copy)."""
+        return self._spin_sums.copy()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: couplings, one float32 scale per network, int32 spin sums (see :func:`reservoir_nbytes`)."""
+        return reservoir_nbytes(self.length, self.network_size, self.dtype)
+
+    @property
+    def capacity(self) -> float:
+        """Tasks storable in theory: the rule's capacity for ``N`` units (every network holds every task)."""
+        return float(self.rule.capacity(self.network_size))
+
+    @property
+    def exact_storage_bytes_per_task(self) -> int:
+        """Bytes one task's mask takes stored exactly as packed bits, ``ceil(P / 8)``."""
+        return packed_nbytes(self.length)
+
+    def __repr__(self) -> str:
+        return (
+            f"Reservoir(P={self.length}, networks={self.n_blocks}x{self.network_size}, rule={self.rule!r}, "
+            f"dtype={self.dtype!r}, n_tasks={self.n_tasks}, nbytes={self.nbytes})"
+        )
+
+    def store(self, masks: Mapping[str, object]) -> int:
+        """Write one task's masks into the networks and return its task index (0, 1, ...).
+
+        Only this mask is needed: each block goes through the rule's
+        incremental update, and the running ±1 sums are updated.  Warns
+        :class:`~hopfield_masks.errors.CapacityWarning` (once, not per network)
+        when the task count goes above :attr:`capacity`.
+
+        Raises
+        ------
+        PatternShapeError, PatternError
+            The layer names, shapes or values do not match the layout.
+        """
+        state = self.layout.flatten_spins(masks)  # validates every layer; (P,) int8
+        blocks = split_blocks(state, self.block_layout)  # (B, N)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CapacityWarning)  # the reservoir warns once below
+            for net, block in zip(self._networks, blocks):
+                net.store(block)
+        self._spin_sums += state
+        self._n_tasks += 1
+        if self._n_tasks > self.capacity:
+            warnings.warn(
+                CapacityWarning(
+                    f"the reservoir holds {self._n_tasks} tasks, above the {self.rule.rule_id} capacity of "
+                    f"{self.capacity:.1f} for networks of {self.network_size} units; recall may return wrong masks"
+                ),
+                stacklevel=2,
+            )
+        return self._n_tasks - 1
+
+    def mean_cue(self) -> np.ndarray:
+        """The mean ±1 state of the stored tasks, float64 ``(P,)``: the reference's recovery start.
+
+        Raises
+        ------
+        InvalidArgumentError
+            No task is stored yet.
+        """
+        if self._n_tasks == 0:
+            raise InvalidArgumentError("cue", "a reservoir with at least one stored task", "0 stored tasks")
+        return self._spin_sums / float(self._n_tasks)
+
+    def cue(self, kind: str = "mean", seed: int = 0, reference: object = None) -> np.ndarray:
+        """A starting point for recall, float64 ``(P,)``.
+
+        Parameters
+        ----------
+        kind : str
+            ``"mean"`` (:meth:`mean_cue`), ``"random"`` (uniform ±1) or
+            ``"noisy:<p>"``: ``reference`` with exactly ``round(p * P)`` spins,
+            chosen at random, flipped.
+        seed : int
+            Seeds ``"random"`` and ``"noisy"``.
+        reference : Mapping of masks or array_like, optional
+            For ``"noisy"``: the task's masks, or its flat ±1 state.
+
+        Examples
+        --------
+        >>> res = Reservoir(MaskLayout(("w",), ((4,),)), 4, "hebbian")
+        >>> res.cue("noisy:0.25", reference={"w": np.ones(4, bool)}, seed=1)
+        array([ 1., -1.,  1.,  1.])
+        """
+        return make_cue(kind, self.length, seed, self.mean_cue, lambda: self._reference_state(reference))
+
+    def _reference_state(self, reference: object) -> np.ndarray:
+        if reference is None:
+            raise InvalidArgumentError("reference", "the task's masks or flat ±1 state for a noisy cue", "None")
+        if isinstance(reference, Mapping):
+            return self.layout.flatten_spins(reference)
+        return flat_state(reference, self.length, "reference")
+
+    def _cue_scores(self, cue: object, seed: int) -> np.ndarray:
+        """Resolve a cue given as a kind string, a masks mapping or an array into float64 scores ``(P,)``."""
+        if isinstance(cue, str):
+            return self.cue(cue, seed=seed)
+        if isinstance(cue, Mapping):
+            return self.layout.flatten_spins(cue).astype(np.float64)
+        return score_array(cue, self.length, "cue")
+
+    def _blocks(self, state: object) -> np.ndarray:
+        return split_blocks(flat_state(state, self.length, "state"), self.block_layout)  # (B, N), wrap-padded
+
+    def energy(self, state: object) -> float:
+        """Total energy ``sum_b -1/2 s_b^T W_b s_b`` of a flat state (padding included)."""
+        return float(sum(net.energy(block) for net, block in zip(self._networks, self._blocks(state))))
+
+    def energy_gradient(self, state: object) -> np.ndarray:
+        """``dE/ds`` float64 ``(P,)``: the blocks' gradients, each padded copy's added to its source."""
+        return blocks_energy_gradient(self._networks, self._blocks(state), self._pad_src)
+
+    def sweep(
+        self, state: object, external_field: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, int]:
+        """One asynchronous sweep of every network, in block order; returns ``(state, flips)``.
+
+        Padded units get their source's external field; right before the padded
+        (last) block is swept its copies are refreshed from the current state,
+        and they are dropped afterwards, so they always agree with their sources.
+        """
+        return blocks_sweep(self._networks, self._blocks(state), self._pad_src, external_field, rng)
+
+    def recall(self, cue: object = "mean", guidance: Guidance | None = None, *, method: str = "score-descent",
+               seed: int = 0, **knobs: object) -> tuple[dict[str, np.ndarray], GuidedRecallResult]:
+        """Recall one task's masks, guided or not.
+
+        Parameters
+        ----------
+        cue : str, Mapping or array_like
+            A :meth:`cue` kind (drawn with ``seed``), a task's masks, or scores ``(P,)``.
+        guidance : Guidance, optional
+            Objective gradient on the whole flat state; ``None``: unguided.
+        method : str
+            ``"score-descent"`` (:func:`~hopfield_masks.recall.guided.score_descent`,
+            starting from the cue as scores) or ``"dynamics"``
+            (:func:`~hopfield_masks.recall.guided.guided_dynamics`, starting
+            from ``sign(cue)`` with 0 -> +1, seeded with ``seed``).
+        **knobs
+            Keyword arguments of the chosen procedure.
+
+        Returns
+        -------
+        masks : dict[str, ndarray]
+            Boolean masks in the layout's names and shapes.
+        result : GuidedRecallResult
+        """
+        if method not in _METHODS:
+            raise InvalidArgumentError("method", f"one of {sorted(_METHODS)}", repr(method))
+        fixed = {"landscape", "cue_scores", "cue_state", "guidance", "seed"}
+        allowed = [p for p in inspect.signature(_METHODS[method]).parameters if p not in fixed]
+        unknown = sorted(set(knobs) - set(allowed))
+        if unknown:
+            raise InvalidArgumentError("knobs", f"keywords of {method} among {allowed}", unknown)
+        scores = self._cue_scores(cue, seed)
+        if method == "score-descent":
+            result = score_descent(self, scores, guidance, **knobs)  # type: ignore[arg-type]
+        else:
+            start = np.where(scores >= 0, 1, -1).astype(np.int8)  # the mask 1[u >= 0] as spins
+            result = guided_dynamics(self, start, guidance, seed=seed, **knobs)  # type: ignore[arg-type]
+        return self.layout.unflatten(result.state), result
+
+    def recall_blocks(
+        self, cue: object = "mean", *, mode: str = "async", max_steps: int = 100, seed: int = 0
+    ) -> tuple[dict[str, np.ndarray], RecallResult]:
+        """Unguided recall of every block independently with each network's own ``recall``.
+
+        Network ``b`` uses seed ``seed + b``.  Returns the masks and a
+        :class:`~hopfield_masks.recall.dynamics.RecallResult` whose rows are
+        the blocks: ``states`` ``(B, N)``, ``steps`` and ``converged`` ``(B,)``.
+        """
+        start = np.where(self._cue_scores(cue, seed) >= 0, 1, -1).astype(np.int8)  # (P,)
+        result = blocks_recall(self._networks, split_blocks(start, self.block_layout), mode, max_steps, seed)
+        return self.layout.unflatten(join_blocks(result.states, self.block_layout)), result
+
+    def save(self, path: str | Path) -> None:
+        """Write the reservoir into the root group of a new HDF5 file at ``path``, atomically."""
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
+            write_reservoir(fh, self)
+
+
+def write_reservoir(group: h5py.Group, reservoir: Reservoir) -> None:
+    """Write ``reservoir`` into ``group``; reservoir datasets already there are replaced.
+
+    The layout (attributes ``kind="reservoir"``, ``format_version``, ``rule``,
+    ``dtype``, ``network_size``, ``mask_layout``, ``block_layout``, ``n_tasks``,
+    ``budget``; datasets ``couplings`` ``(B, N, N)``, ``scales`` ``(B,)``
+    float32, ``spin_sums`` ``(P,)`` int32) is described in
+    :mod:`hopfield_masks._reservoir_parts`.
+    """
+    if not isinstance(reservoir, Reservoir):
+        raise InvalidArgumentError("reservoir", "a Reservoir", type(reservoir).__name__)
+    write_group(group, reservoir)
+
+
+def read_reservoir(group: h5py.Group) -> Reservoir:
+    """Rebuild a reservoir written by :func:`write_reservoir`.
+
+    Raises
+    ------
+    StorageFormatError
+        The group is not a reservoir of a supported format version, or an
+        attribute or dataset is missing, malformed or inconsistent; the
+        message names the file (and group).
+    """
+    parts = read_parts(group)
+    res = Reservoir.__new__(Reservoir)
+    res._setup(parts.layout, parts.block_layout.block_size, parts.rule, parts.dtype, parts.budget)
+    res._networks = parts.networks
+    res._spin_sums = parts.spin_sums.astype(np.int32)
+    res._n_tasks = parts.n_tasks
+    return res

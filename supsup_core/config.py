@@ -1,0 +1,171 @@
+"""Model configuration: which base network, how it is initialised and how its masks are made.
+
+:class:`ModelConfig` is a frozen dataclass validated in ``__post_init__``; every
+field is JSON-safe so ``to_dict``/``from_dict`` round-trip through a mask bank's
+metadata.  Training hyper-parameters live elsewhere (``supsup_core.training``).
+
+Examples
+--------
+>>> cfg = ModelConfig(arch="lenet", output_size=100)
+>>> cfg.widths
+(300, 100)
+>>> ModelConfig.from_dict(cfg.to_dict()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .errors import ConfigError
+
+__all__ = ["ModelConfig", "ARCHITECTURES", "DEFAULT_WIDTHS"]
+
+ARCHITECTURES = ("lenet", "fc1024", "bnnet", "conv")
+"""Architecture names accepted by :class:`ModelConfig`."""
+
+DEFAULT_WIDTHS: dict[str, tuple[int, ...]] = {
+    "lenet": (300, 100),  # REFERENCE §3.3: LeNet 300-100
+    "fc1024": (1024, 1024),  # REFERENCE §3.3: FC 1024-1024
+    "bnnet": (2048, 2048),  # REFERENCE §2.8: BNNet, two unit-masked hidden layers
+    "conv": (16, 32, 128),  # conv1 channels, conv2 channels, hidden linear width
+}
+"""Hidden widths of each architecture when ``ModelConfig.hidden`` is None."""
+
+_INITS = ("signed_constant", "kaiming_normal")
+_MASK_MODES = ("threshold", "topk")
+
+
+def _is_int(value: object) -> bool:
+    """True for Python ints (not bools), which is what a JSON round trip gives back."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a base network and its mask layers bit-identically.
+
+    Attributes
+    ----------
+    arch : str
+        ``"lenet"`` (784-300-100-s), ``"fc1024"`` (784-1024-1024-s), ``"bnnet"``
+        (784-2048-2048-s with unit masks and Swish, REFERENCE §2.8) or ``"conv"``
+        (two masked 3x3 convolutions with max-pooling, then two masked linear layers).
+    output_size : int
+        Number of outputs ``s``; outputs beyond the real classes are superfluous neurons.
+    seed : int
+        Seed of the base weights (and, combined with the task index, of each task's scores).
+    init : str
+        ``"signed_constant"`` (W = ±sqrt(2 / fan_in), the paper's choice) or ``"kaiming_normal"``.
+    mask_mode : str
+        ``"threshold"`` (mask = score >= 0) or ``"topk"`` (keep the largest ``|score|`` per layer).
+        BNNet's unit masks are always thresholded, so ``"topk"`` is refused for ``"bnnet"``.
+    density : float
+        Kept fraction per layer in ``"topk"`` mode, in (0, 1]; ignored when ``er_sigma`` is set.
+    er_sigma : float or None
+        Erdős–Rényi budget σ: layer density ``min(0.5, σ (c_in + c_out) / (c_in c_out k_h k_w))``.
+    in_features, in_channels, image : int
+        Input geometry; ``in_features`` must equal ``in_channels * image**2``.
+    hidden : tuple of int or None
+        Overrides the hidden widths (tests use tiny networks).  For ``"conv"`` it is
+        ``(channels1, channels2, linear_width)``; for the MLPs any non-empty tuple of widths.
+    """
+
+    arch: str = "lenet"
+    output_size: int = 10
+    seed: int = 0
+    init: str = "signed_constant"
+    mask_mode: str = "threshold"
+    density: float = 0.5
+    er_sigma: float | None = None
+    in_features: int = 784
+    in_channels: int = 1
+    image: int = 28
+    hidden: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError("arch", f"one of {ARCHITECTURES}", repr(self.arch))
+        for name in ("output_size", "in_features", "in_channels", "image"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ConfigError(name, "a positive integer", repr(value))
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
+            raise ConfigError("seed", "an integer in [0, 2**63)", repr(self.seed))
+        if self.init not in _INITS:
+            raise ConfigError("init", f"one of {_INITS}", repr(self.init))
+        if self.mask_mode not in _MASK_MODES:
+            raise ConfigError("mask_mode", f"one of {_MASK_MODES}", repr(self.mask_mode))
+        if self.arch == "bnnet" and self.mask_mode != "threshold":
+            raise ConfigError("mask_mode", "'threshold' for arch 'bnnet' (unit masks start all-on)", repr(self.mask_mode))
+        if isinstance(self.density, bool) or not isinstance(self.density, (int, float)) or not 0 < self.density <= 1:
+            raise ConfigError("density", "a number in (0, 1]", repr(self.density))
+        if self.er_sigma is not None and (
+            isinstance(self.er_sigma, bool)
+            or not isinstance(self.er_sigma, (int, float))
+            or not math.isfinite(self.er_sigma)
+            or self.er_sigma <= 0
+        ):
+            raise ConfigError("er_sigma", "None or a positive finite number", repr(self.er_sigma))
+        if self.in_features != self.in_channels * self.image**2:
+            raise ConfigError(
+                "in_features",
+                f"in_channels * image**2 = {self.in_channels * self.image ** 2}",
+                repr(self.in_features),
+            )
+        self._check_hidden()
+
+    def _check_hidden(self) -> None:
+        """Validate ``hidden`` (a list from JSON is accepted and frozen into a tuple)."""
+        if self.hidden is None:
+            return
+        if not isinstance(self.hidden, (tuple, list)) or not self.hidden:
+            raise ConfigError("hidden", "None or a non-empty tuple of positive integers", repr(self.hidden))
+        if not all(_is_int(w) and w >= 1 for w in self.hidden):
+            raise ConfigError("hidden", "positive integer widths", repr(self.hidden))
+        if self.arch == "conv":
+            if len(self.hidden) != 3:
+                raise ConfigError("hidden", "(channels1, channels2, linear_width) for arch 'conv'", repr(self.hidden))
+            if self.image < 4:
+                raise ConfigError("image", "at least 4 for arch 'conv' (two 2x2 poolings)", repr(self.image))
+        # frozen dataclass: object.__setattr__ is the documented way to normalise a field
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The hidden widths actually used (``hidden`` or the architecture's default)."""
+        return self.hidden if self.hidden is not None else DEFAULT_WIDTHS[self.arch]
+
+    def layer_density(self, c_in: int, c_out: int, k_h: int = 1, k_w: int = 1) -> float:
+        """Kept fraction of a top-k layer: ``density``, or the ER formula when ``er_sigma`` is set.
+
+        Examples
+        --------
+        >>> ModelConfig(mask_mode="topk", er_sigma=1.0).layer_density(784, 300)
+        0.004608843537414966
+        >>> ModelConfig(mask_mode="topk", density=0.25).layer_density(784, 300)
+        0.25
+        """
+        if self.er_sigma is None:
+            return float(self.density)
+        from .subnet import er_density  # local import: subnet imports torch, config stays light
+
+        return er_density(c_in, c_out, k_h, k_w, sigma=self.er_sigma)
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict of every field (``hidden`` as a list or None)."""
+        d = asdict(self)
+        d["hidden"] = list(self.hidden) if self.hidden is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """Rebuild a config written by :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        if not isinstance(d, dict):
+            raise ConfigError("d", "a dict from ModelConfig.to_dict()", type(d).__name__)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError("d", f"keys among {sorted(known)}", f"unknown keys {unknown}")
+        return cls(**d)

@@ -1,0 +1,257 @@
+"""HopSupSup end to end: recall every task's mask from a Hopfield reservoir and score it.
+
+This joins the storage layer and the core (REFERENCE.md §2.8, and §7's "really
+constant memory" version):
+
+1. the reservoir (built by :func:`hopfield_masks.encoding.encode_bank`) holds
+   every task's mask as attractors, plus the running ±1 sums used as the
+   reference's recovery start (the *mean* cue);
+2. for each task, recall starts from the cue and runs one of the two guided
+   procedures of :mod:`hopfield_masks.recall.guided`, with the gradient of the
+   model's output entropy (:class:`~supsup_core.guidance.OutputGuidance`) computed
+   on *unlabeled* batches of that task — no task identity is given to recall;
+3. the recalled mask is compared with the true one (bits wrong per layer) and,
+   when the bank's metadata names its data, scored on test images.
+
+**Non-transductive by default.**  The reference adapts and scores on the same
+test batches.  Here each task's test set is split once (seeded) into an
+*adaptation* half, whose images guide recall without their labels, and an
+*evaluation* half, on which both the true and the recalled masks are scored.
+``transductive=True`` restores the reference's protocol (guide and score on the
+whole test set).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hopfield_masks.backends import open_bank
+from hopfield_masks.reservoir import Reservoir
+
+from .data import load_mnist, make_stream
+from .errors import ConfigError, DataError
+from .guidance import OutputGuidance, model_layout
+from .models import SupSupNet
+
+__all__ = [
+    "TaskData",
+    "TaskRecall",
+    "RECALL_METHODS",
+    "stream_from_metadata",
+    "task_data",
+    "masks_accuracy",
+    "recall_task",
+    "recall_all",
+]
+
+#: Recall procedures: the reference's score descent, and discrete dynamics biased by the guidance.
+RECALL_METHODS = ("score-descent", "dynamics")
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """One task's test images split for recall: ``adapt`` guides (labels unused), ``evaluate`` scores."""
+
+    adapt: list[torch.Tensor]
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+    transductive: bool
+
+
+@dataclass
+class TaskRecall:
+    """The outcome of recalling one task's mask (one row of the recall table)."""
+
+    task: str
+    method: str
+    guided: bool
+    cue: str
+    bits_wrong: dict[str, int]
+    exact: bool
+    steps_run: int
+    steps_to_final: int
+    guidance_calls: int
+    true_accuracy: float | None = None
+    recalled_accuracy: float | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def total_bits_wrong(self) -> int:
+        """Bits wrong over all layers."""
+        return int(sum(self.bits_wrong.values()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (history included)."""
+        out = asdict(self)
+        out["total_bits_wrong"] = self.total_bits_wrong
+        return out
+
+
+def stream_from_metadata(benchmark: Mapping[str, Any], data_dir: str | Path | None = None):
+    """Rebuild the task stream a bank was trained on from its ``benchmark`` metadata.
+
+    ``data_dir`` overrides the recorded data source (an IDX folder); the embedded
+    subset is used when the bank says so.
+
+    Raises
+    ------
+    DataError
+        The metadata does not describe a stream, or its data cannot be loaded.
+    """
+    if not isinstance(benchmark, Mapping) or "stream" not in benchmark:
+        raise DataError("the bank's metadata has no 'benchmark' description, so its data cannot be rebuilt")
+    source = benchmark.get("data_source", "embedded")
+    if data_dir is not None:
+        data = load_mnist(data_dir)
+    elif str(source).startswith("embedded"):
+        data = load_mnist("embedded")
+    else:
+        data = load_mnist(source)
+    options = {"degrees_per_task": benchmark["degrees_per_task"]} if "degrees_per_task" in benchmark else {}
+    seed = benchmark.get("seed")
+    return make_stream(benchmark["stream"], int(benchmark["n_tasks"]), data, 1 if seed is None else int(seed), **options)
+
+
+def task_data(stream, task: int, *, batch_size: int = 64, transductive: bool = False, seed: int = 0) -> TaskData:
+    """Split task ``task``'s test set into adaptation batches and an evaluation set (see the module docstring)."""
+    xs, ys = [], []
+    for x, y, _ in stream.test_batches(task, batch_size=512):
+        xs.append(x)
+        ys.append(y)
+    x_all, y_all = torch.cat(xs), torch.cat(ys)  # (n, 1, 28, 28), (n,)
+    if transductive:
+        adapt_x, eval_x, eval_y = x_all, x_all, y_all
+    else:
+        # a seeded shuffle first: test sets are stored digit by digit, and each half needs every digit
+        order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(seed * 1_000 + task))
+        half = len(order) // 2
+        adapt_x = x_all[order[:half]]
+        eval_x, eval_y = x_all[order[half:]], y_all[order[half:]]
+    adapt = [adapt_x[i : i + batch_size] for i in range(0, len(adapt_x), batch_size)]
+    return TaskData(adapt=adapt, eval_x=eval_x, eval_y=eval_y, transductive=transductive)
+
+
+def masks_accuracy(model: SupSupNet, masks: Mapping[str, np.ndarray], x: torch.Tensor, y: torch.Tensor,
+                   batch_size: int = 256) -> float:
+    """Accuracy of ``model`` with explicit layer ``masks`` on ``(x, y)`` (argmax over all outputs)."""
+    device = model.device
+    mt = {name: torch.from_numpy(np.asarray(m, dtype=np.float32)).to(device) for name, m in masks.items()}
+    correct = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(y), batch_size):
+                logits = model(x[i : i + batch_size].to(device), masks=mt)
+                correct += int((logits.argmax(dim=1).cpu() == y[i : i + batch_size]).sum())
+    finally:
+        model.train(was_training)
+    return correct / max(1, len(y))
+
+
+def recall_task(
+    reservoir: Reservoir,
+    true_masks: Mapping[str, np.ndarray],
+    *,
+    task: str,
+    model: SupSupNet | None = None,
+    data: TaskData | None = None,
+    guided: bool = True,
+    method: str = "score-descent",
+    cue: str = "mean",
+    objective: str = "H",
+    seed: int = 0,
+    knobs: Mapping[str, Any] | None = None,
+) -> TaskRecall:
+    """Recall one task's mask from ``reservoir`` and compare it with ``true_masks``.
+
+    Guidance needs ``model`` and ``data`` (its ``adapt`` batches); accuracies are
+    measured when both are given.  ``cue`` is a :meth:`Reservoir.cue` kind
+    (``"mean"``, ``"random"``, ``"noisy:0.1"``); noisy cues start from the true mask.
+    """
+    if method not in RECALL_METHODS:
+        raise ConfigError("method", f"one of {RECALL_METHODS}", repr(method))
+    if guided and (model is None or data is None):
+        raise ConfigError("guided", "a model and unlabeled data for guidance (or guided=False)", "no data")
+    guidance = None
+    if guided:
+        guidance = OutputGuidance(model, data.adapt, reservoir.layout, objective=objective,
+                                  real_classes=min(10, model.config.output_size))
+    start = reservoir.cue(cue, seed=seed, reference=true_masks) if cue.startswith("noisy") else cue
+    recalled, result = reservoir.recall(cue=start, guidance=guidance, method=method, seed=seed, **dict(knobs or {}))
+    bits_wrong = {name: int(np.count_nonzero(recalled[name] != np.asarray(true_masks[name], dtype=bool)))
+                  for name in reservoir.layout.names}
+    row = TaskRecall(
+        task=task, method=method, guided=guided, cue=cue, bits_wrong=bits_wrong,
+        exact=not any(bits_wrong.values()), steps_run=int(result.steps_run),
+        steps_to_final=int(result.steps_to_final), guidance_calls=guidance.calls if guidance else 0,
+        history={k: [float(v) for v in np.asarray(a).ravel()] for k, a in result.history.items()},
+    )
+    if model is not None and data is not None:
+        row.true_accuracy = masks_accuracy(model, true_masks, data.eval_x, data.eval_y)
+        row.recalled_accuracy = (row.true_accuracy if row.exact
+                                 else masks_accuracy(model, recalled, data.eval_x, data.eval_y))
+    return row
+
+
+def recall_all(
+    bank_path: str | Path,
+    reservoir: Reservoir,
+    *,
+    model: SupSupNet | None = None,
+    stream=None,
+    guided: bool = True,
+    method: str = "score-descent",
+    cue: str = "mean",
+    objective: str = "H",
+    transductive: bool = False,
+    seed: int = 0,
+    knobs: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[TaskRecall]:
+    """Recall every task of the bank at ``bank_path`` from ``reservoir`` (one :class:`TaskRecall` per task).
+
+    With ``model`` and ``stream`` the recall is guided (when ``guided``) and scored; bank task ``"i"`` is
+    stream task ``i``.  Without them only bits wrong are reported, and ``guided`` must be False.
+    """
+    if model is not None and model_layout(model) != reservoir.layout:
+        raise ConfigError("model", f"masked layers {reservoir.layout.to_dict()}", model_layout(model).to_dict())
+    rows: list[TaskRecall] = []
+    with open_bank(bank_path, "r") as bank:
+        tasks = bank.tasks()
+        for i, task in enumerate(tasks):
+            data = None
+            if model is not None and stream is not None:
+                index = int(task) if task.isdigit() else i
+                if index >= stream.n_tasks:
+                    raise DataError(f"task {task!r} has no data in the {stream.n_tasks}-task stream")
+                data = task_data(stream, index, transductive=transductive, seed=seed)
+            rows.append(recall_task(
+                reservoir, bank.read_task(task), task=task, model=model, data=data,
+                guided=guided and data is not None, method=method, cue=cue, objective=objective,
+                seed=seed + i, knobs=knobs,
+            ))
+            if progress is not None:
+                progress(i + 1, len(tasks))
+    return rows
+
+
+def summarise(rows: list[TaskRecall]) -> dict[str, float]:
+    """Exact-recall count, mean bits wrong, mean accuracy drop and the largest steps-to-final over rows."""
+    drops = [r.true_accuracy - r.recalled_accuracy for r in rows
+             if r.true_accuracy is not None and r.recalled_accuracy is not None]
+    return {
+        "tasks": len(rows),
+        "exact": sum(r.exact for r in rows),
+        "mean_bits_wrong": float(np.mean([r.total_bits_wrong for r in rows])) if rows else math.nan,
+        "mean_accuracy_drop": float(np.mean(drops)) if drops else math.nan,
+        "max_accuracy_drop": float(np.max(drops)) if drops else math.nan,
+        "max_steps_to_final": max((r.steps_to_final for r in rows), default=0),
+    }

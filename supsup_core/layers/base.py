@@ -1,0 +1,320 @@
+"""The :class:`MaskedLayer` base: per-task packed masks, the current task's float scores, superposition.
+
+Storage of finished masks (per layer)
+-------------------------------------
+- ``packed``: a ``uint8`` buffer of shape ``(nbytes, capacity)``, **byte-major**:
+  column ``t`` is task ``t``'s mask packed MSB first (:mod:`supsup_core.packing`).
+  Byte-major makes the hot loops read one contiguous row per byte position for
+  all tasks.  Capacity grows like a vector (doubling up to 64 columns at a time),
+  so appending a task is amortised O(P / 8) and at most 64 columns are spare;
+  importing many tasks at once reserves exactly what is needed.
+- ``mask_sum``: ``int32`` running sum of all finished masks; the mean mask
+  ``mask_sum / k`` (the superposition with uniform alphas) is cached as float.
+- ``scores``: the float scores of the task being trained, or None.  Only one
+  task ever holds float scores.
+
+Contractions ``g_t = <G, M_t>`` (the one-shot identity, REFERENCE §7) and
+weighted sums ``sum_t alpha_t M_t`` never unpack the stack: on CPU they run the
+Numba kernels of :mod:`supsup_core._kernels`; on other devices (CUDA) they use a
+torch bit-plane path, ``((packed >> s) & 1) @ ...`` one bit-plane at a time,
+which also serves as the reference implementation on CPU (``backend="torch"``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import _kernels
+from ..errors import ConfigError
+from ..packing import pack_rows, packed_nbytes, unpack_bool
+from ..subnet import threshold_mask, topk_mask
+
+__all__ = ["MaskedLayer", "init_base_weight"]
+
+_BACKENDS = ("auto", "numba", "torch")
+_MAX_GROWTH = 64  # most spare task columns a layer's packed buffer ever holds
+_N_BLOCKS = 16  # fixed parallel blocks: the summation order (hence the result) is thread-count independent
+_SCRATCH_FLOATS = 4_000_000  # cap on the kernel's per-block accumulators (32 MB of float64)
+
+
+def init_base_weight(shape: tuple[int, ...], fan_in: int, init: str, generator: torch.Generator) -> torch.Tensor:
+    """Draw a base weight tensor on CPU from ``generator`` (REFERENCE §2.1).
+
+    ``"signed_constant"``: ``W = c * sign`` with signs uniform on {-1, +1} and
+    ``c = sqrt(2 / fan_in)`` (ReLU gain, also for Swish as the reference);
+    ``"kaiming_normal"``: ``W ~ N(0, 2 / fan_in)``.
+
+    Examples
+    --------
+    >>> w = init_base_weight((3, 8), 8, "signed_constant", torch.Generator().manual_seed(0))
+    >>> sorted(set(w.abs().flatten().tolist())) == [0.5]
+    True
+    """
+    if init == "signed_constant":
+        signs = torch.randint(0, 2, shape, generator=generator, dtype=torch.int64) * 2 - 1  # shape, ±1
+        return signs.to(torch.float32) * math.sqrt(2.0 / fan_in)
+    if init == "kaiming_normal":
+        return torch.randn(shape, generator=generator, dtype=torch.float32) * math.sqrt(2.0 / fan_in)
+    raise ConfigError("init", "'signed_constant' or 'kaiming_normal'", repr(init))
+
+
+class _Superpose(torch.autograd.Function):
+    """``sum_t alphas[t] M_t`` for one layer, differentiable in ``alphas`` via the contraction."""
+
+    @staticmethod
+    def forward(ctx, alphas: torch.Tensor, layer: MaskedLayer) -> torch.Tensor:
+        ctx.layer = layer
+        return layer.superposed_mask(alphas).to(alphas.dtype)  # mask_shape
+
+    @staticmethod
+    def backward(ctx, grad_mask: torch.Tensor):
+        grads = ctx.layer.contract(grad_mask.unsqueeze(0))[0]  # (k,)
+        return grads.to(device=grad_mask.device, dtype=grad_mask.dtype), None
+
+
+class MaskedLayer(nn.Module):
+    """Base of layers whose masks are learned per task (weights, or units for :class:`UnitMask`).
+
+    Parameters
+    ----------
+    mask_shape : tuple of int
+        Shape of one task's mask.
+    fan_in : int
+        Fan-in used by the Kaiming-uniform score init ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+    mask_mode : str
+        ``"threshold"`` or ``"topk"``.
+    density : float
+        Kept fraction in ``"topk"`` mode.
+
+    Notes
+    -----
+    Which mask a forward pass uses is the layer's *selection*, set by the model:
+    the task being trained (straight-through from the scores), one finished task,
+    or a superposition over the finished tasks.  An explicit ``mask`` argument to
+    ``forward`` overrides it (used for gradients with respect to the mask).
+    """
+
+    def __init__(self, mask_shape: tuple[int, ...], fan_in: int, *, mask_mode: str = "threshold", density: float = 0.5):
+        super().__init__()
+        if mask_mode not in ("threshold", "topk"):
+            raise ConfigError("mask_mode", "'threshold' or 'topk'", repr(mask_mode))
+        self.mask_shape = tuple(int(s) for s in mask_shape)
+        self.mask_numel = math.prod(self.mask_shape)
+        self.fan_in, self.mask_mode, self.density = int(fan_in), mask_mode, float(density)
+        self.num_tasks = 0
+        self.register_buffer("packed", torch.zeros((packed_nbytes(self.mask_numel), 0), dtype=torch.uint8))
+        self.register_buffer("mask_sum", torch.zeros(self.mask_shape, dtype=torch.int32))
+        self.register_parameter("scores", None)
+        self._selection: tuple = ("none",)
+        self._cache: dict[str, torch.Tensor] = {}
+        self._mean: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------- scores
+    def init_scores(self, generator: torch.Generator) -> torch.Tensor:
+        """New scores on CPU: Kaiming-uniform with a = sqrt(5), i.e. ``U(-1/sqrt(fan_in), +1/sqrt(fan_in))``."""
+        bound = 1.0 / math.sqrt(self.fan_in)
+        return (torch.rand(self.mask_shape, generator=generator, dtype=torch.float32) * 2 - 1) * bound
+
+    def start_task(self, generator: torch.Generator) -> None:
+        """Create the float scores of a new task (drawn on CPU, then moved) and select them."""
+        scores = self.init_scores(generator).to(self.packed.device)
+        self.scores = nn.Parameter(scores)
+        self._select(("train",))
+
+    def score_mask(self) -> torch.Tensor:
+        """The training task's mask from its scores, with the straight-through gradient."""
+        if self.scores is None:
+            raise ConfigError("task", "a task being trained (call add_task first)", "no scores")
+        if self.mask_mode == "topk":
+            return topk_mask(self.scores, self.density)
+        return threshold_mask(self.scores)
+
+    def finish_task(self) -> int:
+        """Binarise the scores, append the packed mask, update the sum, free the scores; return the index."""
+        with torch.no_grad():
+            mask = self.score_mask().detach() != 0  # mask_shape, bool
+        self.scores = None
+        self.append_masks(mask.unsqueeze(0))
+        return self.num_tasks - 1
+
+    # ---------------------------------------------------------------- storage
+    def _reserve(self, needed: int) -> None:
+        """Grow ``packed`` to hold ``needed`` task columns, keeping at most 64 spare."""
+        capacity = self.packed.shape[1]
+        if needed <= capacity:
+            return
+        new_capacity = max(needed, capacity + min(max(capacity, 8), _MAX_GROWTH))
+        grown = torch.zeros((self.packed.shape[0], new_capacity), dtype=torch.uint8, device=self.packed.device)
+        grown[:, : self.num_tasks] = self.packed[:, : self.num_tasks]  # (nbytes, new_capacity)
+        self.packed = grown
+
+    def append_masks(self, masks: torch.Tensor) -> None:
+        """Append finished masks ``(n, *mask_shape)`` (bool) as new tasks."""
+        if masks.dtype != torch.bool or tuple(masks.shape[1:]) != self.mask_shape:
+            raise ConfigError("masks", f"a bool tensor of shape (n, *{self.mask_shape})", f"{masks.dtype} {tuple(masks.shape)}")
+        masks = masks.to(self.packed.device)
+        n, k = masks.shape[0], self.num_tasks
+        self._reserve(k + n)
+        for start in range(0, n, 64):  # bounded temporaries when importing many tasks
+            rows = masks[start : start + 64].reshape(-1, self.mask_numel)  # (r, P)
+            self.packed[:, k + start : k + start + rows.shape[0]] = pack_rows(rows).T  # (nbytes, r)
+        self.mask_sum += masks.sum(dim=0, dtype=torch.int32)
+        self.num_tasks = k + n
+        self._mean = None
+        self._cache.clear()
+
+    def task_mask(self, task: int) -> torch.Tensor:
+        """Finished task ``task``'s mask as a bool tensor of ``mask_shape`` on the layer's device."""
+        if not 0 <= task < self.num_tasks:
+            raise ConfigError("task", f"a finished task in [0, {self.num_tasks})", task)
+        return unpack_bool(self.packed[:, task].contiguous(), self.mask_shape)
+
+    def mean_mask(self) -> torch.Tensor:
+        """Cached float32 mean of the finished masks (the superposition with alphas = 1/k)."""
+        if self.num_tasks == 0:
+            raise ConfigError("task", "at least one finished task for a superposition", "none")
+        if self._mean is None:
+            self._mean = self.mask_sum.to(torch.float32) / self.num_tasks
+        return self._mean
+
+    def mask_nbytes(self) -> int:
+        """Bytes held for finished masks: packed buffer (capacity included), sum buffer, mean cache."""
+        mean = self._mean.numel() * self._mean.element_size() if self._mean is not None else 0
+        return self.packed.numel() + self.mask_sum.numel() * self.mask_sum.element_size() + mean
+
+    # ------------------------------------------------------ contraction / sums
+    def _check_backend(self, backend: str) -> bool:
+        """True when the Numba kernels should run (CPU storage, backend 'auto' or 'numba')."""
+        if backend not in _BACKENDS:
+            raise ConfigError("backend", f"one of {_BACKENDS}", repr(backend))
+        if backend == "numba" and self.packed.device.type != "cpu":
+            raise ConfigError("backend", "'numba' only for masks stored on CPU", f"device {self.packed.device}")
+        return backend == "numba" or (backend == "auto" and self.packed.device.type == "cpu")
+
+    def contract(self, grads: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        """``out[r, t] = <grads[r], M_t>`` for every finished task, without unpacking the stack.
+
+        Parameters
+        ----------
+        grads : torch.Tensor
+            ``(R, *mask_shape)`` float values (e.g. gradients with respect to the mask).
+        backend : str
+            ``"auto"`` (Numba on CPU, torch elsewhere), ``"numba"`` or ``"torch"``.
+
+        Returns
+        -------
+        torch.Tensor
+            float64 ``(R, num_tasks)`` on the layer's device.
+        """
+        if grads.ndim < 1 or tuple(grads.shape[1:]) != self.mask_shape:
+            raise ConfigError("grads", f"shape (R, *{self.mask_shape})", tuple(grads.shape))
+        n_rhs, k, nbytes = grads.shape[0], self.num_tasks, self.packed.shape[0]
+        padded = torch.zeros((n_rhs, nbytes * 8), dtype=torch.float64, device=grads.device)  # (R, 8 nbytes)
+        padded[:, : self.mask_numel] = grads.detach().reshape(n_rhs, -1)
+        planes = padded.view(n_rhs, nbytes, 8)  # (R, nbytes, 8); zero padding adds nothing
+        if not self._check_backend(backend):
+            return self._contract_torch(planes.to(self.packed.device))
+        packed_np = self.packed.numpy()
+        planes_np = planes.cpu().numpy()
+        nblocks = max(1, min(_N_BLOCKS, nbytes))
+        out = np.empty((n_rhs, k), dtype=np.float64)
+        step = max(1, _SCRATCH_FLOATS // max(1, nblocks * k))  # rows per kernel call, bounding scratch memory
+        for r0 in range(0, n_rhs, step):
+            part = np.ascontiguousarray(planes_np[r0 : r0 + step])
+            acc = np.zeros((nblocks, part.shape[0], k), dtype=np.float64)  # per-block partial sums
+            _kernels.contract_kernel(packed_np, k, part, acc)
+            out[r0 : r0 + step] = acc.sum(axis=0)  # fixed-order reduction over blocks
+        return torch.from_numpy(out).to(grads.device)
+
+    def _contract_torch(self, planes: torch.Tensor) -> torch.Tensor:
+        """Bit-plane reference of :meth:`contract`: 8 matrix products with the unpacked planes."""
+        dtype = torch.float64 if planes.device.type == "cpu" else torch.float32
+        packed = self.packed[:, : self.num_tasks]  # (nbytes, k)
+        out = torch.zeros((planes.shape[0], self.num_tasks), dtype=dtype, device=packed.device)
+        for b in range(8):
+            plane = ((packed >> (7 - b)) & 1).to(dtype)  # (nbytes, k), entry 8 j + b of every task
+            out += planes[:, :, b].to(dtype) @ plane  # (R, k)
+        return out.to(torch.float64)
+
+    def superposed_mask(self, alphas: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        """``sum_t alphas[t] M_t`` as float32 ``mask_shape`` (no autograd); O(k P / 8) table work.
+
+        Raises
+        ------
+        ConfigError
+            ``alphas`` is not a 1-D tensor of length ``num_tasks``.
+        """
+        if not isinstance(alphas, torch.Tensor) or tuple(alphas.shape) != (self.num_tasks,):
+            raise ConfigError("alphas", f"a tensor of shape ({self.num_tasks},)", tuple(getattr(alphas, "shape", ())))
+        nbytes = self.packed.shape[0]
+        if self._check_backend(backend):
+            out = np.empty((nbytes, 8), dtype=np.float64)
+            a = np.ascontiguousarray(alphas.detach().cpu().to(torch.float64).numpy())
+            _kernels.superpose_kernel(self.packed.numpy(), self.num_tasks, a, out, max(1, min(_N_BLOCKS, nbytes)))
+            flat = torch.from_numpy(out).reshape(-1)  # (8 nbytes,)
+        else:
+            dtype = torch.float64 if self.packed.device.type == "cpu" else torch.float32
+            a = alphas.detach().to(self.packed.device, dtype)
+            packed = self.packed[:, : self.num_tasks]  # (nbytes, k)
+            flat = torch.stack([((packed >> (7 - b)) & 1).to(dtype) @ a for b in range(8)], dim=1).reshape(-1)
+        return flat[: self.mask_numel].reshape(self.mask_shape).to(self.packed.device, torch.float32)
+
+    # -------------------------------------------------------------- selection
+    def _select(self, selection: tuple) -> None:
+        self._selection = selection
+        self._cache.clear()
+
+    def select_task(self, task: int) -> None:
+        """Use finished task ``task``'s mask, or the training task's scores when ``task == num_tasks``."""
+        if task == self.num_tasks and self.scores is not None:
+            self._select(("train",))
+        elif 0 <= task < self.num_tasks:
+            self._select(("task", task))
+        else:
+            raise ConfigError("task", f"a finished task in [0, {self.num_tasks}) or the training task", task)
+
+    def select_alphas(self, alphas: torch.Tensor | None) -> None:
+        """Use ``sum_t alphas[t] M_t``; None means uniform ``1/k`` (the cached mean mask)."""
+        if alphas is None:
+            self.mean_mask()  # validates that a task exists
+            self._select(("alphas", None))
+        else:
+            if tuple(alphas.shape) != (self.num_tasks,):
+                raise ConfigError("alphas", f"a tensor of shape ({self.num_tasks},)", tuple(alphas.shape))
+            self._select(("alphas", alphas))
+
+    def effective_mask(self) -> torch.Tensor:
+        """The float mask the current selection applies (straight-through for the training task)."""
+        kind = self._selection[0]
+        if kind == "train":
+            return self.score_mask()
+        if kind == "task":
+            if "mask" not in self._cache:
+                self._cache["mask"] = self.task_mask(self._selection[1]).to(torch.float32)
+            return self._cache["mask"]
+        if kind == "alphas":
+            alphas = self._selection[1]
+            if alphas is None:
+                return self.mean_mask()
+            if alphas.requires_grad:  # differentiable: backward runs the contraction
+                return _Superpose.apply(alphas, self)
+            if "mask" not in self._cache:
+                self._cache["mask"] = self.superposed_mask(alphas)
+            return self._cache["mask"]
+        raise ConfigError("task", "a selected mask (add_task, set_task or set_alphas)", "no selection")
+
+    def cacheable(self) -> bool:
+        """True when the effective mask is fixed until the selection changes (no autograd involved)."""
+        kind = self._selection[0]
+        return kind == "task" or (kind == "alphas" and (self._selection[1] is None or not self._selection[1].requires_grad))
+
+    def _apply(self, fn, recurse=True):
+        # a device or dtype move invalidates every derived tensor
+        out = super()._apply(fn, recurse)
+        self._cache.clear()
+        self._mean = None
+        return out

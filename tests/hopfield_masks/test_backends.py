@@ -1,0 +1,137 @@
+"""The backends package: registry, create_bank/open_bank dispatch and describe_file."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from hopfield_masks import backends
+from hopfield_masks.backends import (
+    HDF5SparseBank,
+    MemoryMaskBank,
+    available_backends,
+    create_bank,
+    describe_file,
+    get_backend,
+    open_bank,
+    register_backend,
+)
+from hopfield_masks.errors import InvalidArgumentError, RegistryError, StorageFormatError, UnknownBackendError
+
+
+class TestRegistry:
+    def test_builtin_backends(self):
+        """The three built-in backends are registered under their ids."""
+        assert {"memory", "hdf5-packed", "hdf5-sparse"} <= set(available_backends())
+        for backend_id in available_backends():
+            assert get_backend(backend_id).backend_id == backend_id
+
+    def test_unknown_backend_lists_ids(self):
+        """An unknown id raises UnknownBackendError (a KeyError) listing the known ids."""
+        with pytest.raises(UnknownBackendError, match="hdf5-packed") as info:
+            get_backend("zip")
+        assert isinstance(info.value, KeyError)
+
+    def test_duplicates_and_non_banks_are_refused(self):
+        """Registering a taken id, a class without id, or a non-MaskBank raises RegistryError."""
+        with pytest.raises(RegistryError, match="already registered"):
+            register_backend(MemoryMaskBank)
+        with pytest.raises(RegistryError, match="MaskBank subclass"):
+            register_backend(dict)
+
+        class NoId(MemoryMaskBank):
+            backend_id = ""
+
+        with pytest.raises(RegistryError, match="backend_id"):
+            register_backend(NoId)
+
+    def test_new_backend_is_listed(self, monkeypatch):
+        """A newly registered backend appears in available_backends and get_backend."""
+        monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
+
+        class Other(MemoryMaskBank):
+            backend_id = "memory-2"
+
+        assert register_backend(Other) is Other
+        assert "memory-2" in available_backends() and get_backend("memory-2") is Other
+
+
+class TestCreateAndOpen:
+    def test_no_path_gives_a_memory_bank(self):
+        """create_bank(None) returns an in-memory bank with the given metadata."""
+        with create_bank(None, metadata={"seed": 1}) as bank:
+            assert isinstance(bank, MemoryMaskBank) and bank.metadata == {"seed": 1}
+
+    def test_memory_backend_takes_no_path(self, tmp_path):
+        """Asking for the memory backend with a file path is refused naming the path argument."""
+        with pytest.raises(InvalidArgumentError, match="path"):
+            create_bank(tmp_path / "x.h5", "memory")
+
+    def test_bad_metadata_creates_no_file(self, tmp_path):
+        """Metadata that is not JSON is refused before any file is created."""
+        with pytest.raises(InvalidArgumentError, match="metadata"):
+            create_bank(tmp_path / "x.h5", metadata={"x": float("inf")})
+        assert list(tmp_path.iterdir()) == []
+
+    def test_open_picks_the_writing_backend(self, tmp_path):
+        """open_bank reads the backend id from the file and returns that backend's class."""
+        path = tmp_path / "x.h5"
+        create_bank(path, "hdf5-sparse").close()
+        with open_bank(path) as bank:
+            assert isinstance(bank, HDF5SparseBank) and bank.mode == "r"
+
+    @pytest.mark.parametrize("mode", ["w", "x", "r+"])
+    def test_open_modes(self, tmp_path, mode):
+        """open_bank accepts only 'r' and 'a'."""
+        path = tmp_path / "x.h5"
+        create_bank(path).close()
+        with pytest.raises(InvalidArgumentError, match="mode"):
+            open_bank(path, mode)
+
+    def test_unregistered_backend_in_file(self, tmp_path):
+        """A bank written by a backend that is not registered here is refused, naming that backend."""
+        path = tmp_path / "x.h5"
+        create_bank(path).close()
+        with h5py.File(path, "r+") as f:
+            f.attrs["backend"] = "zarr-like"
+        with pytest.raises(StorageFormatError, match="zarr-like"):
+            open_bank(path)
+
+
+class TestDescribe:
+    def test_bank_summary(self, tmp_path):
+        """describe_file reports kind, version, backend, metadata, per-task layers and attachments, as JSON."""
+        path = tmp_path / "bank.h5"
+        with create_bank(path, "hdf5-sparse", metadata={"arch": "lenet"}) as bank:
+            bank.write_task("t", {"a": np.array([1, 1, 0, 0], bool), "e": np.zeros(0, bool)}, attrs={"acc": 0.5})
+            bank.write_attachment("res", lambda g: (g.attrs.create("kind", "reservoir"),
+                                                    g.create_dataset("couplings", data=np.zeros((4, 4), np.float32))))
+        d = json.loads(json.dumps(describe_file(path)))
+        assert (d["kind"], d["format_version"], d["backend"], d["metadata"]) == ("mask-bank", 1, "hdf5-sparse",
+                                                                                 {"arch": "lenet"})
+        assert d["file_bytes"] == path.stat().st_size and d["n_tasks"] == 1
+        task = d["tasks"][0]
+        assert (task["name"], task["entries"], task["density"], task["attrs"]) == ("t", 4, 0.5, {"acc": 0.5})
+        assert task["bytes"] == 2 * 2 + 2 * 4
+        assert task["layers"] == [{"name": "a", "shape": [4], "entries": 4, "density": 0.5},
+                                  {"name": "e", "shape": [0], "entries": 0, "density": None}]
+        assert d["attachments"] == [{"name": "res", "attrs": {"kind": "reservoir"},
+                                     "datasets": [{"name": "couplings", "shape": [4, 4], "dtype": "float32",
+                                                   "bytes": 64}]}]
+
+    def test_reservoir_summary(self, tmp_path):
+        """A reservoir file is described generically: its root attrs (JSON parsed) and dataset sizes."""
+        path = tmp_path / "res.h5"
+        with h5py.File(path, "w") as f:
+            f.attrs.update({"kind": "reservoir", "format_version": 1, "rule": json.dumps({"rule": "storkey"}),
+                            "dtype": "float16", "network_size": 8, "n_tasks": 2, "budget": 1000})
+            f.create_dataset("couplings", data=np.zeros((2, 8, 8), np.float16))
+            f.create_dataset("spin_sums", data=np.zeros((2, 8), np.int32))
+        d = json.loads(json.dumps(describe_file(path)))
+        assert d["kind"] == "reservoir" and d["format_version"] == 1
+        assert d["attrs"] == {"rule": {"rule": "storkey"}, "dtype": "float16", "network_size": 8, "n_tasks": 2,
+                              "budget": 1000}
+        assert {x["name"]: x["bytes"] for x in d["datasets"]} == {"couplings": 256, "spin_sums": 64}

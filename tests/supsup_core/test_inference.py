@@ -1,0 +1,210 @@
+"""Tests for supsup_core.inference: objectives, the packed one-shot identity, binary search, infer_task."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from supsup_core.config import ModelConfig
+from supsup_core.errors import ConfigError
+from supsup_core.inference import (
+    binary_search,
+    build_float_stacks,
+    coefficient_gradients,
+    entropy,
+    float_stack_coefficient_gradients,
+    infer_task,
+    objective_values,
+    per_image_coefficient_gradients,
+    superfluous_logsumexp,
+)
+from supsup_core.models import SupSupNet, build_model
+
+GEOMETRY = {"in_features": 16, "image": 4}
+
+
+def _model(arch: str = "lenet", hidden=(12, 10), output_size: int = 12, n_tasks: int = 6, seed: int = 0) -> SupSupNet:
+    model = build_model(ModelConfig(arch=arch, hidden=hidden, output_size=output_size, seed=seed, **GEOMETRY))
+    for _ in range(n_tasks):
+        model.add_task()
+        if arch == "bnnet":  # unit scores start at zero (all on): randomise so tasks differ
+            with torch.no_grad():
+                for p in model.score_parameters():
+                    p.normal_(generator=torch.Generator().manual_seed(model.training_task))
+        model.finish_task()
+    return model
+
+
+def _x(n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def _planted(k: int, planted: int) -> SupSupNet:
+    """All tasks share all-on hidden masks; only ``planted`` keeps its output layer (the others zero it)."""
+    model = _model(hidden=(6, 5), output_size=4, n_tasks=0)
+    shapes = {n: layer.mask_shape for n, layer in model.masked_layers().items()}
+    tasks = []
+    for t in range(k):
+        masks = {n: np.ones(s, dtype=bool) for n, s in shapes.items()}
+        masks["fc3"] = np.full(shapes["fc3"], t == planted)
+        tasks.append(masks)
+    model.import_masks(tasks)
+    return model
+
+
+class TestObjectives:
+    def test_entropy_matches_definition(self):
+        """H is -sum p log p over all outputs."""
+        z = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+        p = torch.softmax(z, dim=1)
+        assert torch.allclose(entropy(z), -(p * p.log()).sum(dim=1))
+
+    def test_g_value_and_gradient(self):
+        """G equals logsumexp; its gradient is 0 on real logits and softmax on superfluous ones."""
+        z = torch.randn(2, 6, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        g = superfluous_logsumexp(z, real_classes=4)
+        assert torch.allclose(g, torch.logsumexp(z, dim=1))
+        g.sum().backward()
+        p = torch.softmax(z.detach(), dim=1)
+        assert torch.equal(z.grad[:, :4], torch.zeros(2, 4))
+        assert torch.allclose(z.grad[:, 4:], p[:, 4:])
+
+    def test_g_needs_superfluous_outputs(self):
+        """G with as many real classes as outputs, or an unknown objective, raises ConfigError."""
+        with pytest.raises(ConfigError, match="real_classes"):
+            objective_values(torch.zeros(1, 10), "G", real_classes=10)
+        with pytest.raises(ConfigError, match="objective"):
+            objective_values(torch.zeros(1, 10), "entropy")
+
+
+class TestCoefficientGradients:
+    @pytest.mark.parametrize("arch, hidden", [("lenet", (12, 10)), ("conv", (2, 3, 8)), ("bnnet", (9, 7))])
+    @pytest.mark.parametrize("objective", ["H", "G"])
+    def test_equal_float_stack_autograd(self, arch, hidden, objective):
+        """The packed mean-mask identity equals autograd through dense float stacks (uniform and random alphas)."""
+        model = _model(arch, hidden)
+        x = _x(5, 2)
+        kw = {"real_classes": 10}
+        ours = coefficient_gradients(model, x, objective, **kw)
+        ref = float_stack_coefficient_gradients(model, x, objective, **kw)
+        assert ours.shape == (6,) and ours.dtype == torch.float64
+        assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-7)
+        alphas = torch.rand(6, generator=torch.Generator().manual_seed(3))
+        ours_a = coefficient_gradients(model, x, objective, alphas, **kw)
+        assert torch.allclose(ours_a, float_stack_coefficient_gradients(model, x, objective, alphas, **kw), rtol=1e-4, atol=1e-7)
+
+    def test_set_alphas_autograd_agrees(self):
+        """Backpropagating through set_alphas(leaf) gives the same gradient as coefficient_gradients."""
+        model = _model()
+        x = _x(3, 4)
+        alphas = torch.full((6,), 1 / 6, requires_grad=True)
+        model.set_alphas(alphas)
+        entropy(model(x)).mean().backward()
+        assert torch.allclose(alphas.grad.double(), coefficient_gradients(model, x, "H"), atol=1e-7)
+
+    def test_per_image_equals_single_images(self):
+        """Per-image gradients (vmap) equal the batch gradient of each image alone."""
+        model = _model()
+        x = _x(4, 5)
+        per = per_image_coefficient_gradients(model, x, "G")
+        single = torch.stack([coefficient_gradients(model, x[i : i + 1], "G") for i in range(4)])
+        assert per.shape == (4, 6) and torch.allclose(per, single, rtol=1e-5, atol=1e-8)
+
+    def test_does_not_change_the_selection(self):
+        """Inference leaves the model's selected task untouched."""
+        model = _model()
+        model.set_task(2)
+        x = _x(2, 6)
+        before = model(x)
+        infer_task(model, x)
+        assert torch.equal(model(x), before)
+
+
+class TestOneShot:
+    @pytest.mark.parametrize("objective", ["H", "G"])
+    def test_same_choice_as_float_stack(self, objective):
+        """On random inputs (single images and batches) one-shot picks the float-stack method's task."""
+        model = _model(hidden=(16, 12), n_tasks=7)
+        stacks = build_float_stacks(model)
+        for seed in range(12):
+            x = _x(1 + seed % 3, 100 + seed)
+            ref = int(torch.argmin(float_stack_coefficient_gradients(model, x, objective, stacks=stacks)))
+            assert infer_task(model, x, objective=objective, per="batch") == ref
+
+    def test_per_image_returns_one_task_per_image(self):
+        """per='image' returns a LongTensor whose entries equal single-image inference."""
+        model = _model()
+        x = _x(5, 7)
+        tasks = infer_task(model, x, per="image")
+        assert tasks.dtype == torch.long and tasks.shape == (5,)
+        assert tasks.tolist() == [infer_task(model, x[i : i + 1]) for i in range(5)]
+
+    def test_per_image_refused_for_batch_statistics(self):
+        """BNNet couples a batch through its statistics, so per-image inference raises ConfigError."""
+        with pytest.raises(ConfigError, match="per"):
+            infer_task(_model("bnnet", (5, 5), n_tasks=2), _x(3, 8), per="image")
+
+    def test_only_learned_tasks_are_candidates(self):
+        """With spare packed capacity, a task in training and every learned gradient > 0, the choice is a learned task."""
+        model = _model(hidden=(16, 16), output_size=4, n_tasks=0)
+        x = _x(1, 9)
+        layers = model.masked_layers()
+        w1, w2, w3 = (layers[n].weight for n in ("fc1", "fc2", "fc3"))
+        h = F.relu(F.relu(x @ w1.T) @ w2.T)[0]  # hidden activations with all-on masks
+        keep = (h[None, :] * w3) > 0  # (4, 16): output weights that push a logit up
+        keep[0] = True  # the real class keeps everything
+        assert keep[1:].any(dim=1).all()
+        masks = {"fc1": np.ones(w1.shape, bool), "fc2": np.ones(w2.shape, bool), "fc3": keep.numpy()}
+        for _ in range(3):
+            model.import_masks([masks])  # one at a time: the packed buffers get spare columns
+        model.add_task()  # a task in training is never a candidate
+        assert all(layer.packed.shape[1] > 3 for layer in layers.values())
+        g = coefficient_gradients(model, x, "G", real_classes=1)
+        assert g.shape == (3,) and (g > 0).all()
+        assert infer_task(model, x, objective="G", real_classes=1) in (0, 1, 2)
+
+
+class TestBinarySearch:
+    @pytest.mark.parametrize("k, planted", [(2, 1), (5, 3), (8, 0), (9, 8), (13, 6)])
+    def test_finds_planted_task_in_log_rounds(self, k, planted):
+        """The only mask with a live output layer wins, after exactly ceil(log2 k) halving rounds."""
+        result = binary_search(_planted(k, planted), _x(3, 10))
+        assert result.task == planted
+        assert result.rounds == math.ceil(math.log2(k))
+        assert infer_task(_planted(k, planted), _x(3, 10), method="binary", per="image").tolist() == [planted] * 3
+
+    @pytest.mark.parametrize("k", [1, 2, 3, 6, 7])
+    def test_always_halves(self, k):
+        """Active sets shrink to ceil(|A| / 2) each round, even with tied gradients."""
+        result = binary_search(_model(n_tasks=k), _x(2, 11))
+        sizes = [k]
+        while sizes[-1] > 1:
+            sizes.append(math.ceil(sizes[-1] / 2))
+        assert result.active_sizes == tuple(sizes[:-1]) and 0 <= result.task < k
+
+    def test_identical_masks_tie_to_lowest_index(self):
+        """When every task has the same mask, ties keep the lowest index."""
+        model = _model(n_tasks=0)
+        model.import_masks([_model(n_tasks=1).export_masks(0)] * 5)
+        assert binary_search(model, _x(2, 12)).task == 0
+
+
+class TestInferTaskArguments:
+    @pytest.mark.parametrize(
+        "kwargs, argument", [({"method": "gradient"}, "method"), ({"per": "pixel"}, "per"), ({"objective": "K"}, "objective")]
+    )
+    def test_bad_arguments(self, kwargs, argument):
+        """Unknown method, per or objective raise ConfigError naming the argument."""
+        with pytest.raises(ConfigError, match=f"^{argument}:"):
+            infer_task(_model(n_tasks=2), _x(1, 13), **kwargs)
+
+    def test_needs_a_learned_task(self):
+        """A model without finished tasks cannot infer one."""
+        model = _model(n_tasks=0)
+        model.add_task()
+        with pytest.raises(ConfigError, match="model"):
+            infer_task(model, _x(1, 14))
