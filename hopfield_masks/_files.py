@@ -54,6 +54,10 @@ def atomic_path(path: str | os.PathLike, *, copy_existing: bool = False) -> Iter
             os.fsync(fh.fileno())
         if dest.exists():
             shutil.copymode(dest, tmp)
+        else:  # mkstemp creates 0600; a new file gets the usual permissions (0666 less the umask)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

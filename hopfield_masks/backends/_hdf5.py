@@ -99,9 +99,7 @@ def json_safe(value: Any) -> Any:
                 return json.loads(value)
         return value
     if isinstance(value, np.ndarray):
-        return [json_safe(v) for v in value.tolist()] if value.dtype.kind not in "SUO" else [
-            json_safe(v) for v in value.ravel()
-        ]
+        value = value.tolist()  # nested lists of Python scalars (bytes for fixed-length strings)
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not np.isfinite(value):

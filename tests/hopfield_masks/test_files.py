@@ -31,6 +31,19 @@ class TestAtomicPath:
         assert dest.read_bytes() == b"old"
         assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
 
+    def test_new_file_gets_umask_permissions(self, tmp_path):
+        """A newly created file is readable by others as umask allows, not 0600 like a raw temporary file."""
+        import os
+        import stat
+
+        umask = os.umask(0o022)
+        try:
+            with atomic_path(tmp_path / "new.bin") as tmp:
+                tmp.write_bytes(b"x")
+        finally:
+            os.umask(umask)
+        assert stat.S_IMODE((tmp_path / "new.bin").stat().st_mode) == 0o644
+
     def test_missing_folder(self, tmp_path):
         """Writing into a folder that does not exist names the folder."""
         with pytest.raises(BankFileNotFoundError, match="nope"):

@@ -1,0 +1,56 @@
+"""Rich tables shared by the ``encode``, ``recall`` and ``demo`` commands (presentation only)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from hopfield_masks.budget import format_bytes
+
+__all__ = ["encode_table", "recall_table", "pct"]
+
+
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with two decimals, or a dash."""
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def encode_table(report) -> Table:
+    """The reservoir an ``EncodeReport`` describes, next to exact bit-packed storage in the same budget."""
+    table = Table(title=f"Reservoir '{report.attachment}' in {report.path}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("budget", f"{format_bytes(report.budget_bytes)} ({report.budget_bytes:,} B)")
+    table.add_row("reservoir bytes", f"{report.reservoir_bytes:,} B")
+    table.add_row("networks", f"{report.n_networks} × {report.network_size} units ({report.dtype} couplings)")
+    table.add_row("rule", report.rule)
+    table.add_row("pattern length", f"{report.pattern_length:,} bits per task")
+    table.add_row("tasks stored", str(report.n_tasks))
+    load = f"{report.n_tasks} / {report.capacity_tasks:.1f} tasks = {report.load:.3f}"
+    table.add_row("load vs capacity", f"[red]{load} (over capacity)[/]" if report.over_capacity else load)
+    table.add_row(
+        "exact alternative",
+        f"bit-packed bank: {report.exact_bytes_per_task:,} B per mask → {report.exact_tasks_in_budget:,} masks "
+        f"in the same budget",
+    )
+    return table
+
+
+def recall_table(rows, *, title: str, layers: list[str], extra: dict | None = None) -> Table:
+    """One row per task: bits wrong per layer, exact or not, steps, and accuracies when measured."""
+    table = Table(title=title)
+    table.add_column("task", justify="right")
+    for layer in layers:
+        table.add_column(f"bits wrong {layer}", justify="right")
+    table.add_column("exact", justify="center")
+    table.add_column("steps to final", justify="right")
+    measured = any(r.true_accuracy is not None for r in rows)
+    if measured:
+        table.add_column("acc true mask %", justify="right")
+        table.add_column("acc recalled %", justify="right")
+    for r in rows:
+        cells = [r.task, *(f"{r.bits_wrong[name]:,}" for name in layers), "yes" if r.exact else "[red]no[/]",
+                 str(r.steps_to_final)]
+        if measured:
+            cells += [pct(r.true_accuracy), pct(r.recalled_accuracy)]
+        table.add_row(*cells)
+    return table

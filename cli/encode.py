@@ -1,0 +1,42 @@
+"""``supsup-store encode``: store every mask of a bank as attractors of a Hopfield reservoir sized by a byte budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._app import app, console, err_console, guarded
+from ._render import encode_table
+
+__all__ = ["encode"]
+
+
+@app.command("encode")
+@guarded
+def encode(
+    bank: Annotated[Path, typer.Argument(help="Mask bank file (HDF5) written by 'train', 'demo' or the library.")],
+    *,
+    budget: Annotated[str, typer.Option("--budget", help="Reservoir byte budget: 1MB, 512KiB, 2e6 ...")] = "1MB",
+    rule: Annotated[str, typer.Option("--rule", help="Learning rule: storkey, hebbian, storkey-reference, pseudo-inverse.")] = "storkey",
+    dtype: Annotated[str, typer.Option("--dtype", help="Coupling precision: auto, float32, float16 or int8.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Encode every mask in BANK into a reservoir stored inside the bank (attachment 'reservoir-<bytes>')."""
+    from rich.progress import Progress
+
+    from hopfield_masks.encoding import encode_bank
+
+    with Progress(console=err_console, transient=True, disable=as_json) as progress:
+        bar = progress.add_task("encoding", total=None)
+        _, report = encode_bank(bank, budget, rule=rule, dtype=dtype,
+                                progress=lambda done, total: progress.update(bar, completed=done, total=total))
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+        return
+    console.print(encode_table(report))
+    if report.over_capacity:
+        err_console.print("[yellow]Warning:[/] the reservoir holds more tasks than its rule's capacity; "
+                          "unguided recall is not expected to be exact.", highlight=False)

@@ -1,0 +1,114 @@
+"""Tests of the ``supsup-store train`` and ``supsup-store evaluate`` commands (CliRunner, tiny CPU runs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from supsup_core.persistence import read_bank_metadata, stored_accuracies
+from supsup_store_cli.app import app
+from supsup_store_cli.train import default_output_size
+
+runner = CliRunner()
+TINY = ["--tasks", "2", "--batches-per-task", "5", "--hidden", "16,8", "--device", "cpu", "--lr", "0.01"]
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    """A bank from a tiny `train` run (2 permuted tasks, 5 batches each)."""
+    path = tmp_path_factory.mktemp("train") / "masks.h5"
+    result = runner.invoke(app, ["train", "--out", str(path), *TINY])
+    assert result.exit_code == 0, result.output
+    return path, result
+
+
+class TestTrain:
+    def test_train_writes_a_bank_and_prints_the_accuracy_table(self, bank):
+        """train exits 0, prints the accuracy matrix, and writes a bank with 2 tasks, metadata and accuracies."""
+        path, result = bank
+        assert "Accuracy" in result.stdout and "Saved 2 masks" in result.stdout
+        metadata = read_bank_metadata(path)
+        assert metadata["n_tasks"] == 2 and metadata["model"]["output_size"] == 100
+        assert metadata["benchmark"]["stream"] == "permuted-mnist" and metadata["benchmark"]["train_seed"] == 0
+        assert metadata["training"]["scenario"] == "gnu" and metadata["training"]["config"]["batches_per_task"] == 5
+        assert set(stored_accuracies(path)) == {0, 1}
+
+    def test_existing_output_is_refused_without_overwrite(self, bank):
+        """Training onto an existing file without --overwrite exits 2 naming --out."""
+        path, _ = bank
+        result = runner.invoke(app, ["train", "--out", str(path), *TINY])
+        assert result.exit_code == 2 and "--out" in result.stderr
+
+    @pytest.mark.parametrize(
+        "option, value",
+        [("--benchmark", "cifar"), ("--model", "resnet"), ("--scenario", "xyz"), ("--backend", "zip"), ("--device", "tpu")],
+    )
+    def test_bad_choices_exit_2_naming_the_option(self, tmp_path, option, value):
+        """An unknown benchmark, model, scenario, backend or device exits 2 with a message naming the option."""
+        result = runner.invoke(app, ["train", "--out", str(tmp_path / "x.h5"), *TINY, option, value])
+        assert result.exit_code == 2 and option in result.stderr
+        assert not (tmp_path / "x.h5").exists()
+
+    def test_nns_scenario_records_the_allocation_map(self, tmp_path):
+        """--scenario nns trains without task identity and stores the stream-task -> mask map."""
+        path = tmp_path / "nns.h5"
+        result = runner.invoke(app, ["train", "--out", str(path), *TINY, "--scenario", "nns", "--decision-every", "2"])
+        assert result.exit_code == 0, result.output
+        nns = read_bank_metadata(path)["training"]["nns"]
+        assert nns["n_masks"] >= 1 and set(nns["task_to_mask"]) == {"0", "1"}
+        evaluated = runner.invoke(app, ["evaluate", str(path), "--json", "--device", "cpu"])
+        assert evaluated.exit_code == 0, evaluated.output
+        assert json.loads(evaluated.stdout)["inferred"]["scenario"] == "gns"
+
+    def test_bnnet_on_split_mnist_uses_the_hopsupsup_preset(self, tmp_path):
+        """bnnet defaults to the HopSupSup preset and 10 outputs, and evaluates with the batch protocol."""
+        path = tmp_path / "bn.h5"
+        args = ["train", "--out", str(path), "--benchmark", "split-mnist", "--model", "bnnet", "--tasks", "2",
+                "--batches-per-task", "3", "--hidden", "16,16", "--device", "cpu", "--backend", "hdf5-sparse"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        metadata = read_bank_metadata(path)
+        assert metadata["training"]["config"]["optimizer"] == "sgd" and metadata["model"]["output_size"] == 10
+        evaluated = runner.invoke(app, ["evaluate", str(path), "--json", "--device", "cpu"])
+        assert evaluated.exit_code == 0, evaluated.output
+        assert json.loads(evaluated.stdout)["inferred"]["protocol"] == "batch"
+
+    def test_default_output_sizes(self):
+        """Output size defaults to 100 for permuted/rotated LeNet and 10 for split-mnist or BNNet."""
+        assert default_output_size("permuted-mnist", "lenet") == 100
+        assert default_output_size("rotated-mnist", "fc1024") == 100
+        assert default_output_size("split-mnist", "lenet") == 10
+        assert default_output_size("permuted-mnist", "bnnet") == 10
+
+
+class TestEvaluate:
+    def test_evaluate_prints_the_table_and_reproduces_stored_accuracies(self, bank):
+        """evaluate prints GG, GNu and task-inference columns and says the stored accuracies were reproduced."""
+        path, _ = bank
+        result = runner.invoke(app, ["evaluate", str(path), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        assert "GG" in result.stdout and "GNU" in result.stdout and "stored accuracies reproduced" in result.stdout
+
+    def test_json_output_parses_and_matches_the_stored_accuracies(self, bank):
+        """--json prints strict JSON whose GG accuracies equal those stored at training time."""
+        path, _ = bank
+        result = runner.invoke(app, ["evaluate", str(path), "--json", "--method", "binary", "--objective", "G",
+                                     "--no-task-inference", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.stdout)
+        assert payload["stored_reproduced"] is True and payload["inferred"]["method"] == "binary"
+        assert payload["gg"]["accuracy"] == payload["stored_gg"]
+        assert payload["inferred"]["mean_task_inference_accuracy"] is None
+
+    def test_missing_file_exits_2_naming_the_path(self, tmp_path):
+        """Evaluating a missing file exits 2 with a message naming it."""
+        result = runner.invoke(app, ["evaluate", str(tmp_path / "nope.h5")])
+        assert result.exit_code == 2 and "nope.h5" in result.stderr
+
+    def test_bad_option_exits_2(self, bank):
+        """An unknown --objective exits 2 naming the option."""
+        path, _ = bank
+        result = runner.invoke(app, ["evaluate", str(path), "--objective", "Z"])
+        assert result.exit_code == 2 and "--objective" in result.stderr
