@@ -23,6 +23,7 @@ __all__ = ["train", "resolve_device", "default_output_size", "BENCHMARKS", "MODE
 BENCHMARKS = ("permuted-mnist", "rotated-mnist", "split-mnist")
 MODELS = ("lenet", "fc1024", "bnnet")
 TRAIN_SCENARIOS = ("auto", "gg", "gnu", "gns", "nns", "hopsupsup")
+_TABLE_LIMIT = 20  # tasks up to which the whole accuracy matrix is printed
 _MATRIX_LIMIT = 32  # larger accuracy matrices are summarised in the bank metadata (HDF5 attributes stay small)
 
 
@@ -165,7 +166,14 @@ def train(
             if n_tasks > _MATRIX_LIMIT:
                 summary.pop("matrix")
             training["accuracy_matrix"] = summary
-            table = accuracy_table(matrix)
+            if n_tasks <= _TABLE_LIMIT:
+                table = accuracy_table(matrix)
+            else:  # a wide matrix is unreadable: show the final row, the summaries go in the caption
+                table = results_table({"GG": matrix.final_accuracies()}, title="GG accuracy (%) after the last task")
+                table.caption = (
+                    f"forgetting {100 * matrix.forgetting():.2f} pts, backward transfer "
+                    f"{100 * matrix.backward_transfer():.2f} pts"
+                )
     benchmark_info = {**stream.describe(), "train_seed": seed, "split": "embedded: first 400 per digit train, last 100 test"
                       if stream.data.source.startswith("embedded") else "IDX train / t10k files"}
     save_masks(net, out, backend=backend, benchmark=benchmark_info, accuracies=accuracies, overwrite=overwrite,

@@ -2,6 +2,23 @@
 
 NumPy, Numba, h5py and bitarray only; this package never imports torch.
 The public API is re-exported here; see ``docs/ARCHITECTURE.md`` for the map.
+
+Examples
+--------
+Store two layer masks per task in a reservoir under a byte budget and recall one:
+
+>>> import numpy as np
+>>> import hopfield_masks as hm
+>>> rng = np.random.default_rng(0)
+>>> tasks = [{"fc1": rng.random((20, 30)) < 0.5, "fc2": rng.random(40) < 0.5} for _ in range(3)]
+>>> layout = hm.MaskLayout.from_masks(tasks[0])
+>>> res = hm.Reservoir.from_budget("64kB", layout, rule="storkey")
+>>> for masks in tasks:
+...     _ = res.store(masks)
+>>> cue = res.cue("noisy:0.05", seed=1, reference=tasks[1])
+>>> recalled, result = res.recall(cue=cue, method="dynamics")
+>>> all((recalled[k] == tasks[1][k]).all() for k in tasks[1])
+True
 """
 
 from __future__ import annotations
@@ -25,6 +42,13 @@ from .errors import (
     UnknownRuleError,
 )
 from .patterns import from_spins, pack_bits, packed_nbytes, to_spins, unpack_bits, validate_mask, validate_states
+from .rules import LearningRule, available_rules, get_rule, register_rule
+from .network import HopfieldNetwork
+from .recall import Guidance, GuidedRecallResult, HammingGuidance, RecallResult, guided_dynamics, score_descent
+from .reservoir import Reservoir
+from .backends import MaskBank, available_backends, create_bank, describe_file, get_backend, open_bank, register_backend
+from .encoding import EncodeReport, encode_bank, read_bank_reservoir
+from .capacity import capacity_sweep
 
 __version__ = "0.1.0"
 
@@ -36,4 +60,11 @@ __all__ = [
     "HopfieldMasksWarning", "InvalidArgumentError", "PatternError", "PatternShapeError", "RegistryError",
     "StorageFormatError", "TaskNotFoundError", "UnknownBackendError", "UnknownRuleError",
     "from_spins", "pack_bits", "packed_nbytes", "to_spins", "unpack_bits", "validate_mask", "validate_states",
+    "LearningRule", "available_rules", "get_rule", "register_rule",
+    "HopfieldNetwork",
+    "Guidance", "GuidedRecallResult", "HammingGuidance", "RecallResult", "guided_dynamics", "score_descent",
+    "Reservoir",
+    "MaskBank", "available_backends", "create_bank", "describe_file", "get_backend", "open_bank", "register_backend",
+    "EncodeReport", "encode_bank", "read_bank_reservoir",
+    "capacity_sweep",
 ]

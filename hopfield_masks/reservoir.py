@@ -35,7 +35,6 @@ array([ 1., -1.,  1.,  1.])
 from __future__ import annotations
 
 import inspect
-import types
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,26 +88,6 @@ def _check_layout(layout: object) -> MaskLayout:
     return layout
 
 
-class _LoadAttribute:
-    """``Reservoir.load(path)`` on the class reads a file; ``reservoir.load`` on an instance is the load.
-
-    Both names are part of the contract (``load`` is ``n_tasks / capacity`` as
-    on :class:`~hopfield_masks.network.HopfieldNetwork`), so the attribute
-    dispatches on how it is reached.
-    """
-
-    def __get__(self, obj: Reservoir | None, cls: type) -> object:
-        if obj is None:
-            return types.MethodType(_load_file, cls)
-        return obj.n_tasks / obj.capacity
-
-
-def _load_file(cls: type, path: str | Path) -> Reservoir:
-    """Read a reservoir saved by :meth:`Reservoir.save` (errors name the path)."""
-    with open_h5_read(path) as fh:
-        return read_reservoir(fh)
-
-
 class Reservoir:
     """Blocks of a :class:`~hopfield_masks.blocks.MaskLayout` over equal-size Hopfield networks.
 
@@ -123,14 +102,8 @@ class Reservoir:
     dtype : str
         Coupling precision: ``"float32"``, ``"float16"`` or ``"int8"``.
 
-    Attributes
-    ----------
-    load : float
-        ``n_tasks / capacity`` (> 1 means over capacity); on the class,
-        ``Reservoir.load(path)`` reads a file instead.
+    Reservoirs are written with :meth:`save` and read back with :meth:`from_file`.
     """
-
-    load = _LoadAttribute()
 
     def __init__(
         self, layout: MaskLayout, network_size: int, rule: str | LearningRule = "storkey", dtype: str = "float32"
@@ -377,6 +350,17 @@ class Reservoir:
         start = np.where(self._cue_scores(cue, seed) >= 0, 1, -1).astype(np.int8)  # (P,)
         result = blocks_recall(self._networks, split_blocks(start, self.block_layout), mode, max_steps, seed)
         return self.layout.unflatten(join_blocks(result.states, self.block_layout)), result
+
+    @property
+    def load(self) -> float:
+        """``n_tasks / capacity`` (> 1 means over the rule's theoretical capacity)."""
+        return self.n_tasks / self.capacity
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Reservoir:
+        """Read a reservoir saved by :meth:`save` (errors name the path)."""
+        with open_h5_read(path) as fh:
+            return read_reservoir(fh)
 
     def save(self, path: str | Path) -> None:
         """Write the reservoir into the root group of a new HDF5 file at ``path``, atomically."""

@@ -319,7 +319,7 @@ class TestFiles:
         res, tasks = filled
         path = tmp_path / "res.h5"
         res.save(path)
-        back = Reservoir.load(path)
+        back = Reservoir.from_file(path)
         for attr in ("layout", "block_layout", "rule", "dtype"):
             assert getattr(back, attr) == getattr(res, attr)
         assert (back.n_tasks, back.budget, back.nbytes) == (res.n_tasks, res.budget, res.nbytes)
@@ -369,10 +369,10 @@ class TestFiles:
     def test_missing_and_non_hdf5_files(self, tmp_path):
         """A missing file raises BankFileNotFoundError; a text file raises StorageFormatError naming it."""
         with pytest.raises(BankFileNotFoundError, match="nope.h5"):
-            Reservoir.load(tmp_path / "nope.h5")
+            Reservoir.from_file(tmp_path / "nope.h5")
         (tmp_path / "text.h5").write_text("hello")
         with pytest.raises(StorageFormatError, match="text.h5"):
-            Reservoir.load(tmp_path / "text.h5")
+            Reservoir.from_file(tmp_path / "text.h5")
 
     @pytest.mark.parametrize(
         ("corrupt", "match"),
@@ -398,7 +398,7 @@ class TestFiles:
         with h5py.File(path, "r+") as fh:
             corrupt(fh)
         with pytest.raises(StorageFormatError, match=match) as info:
-            Reservoir.load(path)
+            Reservoir.from_file(path)
         assert info.value.path.endswith("bad.h5")
 
     def test_write_needs_a_reservoir(self, tmp_path):

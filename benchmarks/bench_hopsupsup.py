@@ -1,0 +1,315 @@
+"""HopSupSup capacity sweep: how many stored masks a fixed-size reservoir gives back, guided versus unguided.
+
+The toolkit's central claim is that output-entropy guidance lets recall find the
+*right* attractor of a Hopfield reservoir from a task-agnostic start (the mean
+±1 mask).  This benchmark measures where that works and where it stops:
+
+1. **Tasks.**  40 SplitMNIST-style tasks: the 5 digit pairs × 8 pixel
+   permutations (permutation 0 is the identity, so tasks 0-4 are plain
+   SplitMNIST; the others come from ``permutation_for_task(p, PERMUTATION_SEED)``).
+   Labels are the original digits (10-way), as in SplitMNIST.
+2. **Masks.**  One BNNet (``ModelConfig(arch="bnnet", output_size=10, seed)``)
+   learns one unit mask per task with the ``hopsupsup`` training preset; the
+   masks go to an exact mask bank (``save_masks``).
+3. **Reservoirs.**  For each T in (5, 10, 20, 40) a T-task bank is copied from
+   the full one (same metadata, tasks ``"0" .. "T-1"``) and encoded with the
+   Storkey rule at every budget (default ``1MB`` and the smaller ``256KiB``,
+   whose theoretical capacity lies inside the sweep).
+4. **Recall** of all T tasks in each mode: ``guided`` (entropy-guided
+   dynamics from the mean cue, the default method), ``unguided`` (plain
+   asynchronous dynamics from the mean cue), ``unguided-noisy`` (plain dynamics
+   from the true mask with 10 % of its spins flipped: classic Hopfield capacity)
+   and ``guided-score-descent`` (the reference's recovery; ``--no-score-descent``
+   skips it).  Guidance uses half of each task's test images without labels; the
+   other half scores the true and the recalled masks (non-transductive).
+
+Metrics per (budget, T, mode): fraction recalled exactly, mean bits wrong, mean
+accuracy retained (recalled / true-mask accuracy), mean accuracy drop in points,
+mean steps to the final state, wall time.  Writes ``hopsupsup.json`` (all numbers,
+per-task rows, configuration, reservoir sizes and capacities, timings, machine),
+``hopsupsup.md`` (the table) and ``hopsupsup.png`` (fraction exact and accuracy
+retained versus T) into ``--out`` (default ``benchmarks/results``; ``--quick``
+writes ``hopsupsup_quick.*``).
+
+Usage::
+
+    python benchmarks/bench_hopsupsup.py [--quick] [--batches-per-task 50] [--budget 1MB]
+        [--small-budget 256KiB] [--no-score-descent] [--seed 0] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hopfield_masks.backends import create_bank, open_bank
+from hopfield_masks.budget import format_bytes, parse_budget
+from hopfield_masks.encoding import encode_bank
+from supsup_core.config import ModelConfig
+from supsup_core.data import SplitMNIST, TaskStream, load_mnist, permutation_for_task, permute_pixels
+from supsup_core.hopsupsup import recall_all
+from supsup_core.models import build_model
+from supsup_core.persistence import save_masks
+from supsup_core.training import TrainConfig, train_stream
+
+HERE = Path(__file__).resolve().parent
+TASK_COUNTS = (5, 10, 20, 40)
+N_PERMUTATIONS = 8
+PERMUTATION_SEED = 1000  # any fixed offset; p >= 1 draws RandomState(p + 1000), never the identity
+RULE = "storkey"
+#: Recall modes: (guided, method, cue).  The noisy cue starts from the true mask with 10 % of its spins flipped.
+MODES = {
+    "guided": (True, "dynamics", "mean"),
+    "unguided": (False, "dynamics", "mean"),
+    "unguided-noisy": (False, "dynamics", "noisy:0.1"),
+    "guided-score-descent": (True, "score-descent", "mean"),
+}
+
+
+class PermutedSplitMNIST(TaskStream):
+    """SplitMNIST's 5 digit pairs under ``n_permutations`` pixel permutations: task ``5p + k`` is pair ``k``, perm ``p``.
+
+    Permutation 0 is the identity, so the first five tasks are exactly
+    SplitMNIST; permutation ``p >= 1`` is ``permutation_for_task(p, seed)``.
+    Labels keep the original digits (10 outputs).
+
+    Examples
+    --------
+    >>> stream = PermutedSplitMNIST(load_mnist(), n_permutations=2)
+    >>> stream.n_tasks, stream.digits(7), stream.permutation_index(7)
+    (10, (4, 5), 1)
+    """
+
+    name = "permuted-split-mnist"
+    classes_per_task = 2
+
+    def __init__(self, data, n_permutations: int = N_PERMUTATIONS, seed: int = PERMUTATION_SEED) -> None:
+        pairs = len(SplitMNIST.TASK_DIGITS)
+        super().__init__(data, pairs * int(n_permutations), seed=int(seed))
+        self._perms = [np.arange(784)] + [permutation_for_task(p, self.seed) for p in range(1, int(n_permutations))]
+
+    def digits(self, task: int) -> tuple[int, int]:
+        """The two digits of ``task``."""
+        return SplitMNIST.TASK_DIGITS[self._check_task(task) % len(SplitMNIST.TASK_DIGITS)]
+
+    def permutation_index(self, task: int) -> int:
+        """Which permutation ``task`` applies (0 = identity)."""
+        return self._check_task(task) // len(SplitMNIST.TASK_DIGITS)
+
+    def _build(self, task: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self._normalized(split)
+        keep = torch.isin(y, torch.tensor(self.digits(task)))  # (n,) bool
+        x, y = x[keep], y[keep]  # (n_task, 1, 28, 28), (n_task,)
+        p = self.permutation_index(task)
+        return (permute_pixels(x, self._perms[p]) if p else x), y
+
+    def describe(self) -> dict:
+        """As :meth:`TaskStream.describe`, plus the permutation count."""
+        return {**super().describe(), "n_permutations": len(self._perms), "identity_permutation_first": True}
+
+
+def train_bank(path: Path, n_tasks: int, batches: int, seed: int, device: str, progress) -> tuple:
+    """Train one BNNet unit mask per stream task ``0 .. n_tasks-1`` and save them all to the bank at ``path``."""
+    stream = PermutedSplitMNIST(load_mnist(), n_permutations=-(-n_tasks // len(SplitMNIST.TASK_DIGITS)))
+    model = build_model(ModelConfig(arch="bnnet", output_size=10, seed=seed), device=device)
+    config = TrainConfig.for_scenario("hopsupsup", seed=seed, batches_per_task=batches)
+    bar = progress.add_task("train", total=n_tasks * batches)
+    # no GG evaluation after each task: recall scores every true mask on its evaluation half anyway
+    train_stream(model, stream, config, n_tasks, evaluate=False, drop_last=True, device=device,
+                 progress=lambda n: progress.advance(bar, n))
+    save_masks(model, path, benchmark={**stream.describe(), "train_seed": seed}, overwrite=True,
+               training={"scenario": "hopsupsup", "config": config.to_dict(), "device": device})
+    return model, stream
+
+
+def subset_bank(full: Path, path: Path, n_tasks: int) -> None:
+    """Copy tasks ``"0" .. n_tasks-1`` (masks and attrs) and the metadata of ``full`` into a new bank at ``path``."""
+    with open_bank(full, "r") as src:
+        # n_tasks must describe the copy; everything else (model, fingerprint, benchmark) is the full bank's
+        metadata = {**src.metadata, "n_tasks": n_tasks, "subset_of_n_tasks": len(src)}
+        with create_bank(path, metadata=metadata, overwrite=True) as dst:
+            for task in src.tasks()[:n_tasks]:
+                dst.write_task(task, src.read_task(task), attrs=src.task_attrs(task))
+
+
+def summarise(rows) -> dict:
+    """Per (budget, T, mode) metrics from the per-task :class:`TaskRecall` rows."""
+    true = np.array([r.true_accuracy for r in rows])
+    recalled = np.array([r.recalled_accuracy for r in rows])
+    return {
+        "tasks": len(rows),
+        "exact": int(sum(r.exact for r in rows)),
+        "fraction_exact": float(np.mean([r.exact for r in rows])),
+        "mean_bits_wrong": float(np.mean([r.total_bits_wrong for r in rows])),
+        "mean_true_accuracy": float(true.mean()),
+        "mean_recalled_accuracy": float(recalled.mean()),
+        "mean_accuracy_retained": float(np.mean(recalled / np.maximum(true, 1e-12))),
+        "mean_drop_points": float(100.0 * np.mean(true - recalled)),
+        "mean_steps_to_final": float(np.mean([r.steps_to_final for r in rows])),
+    }
+
+
+def compact(row) -> dict:
+    """The per-task numbers kept in the JSON (step histories are left out)."""
+    return {"task": row.task, "exact": row.exact, "bits_wrong": row.total_bits_wrong,
+            "true_accuracy": row.true_accuracy, "recalled_accuracy": row.recalled_accuracy,
+            "steps_run": row.steps_run, "steps_to_final": row.steps_to_final, "guidance_calls": row.guidance_calls}
+
+
+def sweep(full: Path, work: Path, model, stream, budgets, task_counts, modes, seed: int, progress) -> tuple:
+    """Encode a T-task reservoir per (budget, T) and recall all T tasks in every mode; returns (reservoirs, runs)."""
+    reservoirs, runs = [], []
+    bar = progress.add_task("recall", total=len(budgets) * sum(task_counts) * len(modes))
+    for n_tasks in task_counts:
+        bank = work / f"bank-{n_tasks}.h5"
+        subset_bank(full, bank, n_tasks)
+        for budget in budgets:
+            t0 = time.perf_counter()
+            reservoir, report = encode_bank(bank, budget, rule=RULE)
+            reservoirs.append({"budget": budget, "T": n_tasks, "encode_s": round(time.perf_counter() - t0, 3),
+                               **{k: v for k, v in report.to_dict().items() if k != "path"}})
+            for mode in modes:
+                guided, method, cue = MODES[mode]
+                progress.update(bar, description=f"recall {budget} T={n_tasks} {mode}")
+                t0 = time.perf_counter()
+                rows = recall_all(bank, reservoir, model=model, stream=stream, guided=guided, method=method,
+                                  cue=cue, seed=seed, progress=lambda d, n: progress.advance(bar))
+                runs.append({"budget": budget, "T": n_tasks, "mode": mode, "wall_s": round(time.perf_counter() - t0, 2),
+                             **summarise(rows), "rows": [compact(r) for r in rows]})
+    return reservoirs, runs
+
+
+def machine(device: str) -> dict:
+    """Platform, thread and version information recorded with the results."""
+    import numba
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "numba": numba.__version__, "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
+            "numba_threads": numba.get_num_threads(), "device": device}
+
+
+def markdown(result: dict) -> str:
+    """The results table, reservoir sizes and timings as Markdown."""
+    res = {(r["budget"], r["T"]): r for r in result["reservoirs"]}
+    lines = ["# HopSupSup capacity sweep (BNNet unit masks, permuted SplitMNIST)", "",
+             f"`{result['command']}` on {result['machine']['processor']} ({result['machine']['device']}), "
+             f"torch {result['machine']['torch']}; {result['config']['batches_per_task']} batches per task, "
+             f"rule {RULE}, pattern length {result['reservoirs'][0]['pattern_length']}, total {result['wall_s']:.0f} s", ""]
+    for budget in result["config"]["budgets"]:
+        r = next(v for (b, _), v in res.items() if b == budget)
+        lines.append(f"- **{budget}**: {r['n_networks']} networks × {r['network_size']} units ({r['dtype']}), "
+                     f"{format_bytes(r['reservoir_bytes'])}; theoretical capacity {r['capacity_tasks']:.1f} tasks; "
+                     f"the same bytes hold {r['exact_tasks_in_budget']} masks stored exactly "
+                     f"({r['exact_bytes_per_task']} B each)")
+    lines += ["", "| budget | T | load | mode | exact | mean bits wrong | acc. retained | drop (pts) "
+              "| steps to final | wall (s) |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for run in result["runs"]:
+        load = res[(run["budget"], run["T"])]["load"]
+        lines.append(f"| {run['budget']} | {run['T']} | {load:.2f} | {run['mode']} | {run['exact']}/{run['tasks']} "
+                     f"| {run['mean_bits_wrong']:.1f} | {run['mean_accuracy_retained']:.3f} "
+                     f"| {run['mean_drop_points']:.1f} | {run['mean_steps_to_final']:.1f} | {run['wall_s']:.1f} |")
+    lines += ["", f"Training: {result['timings_s']['train']:.0f} s; recall sweep: {result['timings_s']['sweep']:.0f} s. "
+              "Accuracies are on the evaluation half of each task's test images; guidance saw only the other "
+              "half, without labels. *load* = T / capacity."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Fraction exact (left) and accuracy retained (right) versus T: colour = mode, line style = budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = ["-", "--", ":", "-."]
+    colours = {m: f"C{i}" for i, m in enumerate(MODES)}
+    budgets = result["config"]["budgets"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    for ax, key, label in zip(axes, ("fraction_exact", "mean_accuracy_retained"),
+                              ("fraction of masks recalled exactly", "accuracy retained (recalled / true mask)")):
+        for b, budget in enumerate(budgets):
+            for mode in result["config"]["modes"]:
+                pts = [(r["T"], r[key]) for r in result["runs"] if r["budget"] == budget and r["mode"] == mode]
+                ax.plot(*zip(*pts), styles[b % 4], marker="o", color=colours[mode], label=f"{mode}, {budget}")
+            cap = next(r["capacity_tasks"] for r in result["reservoirs"] if r["budget"] == budget)
+            ax.axvline(cap, color="grey", linestyle=styles[b % 4], linewidth=1)
+            ax.text(cap, 1.02, f" capacity {budget}", rotation=90, va="bottom", ha="right", fontsize=8, color="grey")
+        ax.set_xscale("log", base=2)
+        ticks = result["config"]["task_counts"]
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        caps = [r["capacity_tasks"] for r in result["reservoirs"]]
+        ax.set_xlim(min(ticks) / 1.25, max(max(ticks), *caps) * 1.25)
+        ax.set_ylim(-0.03, 1.3)
+        ax.set_xlabel("stored tasks T")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("HopSupSup capacity sweep: recall from a fixed-size Storkey reservoir (BNNet, permuted SplitMNIST)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train, encode, recall, and write ``hopsupsup.json``, ``.md`` and ``.png``; return the results dict."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 5 batches per task, T = 5 and 10")
+    parser.add_argument("--batches-per-task", type=int, default=50)
+    parser.add_argument("--budget", default="1MB", help="the fixed budget of the claim")
+    parser.add_argument("--small-budget", default="256KiB", help="a smaller budget whose capacity lies inside the sweep")
+    parser.add_argument("--no-score-descent", action="store_true", help="skip guided score descent")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    for name in ("budget", "small_budget"):
+        parse_budget(getattr(args, name))  # fail before training on a malformed budget
+    batches = 5 if args.quick else args.batches_per_task
+    task_counts = (5, 10) if args.quick else TASK_COUNTS
+    budgets = [args.budget, args.small_budget]
+    modes = [m for m in MODES if not (args.no_score_descent and m == "guided-score-descent")]
+    torch.manual_seed(args.seed)  # nothing should draw from the global RNG, but pin it anyway
+
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with tempfile.TemporaryDirectory() as tmp, Progress(*columns, console=Console(stderr=True)) as progress:
+        work = Path(tmp)
+        model, stream = train_bank(work / "full.h5", max(task_counts), batches, args.seed, args.device, progress)
+        train_s = time.perf_counter() - started
+        reservoirs, runs = sweep(work / "full.h5", work, model, stream, budgets, task_counts, modes, args.seed,
+                                 progress)
+    result = {
+        "benchmark": "hopsupsup",
+        "command": "python benchmarks/bench_hopsupsup.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine(args.device),
+        "config": {"seed": args.seed, "batches_per_task": batches, "budgets": budgets, "task_counts": list(task_counts),
+                   "modes": modes, "mode_definitions": {m: dict(zip(("guided", "method", "cue"), MODES[m])) for m in modes},
+                   "rule": RULE, "stream": stream.describe(), "transductive": False,
+                   "model": {"arch": "bnnet", "output_size": 10, "seed": args.seed}},
+        "reservoirs": reservoirs,
+        "runs": runs,
+        "timings_s": {"train": round(train_s, 1), "sweep": round(time.perf_counter() - started - train_s, 1)},
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "hopsupsup_quick" if args.quick else "hopsupsup"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(result))
+    plot(result, args.out / f"{stem}.png")
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
