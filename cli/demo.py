@@ -49,11 +49,17 @@ def demo(
 
     from hopfield_masks.budget import parse_budget
     from supsup_core.demo import DEMO_BATCHES_PER_TASK, run_demo
-    from supsup_core.hopsupsup import summarise
+    from supsup_core.errors import ConfigError
+    from supsup_core.hopsupsup import RECALL_METHODS, summarise
 
     from .train import resolve_device
 
     parse_budget(budget, name="--budget")
+    # checked here, not after minutes of training
+    if method not in RECALL_METHODS:
+        raise ConfigError("--method", f"one of {', '.join(RECALL_METHODS)}", repr(method))
+    if batches_per_task is not None and batches_per_task < 1:
+        raise ConfigError("--batches-per-task", "a positive number of batches", batches_per_task)
     dev = resolve_device(device)
     columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, disable=as_json) as progress:
@@ -64,9 +70,9 @@ def demo(
                 bars[stage] = progress.add_task(stage, total=total)
             progress.update(bars[stage], completed=done, total=total)
 
-        result = run_demo(out, budget=budget, batches_per_task=batches_per_task or DEMO_BATCHES_PER_TASK,
-                          seed=seed, device=dev, method=method, transductive=transductive, data_dir=data_dir,
-                          progress=report)
+        batches = DEMO_BATCHES_PER_TASK if batches_per_task is None else batches_per_task
+        result = run_demo(out, budget=budget, batches_per_task=batches, seed=seed, device=dev, method=method,
+                          transductive=transductive, data_dir=data_dir, progress=report)
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
         return

@@ -19,15 +19,35 @@ from ._render import encode_table, pct, recall_table
 __all__ = ["recall"]
 
 
+def _check_cue(cue: str) -> None:
+    """Refuse a malformed ``--cue`` before anything is encoded (the kinds of ``Reservoir.cue``)."""
+    from supsup_core.errors import ConfigError
+
+    ok = cue in ("mean", "random")
+    if cue.startswith("noisy:"):
+        try:
+            ok = 0.0 <= float(cue[len("noisy:"):]) <= 1.0
+        except ValueError:
+            ok = False
+    if not ok:
+        raise ConfigError("--cue", "mean, random or noisy:<p> with 0 <= p <= 1 (e.g. noisy:0.1)", repr(cue))
+
+
 def _load_model_and_stream(bank: Path, device: str, data_dir: Path | None, guided: bool | None):
     """The bank's model and task stream when its metadata allows, else ``(None, None, reason)``."""
-    from supsup_core.errors import DataError
+    from hopfield_masks.backends import open_bank
+    from supsup_core.errors import ConfigError, DataError
     from supsup_core.hopsupsup import stream_from_metadata
-    from supsup_core.persistence import load_model, read_bank_metadata
+    from supsup_core.persistence import PRODUCER, load_model
 
-    metadata = read_bank_metadata(bank)
-    if "model" not in metadata:
-        return None, None, "the bank's metadata does not describe a supsup_core model"
+    with open_bank(bank, "r") as b:
+        metadata = b.metadata
+    # a bank written by the storage library alone (no model) still gets bits-wrong recall
+    if metadata.get("producer") != PRODUCER or "model" not in metadata:
+        if guided:
+            raise ConfigError("--guided", "a bank whose metadata describes a supsup_core model (written by "
+                                          "'train' or 'demo'), or --unguided", f"{bank} without one")
+        return None, None, "the bank's metadata does not describe a supsup_core model, so only bits wrong are reported"
     model, metadata = load_model(bank, device=device)  # BaseNetworkMismatchError when the base network differs
     try:
         stream = stream_from_metadata(metadata.get("benchmark", {}), data_dir)
@@ -79,12 +99,18 @@ def recall(
         raise ConfigError("--method", f"one of {', '.join(RECALL_METHODS)}", repr(method))
     if objective not in ("H", "G"):
         raise ConfigError("--objective", "H or G", repr(objective))
+    if steps is not None and steps < 1:
+        raise ConfigError("--steps", "a positive number of steps", steps)
+    _check_cue(cue)
     with open_bank(bank, "r") as b:
         if not b.tasks():
             raise StorageFormatError(bank, "holds no masks to recall")
     dev = resolve_device(device)
     model, stream, why_not = _load_model_and_stream(bank, dev, data_dir, guided)
     use_guidance = (stream is not None) if guided is None else guided
+    if use_guidance and objective == "G" and model.config.output_size <= 10:
+        raise ConfigError("--objective", f"H for a model with {model.config.output_size} outputs (G needs "
+                                         "superfluous outputs beyond the 10 real classes)", "'G'")
     knobs: dict[str, Any] = {}
     if steps is not None:
         knobs["max_sweeps" if method == "dynamics" else "n_steps"] = steps

@@ -23,11 +23,14 @@ from typing import Any
 import torch
 
 from hopfield_masks.encoding import EncodeReport, encode_bank
+from hopfield_masks.reservoir import size_for_budget
+from hopfield_masks.rules import get_rule
 
 from .config import ModelConfig
 from .data import load_mnist, make_stream
 from .errors import ConfigError
-from .hopsupsup import TaskRecall, recall_all, summarise
+from .guidance import model_layout
+from .hopsupsup import RECALL_METHODS, TaskRecall, recall_all, summarise
 from .models import build_model
 from .persistence import save_masks
 from .training import TrainConfig, train_stream
@@ -86,17 +89,22 @@ def run_demo(
     """Run the whole pipeline in ``out_dir`` (created if needed) and return what it measured."""
     if batches_per_task < 1:
         raise ConfigError("batches_per_task", "a positive number of batches", batches_per_task)
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    bank_path = out / "masks.h5"
+    # bad recall settings must fail now, not after minutes of training
+    if method not in RECALL_METHODS:
+        raise ConfigError("method", f"one of {RECALL_METHODS}", repr(method))
+    get_rule(rule)  # UnknownRuleError lists the known rules
     report = progress or (lambda stage, done, total: None)
     timings: dict[str, float] = {}
     torch.manual_seed(seed)  # nothing should draw from the global RNG, but pin it anyway
 
     # 1. train one unit mask per SplitMNIST task
     t0 = time.perf_counter()
-    stream = make_stream("split-mnist", 5, load_mnist(data_dir))
     model = build_model(ModelConfig(arch="bnnet", output_size=10, seed=seed), device=device)
+    size_for_budget(budget, model_layout(model).length)  # BudgetError (with the smallest budget) before training
+    stream = make_stream("split-mnist", 5, load_mnist(data_dir))
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    bank_path = out / "masks.h5"
     config = TrainConfig.for_scenario("hopsupsup", seed=seed, batches_per_task=batches_per_task)
     done = [0]
 

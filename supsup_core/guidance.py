@@ -74,6 +74,10 @@ class OutputGuidance:
                 f"layout: expected the model's masked layers {own.to_dict()}, received {layout.to_dict()}"
             )
         self.model, self.layout, self.objective, self.real_classes = model, own, objective, real_classes
+        batches = list(batches)
+        bad = [type(b).__name__ for b in batches if not isinstance(b, torch.Tensor)]
+        if bad:
+            raise ConfigError("batches", "torch.Tensor input batches", f"a {bad[0]}")
         self._batches = [b.to(model.device) for b in batches]
         if not self._batches:
             raise ConfigError("batches", "at least one unlabeled input batch", "none")

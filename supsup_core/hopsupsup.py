@@ -23,7 +23,6 @@ whole test set).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ __all__ = [
     "masks_accuracy",
     "recall_task",
     "recall_all",
+    "summarise",
 ]
 
 #: Recall procedures: the reference's score descent, and discrete dynamics biased by the guidance.
@@ -94,6 +94,18 @@ class TaskRecall:
         return out
 
 
+def _chunks(n: int, size: int) -> list[slice]:
+    """Slices of ``range(n)`` of ``size`` items; a trailing single item joins the chunk before it.
+
+    A batch-statistics model (BNNet's unit masks) cannot run on one image, so
+    no chunk may hold exactly one item unless ``n == 1``.
+    """
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, [*starts[1:], n])]
+
+
 def stream_from_metadata(benchmark: Mapping[str, Any], data_dir: str | Path | None = None):
     """Rebuild the task stream a bank was trained on from its ``benchmark`` metadata.
 
@@ -120,7 +132,12 @@ def stream_from_metadata(benchmark: Mapping[str, Any], data_dir: str | Path | No
 
 
 def task_data(stream, task: int, *, batch_size: int = 64, transductive: bool = False, seed: int = 0) -> TaskData:
-    """Split task ``task``'s test set into adaptation batches and an evaluation set (see the module docstring)."""
+    """Split task ``task``'s test set into adaptation batches and an evaluation set (see the module docstring).
+
+    Adaptation batches hold ``batch_size`` images; a trailing single image joins the batch before it.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError("batch_size", "a positive integer", repr(batch_size))
     xs, ys = [], []
     for x, y, _ in stream.test_batches(task, batch_size=512):
         xs.append(x)
@@ -134,13 +151,19 @@ def task_data(stream, task: int, *, batch_size: int = 64, transductive: bool = F
         half = len(order) // 2
         adapt_x = x_all[order[:half]]
         eval_x, eval_y = x_all[order[half:]], y_all[order[half:]]
-    adapt = [adapt_x[i : i + batch_size] for i in range(0, len(adapt_x), batch_size)]
+    adapt = [adapt_x[part] for part in _chunks(len(adapt_x), batch_size)]
     return TaskData(adapt=adapt, eval_x=eval_x, eval_y=eval_y, transductive=transductive)
 
 
 def masks_accuracy(model: SupSupNet, masks: Mapping[str, np.ndarray], x: torch.Tensor, y: torch.Tensor,
                    batch_size: int = 256) -> float:
-    """Accuracy of ``model`` with explicit layer ``masks`` on ``(x, y)`` (argmax over all outputs)."""
+    """Accuracy of ``model`` with explicit layer ``masks`` on ``(x, y)`` (argmax over all outputs).
+
+    Images go through in chunks of ``batch_size`` (a trailing single image joins the chunk before
+    it, since batch-statistics models need two), so a BNNet's score depends on ``batch_size``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError("batch_size", "a positive integer", repr(batch_size))
     device = model.device
     mt = {name: torch.from_numpy(np.asarray(m, dtype=np.float32)).to(device) for name, m in masks.items()}
     correct = 0
@@ -148,9 +171,9 @@ def masks_accuracy(model: SupSupNet, masks: Mapping[str, np.ndarray], x: torch.T
     model.eval()
     try:
         with torch.no_grad():
-            for i in range(0, len(y), batch_size):
-                logits = model(x[i : i + batch_size].to(device), masks=mt)
-                correct += int((logits.argmax(dim=1).cpu() == y[i : i + batch_size]).sum())
+            for part in _chunks(len(y), batch_size):
+                logits = model(x[part].to(device), masks=mt)  # (b, s)
+                correct += int((logits.argmax(dim=1).cpu() == y[part]).sum())
     finally:
         model.train(was_training)
     return correct / max(1, len(y))
@@ -243,15 +266,19 @@ def recall_all(
     return rows
 
 
-def summarise(rows: list[TaskRecall]) -> dict[str, float]:
-    """Exact-recall count, mean bits wrong, mean accuracy drop and the largest steps-to-final over rows."""
+def summarise(rows: list[TaskRecall]) -> dict[str, float | None]:
+    """Exact-recall count, mean bits wrong, mean accuracy drop and the largest steps-to-final over rows.
+
+    A value that was not measured (no rows, no accuracies) is ``None``, not NaN, so the
+    summary stays strict JSON for ``--json``.
+    """
     drops = [r.true_accuracy - r.recalled_accuracy for r in rows
              if r.true_accuracy is not None and r.recalled_accuracy is not None]
     return {
         "tasks": len(rows),
         "exact": sum(r.exact for r in rows),
-        "mean_bits_wrong": float(np.mean([r.total_bits_wrong for r in rows])) if rows else math.nan,
-        "mean_accuracy_drop": float(np.mean(drops)) if drops else math.nan,
-        "max_accuracy_drop": float(np.max(drops)) if drops else math.nan,
+        "mean_bits_wrong": float(np.mean([r.total_bits_wrong for r in rows])) if rows else None,
+        "mean_accuracy_drop": float(np.mean(drops)) if drops else None,
+        "max_accuracy_drop": float(np.max(drops)) if drops else None,
         "max_steps_to_final": max((r.steps_to_final for r in rows), default=0),
     }

@@ -307,6 +307,7 @@ class SupSupNet(nn.Module):
         return sum(layer.mask_nbytes() for layer in self.masked_layers().values())
 
     def extra_repr(self) -> str:
+        """Shown by ``repr(module)``."""
         return f"arch={self.config.arch!r}, tasks={self._num_tasks}, params={sum(w.numel() for w in self.base_weights().values())}"
 
 

@@ -40,11 +40,13 @@ class ThresholdMask(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores: torch.Tensor) -> torch.Tensor:
+        """``1[scores >= 0]`` in the scores' dtype."""
         # ">= 0" (not "> 0") so a zero score means "on": BNNet's unit scores start at 0 = all-on
         return (scores >= 0).to(scores.dtype)
 
     @staticmethod
     def backward(ctx, grad_mask: torch.Tensor) -> torch.Tensor:
+        """Identity: the mask's gradient is the scores' gradient."""
         return grad_mask
 
 
@@ -70,6 +72,7 @@ class TopKMask(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, magnitudes: torch.Tensor, density: float) -> torch.Tensor:
+        """0/1 tensor shaped like ``magnitudes`` keeping its ``kept_count`` largest entries."""
         flat = magnitudes.reshape(-1)  # (n,)
         n_drop = flat.numel() - kept_count(flat.numel(), density)
         order = torch.argsort(flat, stable=True)  # (n,) ascending; equal values keep index order
@@ -79,6 +82,7 @@ class TopKMask(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_mask: torch.Tensor):
+        """Straight-through onto the magnitudes; no gradient for ``density``."""
         return grad_mask, None
 
 

@@ -9,7 +9,8 @@ not byte-aligned: padding every layer would cost up to a byte per layer for
 nothing, and unpacking the whole task then slicing is as simple.
 
 This is the dense format: its size does not depend on the mask's density,
-``n / 8`` bytes plus about 300 bytes of HDF5 object header per task.
+``n / 8`` bytes plus about 170 bytes of HDF5 metadata per task (object header
+and link; :mod:`hopfield_masks.backends._hdf5` explains how it is kept small).
 
 Examples
 --------

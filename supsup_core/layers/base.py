@@ -67,11 +67,13 @@ class _Superpose(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, alphas: torch.Tensor, layer: MaskedLayer) -> torch.Tensor:
+        """The superposed mask, built from the packed masks."""
         ctx.layer = layer
         return layer.superposed_mask(alphas).to(alphas.dtype)  # mask_shape
 
     @staticmethod
     def backward(ctx, grad_mask: torch.Tensor):
+        """``d/d alpha_t = <grad_mask, M_t>``: one packed contraction."""
         grads = ctx.layer.contract(grad_mask.unsqueeze(0))[0]  # (k,)
         return grads.to(device=grad_mask.device, dtype=grad_mask.dtype), None
 

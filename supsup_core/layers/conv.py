@@ -67,5 +67,6 @@ class MaskedConv2d(MaskedLayer):
         return F.conv2d(x, self.masked_weight(mask), stride=self.stride, padding=self.padding)
 
     def extra_repr(self) -> str:
+        """Shown by ``repr(module)``."""
         o, i, kh, kw = self.mask_shape
         return f"{i}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}"

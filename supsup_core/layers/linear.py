@@ -60,6 +60,7 @@ class MaskedLinear(MaskedLayer):
         return F.linear(x, self.masked_weight(mask))
 
     def extra_repr(self) -> str:
+        """Shown by ``repr(module)``."""
         return f"in_features={self.in_features}, out_features={self.out_features}, mask_mode={self.mask_mode!r}"
 
 
@@ -75,4 +76,5 @@ class FixedLinear(nn.Module):
         return F.linear(x, self.weight)
 
     def extra_repr(self) -> str:
+        """Shown by ``repr(module)``."""
         return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}"

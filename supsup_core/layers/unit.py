@@ -59,4 +59,5 @@ class UnitMask(MaskedLayer):
         return normed * m
 
     def extra_repr(self) -> str:
+        """Shown by ``repr(module)``."""
         return f"units={self.mask_shape[0]}, eps={self.eps}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from supsup_core.config import ModelConfig
 from supsup_core.data import make_stream
 from supsup_core.models import build_model
@@ -11,8 +9,7 @@ from supsup_core.persistence import load_model, save_masks, stored_accuracies, s
 from supsup_core.training import TrainConfig, evaluate_gg, evaluate_inferred, train_stream
 
 
-@pytest.mark.parametrize("backend", ["hdf5-packed", "hdf5-sparse"])
-def test_train_save_load_evaluate(tmp_path, backend):
+def test_train_save_load_evaluate(tmp_path):
     """Masks trained on 3 permuted tasks reload bit-exactly and give the same GG and GNu accuracies as before saving."""
     stream = make_stream("permuted-mnist", 3)
     model = build_model(ModelConfig(arch="lenet", hidden=(64, 32), output_size=30, seed=2))
@@ -21,9 +18,10 @@ def test_train_save_load_evaluate(tmp_path, backend):
     assert matrix.forgetting() == 0.0  # finished masks never change
 
     before_gg = evaluate_gg(model, stream)
-    before_gnu = evaluate_inferred(model, stream)
+    # the paper protocol needs one single-image inference per test batch: cheap enough to run twice
+    before_gnu = evaluate_inferred(model, stream, measure_task_inference=False)
     path = tmp_path / "masks.h5"
-    save_masks(model, path, backend=backend, benchmark=stream.describe(), accuracies=before_gg.accuracy,
+    save_masks(model, path, benchmark=stream.describe(), accuracies=before_gg.accuracy,
                training={"scenario": "gnu", "config": config.to_dict()})
 
     loaded, metadata = load_model(path)
@@ -33,6 +31,6 @@ def test_train_save_load_evaluate(tmp_path, backend):
 
     assert after_gg.accuracy == before_gg.accuracy == {t: a["gg"] for t, a in stored_accuracies(path).items()}
     assert after_gnu.accuracy == before_gnu.accuracy
-    assert after_gnu.task_inference_accuracy == before_gnu.task_inference_accuracy
-    # the tiny masks are good enough for the pipeline to be meaningful: above chance and task inference works
+    assert after_gnu.decision_accuracy == before_gnu.decision_accuracy
+    # the tiny masks are good enough for the pipeline to be meaningful: above chance, and task inference works
     assert after_gg.mean_accuracy > 0.6 and after_gnu.mean_task_inference_accuracy > 0.9

@@ -1,0 +1,274 @@
+"""Tests of hopfield_masks/encoding.py: a mask bank encoded into a reservoir attached to the bank (no torch)."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from hopfield_masks.backends import create_bank, open_bank
+from hopfield_masks.blocks import MaskLayout
+from hopfield_masks.encoding import EncodeReport, bank_reservoirs, encode_bank, read_bank_reservoir, reservoir_name
+from hopfield_masks.errors import (
+    BankFileNotFoundError,
+    BudgetError,
+    CapacityWarning,
+    InvalidArgumentError,
+    StorageFormatError,
+    UnknownRuleError,
+)
+from hopfield_masks.patterns import packed_nbytes
+from hopfield_masks.reservoir import Reservoir
+from hopfield_masks.rules import get_rule
+from tests.strategies import byte_budgets
+
+SHAPES = {"fc1": (6, 5), "fc2": (7,)}  # one task's layers: P = 37 mask entries
+LENGTH = 37
+
+
+def _random_task(rng: np.random.Generator, shapes: dict[str, tuple[int, ...]] = SHAPES) -> dict[str, np.ndarray]:
+    return {name: rng.random(shape) < 0.5 for name, shape in shapes.items()}
+
+
+def _make_bank(path, n_tasks: int, backend: str = "hdf5-packed", seed: int = 0):
+    """A bank at ``path`` with ``n_tasks`` random tasks "0", "1", ... of the SHAPES layout."""
+    rng = np.random.default_rng(seed)
+    with create_bank(path, backend, metadata={"seed": seed}) as bank:
+        for t in range(n_tasks):
+            bank.write_task(str(t), _random_task(rng))
+    return path
+
+
+def _read_tasks(path) -> list[dict[str, np.ndarray]]:
+    with open_bank(path) as bank:
+        return [bank.read_task(t) for t in bank.tasks()]
+
+
+def _snapshot(path) -> tuple[bytes, int]:
+    """The file's bytes and modification time: what a failed command must leave alone."""
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+def _minimum_budget(length: int = LENGTH) -> int:
+    with pytest.raises(BudgetError) as info:
+        Reservoir.from_budget(1, MaskLayout(("w",), ((length,),)))
+    return info.value.minimum
+
+
+@pytest.fixture
+def bank(tmp_path):
+    """A packed bank with 3 random tasks."""
+    return _make_bank(tmp_path / "bank.h5", 3)
+
+
+class TestReservoirName:
+    def test_equal_budgets_written_differently_name_the_same_attachment(self):
+        """'1MB', '1e6' and 1_000_000 are one budget, so one attachment name; KiB are binary."""
+        assert reservoir_name("1MB") == reservoir_name("1e6") == reservoir_name(1_000_000) == "reservoir-1000000"
+        assert reservoir_name("512KiB") == "reservoir-524288"
+
+    def test_unparsable_budget_is_a_budget_error(self):
+        """A budget that is not a size raises BudgetError naming the text."""
+        with pytest.raises(BudgetError, match="lots"):
+            reservoir_name("lots")
+
+
+class TestEncodeBank:
+    def test_attached_reservoir_reads_back_identical(self, bank):
+        """The reservoir attached to the bank reads back with the same layout, rule, couplings and spin sums."""
+        built, report = encode_bank(bank, "20kB")
+        again = read_bank_reservoir(bank, "20kB")
+        assert isinstance(again, Reservoir)
+        assert again.layout == built.layout and again.network_size == built.network_size
+        assert again.rule.to_dict() == built.rule.to_dict() and again.dtype == built.dtype
+        assert again.n_tasks == built.n_tasks == 3 and again.budget == 20_000
+        np.testing.assert_array_equal(again.spin_sums, built.spin_sums)
+        for a, b in zip(again.networks, built.networks):
+            np.testing.assert_array_equal(a.couplings, b.couplings)
+        assert bank_reservoirs(bank) == [report.attachment] == ["reservoir-20000"]
+
+    def test_reservoir_holds_every_task_and_the_bank_keeps_its_masks(self, bank):
+        """Spin sums are the sum of every task's ±1 state, and the bank's masks are unchanged by encoding."""
+        before = _read_tasks(bank)
+        reservoir, _ = encode_bank(bank, "20kB")
+        layout = MaskLayout.from_masks(before[0])
+        expected = np.sum([layout.flatten_spins(t) for t in before], axis=0)  # (P,)
+        np.testing.assert_array_equal(reservoir.spin_sums, expected)
+        after = _read_tasks(bank)
+        assert all(np.array_equal(a[k], b[k]) for a, b in zip(before, after) for k in a)
+
+    def test_stored_masks_are_recalled_exactly_at_low_load(self, bank):
+        """Unguided recall from a 10%-noisy cue returns each of the 3 stored masks exactly (load well below 1)."""
+        encode_bank(bank, "1MB")
+        reservoir = read_bank_reservoir(bank, "1MB")
+        assert reservoir.load < 0.5
+        for i, task in enumerate(_read_tasks(bank)):
+            cue = reservoir.cue("noisy:0.1", seed=i, reference=task)
+            recalled, _ = reservoir.recall(cue, method="dynamics", seed=i)
+            assert all(np.array_equal(recalled[k], task[k]) for k in task)
+
+    @pytest.mark.parametrize("backend", ["hdf5-packed", "hdf5-sparse"])
+    def test_report_fields_describe_the_reservoir(self, tmp_path, backend):
+        """Every report field matches the reservoir built, for both file backends, and is JSON-safe."""
+        path = _make_bank(tmp_path / "bank.h5", 4, backend)
+        reservoir, report = encode_bank(path, "3kB")
+        n = reservoir.network_size
+        assert isinstance(report, EncodeReport)
+        assert report.path == str(path) and report.attachment == "reservoir-3000" and report.budget_bytes == 3000
+        assert report.reservoir_bytes == reservoir.nbytes <= 3000
+        assert report.n_networks == reservoir.n_blocks == math.ceil(LENGTH / n) and report.network_size == n
+        assert report.pattern_length == LENGTH and report.n_tasks == 4
+        assert report.rule == "storkey" and report.dtype == reservoir.dtype
+        assert report.capacity_tasks == pytest.approx(get_rule("storkey").capacity(n))
+        assert report.load == pytest.approx(4 / report.capacity_tasks) and report.over_capacity is False
+        assert json.loads(json.dumps(report.to_dict(), allow_nan=False)) == report.to_dict()
+
+    def test_honest_alternative_for_a_packed_bank_is_its_measured_bytes(self, bank):
+        """A packed bank's exact size per mask is the largest task's stored bytes, and the budget holds floor(budget/that)."""
+        _, report = encode_bank(bank, "1MB")
+        with open_bank(bank) as b:
+            measured = max(b.task_nbytes(t) for t in b.tasks())
+        assert report.exact_bytes_per_task == measured == packed_nbytes(LENGTH) == 5
+        assert report.exact_tasks_in_budget == 1_000_000 // 5
+
+    def test_honest_alternative_for_a_sparse_bank_is_the_packed_size(self, tmp_path):
+        """For a sparse bank the alternative is still the bit-packed format, ceil(P/8) bytes per mask."""
+        path = _make_bank(tmp_path / "sparse.h5", 2, "hdf5-sparse")
+        _, report = encode_bank(path, "512KiB")
+        assert report.exact_bytes_per_task == packed_nbytes(LENGTH)
+        assert report.exact_tasks_in_budget == 524_288 // packed_nbytes(LENGTH)
+
+    def test_rule_and_precision_options_are_used(self, bank):
+        """rule='hebbian', dtype='int8' give a Hebbian reservoir with int8 couplings and the Hebbian capacity."""
+        reservoir, report = encode_bank(bank, "20kB", rule="hebbian", dtype="int8")
+        assert report.rule == "hebbian" and report.dtype == "int8"
+        stored = read_bank_reservoir(bank, "20kB")
+        assert stored.networks[0].couplings.dtype == np.int8
+        assert report.capacity_tasks == pytest.approx(get_rule("hebbian").capacity(reservoir.network_size))
+
+    def test_many_tasks_in_a_tiny_budget_are_flagged_over_capacity_without_warnings(self, tmp_path):
+        """40 tasks in the smallest budget give load > 1 and over_capacity, reported in the report, not warned."""
+        path = _make_bank(tmp_path / "many.h5", 40)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, report = encode_bank(path, _minimum_budget())
+        assert report.over_capacity is True and report.load > 1 and report.n_tasks == 40
+        assert not [w for w in caught if issubclass(w.category, CapacityWarning)]
+
+    def test_progress_is_reported_after_each_task(self, bank):
+        """progress(done, total) is called once per task, in order."""
+        calls = []
+        encode_bank(bank, "20kB", progress=lambda done, total: calls.append((done, total)))
+        assert calls == [(1, 3), (2, 3), (3, 3)]
+
+    def test_encoding_again_replaces_the_reservoir_of_that_budget(self, bank):
+        """Re-encoding after a task is added replaces the attachment; other budgets keep their own."""
+        encode_bank(bank, "20kB")
+        encode_bank(bank, "5kB")
+        with open_bank(bank, "a") as b:
+            b.write_task("3", _random_task(np.random.default_rng(9)))
+        _, report = encode_bank(bank, "20kB")
+        assert report.n_tasks == 4 and read_bank_reservoir(bank, "20kB").n_tasks == 4
+        assert read_bank_reservoir(bank, "5kB").n_tasks == 3
+        assert sorted(bank_reservoirs(bank)) == ["reservoir-20000", "reservoir-5000"]
+
+    def test_a_budget_never_encoded_has_no_reservoir(self, bank):
+        """read_bank_reservoir returns None for a budget with no attachment."""
+        encode_bank(bank, "20kB")
+        assert read_bank_reservoir(bank, "21kB") is None
+
+    @settings(max_examples=8)
+    @given(budget=byte_budgets(min_bytes=_minimum_budget(), max_bytes=60_000))
+    def test_reservoir_fits_the_budget_and_the_alternative_is_a_floor(self, tmp_path_factory, budget):
+        """For any workable budget the reservoir fits it, and budget // exact bytes masks fit exactly."""
+        path = _make_bank(tmp_path_factory.mktemp("prop") / "bank.h5", 2)
+        _, report = encode_bank(path, budget)
+        assert report.reservoir_bytes <= budget == report.budget_bytes
+        exact = report.exact_bytes_per_task
+        assert report.exact_tasks_in_budget * exact <= budget < (report.exact_tasks_in_budget + 1) * exact
+
+
+class TestEncodeErrors:
+    def test_empty_bank_is_refused(self, tmp_path):
+        """A bank without masks raises StorageFormatError saying it holds no masks, and stays as it was."""
+        path = tmp_path / "empty.h5"
+        create_bank(path).close()
+        before = _snapshot(path)
+        with pytest.raises(StorageFormatError, match="holds no masks"):
+            encode_bank(path, "1MB")
+        assert _snapshot(path) == before
+
+    def test_tasks_with_different_layouts_are_refused(self, bank):
+        """A task whose layers differ from the first task's raises StorageFormatError naming it; no change."""
+        with open_bank(bank, "a") as b:
+            b.write_task("odd", {"fc1": np.ones((6, 5), bool), "fc2": np.ones(8, bool)})
+        before = _snapshot(bank)
+        with pytest.raises(StorageFormatError, match="'odd'"):
+            encode_bank(bank, "1MB")
+        assert _snapshot(bank) == before
+
+    def test_budget_below_the_minimum_names_the_minimum_and_changes_nothing(self, bank):
+        """A budget too small raises BudgetError carrying the minimum; that minimum itself works."""
+        before = _snapshot(bank)
+        minimum = _minimum_budget()
+        with pytest.raises(BudgetError) as info:
+            encode_bank(bank, minimum - 1)
+        assert info.value.minimum == minimum and str(minimum) in str(info.value)
+        assert _snapshot(bank) == before
+        _, report = encode_bank(bank, minimum)
+        assert report.reservoir_bytes <= minimum
+
+    @pytest.mark.parametrize(
+        "kwargs, error", [({"rule": "oja"}, UnknownRuleError), ({"dtype": "float64"}, InvalidArgumentError)]
+    )
+    def test_bad_rule_or_precision_changes_nothing(self, bank, kwargs, error):
+        """An unknown rule or precision raises before anything is written."""
+        before = _snapshot(bank)
+        with pytest.raises(error):
+            encode_bank(bank, "1MB", **kwargs)
+        assert _snapshot(bank) == before
+
+    def test_missing_and_non_hdf5_files(self, tmp_path):
+        """A missing path raises BankFileNotFoundError, a text file StorageFormatError; neither is created/changed."""
+        with pytest.raises(BankFileNotFoundError):
+            encode_bank(tmp_path / "nope.h5", "1MB")
+        assert not (tmp_path / "nope.h5").exists()
+        text = tmp_path / "masks.h5"
+        text.write_text("not a bank\n")
+        with pytest.raises(StorageFormatError, match="HDF5"):
+            encode_bank(text, "1MB")
+        assert text.read_text() == "not a bank\n"
+
+    def test_a_failing_write_leaves_the_bank_byte_identical(self, bank, monkeypatch):
+        """If writing the reservoir fails half-way, the bank keeps its bytes, mtime and attachments."""
+        import hopfield_masks.encoding as encoding
+
+        def broken(group: h5py.Group, reservoir: Reservoir) -> None:
+            group.create_dataset("couplings", data=np.zeros(3))  # a partial write...
+            raise RuntimeError("disk full")  # ...then a failure
+
+        before = _snapshot(bank)
+        monkeypatch.setattr(encoding, "write_reservoir", broken)
+        with pytest.raises(RuntimeError, match="disk full"):
+            encode_bank(bank, "1MB")
+        assert _snapshot(bank) == before and bank_reservoirs(bank) == []
+
+    def test_existing_reservoir_is_kept_when_overwrite_is_false(self, bank):
+        """overwrite=False with a reservoir of that budget raises InvalidArgumentError and leaves the file alone."""
+        encode_bank(bank, "20kB")
+        before = _snapshot(bank)
+        with pytest.raises(InvalidArgumentError, match="overwrite"):
+            encode_bank(bank, "20kB", overwrite=False)
+        assert _snapshot(bank) == before
+
+    def test_unparsable_budget_changes_nothing(self, bank):
+        """A budget that is not a size raises BudgetError and writes nothing."""
+        before = _snapshot(bank)
+        with pytest.raises(BudgetError):
+            encode_bank(bank, "a lot")
+        assert _snapshot(bank) == before
