@@ -46,6 +46,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hopfield_masks.backends import create_bank, open_bank
 from hopfield_masks.budget import format_bytes, parse_budget
 from hopfield_masks.encoding import encode_bank
+from hopfield_masks.errors import CapacityWarning
+from hopfield_masks.reservoir import Reservoir
 from supsup_core.config import ModelConfig
 from supsup_core.data import SplitMNIST, TaskStream, load_mnist, permutation_for_task, permute_pixels
 from supsup_core.hopsupsup import recall_all
@@ -143,19 +146,64 @@ def subset_bank(full: Path, path: Path, n_tasks: int) -> None:
                 dst.write_task(task, src.read_task(task), attrs=src.task_attrs(task))
 
 
-def summarise(rows) -> dict:
-    """Per (budget, T, mode) metrics from the per-task :class:`TaskRecall` rows."""
+class RecordingReservoir:
+    """A :class:`Reservoir` stand-in that keeps the flat state of every recall (``recall_task`` returns no masks).
+
+    Everything else is delegated, so :func:`recall_all` treats it as the reservoir itself.
+    """
+
+    def __init__(self, reservoir) -> None:
+        self._reservoir = reservoir
+        self.states: list[np.ndarray] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._reservoir, name)
+
+    def recall(self, *args, **kwargs):
+        """Delegate to ``Reservoir.recall`` and record the final state ``(P,)``."""
+        masks, result = self._reservoir.recall(*args, **kwargs)
+        self.states.append(np.asarray(result.state, dtype=np.int8).copy())
+        return masks, result
+
+
+def stored_states(path: Path) -> np.ndarray:
+    """Every task's mask in the bank as flat ±1 states, int8 ``(T, P)`` in task order."""
+    with open_bank(path, "r") as bank:
+        layout = bank.task_layout(bank.tasks()[0])
+        return np.stack([layout.flatten_spins(bank.read_task(t)) for t in bank.tasks()])  # (T, P)
+
+
+def mask_statistics(states: np.ndarray, pairs: int) -> dict:
+    """Density and pairwise Hamming distances of the stored masks: how far they are from random patterns."""
+    dist = (states[:, None, :] != states[None, :, :]).sum(-1)  # (T, T)
+    i, j = np.triu_indices(len(states), 1)
+    same = (i % pairs) == (j % pairs)  # the same digit pair under two permutations
+    density = float((states > 0).mean())
+    return {"density": density, "random_pattern_distance": 2.0 * density * (1 - density) * states.shape[1],
+            "hamming_min": int(dist[i, j].min()), "hamming_mean": float(dist[i, j].mean()),
+            "hamming_mean_same_digits": float(dist[i, j][same].mean()) if same.any() else None,
+            "hamming_mean_other_digits": float(dist[i, j][~same].mean()) if (~same).any() else None}
+
+
+def summarise(rows, recalled: list[np.ndarray], stored: np.ndarray) -> dict:
+    """Per (budget, T, mode) metrics from the per-task rows and recalled states (``stored``: the T true states)."""
     true = np.array([r.true_accuracy for r in rows])
-    recalled = np.array([r.recalled_accuracy for r in rows])
+    acc = np.array([r.recalled_accuracy for r in rows])
+    dist = np.stack([(stored != s).sum(1) for s in recalled])  # (T recalls, T stored) bits apart
+    nearest = dist.argmin(1)  # (T,)
+    for k, row in enumerate(rows):  # kept on the rows for the JSON
+        row.nearest_task, row.bits_to_nearest = int(nearest[k]), int(dist[k, nearest[k]])
     return {
         "tasks": len(rows),
         "exact": int(sum(r.exact for r in rows)),
         "fraction_exact": float(np.mean([r.exact for r in rows])),
         "mean_bits_wrong": float(np.mean([r.total_bits_wrong for r in rows])),
+        "fraction_nearest_true": float(np.mean(nearest == np.arange(len(rows)))),
+        "mean_bits_to_nearest": float(dist.min(1).mean()),
         "mean_true_accuracy": float(true.mean()),
-        "mean_recalled_accuracy": float(recalled.mean()),
-        "mean_accuracy_retained": float(np.mean(recalled / np.maximum(true, 1e-12))),
-        "mean_drop_points": float(100.0 * np.mean(true - recalled)),
+        "mean_recalled_accuracy": float(acc.mean()),
+        "mean_accuracy_retained": float(np.mean(acc / np.maximum(true, 1e-12))),
+        "mean_drop_points": float(100.0 * np.mean(true - acc)),
         "mean_steps_to_final": float(np.mean([r.steps_to_final for r in rows])),
     }
 
@@ -163,13 +211,35 @@ def summarise(rows) -> dict:
 def compact(row) -> dict:
     """The per-task numbers kept in the JSON (step histories are left out)."""
     return {"task": row.task, "exact": row.exact, "bits_wrong": row.total_bits_wrong,
+            "nearest_task": row.nearest_task, "bits_to_nearest": row.bits_to_nearest,
             "true_accuracy": row.true_accuracy, "recalled_accuracy": row.recalled_accuracy,
             "steps_run": row.steps_run, "steps_to_final": row.steps_to_final, "guidance_calls": row.guidance_calls}
+
+
+def shuffled_control(states: np.ndarray, layout, budget: str, seed: int) -> dict:
+    """Classic capacity on the same masks with their units shuffled (density kept, structure destroyed).
+
+    Each task's state gets its own seeded permutation; recall is plain dynamics from a noisy:0.1 cue.
+    """
+    reservoir = Reservoir.from_budget(budget, layout, rule=RULE)
+    rng = np.random.default_rng([seed, len(states)])
+    shuffled = np.stack([s[rng.permutation(s.size)] for s in states])  # (T, P)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CapacityWarning)  # over capacity is the point of the sweep
+        for s in shuffled:
+            reservoir.store(layout.unflatten(s))
+    wrong = []
+    for i, s in enumerate(shuffled):
+        cue = reservoir.cue("noisy:0.1", seed=seed + i, reference=s)
+        _, result = reservoir.recall(cue, None, method="dynamics", seed=seed + i)
+        wrong.append(int((result.state != s).sum()))
+    return {"fraction_exact": float(np.mean(np.array(wrong) == 0)), "mean_bits_wrong": float(np.mean(wrong))}
 
 
 def sweep(full: Path, work: Path, model, stream, budgets, task_counts, modes, seed: int, progress) -> tuple:
     """Encode a T-task reservoir per (budget, T) and recall all T tasks in every mode; returns (reservoirs, runs)."""
     reservoirs, runs = [], []
+    states = stored_states(full)  # (T_max, P)
     bar = progress.add_task("recall", total=len(budgets) * sum(task_counts) * len(modes))
     for n_tasks in task_counts:
         bank = work / f"bank-{n_tasks}.h5"
@@ -177,16 +247,22 @@ def sweep(full: Path, work: Path, model, stream, budgets, task_counts, modes, se
         for budget in budgets:
             t0 = time.perf_counter()
             reservoir, report = encode_bank(bank, budget, rule=RULE)
-            reservoirs.append({"budget": budget, "T": n_tasks, "encode_s": round(time.perf_counter() - t0, 3),
-                               **{k: v for k, v in report.to_dict().items() if k != "path"}})
+            encode_s = time.perf_counter() - t0
+            control = shuffled_control(states[:n_tasks], reservoir.layout, budget, seed)
+            reservoirs.append({"budget": budget, "T": n_tasks, "encode_s": round(encode_s, 3),
+                               **{k: v for k, v in report.to_dict().items() if k != "path"},
+                               "shuffled_control": control})
             for mode in modes:
                 guided, method, cue = MODES[mode]
                 progress.update(bar, description=f"recall {budget} T={n_tasks} {mode}")
+                recorder = RecordingReservoir(reservoir)
                 t0 = time.perf_counter()
-                rows = recall_all(bank, reservoir, model=model, stream=stream, guided=guided, method=method,
+                rows = recall_all(bank, recorder, model=model, stream=stream, guided=guided, method=method,
                                   cue=cue, seed=seed, progress=lambda d, n: progress.advance(bar))
-                runs.append({"budget": budget, "T": n_tasks, "mode": mode, "wall_s": round(time.perf_counter() - t0, 2),
-                             **summarise(rows), "rows": [compact(r) for r in rows]})
+                wall = time.perf_counter() - t0
+                runs.append({"budget": budget, "T": n_tasks, "mode": mode, "wall_s": round(wall, 2),
+                             **summarise(rows, recorder.states, states[:n_tasks]),
+                             "rows": [compact(r) for r in rows]})
     return reservoirs, runs
 
 
@@ -201,28 +277,44 @@ def machine(device: str) -> dict:
 
 
 def markdown(result: dict) -> str:
-    """The results table, reservoir sizes and timings as Markdown."""
+    """The results tables, reservoir sizes, mask statistics and timings as Markdown."""
     res = {(r["budget"], r["T"]): r for r in result["reservoirs"]}
+    ms = result["mask_statistics"]
     lines = ["# HopSupSup capacity sweep (BNNet unit masks, permuted SplitMNIST)", "",
-             f"`{result['command']}` on {result['machine']['processor']} ({result['machine']['device']}), "
-             f"torch {result['machine']['torch']}; {result['config']['batches_per_task']} batches per task, "
-             f"rule {RULE}, pattern length {result['reservoirs'][0]['pattern_length']}, total {result['wall_s']:.0f} s", ""]
+             f"`{result['command']}` on {result['machine']['processor']} ({result['machine']['device']}, "
+             f"{result['machine']['torch_threads']} torch thread(s)), torch {result['machine']['torch']}; "
+             f"{result['config']['batches_per_task']} batches per task, rule {RULE}, pattern length "
+             f"{result['reservoirs'][0]['pattern_length']}; total {result['wall_s']:.0f} s "
+             f"(training {result['timings_s']['train']:.0f} s, sweep {result['timings_s']['sweep']:.0f} s)", ""]
     for budget in result["config"]["budgets"]:
         r = next(v for (b, _), v in res.items() if b == budget)
         lines.append(f"- **{budget}**: {r['n_networks']} networks × {r['network_size']} units ({r['dtype']}), "
                      f"{format_bytes(r['reservoir_bytes'])}; theoretical capacity {r['capacity_tasks']:.1f} tasks; "
                      f"the same bytes hold {r['exact_tasks_in_budget']} masks stored exactly "
                      f"({r['exact_bytes_per_task']} B each)")
-    lines += ["", "| budget | T | load | mode | exact | mean bits wrong | acc. retained | drop (pts) "
-              "| steps to final | wall (s) |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"- masks: {ms['density']:.1%} of units on; two tasks' masks differ in {ms['hamming_mean']:.0f} bits on "
+              f"average (random patterns of that density: {ms['random_pattern_distance']:.0f}), "
+              f"{ms['hamming_mean_same_digits']:.0f} for the same digit pair under two permutations, "
+              f"minimum {ms['hamming_min']}", "",
+              "| budget | T | load | mode | exact | nearest = true | bits wrong | acc. retained | drop (pts) "
+              "| steps to final | wall (s) |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for run in result["runs"]:
         load = res[(run["budget"], run["T"])]["load"]
         lines.append(f"| {run['budget']} | {run['T']} | {load:.2f} | {run['mode']} | {run['exact']}/{run['tasks']} "
-                     f"| {run['mean_bits_wrong']:.1f} | {run['mean_accuracy_retained']:.3f} "
-                     f"| {run['mean_drop_points']:.1f} | {run['mean_steps_to_final']:.1f} | {run['wall_s']:.1f} |")
-    lines += ["", f"Training: {result['timings_s']['train']:.0f} s; recall sweep: {result['timings_s']['sweep']:.0f} s. "
-              "Accuracies are on the evaluation half of each task's test images; guidance saw only the other "
-              "half, without labels. *load* = T / capacity."]
+                     f"| {run['fraction_nearest_true']:.2f} | {run['mean_bits_wrong']:.1f} "
+                     f"| {run['mean_accuracy_retained']:.3f} | {run['mean_drop_points']:.1f} "
+                     f"| {run['mean_steps_to_final']:.1f} | {run['wall_s']:.1f} |")
+    lines += ["", "Control: plain dynamics from a noisy:0.1 cue on the same masks with their units shuffled "
+              "(same density, no structure shared between tasks).", "",
+              "| budget | T | load | exact fraction | mean bits wrong |", "|---|---:|---:|---:|---:|"]
+    for r in result["reservoirs"]:
+        c = r["shuffled_control"]
+        lines.append(f"| {r['budget']} | {r['T']} | {r['load']:.2f} | {c['fraction_exact']:.2f} "
+                     f"| {c['mean_bits_wrong']:.1f} |")
+    lines += ["", "Accuracies are on the evaluation half of each task's test images; guidance saw only the other "
+              "half, without labels. *load* = T / capacity; *nearest = true*: fraction of recalls whose final "
+              "state is closer to the task's own mask than to any other stored mask; *bits wrong* out of "
+              f"{result['reservoirs'][0]['pattern_length']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -232,30 +324,40 @@ def plot(result: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     styles = ["-", "--", ":", "-."]
     colours = {m: f"C{i}" for i, m in enumerate(MODES)}
-    budgets = result["config"]["budgets"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    budgets, ticks = result["config"]["budgets"], result["config"]["task_counts"]
+    caps = {r["budget"]: r["capacity_tasks"] for r in result["reservoirs"]}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
     for ax, key, label in zip(axes, ("fraction_exact", "mean_accuracy_retained"),
                               ("fraction of masks recalled exactly", "accuracy retained (recalled / true mask)")):
         for b, budget in enumerate(budgets):
             for mode in result["config"]["modes"]:
                 pts = [(r["T"], r[key]) for r in result["runs"] if r["budget"] == budget and r["mode"] == mode]
-                ax.plot(*zip(*pts), styles[b % 4], marker="o", color=colours[mode], label=f"{mode}, {budget}")
-            cap = next(r["capacity_tasks"] for r in result["reservoirs"] if r["budget"] == budget)
-            ax.axvline(cap, color="grey", linestyle=styles[b % 4], linewidth=1)
-            ax.text(cap, 1.02, f" capacity {budget}", rotation=90, va="bottom", ha="right", fontsize=8, color="grey")
+                ax.plot(*zip(*pts), styles[b % 4], marker="o", markersize=4, color=colours[mode])
+            if key == "fraction_exact":
+                pts = [(r["T"], r["shuffled_control"]["fraction_exact"]) for r in result["reservoirs"]
+                       if r["budget"] == budget]
+                ax.plot(*zip(*pts), styles[b % 4], marker="x", color="black")
+            ax.axvline(caps[budget], color="grey", linestyle=styles[b % 4], linewidth=1)
+            ax.text(caps[budget], 1.0, f"capacity {budget} ", rotation=90, va="top", ha="right", fontsize=8,
+                    color="grey")
         ax.set_xscale("log", base=2)
-        ticks = result["config"]["task_counts"]
         ax.set_xticks(ticks, [str(t) for t in ticks])
-        caps = [r["capacity_tasks"] for r in result["reservoirs"]]
-        ax.set_xlim(min(ticks) / 1.25, max(max(ticks), *caps) * 1.25)
-        ax.set_ylim(-0.03, 1.3)
-        ax.set_xlabel("stored tasks T")
-        ax.set_ylabel(label)
+        ax.set_xlim(min(ticks) / 1.25, max(max(ticks), *caps.values()) * 1.25)
+        ax.set_ylim(-0.03, 1.05)
+        ax.set(xlabel="stored tasks T", ylabel=label)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower left")
+    modes = [Line2D([], [], color=colours[m], marker="o", label=m) for m in result["config"]["modes"]]
+    modes.append(Line2D([], [], color="black", marker="x", label="noisy cue, shuffled masks (control)"))
+    axes[0].legend(handles=modes, fontsize=8, loc="center left", title="mode", title_fontsize=8)
+    axes[1].legend(handles=[Line2D([], [], color="grey", linestyle=styles[b % 4], label=f"{budget} (N={n})")
+                            for b, (budget, n) in enumerate(
+                                (bu, next(r["network_size"] for r in result["reservoirs"] if r["budget"] == bu))
+                                for bu in budgets)],
+                   fontsize=8, loc="center left", title="budget (line style)", title_fontsize=8)
     fig.suptitle("HopSupSup capacity sweep: recall from a fixed-size Storkey reservoir (BNNet, permuted SplitMNIST)")
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -267,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 batches per task, T = 5 and 10")
     parser.add_argument("--batches-per-task", type=int, default=50)
     parser.add_argument("--budget", default="1MB", help="the fixed budget of the claim")
-    parser.add_argument("--small-budget", default="256KiB",
+    parser.add_argument("--small-budget", default="256KiB,128KiB",
                         help="smaller budgets (comma-separated) whose capacities lie inside the sweep")
     parser.add_argument("--no-score-descent", action="store_true", help="skip guided score descent")
     parser.add_argument("--seed", type=int, default=0)
@@ -275,6 +377,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see the comment in main)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
+    for name in ("batches_per_task", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: expected a positive integer, received {getattr(args, name)}")
     budgets = [args.budget, *(b.strip() for b in args.small_budget.split(",") if b.strip())]
     for budget in budgets:
         parse_budget(budget)  # fail before training on a malformed budget
@@ -292,6 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(tmp)
         model, stream = train_bank(work / "full.h5", max(task_counts), batches, args.seed, args.device, progress)
         train_s = time.perf_counter() - started
+        masks = mask_statistics(stored_states(work / "full.h5"), len(SplitMNIST.TASK_DIGITS))
         reservoirs, runs = sweep(work / "full.h5", work, model, stream, budgets, task_counts, modes, args.seed,
                                  progress)
     result = {
@@ -302,6 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "modes": modes, "mode_definitions": {m: dict(zip(("guided", "method", "cue"), MODES[m])) for m in modes},
                    "rule": RULE, "stream": stream.describe(), "transductive": False,
                    "model": {"arch": "bnnet", "output_size": 10, "seed": args.seed}},
+        "mask_statistics": masks,
         "reservoirs": reservoirs,
         "runs": runs,
         "timings_s": {"train": round(train_s, 1), "sweep": round(time.perf_counter() - started - train_s, 1)},

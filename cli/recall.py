@@ -37,8 +37,7 @@ def _load_model_and_stream(bank: Path, device: str, data_dir: Path | None, guide
     """The bank's model and task stream when its metadata allows, else ``(None, None, reason)``."""
     from hopfield_masks.backends import open_bank
     from supsup_core.errors import ConfigError, DataError
-    from supsup_core.hopsupsup import stream_from_metadata
-    from supsup_core.persistence import PRODUCER, load_model
+    from supsup_core.persistence import PRODUCER, load_model, stream_from_metadata
 
     with open_bank(bank, "r") as b:
         metadata = b.metadata
@@ -50,8 +49,8 @@ def _load_model_and_stream(bank: Path, device: str, data_dir: Path | None, guide
         return None, None, "the bank's metadata does not describe a supsup_core model, so only bits wrong are reported"
     model, metadata = load_model(bank, device=device)  # BaseNetworkMismatchError when the base network differs
     try:
-        stream = stream_from_metadata(metadata.get("benchmark", {}), data_dir)
-    except DataError as exc:
+        stream = stream_from_metadata(metadata, data_dir)
+    except (DataError, ConfigError) as exc:
         if guided:
             raise
         return model, None, f"no data for guidance or accuracy ({exc})"
@@ -103,8 +102,10 @@ def recall(
         raise ConfigError("--steps", "a positive number of steps", steps)
     _check_cue(cue)
     with open_bank(bank, "r") as b:
-        if not b.tasks():
+        tasks = b.tasks()
+        if not tasks:
             raise StorageFormatError(bank, "holds no masks to recall")
+        layout = b.task_layout(tasks[0])
     dev = resolve_device(device)
     model, stream, why_not = _load_model_and_stream(bank, dev, data_dir, guided)
     use_guidance = (stream is not None) if guided is None else guided
@@ -123,6 +124,12 @@ def recall(
             err_console.print(f"No reservoir for {budget} in {bank}: encoded one.", highlight=False)
             console.print(encode_table(report))
         reservoir = read_bank_reservoir(bank, budget)
+    elif reservoir.n_tasks != len(tasks) or reservoir.layout != layout:
+        # tasks written after encoding: recall would score masks the reservoir never stored
+        raise StorageFormatError(
+            bank, f"its reservoir for {budget} holds {reservoir.n_tasks} tasks of {reservoir.layout.length} entries "
+                  f"but the bank has {len(tasks)} of {layout.length}; run 'supsup-store encode {bank} --budget "
+                  f"{budget}' again")
 
     # 3. recall
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())

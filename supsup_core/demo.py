@@ -86,13 +86,23 @@ def run_demo(
     data_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> DemoResult:
-    """Run the whole pipeline in ``out_dir`` (created if needed) and return what it measured."""
+    """Run the whole pipeline in ``out_dir`` (created if needed) and return what it measured.
+
+    Raises
+    ------
+    ConfigError, UnknownRuleError, BudgetError
+        Bad settings (batch count, recall method, rule, ``out_dir`` a file, a budget too small
+        for BNNet's masks), all raised before training starts and before anything is written.
+    """
     if batches_per_task < 1:
         raise ConfigError("batches_per_task", "a positive number of batches", batches_per_task)
     # bad recall settings must fail now, not after minutes of training
     if method not in RECALL_METHODS:
         raise ConfigError("method", f"one of {RECALL_METHODS}", repr(method))
     get_rule(rule)  # UnknownRuleError lists the known rules
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out_dir", "a folder (created when missing)", f"the existing file {out}")
     report = progress or (lambda stage, done, total: None)
     timings: dict[str, float] = {}
     torch.manual_seed(seed)  # nothing should draw from the global RNG, but pin it anyway
@@ -102,7 +112,6 @@ def run_demo(
     model = build_model(ModelConfig(arch="bnnet", output_size=10, seed=seed), device=device)
     size_for_budget(budget, model_layout(model).length)  # BudgetError (with the smallest budget) before training
     stream = make_stream("split-mnist", 5, load_mnist(data_dir))
-    out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     bank_path = out / "masks.h5"
     config = TrainConfig.for_scenario("hopsupsup", seed=seed, batches_per_task=batches_per_task)

@@ -34,7 +34,6 @@ import torch
 from hopfield_masks.backends import open_bank
 from hopfield_masks.reservoir import Reservoir
 
-from .data import load_mnist, make_stream
 from .errors import ConfigError, DataError
 from .guidance import OutputGuidance, model_layout
 from .models import SupSupNet
@@ -43,7 +42,6 @@ __all__ = [
     "TaskData",
     "TaskRecall",
     "RECALL_METHODS",
-    "stream_from_metadata",
     "task_data",
     "masks_accuracy",
     "recall_task",
@@ -104,31 +102,6 @@ def _chunks(n: int, size: int) -> list[slice]:
     if len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
     return [slice(a, b) for a, b in zip(starts, [*starts[1:], n])]
-
-
-def stream_from_metadata(benchmark: Mapping[str, Any], data_dir: str | Path | None = None):
-    """Rebuild the task stream a bank was trained on from its ``benchmark`` metadata.
-
-    ``data_dir`` overrides the recorded data source (an IDX folder); the embedded
-    subset is used when the bank says so.
-
-    Raises
-    ------
-    DataError
-        The metadata does not describe a stream, or its data cannot be loaded.
-    """
-    if not isinstance(benchmark, Mapping) or "stream" not in benchmark:
-        raise DataError("the bank's metadata has no 'benchmark' description, so its data cannot be rebuilt")
-    source = benchmark.get("data_source", "embedded")
-    if data_dir is not None:
-        data = load_mnist(data_dir)
-    elif str(source).startswith("embedded"):
-        data = load_mnist("embedded")
-    else:
-        data = load_mnist(source)
-    options = {"degrees_per_task": benchmark["degrees_per_task"]} if "degrees_per_task" in benchmark else {}
-    seed = benchmark.get("seed")
-    return make_stream(benchmark["stream"], int(benchmark["n_tasks"]), data, 1 if seed is None else int(seed), **options)
 
 
 def task_data(stream, task: int, *, batch_size: int = 64, transductive: bool = False, seed: int = 0) -> TaskData:
@@ -271,6 +244,12 @@ def summarise(rows: list[TaskRecall]) -> dict[str, float | None]:
 
     A value that was not measured (no rows, no accuracies) is ``None``, not NaN, so the
     summary stays strict JSON for ``--json``.
+
+    Examples
+    --------
+    >>> row = TaskRecall("0", "dynamics", False, "mean", {"fc1": 3}, False, 5, 4, 0)
+    >>> summarise([row])
+    {'tasks': 1, 'exact': 0, 'mean_bits_wrong': 3.0, 'mean_accuracy_drop': None, 'max_accuracy_drop': None, 'max_steps_to_final': 4}
     """
     drops = [r.true_accuracy - r.recalled_accuracy for r in rows
              if r.true_accuracy is not None and r.recalled_accuracy is not None]

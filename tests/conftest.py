@@ -21,6 +21,14 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+try:  # torch is optional here: hopfield_masks' tests must run without it
+    import torch
+except ImportError:  # pragma: no cover - storage-only environment
+    torch = None
+if torch is not None:
+    # The test models are tiny: one intra-op thread is faster than two fighting over a small, shared machine.
+    torch.set_num_threads(1)
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:

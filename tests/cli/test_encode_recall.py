@@ -9,6 +9,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from hopfield_masks.backends import create_bank, open_bank
@@ -73,16 +74,29 @@ def _assert_user_error(result, *needles: str) -> None:
         assert needle in lines[0], (needle, lines[0])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Run this module's tiny models on one thread (restored afterwards).
+
+    On a small shared machine two intra-op threads spin against other processes and make
+    each tiny forward pass tens of times slower; one thread gives the same numbers.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
 def unit_bank_template(tmp_path_factory):
     """A tiny BNNet (2 x 32 unit masks) trained 2 batches on each of the 5 SplitMNIST tasks."""
     config = ModelConfig(arch="bnnet", hidden=(32, 32), output_size=10)
     return _train_bank(tmp_path_factory.mktemp("units") / "masks.h5", config, "split-mnist", 5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def weight_bank_template(tmp_path_factory):
-    """A tiny LeNet (weight masks, P = 6,404) with 12 outputs trained on 2 PermutedMNIST tasks."""
+    """A tiny LeNet (weight masks, P = 6,352) with 12 outputs trained on 2 PermutedMNIST tasks."""
     config = ModelConfig(arch="lenet", hidden=(8, 4), output_size=12)
     return _train_bank(tmp_path_factory.mktemp("weights") / "masks.h5", config, "permuted-mnist", 2)
 
@@ -157,7 +171,7 @@ class TestRecall:
         assert bank_reservoirs(unit_bank) == ["reservoir-20000"]
 
     def test_json_parses_and_describes_the_mode(self, recall_json):
-        """--json prints one JSON document: per-task rows with accuracies, the mode (guided by default) and a summary."""
+        """--json prints one JSON document: rows with accuracies, the mode (guided by default) and a summary."""
         out = recall_json()
         assert out["n_tasks"] == 5 and len(out["tasks"]) == 5 and out["over_capacity"] is False
         assert out["mode"]["guided"] is True and out["mode"]["transductive"] is False and out["note"] is None
@@ -179,6 +193,10 @@ class TestRecall:
         assert recall_json("--transductive")["mode"]["transductive"] is True
         result = runner.invoke(app, ["recall", str(unit_bank), "--transductive", *FAST])
         assert result.exit_code == 0 and "the same test images that guided recall" in _flat(result.stdout)
+
+    def test_explicit_guided_is_the_default_when_data_is_available(self, recall_json):
+        """--guided on a bank whose data can be rebuilt gives the same rows as no flag."""
+        assert recall_json("--guided")["tasks"] == recall_json()["tasks"]
 
     def test_unguided_recall_still_scores(self, recall_json):
         """--unguided asks for no gradient but still reports both accuracies."""
@@ -334,6 +352,16 @@ class TestBadInput:
         before = _snapshot(unit_bank)
         _assert_user_error(runner.invoke(app, ["recall", str(unit_bank), "--device", "cpu", *options]), needle)
         assert _snapshot(unit_bank) == before
+
+    def test_reservoir_older_than_the_tasks(self, tmp_path):
+        """A reservoir encoded before more tasks were written is refused, with the command that fixes it."""
+        path = _library_bank(tmp_path / "lib.h5", 3)
+        encode_bank(path, "1MB")
+        with open_bank(path, "a") as bank:
+            bank.write_task("3", {"w": np.ones(40, bool)})
+        before = _snapshot(path)
+        _assert_user_error(runner.invoke(app, ["recall", str(path)]), "holds 3 tasks", "supsup-store encode")
+        assert _snapshot(path) == before
 
     def test_guided_on_a_bank_without_a_model(self, tmp_path):
         """--guided on a bank without model metadata is refused naming --guided."""

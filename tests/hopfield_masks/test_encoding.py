@@ -129,7 +129,7 @@ class TestEncodeBank:
         assert json.loads(json.dumps(report.to_dict(), allow_nan=False)) == report.to_dict()
 
     def test_honest_alternative_for_a_packed_bank_is_its_measured_bytes(self, bank):
-        """A packed bank's exact size per mask is the largest task's stored bytes, and the budget holds floor(budget/that)."""
+        """A packed bank's exact size per mask is its largest task's stored bytes; the budget holds budget // that."""
         _, report = encode_bank(bank, "1MB")
         with open_bank(bank) as b:
             measured = max(b.task_nbytes(t) for t in b.tasks())

@@ -41,7 +41,8 @@ def _dense_state(layout: MaskLayout, seed: int) -> np.ndarray:
 def _smallest_relu_input(config: ModelConfig, x: torch.Tensor, layout: MaskLayout, state: np.ndarray) -> float:
     """Smallest |pre-activation| entering a LeNet ReLU (fc1 and fc2 outputs) with the mask of ``state``."""
     model = build_model(config).double()
-    masks = {n: torch.from_numpy((m + 1.0) / 2.0) for n, m in _unflatten_float(layout, state.astype(np.float64)).items()}
+    flat = _unflatten_float(layout, state.astype(np.float64))
+    masks = {n: torch.from_numpy((m + 1.0) / 2.0) for n, m in flat.items()}
     z1 = x.double().flatten(1) @ (model.layers["fc1"].weight * masks["fc1"]).T  # (B, h1)
     z2 = torch.relu(z1) @ (model.layers["fc2"].weight * masks["fc2"]).T  # (B, h2)
     return float(min(z1.abs().min(), z2.abs().min()))
@@ -74,6 +75,19 @@ def _finite_differences(config: ModelConfig, x: torch.Tensor, layout: MaskLayout
         step[i] = eps
         grad[i] = (objective(s + step) - objective(s - step)) / (2 * eps)
     return grad
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Run this module's tiny models on one thread (restored afterwards).
+
+    On a small shared machine two intra-op threads spin against other processes and make
+    each tiny forward pass tens of times slower; one thread gives the same numbers.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
@@ -171,7 +185,8 @@ class TestGradient:
         """objective_value of a finished task's state equals the mean entropy of the model set to that task."""
         model: SupSupNet = build_model(CONFIGS[arch])
         rng = np.random.default_rng(0)
-        model.import_masks([{n: rng.random(s) < 0.5 for n, s in zip(model_layout(model).names, model_layout(model).shapes)}])
+        layout = model_layout(model)
+        model.import_masks([{n: rng.random(s) < 0.5 for n, s in zip(layout.names, layout.shapes)}])
         x = _batches(1, seed=7)[0]
         guidance = OutputGuidance(model, [x])
         state = guidance.layout.flatten_spins(model.export_masks(0))
