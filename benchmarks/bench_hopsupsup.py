@@ -4,37 +4,32 @@ The toolkit's central claim is that output-entropy guidance lets recall find the
 *right* attractor of a Hopfield reservoir from a task-agnostic start (the mean
 ±1 mask).  This benchmark measures where that works and where it stops:
 
-1. **Tasks.**  40 SplitMNIST-style tasks: the 5 digit pairs × 8 pixel
-   permutations (permutation 0 is the identity, so tasks 0-4 are plain
-   SplitMNIST; the others come from ``permutation_for_task(p, PERMUTATION_SEED)``).
-   Labels are the original digits (10-way), as in SplitMNIST.
-2. **Masks.**  One BNNet (``ModelConfig(arch="bnnet", output_size=10, seed)``)
-   learns one unit mask per task with the ``hopsupsup`` training preset; the
-   masks go to an exact mask bank (``save_masks``).
-3. **Reservoirs.**  For each T in (5, 10, 20, 40) a T-task bank is copied from
-   the full one (same metadata, tasks ``"0" .. "T-1"``) and encoded with the
-   Storkey rule at every budget (default ``1MB`` and the smaller ``256KiB``,
-   whose theoretical capacity lies inside the sweep).
-4. **Recall** of all T tasks in each mode: ``guided`` (entropy-guided
-   dynamics from the mean cue, the default method), ``unguided`` (plain
-   asynchronous dynamics from the mean cue), ``unguided-noisy`` (plain dynamics
-   from the true mask with 10 % of its spins flipped: classic Hopfield capacity)
-   and ``guided-score-descent`` (the reference's recovery; ``--no-score-descent``
-   skips it).  Guidance uses half of each task's test images without labels; the
-   other half scores the true and the recalled masks (non-transductive).
+1. **Tasks**: the 5 SplitMNIST digit pairs × 8 pixel permutations = 40 tasks
+   (permutation 0 is the identity, so tasks 0-4 are plain SplitMNIST); labels
+   are the original digits (10-way).
+2. **Masks**: one BNNet (``ModelConfig(arch="bnnet", output_size=10, seed)``)
+   learns one unit mask per task (``hopsupsup`` preset), saved to a mask bank.
+3. **Reservoirs**: for each T in (5, 10, 20, 40) a bank of the first T tasks
+   (copied, same metadata) is encoded with the Storkey rule at the fixed
+   ``--budget`` (1MB) and at the ``--small-budget`` ones (256KiB, 128KiB),
+   whose theoretical capacities lie inside the sweep.
+4. **Recall** of all T tasks per mode: ``guided`` (entropy-guided dynamics from
+   the mean cue), ``unguided`` (plain dynamics from the mean cue),
+   ``unguided-noisy`` (plain dynamics from the true mask with 10 % of its spins
+   flipped: classic Hopfield capacity) and ``guided-score-descent`` (the
+   reference's recovery).  Guidance sees half of each task's test images without
+   labels; the other half scores the true and the recalled masks.
+5. **Control**: noisy-cue recall of the masks with their units shuffled (same
+   density, no shared structure), i.e. the rule's random-pattern capacity.
 
-Metrics per (budget, T, mode): fraction recalled exactly, mean bits wrong, mean
-accuracy retained (recalled / true-mask accuracy), mean accuracy drop in points,
-mean steps to the final state, wall time.  Writes ``hopsupsup.json`` (all numbers,
-per-task rows, configuration, reservoir sizes and capacities, timings, machine),
-``hopsupsup.md`` (the table) and ``hopsupsup.png`` (fraction exact and accuracy
-retained versus T) into ``--out`` (default ``benchmarks/results``; ``--quick``
-writes ``hopsupsup_quick.*``).
+Writes ``hopsupsup.json`` (all metrics, per-task rows, configuration, reservoir
+sizes and capacities, timings, machine), ``hopsupsup.md`` and ``hopsupsup.png``
+into ``--out`` (``--quick``: ``hopsupsup_quick.*``, about a minute).
 
 Usage::
 
     python benchmarks/bench_hopsupsup.py [--quick] [--batches-per-task 50] [--budget 1MB]
-        [--small-budget 256KiB] [--no-score-descent] [--seed 0] [--device cpu]
+        [--small-budget 256KiB,128KiB] [--no-score-descent] [--seed 0] [--device cpu] [--threads 1]
 """
 
 from __future__ import annotations
@@ -81,7 +76,7 @@ MODES = {
 
 
 class PermutedSplitMNIST(TaskStream):
-    """SplitMNIST's 5 digit pairs under ``n_permutations`` pixel permutations: task ``5p + k`` is pair ``k``, perm ``p``.
+    """SplitMNIST's 5 digit pairs under ``n_permutations`` pixel permutations (task ``5p + k``: pair ``k``, perm ``p``).
 
     Permutation 0 is the identity, so the first five tasks are exactly
     SplitMNIST; permutation ``p >= 1`` is ``permutation_for_task(p, seed)``.
@@ -117,10 +112,6 @@ class PermutedSplitMNIST(TaskStream):
         p = self.permutation_index(task)
         return (permute_pixels(x, self._perms[p]) if p else x), y
 
-    def describe(self) -> dict:
-        """As :meth:`TaskStream.describe`, plus the permutation count."""
-        return {**super().describe(), "n_permutations": len(self._perms), "identity_permutation_first": True}
-
 
 def train_bank(path: Path, n_tasks: int, batches: int, seed: int, device: str, progress) -> tuple:
     """Train one BNNet unit mask per stream task ``0 .. n_tasks-1`` and save them all to the bank at ``path``."""
@@ -142,15 +133,12 @@ def subset_bank(full: Path, path: Path, n_tasks: int) -> None:
         # n_tasks must describe the copy; everything else (model, fingerprint, benchmark) is the full bank's
         metadata = {**src.metadata, "n_tasks": n_tasks, "subset_of_n_tasks": len(src)}
         with create_bank(path, metadata=metadata, overwrite=True) as dst:
-            for task in src.tasks()[:n_tasks]:
+            for task in map(str, range(n_tasks)):  # by name: recall maps bank task "i" to stream task i
                 dst.write_task(task, src.read_task(task), attrs=src.task_attrs(task))
 
 
 class RecordingReservoir:
-    """A :class:`Reservoir` stand-in that keeps the flat state of every recall (``recall_task`` returns no masks).
-
-    Everything else is delegated, so :func:`recall_all` treats it as the reservoir itself.
-    """
+    """Delegates to a :class:`Reservoir` and keeps every recall's final state (``recall_task`` returns no masks)."""
 
     def __init__(self, reservoir) -> None:
         self._reservoir = reservoir
@@ -167,10 +155,10 @@ class RecordingReservoir:
 
 
 def stored_states(path: Path) -> np.ndarray:
-    """Every task's mask in the bank as flat ±1 states, int8 ``(T, P)`` in task order."""
+    """Tasks ``"0" .. "T-1"`` of the bank as flat ±1 states, int8 ``(T, P)``."""
     with open_bank(path, "r") as bank:
-        layout = bank.task_layout(bank.tasks()[0])
-        return np.stack([layout.flatten_spins(bank.read_task(t)) for t in bank.tasks()])  # (T, P)
+        layout = bank.task_layout("0")
+        return np.stack([layout.flatten_spins(bank.read_task(str(i))) for i in range(len(bank))])  # (T, P)
 
 
 def mask_statistics(states: np.ndarray, pairs: int) -> dict:
@@ -185,20 +173,19 @@ def mask_statistics(states: np.ndarray, pairs: int) -> dict:
             "hamming_mean_other_digits": float(dist[i, j][~same].mean()) if (~same).any() else None}
 
 
-def summarise(rows, recalled: list[np.ndarray], stored: np.ndarray) -> dict:
-    """Per (budget, T, mode) metrics from the per-task rows and recalled states (``stored``: the T true states)."""
+def summarise(rows, recalled: list[np.ndarray], stored: np.ndarray) -> tuple[dict, list[dict]]:
+    """Metrics of one (budget, T, mode) and its per-task rows (``stored``: true states, row ``i`` = task ``"i"``)."""
     true = np.array([r.true_accuracy for r in rows])
     acc = np.array([r.recalled_accuracy for r in rows])
-    dist = np.stack([(stored != s).sum(1) for s in recalled])  # (T recalls, T stored) bits apart
-    nearest = dist.argmin(1)  # (T,)
-    for k, row in enumerate(rows):  # kept on the rows for the JSON
-        row.nearest_task, row.bits_to_nearest = int(nearest[k]), int(dist[k, nearest[k]])
-    return {
+    dist = np.stack([(stored != s).sum(1) for s in recalled])  # (recalls, stored tasks): bits apart
+    nearest = dist.argmin(1)  # (recalls,)
+    own = np.array([int(r.task) for r in rows])  # (recalls,) each recall's own task
+    summary = {
         "tasks": len(rows),
         "exact": int(sum(r.exact for r in rows)),
         "fraction_exact": float(np.mean([r.exact for r in rows])),
         "mean_bits_wrong": float(np.mean([r.total_bits_wrong for r in rows])),
-        "fraction_nearest_true": float(np.mean(nearest == np.arange(len(rows)))),
+        "fraction_nearest_true": float(np.mean(nearest == own)),
         "mean_bits_to_nearest": float(dist.min(1).mean()),
         "mean_true_accuracy": float(true.mean()),
         "mean_recalled_accuracy": float(acc.mean()),
@@ -206,14 +193,12 @@ def summarise(rows, recalled: list[np.ndarray], stored: np.ndarray) -> dict:
         "mean_drop_points": float(100.0 * np.mean(true - acc)),
         "mean_steps_to_final": float(np.mean([r.steps_to_final for r in rows])),
     }
-
-
-def compact(row) -> dict:
-    """The per-task numbers kept in the JSON (step histories are left out)."""
-    return {"task": row.task, "exact": row.exact, "bits_wrong": row.total_bits_wrong,
-            "nearest_task": row.nearest_task, "bits_to_nearest": row.bits_to_nearest,
-            "true_accuracy": row.true_accuracy, "recalled_accuracy": row.recalled_accuracy,
-            "steps_run": row.steps_run, "steps_to_final": row.steps_to_final, "guidance_calls": row.guidance_calls}
+    # per task: no step histories, but where the recall ended (nearest stored task and how far)
+    per_task = [{"task": r.task, "exact": r.exact, "bits_wrong": r.total_bits_wrong, "nearest_task": int(nearest[k]),
+                 "bits_to_nearest": int(dist[k, nearest[k]]), "true_accuracy": r.true_accuracy,
+                 "recalled_accuracy": r.recalled_accuracy, "steps_run": r.steps_run,
+                 "steps_to_final": r.steps_to_final, "guidance_calls": r.guidance_calls} for k, r in enumerate(rows)]
+    return summary, per_task
 
 
 def shuffled_control(states: np.ndarray, layout, budget: str, seed: int) -> dict:
@@ -247,11 +232,9 @@ def sweep(full: Path, work: Path, model, stream, budgets, task_counts, modes, se
         for budget in budgets:
             t0 = time.perf_counter()
             reservoir, report = encode_bank(bank, budget, rule=RULE)
-            encode_s = time.perf_counter() - t0
-            control = shuffled_control(states[:n_tasks], reservoir.layout, budget, seed)
-            reservoirs.append({"budget": budget, "T": n_tasks, "encode_s": round(encode_s, 3),
+            reservoirs.append({"budget": budget, "T": n_tasks, "encode_s": round(time.perf_counter() - t0, 3),
                                **{k: v for k, v in report.to_dict().items() if k != "path"},
-                               "shuffled_control": control})
+                               "shuffled_control": shuffled_control(states[:n_tasks], reservoir.layout, budget, seed)})
             for mode in modes:
                 guided, method, cue = MODES[mode]
                 progress.update(bar, description=f"recall {budget} T={n_tasks} {mode}")
@@ -259,10 +242,9 @@ def sweep(full: Path, work: Path, model, stream, budgets, task_counts, modes, se
                 t0 = time.perf_counter()
                 rows = recall_all(bank, recorder, model=model, stream=stream, guided=guided, method=method,
                                   cue=cue, seed=seed, progress=lambda d, n: progress.advance(bar))
-                wall = time.perf_counter() - t0
-                runs.append({"budget": budget, "T": n_tasks, "mode": mode, "wall_s": round(wall, 2),
-                             **summarise(rows, recorder.states, states[:n_tasks]),
-                             "rows": [compact(r) for r in rows]})
+                wall = round(time.perf_counter() - t0, 2)
+                summary, per_task = summarise(rows, recorder.states, states[:n_tasks])
+                runs.append({"budget": budget, "T": n_tasks, "mode": mode, "wall_s": wall, **summary, "rows": per_task})
     return reservoirs, runs
 
 
@@ -299,18 +281,16 @@ def markdown(result: dict) -> str:
               "| budget | T | load | mode | exact | nearest = true | bits wrong | acc. retained | drop (pts) "
               "| steps to final | wall (s) |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for run in result["runs"]:
-        load = res[(run["budget"], run["T"])]["load"]
-        lines.append(f"| {run['budget']} | {run['T']} | {load:.2f} | {run['mode']} | {run['exact']}/{run['tasks']} "
+        lines.append(f"| {run['budget']} | {run['T']} | {res[(run['budget'], run['T'])]['load']:.2f} | {run['mode']} "
+                     f"| {run['exact']}/{run['tasks']} "
                      f"| {run['fraction_nearest_true']:.2f} | {run['mean_bits_wrong']:.1f} "
                      f"| {run['mean_accuracy_retained']:.3f} | {run['mean_drop_points']:.1f} "
                      f"| {run['mean_steps_to_final']:.1f} | {run['wall_s']:.1f} |")
     lines += ["", "Control: plain dynamics from a noisy:0.1 cue on the same masks with their units shuffled "
               "(same density, no structure shared between tasks).", "",
               "| budget | T | load | exact fraction | mean bits wrong |", "|---|---:|---:|---:|---:|"]
-    for r in result["reservoirs"]:
-        c = r["shuffled_control"]
-        lines.append(f"| {r['budget']} | {r['T']} | {r['load']:.2f} | {c['fraction_exact']:.2f} "
-                     f"| {c['mean_bits_wrong']:.1f} |")
+    lines += [f"| {r['budget']} | {r['T']} | {r['load']:.2f} | {r['shuffled_control']['fraction_exact']:.2f} "
+              f"| {r['shuffled_control']['mean_bits_wrong']:.1f} |" for r in result["reservoirs"]]
     lines += ["", "Accuracies are on the evaluation half of each task's test images; guidance saw only the other "
               "half, without labels. *load* = T / capacity; *nearest = true*: fraction of recalls whose final "
               "state is closer to the task's own mask than to any other stored mask; *bits wrong* out of "
@@ -330,7 +310,7 @@ def plot(result: dict, path: Path) -> None:
     colours = {m: f"C{i}" for i, m in enumerate(MODES)}
     budgets, ticks = result["config"]["budgets"], result["config"]["task_counts"]
     caps = {r["budget"]: r["capacity_tasks"] for r in result["reservoirs"]}
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6), layout="constrained")
     for ax, key, label in zip(axes, ("fraction_exact", "mean_accuracy_retained"),
                               ("fraction of masks recalled exactly", "accuracy retained (recalled / true mask)")):
         for b, budget in enumerate(budgets):
@@ -342,22 +322,20 @@ def plot(result: dict, path: Path) -> None:
                        if r["budget"] == budget]
                 ax.plot(*zip(*pts), styles[b % 4], marker="x", color="black")
             ax.axvline(caps[budget], color="grey", linestyle=styles[b % 4], linewidth=1)
-            ax.text(caps[budget], 1.0, f"capacity {budget} ", rotation=90, va="top", ha="right", fontsize=8,
+            ax.text(caps[budget], 0.5, f"capacity {budget} ", rotation=90, va="center", ha="right", fontsize=8,
                     color="grey")
         ax.set_xscale("log", base=2)
         ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.set_xlim(min(ticks) / 1.25, max(max(ticks), *caps.values()) * 1.25)
-        ax.set_ylim(-0.03, 1.05)
-        ax.set(xlabel="stored tasks T", ylabel=label)
+        ax.set(xlim=(min(ticks) / 1.25, max(*ticks, *caps.values()) * 1.25), ylim=(-0.03, 1.05),
+               xlabel="stored tasks T", ylabel=label)
         ax.grid(alpha=0.3)
     modes = [Line2D([], [], color=colours[m], marker="o", label=m) for m in result["config"]["modes"]]
     modes.append(Line2D([], [], color="black", marker="x", label="noisy cue, shuffled masks (control)"))
-    axes[0].legend(handles=modes, fontsize=8, loc="center left", title="mode", title_fontsize=8)
-    axes[1].legend(handles=[Line2D([], [], color="grey", linestyle=styles[b % 4], label=f"{budget} (N={n})")
-                            for b, (budget, n) in enumerate(
-                                (bu, next(r["network_size"] for r in result["reservoirs"] if r["budget"] == bu))
-                                for bu in budgets)],
-                   fontsize=8, loc="center left", title="budget (line style)", title_fontsize=8)
+    sizes = {r["budget"]: r["network_size"] for r in result["reservoirs"]}
+    styles_legend = [Line2D([], [], color="grey", linestyle=styles[b % 4], label=f"{budget} (N={sizes[budget]})")
+                     for b, budget in enumerate(budgets)]
+    fig.legend(handles=modes + styles_legend, loc="outside lower center", ncol=len(modes), fontsize=8,
+               title="colour: recall mode; line style: budget (N = units per network)", title_fontsize=8)
     fig.suptitle("HopSupSup capacity sweep: recall from a fixed-size Storkey reservoir (BNNet, permuted SplitMNIST)")
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -369,8 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 batches per task, T = 5 and 10")
     parser.add_argument("--batches-per-task", type=int, default=50)
     parser.add_argument("--budget", default="1MB", help="the fixed budget of the claim")
-    parser.add_argument("--small-budget", default="256KiB,128KiB",
-                        help="smaller budgets (comma-separated) whose capacities lie inside the sweep")
+    parser.add_argument("--small-budget", default="256KiB,128KiB", help="smaller budgets, comma-separated")
     parser.add_argument("--no-score-descent", action="store_true", help="skip guided score descent")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -400,20 +377,15 @@ def main(argv: list[str] | None = None) -> dict:
         masks = mask_statistics(stored_states(work / "full.h5"), len(SplitMNIST.TASK_DIGITS))
         reservoirs, runs = sweep(work / "full.h5", work, model, stream, budgets, task_counts, modes, args.seed,
                                  progress)
-    result = {
-        "benchmark": "hopsupsup",
-        "command": "python benchmarks/bench_hopsupsup.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine(args.device),
-        "config": {"seed": args.seed, "batches_per_task": batches, "budgets": budgets, "task_counts": list(task_counts),
-                   "modes": modes, "mode_definitions": {m: dict(zip(("guided", "method", "cue"), MODES[m])) for m in modes},
-                   "rule": RULE, "stream": stream.describe(), "transductive": False,
-                   "model": {"arch": "bnnet", "output_size": 10, "seed": args.seed}},
-        "mask_statistics": masks,
-        "reservoirs": reservoirs,
-        "runs": runs,
-        "timings_s": {"train": round(train_s, 1), "sweep": round(time.perf_counter() - started - train_s, 1)},
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
+    config = {"seed": args.seed, "batches_per_task": batches, "budgets": budgets, "task_counts": list(task_counts),
+              "modes": modes, "mode_definitions": {m: dict(zip(("guided", "method", "cue"), MODES[m])) for m in modes},
+              "rule": RULE, "stream": stream.describe(), "transductive": False,
+              "model": {"arch": "bnnet", "output_size": 10, "seed": args.seed}}
+    result = {"benchmark": "hopsupsup", "machine": machine(args.device), "config": config,
+              "command": " ".join(["python benchmarks/bench_hopsupsup.py", *(sys.argv[1:] if argv is None else argv)]),
+              "mask_statistics": masks, "reservoirs": reservoirs, "runs": runs,
+              "timings_s": {"train": round(train_s, 1), "sweep": round(time.perf_counter() - started - train_s, 1)},
+              "wall_s": round(time.perf_counter() - started, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "hopsupsup_quick" if args.quick else "hopsupsup"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")

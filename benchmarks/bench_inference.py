@@ -167,7 +167,7 @@ def markdown(result: dict) -> str:
         "# One-shot inference benchmark (LeNet 300-100, s = 100)",
         "",
         f"`{result['command']}` on {result['machine']['processor']} ({result['machine']['device']}), "
-        f"torch {result['machine']['torch']}",
+        f"torch {result['machine']['torch']}, 1-min load average {result['machine']['load_avg_1min']}",
         "",
         "| tasks | ours (MB) | float stack (MB) | memory ratio | ours (ms/batch) | float stack (ms/batch) | speedup | same task |",
         "|---:|---:|---:|---:|---:|---:|---:|:---:|",
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = 5 if args.quick else 21
 
     started = time.time()
+    load_before = os.getloadavg()[0]
     runs = run(task_counts, device, args.seed, repeats)
     by_t = {r["tasks"]: r for r in runs}
     big = by_t.get(1000)
@@ -220,6 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     result["wall_s"] = round(time.time() - started, 1)
+    # the CPU may be shared: a high load average means the timings are not trustworthy
+    result["machine"]["load_avg_1min"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
     (args.out / f"inference{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")

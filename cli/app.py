@@ -11,11 +11,7 @@ from ._app import app
 _COMMAND_MODULES = ("info", "capacity", "train", "evaluate", "encode", "recall", "demo")
 
 for _name in _COMMAND_MODULES:
-    try:
-        importlib.import_module(f"{__package__}.{_name}")
-    except ModuleNotFoundError as exc:  # a command module not written yet
-        if exc.name != f"{__package__}.{_name}":
-            raise
+    importlib.import_module(f"{__package__}.{_name}")
 
 
 def main() -> None:
