@@ -52,5 +52,6 @@ __all__ = [
     "permutation_for_task",
     "permute_pixels",
     "read_idx",
+    "rotate_images",
     "write_idx",
 ]

@@ -32,15 +32,6 @@ def _flat(text: str) -> str:
     return " ".join(re.sub("[\u2500-\u257f]", " ", text).split())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Run this module's tiny models on one thread (restored afterwards): faster on a small shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tiny_result(tmp_path_factory) -> DemoResult:
     """A DemoResult made of real recall rows: a tiny BNNet with 5 random masks, encoded under 1 MB, recalled twice."""

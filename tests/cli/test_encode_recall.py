@@ -9,7 +9,6 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from hopfield_masks.backends import create_bank, open_bank
@@ -72,19 +71,6 @@ def _assert_user_error(result, *needles: str) -> None:
     assert "Traceback" not in result.output
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Run this module's tiny models on one thread (restored afterwards).
-
-    On a small shared machine two intra-op threads spin against other processes and make
-    each tiny forward pass tens of times slower; one thread gives the same numbers.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

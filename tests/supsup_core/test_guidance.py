@@ -77,19 +77,6 @@ def _finite_differences(config: ModelConfig, x: torch.Tensor, layout: MaskLayout
     return grad
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Run this module's tiny models on one thread (restored afterwards).
-
-    On a small shared machine two intra-op threads spin against other processes and make
-    each tiny forward pass tens of times slower; one thread gives the same numbers.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def arch(request) -> str:
     """Both kinds of masks: LeNet weight masks and BNNet unit masks."""

@@ -52,19 +52,6 @@ def _image_keys(x: torch.Tensor) -> list[bytes]:
     return [row.numpy().tobytes() for row in x]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Run this module's tiny models on one thread (restored afterwards).
-
-    On a small shared machine two intra-op threads spin against other processes and make
-    each tiny forward pass tens of times slower; one thread gives the same numbers.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def stream():
     """SplitMNIST on the embedded subset (100 test images per digit)."""
