@@ -16,7 +16,6 @@ import typer
 from rich.console import Console
 
 from hopfield_masks import HopfieldMasksError, __version__
-from hopfield_masks.errors import HopfieldMasksWarning
 
 app = typer.Typer(
     name="supsup-store",
@@ -80,4 +79,4 @@ def root(
     """Supermasks in Superposition: train supermasks, store them in mask banks and Hopfield reservoirs, recall them."""
 
 
-__all__ = ["app", "console", "err_console", "fail", "guarded", "USER_ERROR", "HopfieldMasksWarning"]
+__all__ = ["app", "console", "err_console", "fail", "guarded", "USER_ERROR"]

@@ -29,13 +29,14 @@ def encode_table(report) -> Table:
     table.add_row("load vs capacity", f"[red]{load} (over capacity)[/]" if report.over_capacity else load)
     table.add_row(
         "exact alternative",
-        f"bit-packed bank: {report.exact_bytes_per_task:,} B per mask → {report.exact_tasks_in_budget:,} masks "
-        f"in the same budget",
+        f"hdf5-packed bank file: {report.exact_file_bytes_per_task:,} B per mask on disk "
+        f"({report.exact_bytes_per_task:,} B of bits) + {report.exact_file_header_bytes:,} B header → "
+        f"{report.exact_tasks_in_budget:,} masks in the same budget",
     )
     return table
 
 
-def recall_table(rows, *, title: str, layers: list[str], extra: dict | None = None) -> Table:
+def recall_table(rows, *, title: str, layers: list[str]) -> Table:
     """One row per task: bits wrong per layer, exact or not, steps, and accuracies when measured."""
     table = Table(title=title)
     table.add_column("task", justify="right")

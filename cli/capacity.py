@@ -65,6 +65,10 @@ def capacity(
     rule_obj = get_rule(rule)
     values = parse_loads(loads) if loads is not None else default_loads(size, rule_obj)
     theoretical = rule_obj.capacity(size)
+    if plot is not None and not plot.expanduser().parent.is_dir():  # checked now, not after the sweep
+        from hopfield_masks.errors import InvalidArgumentError
+
+        raise InvalidArgumentError("--plot", "a file in an existing folder", f"{plot} (folder {plot.parent} does not exist)")
 
     with Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

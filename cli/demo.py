@@ -86,7 +86,8 @@ def demo(
         f"{pct(g['max_accuracy_drop'])} points, at most {g['max_steps_to_final']} steps to the final mask.\n"
         f"Unguided recall: exact for {u['exact']} of {u['tasks']} masks, largest accuracy drop {pct(u['max_accuracy_drop'])} points.\n"
         f"Reservoir {result.encode.reservoir_bytes:,} B for {result.encode.n_tasks} masks; the same masks stored exactly take "
-        f"{result.encode.n_tasks * result.encode.exact_bytes_per_task:,} B (a {result.encode.budget_bytes:,} B budget "
+        f"{result.encode.exact_file_header_bytes + result.encode.n_tasks * result.encode.exact_file_bytes_per_task:,} B "
+        f"in an hdf5-packed file (a {result.encode.budget_bytes:,} B budget "
         f"holds {result.encode.exact_tasks_in_budget:,} exact masks).\n"
         f"Accuracies are scored on {scored}. Bank: {result.bank_path}. Device: {result.device}. "
         f"Time: {sum(result.timings.values()):.0f} s.",

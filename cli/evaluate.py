@@ -57,6 +57,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Evaluate the masks of a bank: GG accuracy, inferred-task accuracy and task-inference accuracy per task."""
+    from supsup_core.inference.objectives import check_objective
     from supsup_core.persistence import load_model, stored_accuracies, stream_from_metadata
     from supsup_core.training import evaluate_gg, evaluate_inferred, results_table
 
@@ -67,6 +68,7 @@ def evaluate(
     dev = resolve_device(device)
     model, metadata = load_model(path, device=dev)
     stream = stream_from_metadata(metadata, data_dir)
+    check_objective(objective, stream.output_classes, model.config.output_size)  # before any evaluation
     training = metadata.get("training") or {}
     nns = training.get("nns")
     task_to_mask = {int(t): int(m) for t, m in nns["task_to_mask"].items()} if nns else None

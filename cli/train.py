@@ -102,7 +102,7 @@ def train(
     from supsup_core.data import load_mnist, make_stream
     from supsup_core.errors import ConfigError
     from supsup_core.models import build_model
-    from supsup_core.persistence import save_masks
+    from supsup_core.persistence import benchmark_metadata, save_masks
     from supsup_core.training import TrainConfig, accuracy_table, evaluate_inferred, results_table, train_nns, train_stream
     from supsup_core.training.nns import nns_batches
 
@@ -112,6 +112,8 @@ def train(
     _choice("--backend", backend, ("hdf5-packed", "hdf5-sparse"))
     if out.exists() and not overwrite:
         raise ConfigError("--out", "a new file (or pass --overwrite)", f"existing file {out}")
+    if not out.expanduser().parent.is_dir():  # checked now, not after all the training
+        raise ConfigError("--out", "a file in an existing folder", f"{out} (folder {out.parent} does not exist)")
     dev = resolve_device(device)
     if scenario == "auto":
         scenario = "hopsupsup" if model == "bnnet" else "gnu"
@@ -155,7 +157,8 @@ def train(
             training["nns"] = {k: nns_log[k] for k in ("n_masks", "n_trained_batches", "task_to_mask")}
             training["nns"]["decision_every"] = decision_every
             training["nns"]["gns_accuracy"] = {str(t): a for t, a in inferred.accuracy.items()}
-            table = results_table({"GNs (one-shot, 1 image)": inferred.accuracy}, title="NNs accuracy (%) per task")
+            table = results_table({f"GNs (one-shot, {inferred.protocol})": inferred.accuracy},
+                                  title="NNs accuracy (%) per task")
         else:
             matrix = train_stream(
                 net, stream, config, n_tasks, progress=advance, drop_last=drop_last,
@@ -174,8 +177,7 @@ def train(
                     f"forgetting {100 * matrix.forgetting():.2f} pts, backward transfer "
                     f"{100 * matrix.backward_transfer():.2f} pts"
                 )
-    benchmark_info = {**stream.describe(), "train_seed": seed, "split": "embedded: first 400 per digit train, last 100 test"
-                      if stream.data.source.startswith("embedded") else "IDX train / t10k files"}
+    benchmark_info = benchmark_metadata(stream, seed)
     save_masks(net, out, backend=backend, benchmark=benchmark_info, accuracies=accuracies, overwrite=overwrite,
                training=training)
     console.print(table)

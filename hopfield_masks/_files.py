@@ -19,9 +19,10 @@ from pathlib import Path
 
 import h5py
 
-from .errors import BankFileNotFoundError, StorageFormatError
+from .errors import BankFileNotFoundError, FileWriteError, StorageFormatError
 
 __all__ = ["atomic_path", "open_h5_read", "h5_signature_ok"]
+
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -42,23 +43,32 @@ def atomic_path(path: str | os.PathLike, *, copy_existing: bool = False) -> Iter
     dest = Path(path).expanduser()
     folder = dest.parent if str(dest.parent) else Path(".")
     if not folder.is_dir():
-        raise BankFileNotFoundError(folder)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
+        raise BankFileNotFoundError(dest, f"cannot be created: the folder {folder} does not exist")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+    except OSError as exc:
+        raise FileWriteError(dest, exc.strerror or str(exc)) from None
     tmp = Path(tmp_name)
     try:
-        if copy_existing and dest.exists():
-            shutil.copyfile(dest, tmp)
+        try:
+            if copy_existing and dest.exists():
+                shutil.copyfile(dest, tmp)
+        except OSError as exc:
+            raise FileWriteError(dest, exc.strerror or str(exc)) from None
         yield tmp
-        with open(tmp, "rb+") as fh:  # make the bytes durable before the rename publishes them
-            os.fsync(fh.fileno())
-        if dest.exists():
-            shutil.copymode(dest, tmp)
-        else:  # mkstemp creates 0600; a new file gets the usual permissions (0666 less the umask)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, dest)
+        try:
+            with open(tmp, "rb+") as fh:  # make the bytes durable before the rename publishes them
+                os.fsync(fh.fileno())
+            if dest.exists():
+                shutil.copymode(dest, tmp)
+            else:  # mkstemp creates 0600; a new file gets the usual permissions (0666 less the umask)
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise FileWriteError(dest, exc.strerror or str(exc)) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -31,6 +31,7 @@ __all__ = [
     "TaskNotFoundError",
     "StorageFormatError",
     "BankFileNotFoundError",
+    "FileWriteError",
     "HopfieldMasksWarning",
     "CapacityWarning",
     "ConvergenceWarning",
@@ -145,17 +146,39 @@ class StorageFormatError(HopfieldMasksError, ValueError):
 
 
 class BankFileNotFoundError(HopfieldMasksError, FileNotFoundError):
-    """A mask bank or reservoir file does not exist."""
+    """A mask bank or reservoir file (or the folder it should be written in) does not exist.
 
-    def __init__(self, path: object) -> None:
+    ``path`` names the file; ``reason`` says what is missing (default ``"no such file"``).
+    """
+
+    def __init__(self, path: object, reason: str = "no such file") -> None:
         self.path = str(path)
-        super().__init__(f"{self.path}: no such file")
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
 
     def __str__(self) -> str:
-        return f"{self.path}: no such file"
+        return f"{self.path}: {self.reason}"
 
     def __reduce__(self):
-        return (type(self), (self.path,))
+        return (type(self), (self.path, self.reason))
+
+
+class FileWriteError(HopfieldMasksError, OSError):
+    """A file could not be written (permissions, full disk...); the existing file, if any, is untouched.
+
+    ``path`` names the destination; ``reason`` is the operating system's message.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: cannot be written ({reason})")
+
+    def __str__(self) -> str:
+        return f"{self.path}: cannot be written ({self.reason})"
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
 
 
 class HopfieldMasksWarning(UserWarning):

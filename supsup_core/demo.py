@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from hopfield_masks.encoding import EncodeReport, encode_bank
 from hopfield_masks.reservoir import size_for_budget
@@ -32,7 +31,7 @@ from .errors import ConfigError
 from .guidance import model_layout
 from .hopsupsup import RECALL_METHODS, TaskRecall, recall_all, summarise
 from .models import build_model
-from .persistence import save_masks
+from .persistence import benchmark_metadata, save_masks
 from .training import TrainConfig, train_stream
 
 __all__ = ["DemoResult", "run_demo", "DEMO_BATCHES_PER_TASK"]
@@ -105,7 +104,6 @@ def run_demo(
         raise ConfigError("out_dir", "a folder (created when missing)", f"the existing file {out}")
     report = progress or (lambda stage, done, total: None)
     timings: dict[str, float] = {}
-    torch.manual_seed(seed)  # nothing should draw from the global RNG, but pin it anyway
 
     # 1. train one unit mask per SplitMNIST task
     t0 = time.perf_counter()
@@ -127,9 +125,7 @@ def run_demo(
 
     # 2. save the bank (exact masks) with everything needed to rebuild model and data
     t0 = time.perf_counter()
-    benchmark = {**stream.describe(), "train_seed": seed,
-                 "split": "embedded: first 400 per digit train, last 100 test"}
-    save_masks(model, bank_path, benchmark=benchmark, overwrite=True,
+    save_masks(model, bank_path, benchmark=benchmark_metadata(stream, seed), overwrite=True,
                accuracies={t: {"gg": a} for t, a in true_accuracy.items()},
                training={"scenario": "hopsupsup", "config": config.to_dict(), "device": device})
 

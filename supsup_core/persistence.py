@@ -38,6 +38,7 @@ from .errors import BaseNetworkMismatchError, ConfigError
 from .models import SupSupNet, build_model
 
 __all__ = [
+    "benchmark_metadata",
     "save_masks",
     "load_model",
     "load_masks_into",
@@ -81,6 +82,13 @@ def _task_accuracy_attrs(accuracies: Mapping[Any, Any] | None, n_tasks: int) -> 
             clean[str(name)] = float(acc)
         attrs[task] = {"accuracy": clean}
     return attrs
+
+
+def benchmark_metadata(stream: Any, train_seed: int) -> dict[str, Any]:
+    """The ``benchmark`` metadata of a bank trained on ``stream``: its description, the training seed and the split."""
+    embedded = str(stream.data.source).startswith("embedded")
+    split = "embedded: first 400 per digit train, last 100 test" if embedded else "IDX train / t10k files"
+    return {**stream.describe(), "train_seed": train_seed, "split": split}
 
 
 def save_masks(

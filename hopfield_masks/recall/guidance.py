@@ -22,7 +22,7 @@ What an implementation must not do
 - Modify ``state`` (the loops hand over a copy anyway, but do not rely on it).
 - Keep a reference to ``state`` and read it later.
 - Import torch into :mod:`hopfield_masks`: torch implementations (such as
-  ``supsup_core.memory.EntropyGuidance``) live on the torch side and convert
+  ``supsup_core.guidance.OutputGuidance``) live on the torch side and convert
   to NumPy themselves.
 
 Invariants the tests check

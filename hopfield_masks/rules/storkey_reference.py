@@ -7,8 +7,8 @@ For each new pattern ``x`` (``d`` units), starting from ``Ψ = 0``::
 
 Two differences from :mod:`~hopfield_masks.rules.storkey` (Storkey 1997):
 the field is not corrected for the excluded units ``i`` and ``j``, and the
-diagonal is never zeroed, so each pattern leaves ``-(1 + 2 x_i h_i) / d`` on
-it.  Diagonal entries can become negative, in which case asynchronous
+diagonal is never zeroed, so each pattern adds ``-2 x_i h_i / d`` to it (the
+``- I`` cancels ``x_i x_i = 1``).  Diagonal entries can become negative, in which case asynchronous
 dynamics may occasionally raise the energy; use ``storkey`` unless you need
 bit-level agreement with masks stored by the reference code.
 """

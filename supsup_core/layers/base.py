@@ -309,6 +309,20 @@ class MaskedLayer(nn.Module):
             return self._cache["mask"]
         raise ConfigError("task", "a selected mask (add_task, set_task or set_alphas)", "no selection")
 
+    def masked_weight(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``W * M`` for an explicit ``mask`` or the current selection (cached while it is fixed).
+
+        For weight-mask layers, which hold their frozen base weights in the ``weight`` buffer.
+        """
+        if mask is not None:
+            return self.weight * mask
+        if not self.cacheable():
+            return self.weight * self.effective_mask()
+        if "weight" not in self._cache:
+            self._cache["weight"] = self.weight * self.effective_mask()
+            self._cache.pop("mask", None)  # the product is all the forward needs
+        return self._cache["weight"]
+
     def cacheable(self) -> bool:
         """True when the effective mask is fixed until the selection changes (no autograd involved)."""
         kind = self._selection[0]

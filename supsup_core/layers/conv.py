@@ -51,17 +51,6 @@ class MaskedConv2d(MaskedLayer):
         self.register_buffer("weight", weight)
         self.stride, self.padding = stride, padding
 
-    def masked_weight(self, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``W * M`` for an explicit ``mask`` or the current selection (cached while it is fixed)."""
-        if mask is not None:
-            return self.weight * mask
-        if not self.cacheable():
-            return self.weight * self.effective_mask()
-        if "weight" not in self._cache:
-            self._cache["weight"] = self.weight * self.effective_mask()
-            self._cache.pop("mask", None)
-        return self._cache["weight"]
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` is ``(B, C_in, H, W)``; returns ``(B, C_out, H', W')``."""
         return F.conv2d(x, self.masked_weight(mask), stride=self.stride, padding=self.padding)

@@ -44,17 +44,6 @@ class MaskedLinear(MaskedLayer):
         self.register_buffer("weight", weight)
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
 
-    def masked_weight(self, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``W * M`` for an explicit ``mask`` or the current selection (cached while it is fixed)."""
-        if mask is not None:
-            return self.weight * mask
-        if not self.cacheable():
-            return self.weight * self.effective_mask()
-        if "weight" not in self._cache:
-            self._cache["weight"] = self.weight * self.effective_mask()
-            self._cache.pop("mask", None)  # the product is all the forward needs
-        return self._cache["weight"]
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` is ``(B, in_features)``; returns ``(B, out_features)``."""
         return F.linear(x, self.masked_weight(mask))

@@ -33,13 +33,11 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..inference import infer_task
+from ..inference import METHODS, OBJECTIVES, infer_task
 
 __all__ = ["GGResult", "InferredResult", "evaluate_gg", "evaluate_inferred", "PROTOCOLS", "METHODS", "OBJECTIVES"]
 
 PROTOCOLS = ("first-image", "per-image", "batch")
-METHODS = ("oneshot", "binary")
-OBJECTIVES = ("H", "G")
 _SCENARIOS = ("gnu", "gns")
 
 

@@ -114,7 +114,7 @@ class TestEncode:
         assert result.exit_code == 0, result.output
         out = _flat(result.stdout)
         for needle in ("1,000,000 B", "reservoir bytes", "networks 1 × 64 units (float32 couplings)", "storkey",
-                       "load vs capacity 5 /", "bit-packed bank: 8 B per mask → 125,000 masks"):
+                       "load vs capacity 5 /", "hdf5-packed bank file:", "(8 B of bits)"):
             assert needle in out, needle
         assert bank_reservoirs(unit_bank) == ["reservoir-1000000"]
 
@@ -125,7 +125,8 @@ class TestEncode:
         assert result.exit_code == 0, result.output
         report = json.loads(result.stdout)
         assert report["budget_bytes"] == 524_288 and report["rule"] == "hebbian" and report["dtype"] == "int8"
-        assert report["n_tasks"] == 5 and report["exact_tasks_in_budget"] == 524_288 // 8
+        assert report["n_tasks"] == 5
+        assert report["exact_tasks_in_budget"] == (524_288 - report["exact_file_header_bytes"]) // report["exact_file_bytes_per_task"]
         assert read_bank_reservoir(unit_bank, "512KiB").rule.rule_id == "hebbian"
 
     def test_budget_in_scientific_notation(self, tmp_path):

@@ -13,7 +13,14 @@ from hypothesis import given, settings
 
 from hopfield_masks.backends import create_bank, open_bank
 from hopfield_masks.blocks import MaskLayout
-from hopfield_masks.encoding import EncodeReport, bank_reservoirs, encode_bank, read_bank_reservoir, reservoir_name
+from hopfield_masks.encoding import (
+    EncodeReport,
+    bank_reservoirs,
+    encode_bank,
+    exact_storage_cost,
+    read_bank_reservoir,
+    reservoir_name,
+)
 from hopfield_masks.errors import (
     BankFileNotFoundError,
     BudgetError,
@@ -128,20 +135,23 @@ class TestEncodeBank:
         assert report.load == pytest.approx(4 / report.capacity_tasks) and report.over_capacity is False
         assert json.loads(json.dumps(report.to_dict(), allow_nan=False)) == report.to_dict()
 
-    def test_honest_alternative_for_a_packed_bank_is_its_measured_bytes(self, bank):
-        """A packed bank's exact size per mask is its largest task's stored bytes; the budget holds budget // that."""
+    def test_honest_alternative_counts_the_file_overhead(self, bank):
+        """The exact alternative counts the packed bits plus the measured per-task and header bytes of a bank file."""
         _, report = encode_bank(bank, "1MB")
         with open_bank(bank) as b:
             measured = max(b.task_nbytes(t) for t in b.tasks())
+            header, per_task = exact_storage_cost(b.read_task(b.tasks()[0]))
         assert report.exact_bytes_per_task == measured == packed_nbytes(LENGTH) == 5
-        assert report.exact_tasks_in_budget == 1_000_000 // 5
+        assert report.exact_file_bytes_per_task == per_task > 5 and report.exact_file_header_bytes == header > 0
+        assert report.exact_tasks_in_budget == (1_000_000 - header) // per_task
 
     def test_honest_alternative_for_a_sparse_bank_is_the_packed_size(self, tmp_path):
         """For a sparse bank the alternative is still the bit-packed format, ceil(P/8) bytes per mask."""
         path = _make_bank(tmp_path / "sparse.h5", 2, "hdf5-sparse")
         _, report = encode_bank(path, "512KiB")
         assert report.exact_bytes_per_task == packed_nbytes(LENGTH)
-        assert report.exact_tasks_in_budget == 524_288 // packed_nbytes(LENGTH)
+        header, per_task = report.exact_file_header_bytes, report.exact_file_bytes_per_task
+        assert report.exact_tasks_in_budget == (524_288 - header) // per_task
 
     def test_rule_and_precision_options_are_used(self, bank):
         """rule='hebbian', dtype='int8' give a Hebbian reservoir with int8 couplings and the Hebbian capacity."""
@@ -189,8 +199,9 @@ class TestEncodeBank:
         path = _make_bank(tmp_path_factory.mktemp("prop") / "bank.h5", 2)
         _, report = encode_bank(path, budget)
         assert report.reservoir_bytes <= budget == report.budget_bytes
-        exact = report.exact_bytes_per_task
-        assert report.exact_tasks_in_budget * exact <= budget < (report.exact_tasks_in_budget + 1) * exact
+        exact, header = report.exact_file_bytes_per_task, report.exact_file_header_bytes
+        n = report.exact_tasks_in_budget
+        assert n == 0 or header + n * exact <= budget < header + (n + 1) * exact
 
 
 class TestEncodeErrors:

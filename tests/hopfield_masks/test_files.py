@@ -6,7 +6,7 @@ import h5py
 import pytest
 
 from hopfield_masks._files import atomic_path, open_h5_read
-from hopfield_masks.errors import BankFileNotFoundError, StorageFormatError
+from hopfield_masks.errors import BankFileNotFoundError, FileWriteError, StorageFormatError
 
 
 class TestAtomicPath:
@@ -43,6 +43,33 @@ class TestAtomicPath:
         finally:
             os.umask(umask)
         assert stat.S_IMODE((tmp_path / "new.bin").stat().st_mode) == 0o644
+
+    def test_unwritable_folder_is_a_clear_error(self, tmp_path, monkeypatch):
+        """An OS error while creating the temporary file becomes FileWriteError naming the destination."""
+        import tempfile
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        with pytest.raises(FileWriteError, match=r"a\.h5: cannot be written \(Permission denied\)"):
+            with atomic_path(tmp_path / "a.h5"):
+                pass
+
+    def test_failed_rename_keeps_the_old_file(self, tmp_path, monkeypatch):
+        """If publishing fails, the error names the destination, the old file is intact and no temporary is left."""
+        dest = tmp_path / "a.bin"
+        dest.write_bytes(b"old")
+
+        def refuse(src, dst):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("hopfield_masks._files.os.replace", refuse)
+        with pytest.raises(FileWriteError, match="No space left"):
+            with atomic_path(dest) as tmp:
+                tmp.write_bytes(b"new")
+        assert dest.read_bytes() == b"old"
+        assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
 
     def test_missing_folder(self, tmp_path):
         """Writing into a folder that does not exist names the folder."""
