@@ -14,6 +14,8 @@ own header and per-task overhead (:func:`exact_storage_cost`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -25,13 +27,14 @@ import numpy as np
 from .backends import create_bank, open_bank
 from .budget import parse_budget
 from .errors import CapacityWarning, StorageFormatError
-from .patterns import packed_nbytes
+from .patterns import pack_bits, packed_nbytes
 from .reservoir import Reservoir, read_reservoir, write_reservoir
 
-__all__ = ["exact_storage_cost", "EncodeReport", "reservoir_name", "encode_bank", "read_bank_reservoir", "bank_reservoirs"]
+__all__ = ["bank_digest", "reservoir_is_current", "exact_storage_cost", "EncodeReport", "reservoir_name", "encode_bank", "read_bank_reservoir", "bank_reservoirs"]
 
 _PREFIX = "reservoir-"
 _EXTRA_COPIES = 32  # tasks added to measure the per-task file cost
+_DIGEST_ATTR = "bank_digest"  # reservoir attribute: bank_digest() of the masks it was encoded from
 
 
 def reservoir_name(budget: str | int | float) -> str:
@@ -74,6 +77,36 @@ def bank_reservoirs(path: str | Path) -> list[str]:
     """Names of the reservoir attachments in the bank at ``path``."""
     with open_bank(path, "r") as bank:
         return [name for name in bank.attachments() if name.startswith(_PREFIX)]
+
+
+def bank_digest(bank) -> str:
+    """sha256 (hex) of an open bank's task names and masks, in task order.
+
+    Stored with each reservoir when it is encoded, so a reservoir made from
+    other masks (tasks added, deleted or overwritten since) is recognised.
+    """
+    digest = hashlib.sha256()
+    for task in bank.tasks():
+        layout = bank.task_layout(task)
+        digest.update(task.encode("utf-8") + b"\0" + json.dumps(layout.to_dict()).encode("utf-8"))
+        digest.update(pack_bits(layout.flatten(bank.read_task(task))).tobytes())
+    return digest.hexdigest()
+
+
+def reservoir_is_current(path: str | Path, budget: str | int | float) -> bool | None:
+    """Whether the bank's reservoir for ``budget`` was encoded from the bank's present masks.
+
+    None when the bank has no such reservoir, or the reservoir predates digests.
+    """
+    name = reservoir_name(budget)
+    with open_bank(path, "r") as bank:
+        if name not in bank.attachments():
+            return None
+        stored = bank.read_attachment(name, lambda group: group.attrs.get(_DIGEST_ATTR))
+        if stored is None:
+            return None
+        stored = stored.decode("ascii") if isinstance(stored, (bytes, np.bytes_)) else str(stored)
+        return stored == bank_digest(bank)
 
 
 def read_bank_reservoir(path: str | Path, budget: str | int | float) -> Reservoir | None:
@@ -138,6 +171,7 @@ def encode_bank(
     """
     with open_bank(path, "r") as bank:
         tasks = bank.tasks()
+        digest = bank_digest(bank)
         if not tasks:
             raise StorageFormatError(path, "holds no masks to encode (write tasks into the bank first)")
         layout = bank.task_layout(tasks[0])
@@ -155,7 +189,11 @@ def encode_bank(
         header_bytes, file_bytes_per_task = exact_storage_cost(bank.read_task(tasks[0]))
     name = reservoir_name(budget)
     with open_bank(path, "a") as bank:
-        bank.write_attachment(name, lambda group: write_reservoir(group, reservoir), overwrite=overwrite)
+        def write(group) -> None:
+            write_reservoir(group, reservoir)
+            group.attrs[_DIGEST_ATTR] = np.bytes_(digest)  # fixed-length ASCII: no global heap
+
+        bank.write_attachment(name, write, overwrite=overwrite)
     budget_bytes = parse_budget(budget)
     report = EncodeReport(
         path=str(path),

@@ -15,6 +15,8 @@ from hopfield_masks.backends import create_bank, open_bank
 from hopfield_masks.blocks import MaskLayout
 from hopfield_masks.encoding import (
     EncodeReport,
+    bank_digest,
+    reservoir_is_current,
     bank_reservoirs,
     encode_bank,
     exact_storage_cost,
@@ -283,3 +285,30 @@ class TestEncodeErrors:
         with pytest.raises(BudgetError):
             encode_bank(bank, "a lot")
         assert _snapshot(bank) == before
+
+
+class TestReservoirIsCurrent:
+    def test_fresh_reservoir_is_current_and_an_overwritten_task_is_not(self, tmp_path):
+        """A reservoir matches the bank it was encoded from, and stops matching when a task is overwritten in place."""
+        path = _make_bank(tmp_path / "bank.h5", 3)
+        assert reservoir_is_current(path, "64kB") is None  # no reservoir yet
+        encode_bank(path, "64kB")
+        assert reservoir_is_current(path, "64kB") is True
+        with open_bank(path, "a") as bank:
+            masks = bank.read_task("0")
+            flipped = {name: ~m for name, m in masks.items()}
+            bank.write_task("0", flipped, overwrite=True)
+        assert reservoir_is_current(path, "64kB") is False
+
+    def test_digest_depends_on_order_and_content(self, tmp_path):
+        """The bank digest changes when a mask bit changes."""
+        a = _make_bank(tmp_path / "a.h5", 2)
+        with open_bank(a) as bank:
+            before = bank_digest(bank)
+            masks = bank.read_task("1")
+        name = next(iter(masks))
+        masks[name].flat[0] = not masks[name].flat[0]
+        with open_bank(a, "a") as bank:
+            bank.write_task("1", masks, overwrite=True)
+        with open_bank(a) as bank:
+            assert bank_digest(bank) != before
