@@ -75,6 +75,7 @@ def recall(
     transductive: Annotated[bool, typer.Option("--transductive", help="Guide and score on the same test images (the reference's protocol).")] = False,
     rule: Annotated[str, typer.Option("--rule", help="Learning rule if the reservoir must be encoded first.")] = "storkey",
     dtype: Annotated[str, typer.Option("--dtype", help="Coupling precision if the reservoir must be encoded first.")] = "auto",
+    restarts: Annotated[int, typer.Option("--restarts", help="Guided only: this many extra recalls per task from the cue with 20% of its signs flipped; the final mask with the lowest objective on the adaptation images is kept (costs restarts+1 times the time).")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of cues, sweep orders and the adaptation/evaluation split.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="MNIST IDX folder, if the bank was trained on one.")] = None,
@@ -100,6 +101,8 @@ def recall(
         raise ConfigError("--objective", "H or G", repr(objective))
     if steps is not None and steps < 1:
         raise ConfigError("--steps", "a positive number of steps", steps)
+    if restarts < 0:
+        raise ConfigError("--restarts", "an integer >= 0", restarts)
     _check_cue(cue)
     with open_bank(bank, "r") as b:
         tasks = b.tasks()
@@ -112,6 +115,9 @@ def recall(
     if use_guidance and objective == "G" and model.config.output_size <= 10:
         raise ConfigError("--objective", f"H for a model with {model.config.output_size} outputs (G needs "
                                          "superfluous outputs beyond the 10 real classes)", "'G'")
+    if restarts and not use_guidance:
+        raise ConfigError("--restarts", "0 for unguided recall (restarts are ranked by the guidance objective)",
+                          restarts)
     knobs: dict[str, Any] = {}
     if steps is not None:
         knobs["max_sweeps" if method == "dynamics" else "n_steps"] = steps
@@ -137,13 +143,13 @@ def recall(
         bar = progress.add_task("recalling", total=None)
         rows = recall_all(
             bank, reservoir, model=model, stream=stream, guided=use_guidance, method=method, cue=cue,
-            objective=objective, transductive=transductive, seed=seed, knobs=knobs,
+            objective=objective, transductive=transductive, seed=seed, knobs=knobs, restarts=restarts,
             progress=lambda done, total: progress.update(bar, completed=done, total=total),
         )
     over = reservoir.n_tasks > reservoir.capacity
     mode = {
         "guided": use_guidance, "method": method, "cue": cue, "objective": objective if use_guidance else None,
-        "transductive": transductive, "scored_on": "the same test images that guided recall" if transductive
+        "transductive": transductive, "restarts": restarts, "scored_on": "the same test images that guided recall" if transductive
         else "held-out test images (half of each task's test set; the other half guides recall, without labels)",
     }
     if as_json:

@@ -19,6 +19,15 @@ test batches.  Here each task's test set is split once (seeded) into an
 *evaluation* half, on which both the true and the recalled masks are scored.
 ``transductive=True`` restores the reference's protocol (guide and score on the
 whole test set).
+
+**Restarts.**  With ``restarts=k`` guided recall also runs from ``k`` copies of
+the cue with a seeded ``restart_noise`` fraction of its signs flipped, and keeps
+the final mask with the lowest objective on *all* the adaptation images.  Above a
+few tasks one guided run often ends in a spurious state (each network settles in
+the attractor of a different task), while among the stored masks the true one
+has by far the lowest entropy on its task's images; ranking several endings by
+the objective finds the right one more often (BNNet, permuted SplitMNIST, 1MB,
+20 tasks: nearest-is-true 0.40 -> 0.90 with 15 restarts, at 16 times the cost).
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ __all__ = [
     "masks_accuracy",
     "recall_task",
     "recall_all",
+    "restart_cues",
     "summarise",
 ]
 
@@ -65,7 +75,12 @@ class TaskData:
 
 @dataclass
 class TaskRecall:
-    """The outcome of recalling one task's mask (one row of the recall table)."""
+    """The outcome of recalling one task's mask (one row of the recall table).
+
+    With restarts, ``steps_run``, ``steps_to_final`` and ``history`` describe the
+    chosen start (``chosen_start``: 0 is the cue itself) and ``guidance_calls``
+    counts the gradients of every start.
+    """
 
     task: str
     method: str
@@ -79,6 +94,8 @@ class TaskRecall:
     true_accuracy: float | None = None
     recalled_accuracy: float | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
+    restarts: int = 0
+    chosen_start: int = 0
 
     @property
     def total_bits_wrong(self) -> int:
@@ -152,6 +169,50 @@ def masks_accuracy(model: SupSupNet, masks: Mapping[str, np.ndarray], x: torch.T
     return correct / max(1, len(y))
 
 
+def _check_restarts(restarts: object, restart_noise: object) -> tuple[int, float]:
+    """Validate the restart options: a count ``>= 0`` and a flip fraction in ``(0, 1]``."""
+    if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 0:
+        raise ConfigError("restarts", "an integer >= 0", repr(restarts))
+    ok = isinstance(restart_noise, (int, float, np.integer, np.floating)) and not isinstance(restart_noise, bool)
+    if not (ok and 0.0 < float(restart_noise) <= 1.0):
+        raise ConfigError("restart_noise", "a fraction of the cue's signs in (0, 1]", repr(restart_noise))
+    return int(restarts), float(restart_noise)
+
+
+def restart_cues(scores: np.ndarray, restarts: int, noise: float, seed: int) -> list[np.ndarray]:
+    """``scores`` and ``restarts`` copies of it, each with ``round(noise * P)`` seeded signs flipped.
+
+    A flipped sign toggles the mask entry ``1[u >= 0]``: ``u`` becomes ``-u``, and a
+    zero score (kept) becomes ``-1`` (dropped).
+
+    Examples
+    --------
+    >>> cues = restart_cues(np.array([0.5, -0.5, 0.0, 1.0]), 2, 0.5, seed=0)
+    >>> len(cues), [int((np.sign(c) != np.sign(cues[0])).sum()) for c in cues]
+    (3, [0, 2, 2])
+    """
+    rng = np.random.default_rng([seed, 2])  # its own stream: the recall itself draws from seed
+    n_flip = int(round(noise * scores.size))
+    cues = [scores]
+    for _ in range(restarts):
+        cue = scores.copy()
+        idx = rng.choice(scores.size, size=n_flip, replace=False)  # (n_flip,)
+        cue[idx] = np.where(cue[idx] == 0, -1.0, -cue[idx])
+        cues.append(cue)
+    return cues
+
+
+def _start_seed(seed: int, start: int) -> int:
+    """Seed of start ``start`` (0: ``seed`` itself, so no restart leaves recall unchanged)."""
+    return seed if start == 0 else int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
+
+
+def _adaptation_objective(guidance: OutputGuidance, state: np.ndarray, batches: list[torch.Tensor]) -> float:
+    """Mean objective of the masks in ``state`` over every adaptation image (batches weighted by size)."""
+    values = [guidance.objective_value(state, batch) for batch in batches]
+    return float(np.average(values, weights=[len(batch) for batch in batches]))
+
+
 def recall_task(
     reservoir: Reservoir,
     true_masks: Mapping[str, np.ndarray],
@@ -165,30 +226,60 @@ def recall_task(
     objective: str = "H",
     seed: int = 0,
     knobs: Mapping[str, Any] | None = None,
+    restarts: int = 0,
+    restart_noise: float = 0.2,
 ) -> TaskRecall:
     """Recall one task's mask from ``reservoir`` and compare it with ``true_masks``.
 
     Guidance needs ``model`` and ``data`` (its ``adapt`` batches); accuracies are
     measured when both are given.  ``cue`` is a :meth:`Reservoir.cue` kind
     (``"mean"``, ``"random"``, ``"noisy:0.1"``); noisy cues start from the true mask.
+    ``restarts`` (guided only) adds that many recalls from the cue with a
+    ``restart_noise`` fraction of its signs flipped (:func:`restart_cues`); the
+    final mask with the lowest mean objective over all adaptation images is kept
+    (the cue's own on a tie).
     """
     if method not in RECALL_METHODS:
         raise ConfigError("method", f"one of {RECALL_METHODS}", repr(method))
     if guided and (model is None or data is None):
         raise ConfigError("guided", "a model and unlabeled data for guidance (or guided=False)", "no data")
-    guidance = None
-    if guided:
-        guidance = OutputGuidance(model, data.adapt, reservoir.layout, objective=objective,
-                                  real_classes=min(10, model.config.output_size))
+    restarts, restart_noise = _check_restarts(restarts, restart_noise)
+    if restarts and not guided:
+        raise ConfigError("restarts", "0 for unguided recall (restarts are ranked by the guidance objective)",
+                          repr(restarts))
     start = reservoir.cue(cue, seed=seed, reference=true_masks) if cue.startswith("noisy") else cue
-    recalled, result = reservoir.recall(cue=start, guidance=guidance, method=method, seed=seed, **dict(knobs or {}))
+    starts = [start]
+    if restarts:
+        scores = reservoir.cue(cue, seed=seed, reference=true_masks if cue.startswith("noisy") else None)
+        starts = restart_cues(scores, restarts, restart_noise, seed)  # the first is the cue itself
+    best = None  # (objective, start index, masks, result)
+    calls = 0
+    ranked: dict[bytes, float] = {}  # final state -> objective, so a repeated ending is scored once
+    for j, begin in enumerate(starts):
+        guidance = None
+        if guided:  # a fresh guidance per start: each sees the adaptation batches from the first
+            guidance = OutputGuidance(model, data.adapt, reservoir.layout, objective=objective,
+                                      real_classes=min(10, model.config.output_size))
+        recalled, result = reservoir.recall(cue=begin, guidance=guidance, method=method, seed=_start_seed(seed, j),
+                                            **dict(knobs or {}))
+        calls += guidance.calls if guidance else 0
+        if len(starts) == 1:
+            best = (0.0, 0, recalled, result)
+            break
+        key = np.asarray(result.state, dtype=np.int8).tobytes()
+        if key not in ranked:
+            ranked[key] = _adaptation_objective(guidance, result.state, data.adapt)
+        if best is None or ranked[key] < best[0]:
+            best = (ranked[key], j, recalled, result)
+    _, chosen, recalled, result = best
     bits_wrong = {name: int(np.count_nonzero(recalled[name] != np.asarray(true_masks[name], dtype=bool)))
                   for name in reservoir.layout.names}
     row = TaskRecall(
         task=task, method=method, guided=guided, cue=cue, bits_wrong=bits_wrong,
         exact=not any(bits_wrong.values()), steps_run=int(result.steps_run),
-        steps_to_final=int(result.steps_to_final), guidance_calls=guidance.calls if guidance else 0,
+        steps_to_final=int(result.steps_to_final), guidance_calls=calls,
         history={k: [float(v) for v in np.asarray(a).ravel()] for k, a in result.history.items()},
+        restarts=restarts, chosen_start=chosen,
     )
     if model is not None and data is not None:
         row.true_accuracy = masks_accuracy(model, true_masks, data.eval_x, data.eval_y)
@@ -211,14 +302,20 @@ def recall_all(
     seed: int = 0,
     knobs: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    restarts: int = 0,
+    restart_noise: float = 0.2,
 ) -> list[TaskRecall]:
     """Recall every task of the bank at ``bank_path`` from ``reservoir`` (one :class:`TaskRecall` per task).
 
     With ``model`` and ``stream`` the recall is guided (when ``guided``) and scored; bank task ``"i"`` is
     stream task ``i``.  Without them only bits wrong are reported, and ``guided`` must be False.
+    ``restarts`` and ``restart_noise`` go to :func:`recall_task` (guided recall only).
     """
     if model is not None and model_layout(model) != reservoir.layout:
         raise ConfigError("model", f"masked layers {reservoir.layout.to_dict()}", model_layout(model).to_dict())
+    restarts, restart_noise = _check_restarts(restarts, restart_noise)
+    if restarts and not (guided and model is not None and stream is not None):
+        raise ConfigError("restarts", "0 unless recall is guided (a model and a stream)", repr(restarts))
     rows: list[TaskRecall] = []
     with open_bank(bank_path, "r") as bank:
         tasks = bank.tasks()
@@ -232,7 +329,7 @@ def recall_all(
             rows.append(recall_task(
                 reservoir, bank.read_task(task), task=task, model=model, data=data,
                 guided=guided and data is not None, method=method, cue=cue, objective=objective,
-                seed=seed + i, knobs=knobs,
+                seed=seed + i, knobs=knobs, restarts=restarts, restart_noise=restart_noise,
             ))
             if progress is not None:
                 progress(i + 1, len(tasks))

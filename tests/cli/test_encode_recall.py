@@ -203,6 +203,14 @@ class TestRecall:
         assert first["mode"]["method"] == "score-descent" and {r["steps_run"] for r in first["tasks"]} == {3}
         assert recall_json("--method", "score-descent", "--steps", "3", "--seed", "7")["tasks"] == first["tasks"]
 
+    def test_restarts_are_passed_to_every_task_and_said_in_the_mode(self, recall_json):
+        """--restarts 2 runs three guided recalls per task, keeps one of them, and the JSON mode says so."""
+        out = recall_json("--restarts", "2")
+        assert out["mode"]["restarts"] == 2 and recall_json()["mode"]["restarts"] == 0
+        for row in out["tasks"]:
+            assert row["restarts"] == 2 and 0 <= row["chosen_start"] <= 2
+            assert row["guidance_calls"] == 3  # --steps 2: one guided sweep per start
+
     def test_rule_and_dtype_apply_when_encoding_first(self, unit_bank, recall_json):
         """--rule hebbian --dtype float16 shape the reservoir that recall has to encode."""
         recall_json("--budget", "30kB", "--rule", "hebbian", "--dtype", "float16", "--unguided")
@@ -330,9 +338,10 @@ class TestBadInput:
         [(["--cue", "nearby"], "--cue"), (["--cue", "noisy:2"], "--cue"), (["--steps", "0"], "--steps"),
          (["--method", "annealing"], "--method"), (["--objective", "KL"], "--objective"),
          (["--objective", "G"], "--objective"), (["--budget", "lots"], "--budget"), (["--device", "tpu"], "--device"),
-         (["--guided", "--data-dir", "/nonexistent/mnist"], "nonexistent")],
+         (["--guided", "--data-dir", "/nonexistent/mnist"], "nonexistent"), (["--restarts", "-1"], "--restarts"),
+         (["--unguided", "--restarts", "2"], "--restarts")],
         ids=["cue", "noisy-p", "steps", "method", "objective", "objective-G-without-superfluous", "budget", "device",
-             "guided-without-data"],
+             "guided-without-data", "restarts-negative", "restarts-unguided"],
     )
     def test_bad_recall_options_write_nothing(self, unit_bank, options, needle):
         """Bad options are refused before the missing reservoir is encoded, so the bank is not modified."""

@@ -25,6 +25,7 @@ from supsup_core.hopsupsup import (
     masks_accuracy,
     recall_all,
     recall_task,
+    restart_cues,
     summarise,
     task_data,
 )
@@ -226,6 +227,81 @@ class TestRecallTask:
         _, reservoir = unit_bank
         with pytest.raises(error, match=match):
             recall_task(reservoir, unit_model[1][0], task="0", **kwargs)
+
+
+class TestRestarts:
+    def test_no_restart_is_the_plain_recall(self, unit_bank, unit_model, data):
+        """restarts=0 gives the same row as leaving the option out (chosen start 0)."""
+        _, reservoir = unit_bank
+        model, masks = unit_model
+        kwargs = dict(task="1", model=model, data=data[1], method="dynamics", seed=3, knobs={"max_sweeps": 4})
+        plain = recall_task(reservoir, masks[1], **kwargs)
+        assert recall_task(reservoir, masks[1], restarts=0, **kwargs).to_dict() == plain.to_dict()
+        assert plain.restarts == 0 and plain.chosen_start == 0
+
+    def test_the_ending_with_the_lowest_objective_is_kept(self, unit_bank, unit_model, data, monkeypatch):
+        """With restarts, the final mask of lowest mean objective on the adaptation images wins, and is scored."""
+        import supsup_core.hopsupsup as hop
+
+        _, reservoir = unit_bank
+        model, masks = unit_model
+        seen = []
+        real = hop._adaptation_objective
+
+        def scored(guidance, state, batches):
+            seen.append(state.copy())
+            return real(guidance, state, batches)
+
+        monkeypatch.setattr(hop, "_adaptation_objective", scored)
+        row = recall_task(reservoir, masks[0], task="0", model=model, data=data[0], method="dynamics",
+                          cue="random", seed=1, knobs={"max_sweeps": 4}, restarts=3, restart_noise=0.5)
+        assert row.restarts == 3 and 0 <= row.chosen_start <= 3 and row.guidance_calls == 4 * 2
+        values = [real(hop.OutputGuidance(model, data[0].adapt), s, data[0].adapt) for s in seen]
+        winner = seen[int(np.argmin(values))]
+        assert row.total_bits_wrong == int(np.count_nonzero(winner != reservoir.layout.flatten_spins(masks[0])))
+        assert len(seen) >= 2 and len({s.tobytes() for s in seen}) == len(seen)  # a repeated ending is scored once
+
+    def test_restarts_are_seeded(self, unit_bank, unit_model, data):
+        """The same seed gives the same restarted row."""
+        _, reservoir = unit_bank
+        model, masks = unit_model
+        rows = [recall_task(reservoir, masks[2], task="2", model=model, data=data[2], method="dynamics",
+                            cue="random", seed=4, knobs={"max_sweeps": 4}, restarts=2) for _ in range(2)]
+        assert rows[0].to_dict() == rows[1].to_dict()
+
+    @given(scores=st.lists(st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), min_size=1, max_size=40),
+           restarts=st.integers(0, 4), noise=st.floats(0.01, 1.0), seed=st.integers(0, 2**16))
+    @settings(max_examples=40, deadline=None)
+    def test_restart_cues_flip_exactly_the_requested_signs(self, scores, restarts, noise, seed):
+        """Each restart cue toggles the mask 1[u >= 0] of exactly round(noise * P) entries; the first is the cue."""
+        u = np.array(scores)
+        cues = restart_cues(u, restarts, noise, seed)
+        assert len(cues) == restarts + 1 and cues[0] is u
+        for cue in cues[1:]:
+            assert int(np.count_nonzero((cue >= 0) != (u >= 0))) == int(round(noise * u.size))
+            assert np.all((cue == u) | (np.abs(cue) == np.where(u == 0, 1.0, np.abs(u))))
+
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [({"restarts": -1}, "restarts"), ({"restarts": True}, "restarts"), ({"restart_noise": 0.0}, "restart_noise"),
+         ({"restart_noise": 1.5}, "restart_noise"), ({"restarts": 2, "guided": False}, "unguided")],
+        ids=["negative", "bool", "zero-noise", "noise-above-1", "unguided"],
+    )
+    def test_bad_restart_options(self, unit_bank, unit_model, data, kwargs, match):
+        """A negative or boolean count, a flip fraction outside (0, 1] or restarts without guidance raise ConfigError."""
+        _, reservoir = unit_bank
+        model, masks = unit_model
+        with pytest.raises(ConfigError, match=match):
+            recall_task(reservoir, masks[0], task="0", model=model, data=data[0], method="dynamics", **kwargs)
+
+    def test_recall_all_passes_restarts_and_refuses_them_without_guidance(self, unit_bank, unit_model, stream):
+        """recall_all restarts every task when guided, and refuses restarts for unguided recall."""
+        path, reservoir = unit_bank
+        rows = recall_all(path, reservoir, model=unit_model[0], stream=stream, method="dynamics",
+                          knobs={"max_sweeps": 2}, restarts=1)
+        assert all(r.restarts == 1 and r.guidance_calls == 2 for r in rows)
+        with pytest.raises(ConfigError, match="restarts"):
+            recall_all(path, reservoir, restarts=1)
 
 
 class TestRecallAll:
