@@ -57,6 +57,15 @@ def _load_model_and_stream(bank: Path, device: str, data_dir: Path | None, guide
     return model, stream, None
 
 
+def _scored_on(transductive: bool, guided: bool) -> str:
+    """Which test images the accuracies were measured on, in words."""
+    if transductive:
+        return "the whole test set" + (": the same test images that guided recall (transductive)" if guided else "")
+    if guided:
+        return "held-out test images (half of each task's test set; the other half guides recall, without labels)"
+    return "half of each task's test set (the same half guided recall scores on)"
+
+
 @app.command("recall")
 @guarded
 def recall(
@@ -86,7 +95,7 @@ def recall(
 
     from hopfield_masks.backends import open_bank
     from hopfield_masks.budget import parse_budget
-    from hopfield_masks.encoding import encode_bank, read_bank_reservoir
+    from hopfield_masks.encoding import encode_bank, read_bank_reservoir, reservoir_is_current
     from hopfield_masks.errors import StorageFormatError
     from supsup_core.errors import ConfigError
     from supsup_core.hopsupsup import RECALL_METHODS, recall_all, summarise
@@ -130,10 +139,11 @@ def recall(
             err_console.print(f"No reservoir for {budget} in {bank}: encoded one.", highlight=False)
             console.print(encode_table(report))
         reservoir = read_bank_reservoir(bank, budget)
-    elif reservoir.n_tasks != len(tasks) or reservoir.layout != layout:
-        # tasks written after encoding: recall would score masks the reservoir never stored
+    elif reservoir_is_current(bank, budget) is False or reservoir.n_tasks != len(tasks) or reservoir.layout != layout:
+        # tasks written, overwritten or deleted after encoding: recall would score masks the reservoir never stored
         raise StorageFormatError(
-            bank, f"its reservoir for {budget} holds {reservoir.n_tasks} tasks of {reservoir.layout.length} entries "
+            bank, f"its reservoir for {budget} was encoded from other masks (it holds {reservoir.n_tasks} tasks of "
+                  f"{reservoir.layout.length} entries) "
                   f"but the bank has {len(tasks)} of {layout.length}; run 'supsup-store encode {bank} --budget "
                   f"{budget}' again")
 
@@ -149,8 +159,7 @@ def recall(
     over = reservoir.n_tasks > reservoir.capacity
     mode = {
         "guided": use_guidance, "method": method, "cue": cue, "objective": objective if use_guidance else None,
-        "transductive": transductive, "restarts": restarts, "scored_on": "the same test images that guided recall" if transductive
-        else "held-out test images (half of each task's test set; the other half guides recall, without labels)",
+        "transductive": transductive, "restarts": restarts, "scored_on": _scored_on(transductive, use_guidance),
     }
     if as_json:
         console.print_json(json.dumps({

@@ -228,6 +228,7 @@ def recall_task(
     knobs: Mapping[str, Any] | None = None,
     restarts: int = 0,
     restart_noise: float = 0.2,
+    real_classes: int = 10,
 ) -> TaskRecall:
     """Recall one task's mask from ``reservoir`` and compare it with ``true_masks``.
 
@@ -259,7 +260,7 @@ def recall_task(
         guidance = None
         if guided:  # a fresh guidance per start: each sees the adaptation batches from the first
             guidance = OutputGuidance(model, data.adapt, reservoir.layout, objective=objective,
-                                      real_classes=min(10, model.config.output_size))
+                                      real_classes=min(real_classes, model.config.output_size))
         recalled, result = reservoir.recall(cue=begin, guidance=guidance, method=method, seed=_start_seed(seed, j),
                                             **dict(knobs or {}))
         calls += guidance.calls if guidance else 0
@@ -330,6 +331,7 @@ def recall_all(
                 reservoir, bank.read_task(task), task=task, model=model, data=data,
                 guided=guided and data is not None, method=method, cue=cue, objective=objective,
                 seed=seed + i, knobs=knobs, restarts=restarts, restart_noise=restart_noise,
+                real_classes=stream.output_classes if stream is not None else 10,
             ))
             if progress is not None:
                 progress(i + 1, len(tasks))
