@@ -359,6 +359,16 @@ class TestBadInput:
         _assert_user_error(runner.invoke(app, ["recall", str(path)]), "holds 3 tasks", "supsup-store encode")
         assert _snapshot(path) == before
 
+    def test_reservoir_of_overwritten_masks(self, tmp_path):
+        """A task overwritten in place after encoding (same count, same layout) is caught by the bank digest."""
+        path = _library_bank(tmp_path / "lib.h5", 3)
+        encode_bank(path, "1MB")
+        with open_bank(path, "a") as bank:
+            bank.write_task("1", {"w": np.ones(40, bool)}, overwrite=True)
+        before = _snapshot(path)
+        _assert_user_error(runner.invoke(app, ["recall", str(path)]), "encoded from other masks", "supsup-store encode")
+        assert _snapshot(path) == before
+
     def test_guided_on_a_bank_without_a_model(self, tmp_path):
         """--guided on a bank without model metadata is refused naming --guided."""
         path = _library_bank(tmp_path / "lib.h5", 3)
