@@ -282,7 +282,7 @@ def markdown(result: dict) -> str:
         lines.append(f"- **{budget}**: {r['n_networks']} networks × {r['network_size']} units ({r['dtype']}), "
                      f"{format_bytes(r['reservoir_bytes'])}; theoretical capacity {r['capacity_tasks']:.1f} tasks; "
                      f"the same bytes hold {r['exact_tasks_in_budget']} masks stored exactly "
-                     f"({r['exact_bytes_per_task']} B each)")
+                     f"({r['exact_file_bytes_per_task']} B each in an hdf5-packed file, of which {r['exact_bytes_per_task']} B are mask bits)")
     lines += [f"- masks: {ms['density']:.1%} of units on; two tasks' masks differ in {ms['hamming_mean']:.0f} bits on "
               f"average (random patterns of that density: {ms['random_pattern_distance']:.0f}), "
               f"{ms['hamming_mean_same_digits']:.0f} for the same digit pair under two permutations, "
