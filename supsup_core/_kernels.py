@@ -6,11 +6,19 @@ tasks are contiguous.  Both kernels walk ``j`` (split into a fixed number of
 blocks run in parallel) and, for each ``j``, touch the row ``packed[j, :ntasks]``
 once:
 
-- :func:`contract_kernel` -- ``out[r, t] = sum_p grads[r, p] * bit_p(mask_t)``.
-  For each ``j`` it builds a 256-entry table of the partial sums of the 8
-  gradient values (255 additions), then adds ``lut[packed[j, t]]`` for every
-  task: one lookup per task and byte instead of eight multiply-adds.  Four byte
-  rows are handled per pass over the tasks.
+- :func:`contract_kernel` -- ``out[r, t] = sum_p q[r, p] * bit_p(mask_t)`` in
+  int64 fixed point, ``q = floor(grads * scale + 0.5)``.  For each ``j`` it
+  builds a 256-entry table of the partial sums of the 8 gradient values (255
+  additions), then adds ``lut[packed[j, t]]`` for every task: one lookup per
+  task and byte instead of eight multiply-adds.  Eight byte rows are handled per
+  pass over the tasks, reading eight tasks per 64-bit load.  Integer sums are
+  exact, so the result does not depend on the order of summation at all, and
+  integer additions leave the floating-point ports free (about 1.6x faster than
+  the same loop in float64 on the development machine).
+- :func:`contract_rows_kernel` -- the same integer result, vectorised over the
+  R gradient rows with two 16-entry nibble tables of R-vectors per byte: the
+  faster one when there are few tasks per row (a batch of per-image gradients
+  over ten tasks, say).
 - :func:`superpose_kernel` -- ``out[p] = sum_t alphas[t] * bit_p(mask_t)``.  For
   each ``j`` it builds a weighted histogram of the high and low nibbles (two
   additions per task), then reads the 8 bit sums off the two 16-bin histograms.
@@ -22,21 +30,91 @@ on the number of threads.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["contract_kernel", "superpose_kernel"]
+__all__ = ["contract_kernel", "contract_rows_kernel", "superpose_kernel"]
 
 
 @numba.njit(cache=True, parallel=True)
-def contract_kernel(packed, ntasks, grads, acc):  # pragma: no cover - compiled
-    """Accumulate per-block contractions into ``acc``.
+def contract_kernel(packed, words, ntasks, grads, scales, acc):  # pragma: no cover - compiled
+    """Accumulate per-block fixed-point contractions into ``acc``.
 
     packed : (nbytes, capacity) uint8, byte-major; columns ``[0, ntasks)`` are used.
-    grads : (R, nbytes, 8) float64, entry ``8 j + b`` of row ``r`` at ``grads[r, j, b]``.
-    acc : (nblocks, R, ntasks) float64 zeros; block ``b`` covers bytes
+    words : (nbytes, nwords) uint64, the same buffer read 8 tasks at a time (byte
+        ``k`` of word ``w`` is task ``8 w + k``, little-endian), or ``nwords = 0``
+        to read bytes only.
+    grads : (R, nbytes, 8) float32 or float64, entry ``8 j + b`` of row ``r`` at ``grads[r, j, b]``.
+    scales : (R,) float64 powers of two; entry ``g`` of row ``r`` counts as
+        ``floor(g * scales[r] + 0.5)`` (an int64).
+    acc : (nblocks, R, ntasks) int64 zeros; block ``b`` covers bytes
         ``[b nbytes // nblocks, (b + 1) nbytes // nblocks)``.
+    """
+    nbytes = packed.shape[0]
+    n_rhs = grads.shape[0]
+    nblocks = acc.shape[0]
+    nw = min(ntasks // 8, words.shape[1])
+    for blk in prange(nblocks):
+        lo = blk * nbytes // nblocks
+        hi = (blk + 1) * nbytes // nblocks
+        lut = np.zeros((8, 256), np.int64)  # entry 0 (no bit set) stays 0
+        for r in range(n_rhs):
+            a = acc[blk, r]
+            scale = scales[r]
+            for j0 in range(lo, hi, 8):
+                m = min(8, hi - j0)
+                for q in range(m):
+                    # lut[q, v] = sum of the (fixed-point) gradients at the set bits of v;
+                    # bit value 2**p is entry 7 - p of the byte
+                    lq = lut[q]
+                    for p in range(8):
+                        g = np.int64(math.floor(np.float64(grads[r, j0 + q, 7 - p]) * scale + 0.5))
+                        base = 1 << p
+                        for i in range(base):
+                            lq[base + i] = lq[i] + g
+                if m < 8:  # the block's last few byte rows: one row per pass
+                    for q in range(m):
+                        rq, lq = packed[j0 + q], lut[q]
+                        for t in range(ntasks):
+                            a[t] += lq[rq[t]]
+                    continue
+                l0, l1, l2, l3 = lut[0], lut[1], lut[2], lut[3]
+                l4, l5, l6, l7 = lut[4], lut[5], lut[6], lut[7]
+                # eight byte rows per pass, eight tasks per 64-bit load: one accumulator update per
+                # 8 lookups and byte extraction by shifts, so the loop is bound by the table loads
+                w0, w1, w2, w3 = words[j0], words[j0 + 1], words[j0 + 2], words[j0 + 3]
+                w4, w5, w6, w7 = words[j0 + 4], words[j0 + 5], words[j0 + 6], words[j0 + 7]
+                for w in range(nw):
+                    x0, x1, x2, x3 = w0[w], w1[w], w2[w], w3[w]
+                    x4, x5, x6, x7 = w4[w], w5[w], w6[w], w7[w]
+                    for k in range(8):
+                        sh = np.uint64(8 * k)
+                        mk = np.uint64(255)  # defined here: hoisted out of prange it costs ~15 %
+                        a[8 * w + k] += ((l0[(x0 >> sh) & mk] + l1[(x1 >> sh) & mk]) + (l2[(x2 >> sh) & mk] + l3[(x3 >> sh) & mk])) + (
+                            (l4[(x4 >> sh) & mk] + l5[(x5 >> sh) & mk]) + (l6[(x6 >> sh) & mk] + l7[(x7 >> sh) & mk])
+                        )
+                r0, r1, r2, r3 = packed[j0], packed[j0 + 1], packed[j0 + 2], packed[j0 + 3]
+                r4, r5, r6, r7 = packed[j0 + 4], packed[j0 + 5], packed[j0 + 6], packed[j0 + 7]
+                for t in range(8 * nw, ntasks):  # tasks past the last whole word
+                    a[t] += ((l0[r0[t]] + l1[r1[t]]) + (l2[r2[t]] + l3[r3[t]])) + ((l4[r4[t]] + l5[r5[t]]) + (l6[r6[t]] + l7[r7[t]]))
+
+
+@numba.njit(cache=True, parallel=True)
+def contract_rows_kernel(packed, ntasks, grads, scales, acc):  # pragma: no cover - compiled
+    """The same fixed-point contraction as :func:`contract_kernel`, vectorised over the R rows.
+
+    For each byte row ``j`` it builds two 16-entry tables of R-vectors (the sums
+    of the quantised gradients at the set bits of the high and of the low
+    nibble, 2 x 15 vector additions), then adds two table rows to task ``t``'s
+    R accumulators.  Cheaper than one 256-entry table per row when there are
+    few tasks per row; integer sums make the two kernels' results identical.
+
+    packed : (nbytes, capacity) uint8, byte-major; columns ``[0, ntasks)`` are used.
+    grads : (R, nbytes, 8) float32 or float64; scales : (R,) float64 powers of two.
+    acc : (nblocks, ntasks, R) int64 zeros (note: tasks before rows).
     """
     nbytes = packed.shape[0]
     n_rhs = grads.shape[0]
@@ -44,30 +122,28 @@ def contract_kernel(packed, ntasks, grads, acc):  # pragma: no cover - compiled
     for blk in prange(nblocks):
         lo = blk * nbytes // nblocks
         hi = (blk + 1) * nbytes // nblocks
-        lut = np.zeros((4, 256), np.float64)  # entry 0 (no bit set) stays 0
-        for r in range(n_rhs):
-            a = acc[blk, r]
-            # four byte rows per pass: one load/store of the accumulator per 4 lookups (~20 % faster)
-            for j0 in range(lo, hi, 4):
-                m = min(4, hi - j0)
-                for q in range(m):
-                    # lut[q, v] = sum of the gradients at the set bits of v; bit value 2**p is entry 7 - p
-                    lq = lut[q]
-                    for p in range(8):
-                        g = grads[r, j0 + q, 7 - p]
-                        base = 1 << p
-                        for i in range(base):
-                            lq[base + i] = lq[i] + g
-                if m == 4:
-                    r0, r1, r2, r3 = packed[j0], packed[j0 + 1], packed[j0 + 2], packed[j0 + 3]
-                    l0, l1, l2, l3 = lut[0], lut[1], lut[2], lut[3]
-                    for t in range(ntasks):
-                        a[t] += (l0[r0[t]] + l1[r1[t]]) + (l2[r2[t]] + l3[r3[t]])
-                else:
-                    for q in range(m):
-                        rq, lq = packed[j0 + q], lut[q]
-                        for t in range(ntasks):
-                            a[t] += lq[rq[t]]
+        q = np.empty((8, n_rhs), np.int64)  # quantised gradients of one byte row, rows contiguous
+        high = np.zeros((16, n_rhs), np.int64)  # entry 0 (no bit set) stays 0
+        low = np.zeros((16, n_rhs), np.int64)
+        for j in range(lo, hi):
+            for b in range(8):
+                for r in range(n_rhs):
+                    q[b, r] = np.int64(math.floor(np.float64(grads[r, j, b]) * scales[r] + 0.5))
+            for p in range(4):
+                # nibble value 2**p is bit 3 - p of the high nibble (entry 3 - p) and of the low one (entry 7 - p)
+                base = 1 << p
+                qh, ql = q[3 - p], q[7 - p]
+                for i in range(base):
+                    h_new, h_old, l_new, l_old = high[base + i], high[i], low[base + i], low[i]
+                    for r in range(n_rhs):
+                        h_new[r] = h_old[r] + qh[r]
+                        l_new[r] = l_old[r] + ql[r]
+            row = packed[j]
+            for t in range(ntasks):
+                v = row[t]
+                a, hv, lv = acc[blk, t], high[v >> 4], low[v & 15]
+                for r in range(n_rhs):
+                    a[r] += hv[r] + lv[r]
 
 
 @numba.njit(cache=True, parallel=True)

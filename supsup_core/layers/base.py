@@ -7,7 +7,8 @@ Storage of finished masks (per layer)
   Byte-major makes the hot loops read one contiguous row per byte position for
   all tasks.  Capacity grows like a vector (doubling up to 64 columns at a time),
   so appending a task is amortised O(P / 8) and at most 64 columns are spare;
-  importing many tasks at once reserves exactly what is needed.
+  importing many tasks at once reserves what is needed, rounded up to a
+  multiple of 8 (the contraction kernel reads 8 tasks per 64-bit load).
 - ``mask_sum``: ``int32`` running sum of all finished masks; the mean mask
   ``mask_sum / k`` (the superposition with uniform alphas) is cached as float.
 - ``scores``: the float scores of the task being trained, or None.  Only one
@@ -15,7 +16,8 @@ Storage of finished masks (per layer)
 
 Contractions ``g_t = <G, M_t>`` (the one-shot identity, REFERENCE §7) and
 weighted sums ``sum_t alpha_t M_t`` never unpack the stack: on CPU they run the
-Numba kernels of :mod:`supsup_core._kernels`; on other devices (CUDA) they use a
+Numba kernels of :mod:`supsup_core._kernels` (the contraction in exact int64
+fixed point, :mod:`supsup_core.contraction`); on other devices (CUDA) they use a
 torch bit-plane path, ``((packed >> s) & 1) @ ...`` one bit-plane at a time,
 which also serves as the reference implementation on CPU (``backend="torch"``).
 """
@@ -27,8 +29,10 @@ import math
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .. import _kernels
+from ..contraction import N_BLOCKS, contract_packed
 from ..errors import ConfigError
 from ..packing import pack_rows, packed_nbytes, unpack_bool
 from ..subnet import threshold_mask, topk_mask
@@ -37,8 +41,6 @@ __all__ = ["MaskedLayer", "init_base_weight"]
 
 _BACKENDS = ("auto", "numba", "torch")
 _MAX_GROWTH = 64  # most spare task columns a layer's packed buffer ever holds
-_N_BLOCKS = 16  # fixed parallel blocks: the summation order (hence the result) is thread-count independent
-_SCRATCH_FLOATS = 4_000_000  # cap on the kernel's per-block accumulators (32 MB of float64)
 
 
 def init_base_weight(shape: tuple[int, ...], fan_in: int, init: str, generator: torch.Generator) -> torch.Tensor:
@@ -150,6 +152,7 @@ class MaskedLayer(nn.Module):
         if needed <= capacity:
             return
         new_capacity = max(needed, capacity + min(max(capacity, 8), _MAX_GROWTH))
+        new_capacity = -(-new_capacity // 8) * 8  # whole 64-bit words of tasks for the contraction kernel
         grown = torch.zeros((self.packed.shape[0], new_capacity), dtype=torch.uint8, device=self.packed.device)
         grown[:, : self.num_tasks] = self.packed[:, : self.num_tasks]  # (nbytes, new_capacity)
         self.packed = grown
@@ -215,21 +218,20 @@ class MaskedLayer(nn.Module):
         if grads.ndim < 1 or tuple(grads.shape[1:]) != self.mask_shape:
             raise ConfigError("grads", f"shape (R, *{self.mask_shape})", tuple(grads.shape))
         n_rhs, k, nbytes = grads.shape[0], self.num_tasks, self.packed.shape[0]
-        padded = torch.zeros((n_rhs, nbytes * 8), dtype=torch.float64, device=grads.device)  # (R, 8 nbytes)
-        padded[:, : self.mask_numel] = grads.detach().reshape(n_rhs, -1)
-        planes = padded.view(n_rhs, nbytes, 8)  # (R, nbytes, 8); zero padding adds nothing
+        flat = grads.detach().reshape(n_rhs, -1)  # (R, P)
+        if flat.dtype not in (torch.float32, torch.float64):
+            flat = flat.to(torch.float64)
+        if nbytes * 8 != self.mask_numel:  # zero entries padding the last byte add nothing
+            flat = F.pad(flat, (0, nbytes * 8 - self.mask_numel))
         if not self._check_backend(backend):
-            return self._contract_torch(planes.to(self.packed.device))
-        packed_np = self.packed.numpy()
-        planes_np = planes.cpu().numpy()
-        nblocks = max(1, min(_N_BLOCKS, nbytes))
-        out = np.empty((n_rhs, k), dtype=np.float64)
-        step = max(1, _SCRATCH_FLOATS // max(1, nblocks * k))  # rows per kernel call, bounding scratch memory
-        for r0 in range(0, n_rhs, step):
-            part = np.ascontiguousarray(planes_np[r0 : r0 + step])
-            acc = np.zeros((nblocks, part.shape[0], k), dtype=np.float64)  # per-block partial sums
-            _kernels.contract_kernel(packed_np, k, part, acc)
-            out[r0 : r0 + step] = acc.sum(axis=0)  # fixed-order reduction over blocks
+            return self._contract_torch(flat.reshape(n_rhs, nbytes, 8).to(self.packed.device))
+        flat = flat.cpu().contiguous()
+        # sum |g| per row picks the fixed-point scale; 1 % headroom covers float32 summation error
+        abs_sums = torch.linalg.vector_norm(flat, ord=1, dim=1).to(torch.float64).numpy() * 1.01  # (R,)
+        if not np.isfinite(abs_sums).all():
+            # fixed point cannot carry inf/nan; the float reference propagates them
+            return self._contract_torch(flat.reshape(n_rhs, nbytes, 8))
+        out = contract_packed(self.packed.numpy(), k, flat.numpy().reshape(n_rhs, nbytes, 8), abs_sums)
         return torch.from_numpy(out).to(grads.device)
 
     def _contract_torch(self, planes: torch.Tensor) -> torch.Tensor:
@@ -256,7 +258,7 @@ class MaskedLayer(nn.Module):
         if self._check_backend(backend):
             out = np.empty((nbytes, 8), dtype=np.float64)
             a = np.ascontiguousarray(alphas.detach().cpu().to(torch.float64).numpy())
-            _kernels.superpose_kernel(self.packed.numpy(), self.num_tasks, a, out, max(1, min(_N_BLOCKS, nbytes)))
+            _kernels.superpose_kernel(self.packed.numpy(), self.num_tasks, a, out, max(1, min(N_BLOCKS, nbytes)))
             flat = torch.from_numpy(out).reshape(-1)  # (8 nbytes,)
         else:
             dtype = torch.float64 if self.packed.device.type == "cpu" else torch.float32

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
-from supsup_core import _kernels
+from supsup_core import _kernels, contraction
 from supsup_core.errors import ConfigError
 from supsup_core.layers import MaskedConv2d, MaskedLinear, UnitMask, init_base_weight
+from supsup_core.contraction import fixed_point_shifts, uint64_words, use_row_vector_kernel
 from supsup_core.subnet import threshold_mask
 from tests.strategies import packed_mask_stacks
 
@@ -25,15 +29,56 @@ def _linear(out_f: int = 5, in_f: int = 7, seed: int = 0) -> MaskedLinear:
 
 
 class TestKernels:
-    @given(packed_mask_stacks())
-    def test_contract_matches_numpy_reference(self, case):
-        """contract_kernel equals grads @ unpackbits(packed) over the used task columns."""
+    @given(packed_mask_stacks(max_bytes=20, max_tasks=20), st.integers(-8, 40), st.booleans(), st.integers(1, 3))
+    def test_contract_matches_numpy_reference(self, case, shift, use_words, nblocks):
+        """contract_kernel equals the int64 product q @ unpackbits(packed) exactly, q = floor(g 2**s + 1/2).
+
+        Read through 64-bit words (capacity rounded up to whole words) or bytes only.
+        """
         packed, ntasks, grads, _ = case
-        acc = np.zeros((3, grads.shape[0], ntasks))
-        _kernels.contract_kernel(packed, ntasks, grads, acc)
-        bits = np.unpackbits(packed[:, :ntasks], axis=0).astype(np.float64)  # (8 nbytes, ntasks)
-        expected = grads.reshape(grads.shape[0], -1) @ bits  # (R, ntasks)
-        np.testing.assert_allclose(acc.sum(axis=0), expected, rtol=1e-12, atol=1e-9)
+        if use_words:
+            capacity = -(-packed.shape[1] // 8) * 8
+            packed = np.concatenate([packed, np.full((packed.shape[0], capacity - packed.shape[1]), 0xA5, np.uint8)], axis=1)
+        words = uint64_words(packed) if use_words else np.zeros((packed.shape[0], 0), np.uint64)
+        scales = np.full(grads.shape[0], 2.0**shift)
+        acc = np.zeros((nblocks, grads.shape[0], ntasks), dtype=np.int64)
+        _kernels.contract_kernel(packed, words, ntasks, grads, scales, acc)
+        q = np.floor(grads * 2.0**shift + 0.5).astype(np.int64).reshape(grads.shape[0], -1)  # (R, 8 nbytes)
+        bits = np.unpackbits(packed[:, :ntasks], axis=0).astype(np.int64)  # (8 nbytes, ntasks)
+        np.testing.assert_array_equal(acc.sum(axis=0), q @ bits)
+
+    @given(packed_mask_stacks(max_bytes=20, max_tasks=20), st.integers(-8, 40), st.booleans(), st.integers(1, 3))
+    def test_contract_rows_matches_numpy_reference(self, case, shift, single, nblocks):
+        """contract_rows_kernel (float64 or float32 gradients) equals the exact int64 product, tasks first."""
+        packed, ntasks, grads, _ = case
+        if single:
+            grads = grads.astype(np.float32)
+        scales = np.full(grads.shape[0], 2.0**shift)
+        acc = np.zeros((nblocks, ntasks, grads.shape[0]), dtype=np.int64)
+        _kernels.contract_rows_kernel(packed, ntasks, grads, scales, acc)
+        q = np.floor(grads.astype(np.float64) * 2.0**shift + 0.5).astype(np.int64).reshape(grads.shape[0], -1)
+        bits = np.unpackbits(packed[:, :ntasks], axis=0).astype(np.int64)  # (8 nbytes, ntasks)
+        np.testing.assert_array_equal(acc.sum(axis=0).T, q @ bits)
+
+    @given(st.lists(st.floats(0, 1e300, allow_nan=False), min_size=1, max_size=4))
+    def test_fixed_point_shifts_keep_sums_in_range(self, sums):
+        """Every row's sum of |g| scales into [2**60, 2**61): no int64 overflow, ~61 bits of resolution."""
+        sums = np.array(sums)
+        scaled = np.ldexp(sums, fixed_point_shifts(sums))
+        for s, v in zip(sums, scaled):
+            assert v < 2.0**61
+            if s > 2.0**-900:  # below that the clamp at 2**1000 leaves them smaller
+                assert v >= 2.0**60
+
+    def test_uint64_words_only_for_whole_words(self):
+        """The word view exists for a capacity that is a multiple of 8 and reads task 8 w + k from byte k."""
+        packed = np.arange(32, dtype=np.uint8).reshape(2, 16)
+        words = uint64_words(packed)
+        assert words.shape == (2, 2)
+        if sys.byteorder == "little":
+            assert int(words[1, 1]) & 0xFF == packed[1, 8]
+        assert uint64_words(packed[:, :12].copy()).shape == (2, 0)
+        assert uint64_words(packed[:, ::2]).shape == (2, 0)
 
     @given(packed_mask_stacks())
     def test_superpose_matches_numpy_reference(self, case):
@@ -152,6 +197,47 @@ class TestContraction:
         grads = torch.randn(2, 9, 5, generator=torch.Generator().manual_seed(14))
         expected = torch.einsum("rij,tij->rt", grads.double(), masks.double())
         assert torch.allclose(layer.contract(grads, backend=backend), expected)
+
+    def test_contract_through_words_equals_dense_float64(self):
+        """A layer big enough for whole 8-row passes and 64-bit words (21 tasks: 2 words + 5) matches to 1e-12."""
+        layer = _linear(64, 40)  # 320 bytes: 20 rows per block
+        masks = _random_masks(21, layer.mask_shape, 16)
+        layer.append_masks(masks)
+        assert layer.packed.shape[1] % 8 == 0
+        grads = torch.randn(3, 64, 40, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+        grads[2] *= 1e-30  # a tiny row keeps its relative precision (its own scale)
+        expected = torch.einsum("rij,tij->rt", grads, masks.double())
+        got = layer.contract(grads, backend="numba")
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=0.0)
+
+    @pytest.mark.parametrize(("n_tasks", "n_rhs"), [(3, 1), (40, 1), (40, 4)])
+    def test_both_kernels_give_identical_results(self, n_tasks, n_rhs, monkeypatch):
+        """The table and the row-vector kernels sum the same integers: bit-identical outputs, float32 or float64."""
+        layer = _linear(64, 40)
+        layer.append_masks(_random_masks(n_tasks, layer.mask_shape, 18))
+        for dtype in (torch.float32, torch.float64):
+            grads = torch.randn(n_rhs, 64, 40, generator=torch.Generator().manual_seed(19), dtype=dtype)
+            monkeypatch.setattr(contraction, "TASKS_PER_ROW_FOR_ROW_KERNEL", 10**9)  # always the row kernel
+            by_rows = layer.contract(grads, backend="numba")
+            monkeypatch.setattr(contraction, "TASKS_PER_ROW_FOR_ROW_KERNEL", 0)  # always the table kernel
+            by_tables = layer.contract(grads, backend="numba")
+            assert torch.equal(by_rows, by_tables)
+            masks = torch.stack([layer.task_mask(i) for i in range(n_tasks)]).double()  # (T, 64, 40)
+            expected = torch.einsum("rij,tij->rt", grads.double(), masks)
+            torch.testing.assert_close(by_tables, expected, rtol=1e-12, atol=1e-12)
+
+    def test_row_kernel_is_chosen_for_few_tasks_per_row(self):
+        """Few tasks per gradient row pick the row-vector kernel, many the table kernel."""
+        assert use_row_vector_kernel(10, 1) and use_row_vector_kernel(30, 4) and use_row_vector_kernel(100, 32)
+        assert not use_row_vector_kernel(30, 1) and not use_row_vector_kernel(100, 4) and not use_row_vector_kernel(1000, 32)
+
+    def test_contract_propagates_non_finite_gradients(self):
+        """inf or nan in a gradient row gives non-finite coefficients, as the float reference does."""
+        layer = _linear(9, 5)
+        layer.append_masks(torch.ones(2, 9, 5, dtype=torch.bool))
+        grads = torch.zeros(1, 9, 5)
+        grads[0, 0, 0] = float("inf")
+        assert not torch.isfinite(layer.contract(grads, backend="numba")).any()
 
     @pytest.mark.parametrize("backend", ["numba", "torch"])
     def test_superposed_mask_equals_dense(self, backend):
