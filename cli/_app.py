@@ -9,6 +9,7 @@ exceptions still propagate with their traceback.
 from __future__ import annotations
 
 import functools
+import typing
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -58,9 +59,27 @@ def guarded(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except _expected_errors() as exc:
-            raise fail(str(exc)) from None
+            raise fail(_as_cli_message(func, exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _as_cli_message(func: Callable[..., Any], exc: BaseException) -> str:
+    """``str(exc)``, with a leading library argument name replaced by the command's option (``budget`` -> ``--budget``).
+
+    The libraries name their Python arguments; the user typed an option.  Only
+    arguments that are options of this command are renamed.
+    """
+    message, argument = str(exc), getattr(exc, "argument", None)
+    if not isinstance(argument, str) or not message.startswith(f"{argument}:"):
+        return message
+    try:
+        hint = typing.get_type_hints(func, include_extras=True).get(argument)
+    except Exception:  # pragma: no cover - unresolvable annotations: keep the library's wording
+        return message
+    if not any(isinstance(info, typer.models.OptionInfo) for info in getattr(hint, "__metadata__", ())):
+        return message
+    return "--" + argument.replace("_", "-") + message[len(argument) :]
 
 
 def _version_callback(value: bool) -> None:

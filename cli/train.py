@@ -73,12 +73,12 @@ def train(
         "permuted-mnist"
     ),
     model: Annotated[str, typer.Option("--model", help="lenet, fc1024 or bnnet.")] = "lenet",
-    tasks: Annotated[int | None, typer.Option("--tasks", help="Number of tasks (default 10; 5 for split-mnist).")] = None,
+    tasks: Annotated[int | None, typer.Option("--tasks", min=1, help="Number of tasks (default 10; 5 for split-mnist).")] = None,
     scenario: Annotated[
         str, typer.Option("--scenario", help="auto, gg, gnu, gns, nns or hopsupsup (auto: hopsupsup for bnnet, else gnu).")
     ] = "auto",
     batches_per_task: Annotated[
-        int | None, typer.Option("--batches-per-task", help="Optimiser steps per task (default: the scenario's; 0 = one epoch).")
+        int | None, typer.Option("--batches-per-task", min=0, help="Optimiser steps per task (default: the scenario's; 0 = one epoch).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the base network, the scores and the data order.")] = 0,
     stream_seed: Annotated[int, typer.Option("--stream-seed", help="Permutation seed (task i uses i + seed).")] = 1,
@@ -87,7 +87,7 @@ def train(
     ] = None,
     hidden: Annotated[str | None, typer.Option("--hidden", help="Hidden widths, e.g. 300,100 (default: the model's).")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the scenario's).")] = None,
-    decision_every: Annotated[int, typer.Option("--decision-every", help="NNs: batches between decisions.")] = 100,
+    decision_every: Annotated[int, typer.Option("--decision-every", min=1, help="NNs: batches between decisions.")] = 100,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Folder of MNIST IDX files (default: the embedded 5k subset).")

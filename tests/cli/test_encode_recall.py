@@ -314,7 +314,7 @@ class TestBadInput:
         minimum = _minimum_budget(64)
         before = _snapshot(unit_bank)
         result = runner.invoke(app, [command, str(unit_bank), "--budget", str(minimum - 1)])
-        _assert_user_error(result, "budget", f"at least {minimum} bytes")
+        _assert_user_error(result, "--budget:", f"at least {minimum} bytes")
         assert _snapshot(unit_bank) == before
 
     def test_corrupt_reservoir(self, unit_bank):

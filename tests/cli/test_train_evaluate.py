@@ -43,10 +43,11 @@ class TestTrain:
 
     @pytest.mark.parametrize(
         "option, value",
-        [("--benchmark", "cifar"), ("--model", "resnet"), ("--scenario", "xyz"), ("--backend", "zip"), ("--device", "tpu")],
+        [("--benchmark", "cifar"), ("--model", "resnet"), ("--scenario", "xyz"), ("--backend", "zip"), ("--device", "tpu"),
+         ("--tasks", "0"), ("--batches-per-task", "-1"), ("--decision-every", "0")],
     )
     def test_bad_choices_exit_2_naming_the_option(self, tmp_path, option, value):
-        """An unknown benchmark, model, scenario, backend or device exits 2 with a message naming the option."""
+        """An unknown benchmark, model, scenario, backend or device, or a count out of range, exits 2 naming the option."""
         result = runner.invoke(app, ["train", "--out", str(tmp_path / "x.h5"), *TINY, option, value])
         assert result.exit_code == 2 and option in result.stderr
         assert not (tmp_path / "x.h5").exists()
