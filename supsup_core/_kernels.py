@@ -2,12 +2,12 @@
 
 A layer's finished masks are stored *byte-major*: ``packed[j, t]`` is byte ``j`` of
 task ``t``'s packed mask (MSB first), so the bytes of one position across all
-tasks are contiguous.  Both kernels walk ``j`` (split into a fixed number of
+tasks are contiguous.  The mask kernels walk ``j`` (split into a fixed number of
 blocks run in parallel) and, for each ``j``, touch the row ``packed[j, :ntasks]``
 once:
 
 - :func:`contract_kernel` -- ``out[r, t] = sum_p q[r, p] * bit_p(mask_t)`` in
-  int64 fixed point, ``q = floor(grads * scale + 0.5)``.  For each ``j`` it
+  int64 fixed point, ``q = floor(grads * 2**s + 0.5)``.  For each ``j`` it
   builds a 256-entry table of the partial sums of the 8 gradient values (255
   additions), then adds ``lut[packed[j, t]]`` for every task: one lookup per
   task and byte instead of eight multiply-adds.  Eight byte rows are handled per
@@ -19,13 +19,17 @@ once:
   R gradient rows with two 16-entry nibble tables of R-vectors per byte: the
   faster one when there are few tasks per row (a batch of per-image gradients
   over ten tasks, say).
+- :func:`abs_sums_kernel` -- each gradient row's sum of magnitudes in float64, in
+  fixed blocks (it picks the row's fixed-point scale).
 - :func:`superpose_kernel` -- ``out[p] = sum_t alphas[t] * bit_p(mask_t)``.  For
   each ``j`` it builds a weighted histogram of the high and low nibbles (two
   additions per task), then reads the 8 bit sums off the two 16-bin histograms.
 
-The Python wrappers in :mod:`supsup_core.layers.base` validate, allocate and
-sum the per-block partial results in a fixed order, so results do not depend
-on the number of threads.
+The contraction's wrapper is :mod:`supsup_core.contraction` (scaling, kernel
+choice, fixed-order reduction of the per-block integer sums); the
+superposition's is :meth:`supsup_core.layers.base.MaskedLayer.superposed_mask`,
+which sums per-block float results in a fixed order.  Neither result depends on
+the number of threads.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["contract_kernel", "contract_rows_kernel", "superpose_kernel"]
+__all__ = ["abs_sums_kernel", "contract_kernel", "contract_rows_kernel", "superpose_kernel"]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -48,8 +52,9 @@ def contract_kernel(packed, words, ntasks, grads, scales, acc):  # pragma: no co
         ``k`` of word ``w`` is task ``8 w + k``, little-endian), or ``nwords = 0``
         to read bytes only.
     grads : (R, nbytes, 8) float32 or float64, entry ``8 j + b`` of row ``r`` at ``grads[r, j, b]``.
-    scales : (R,) float64 powers of two; entry ``g`` of row ``r`` counts as
-        ``floor(g * scales[r] + 0.5)`` (an int64).
+    scales : (R, 2) float64 powers of two whose product is the row's ``2**s``
+        (two factors keep ``2**s`` representable for very small or large rows);
+        entry ``g`` of row ``r`` counts as ``floor(g * scales[r, 0] * scales[r, 1] + 0.5)``.
     acc : (nblocks, R, ntasks) int64 zeros; block ``b`` covers bytes
         ``[b nbytes // nblocks, (b + 1) nbytes // nblocks)``.
     """
@@ -63,7 +68,7 @@ def contract_kernel(packed, words, ntasks, grads, scales, acc):  # pragma: no co
         lut = np.zeros((8, 256), np.int64)  # entry 0 (no bit set) stays 0
         for r in range(n_rhs):
             a = acc[blk, r]
-            scale = scales[r]
+            scale0, scale1 = scales[r, 0], scales[r, 1]
             for j0 in range(lo, hi, 8):
                 m = min(8, hi - j0)
                 for q in range(m):
@@ -71,7 +76,7 @@ def contract_kernel(packed, words, ntasks, grads, scales, acc):  # pragma: no co
                     # bit value 2**p is entry 7 - p of the byte
                     lq = lut[q]
                     for p in range(8):
-                        g = np.int64(math.floor(np.float64(grads[r, j0 + q, 7 - p]) * scale + 0.5))
+                        g = np.int64(math.floor(np.float64(grads[r, j0 + q, 7 - p]) * scale0 * scale1 + 0.5))
                         base = 1 << p
                         for i in range(base):
                             lq[base + i] = lq[i] + g
@@ -113,7 +118,7 @@ def contract_rows_kernel(packed, ntasks, grads, scales, acc):  # pragma: no cove
     few tasks per row; integer sums make the two kernels' results identical.
 
     packed : (nbytes, capacity) uint8, byte-major; columns ``[0, ntasks)`` are used.
-    grads : (R, nbytes, 8) float32 or float64; scales : (R,) float64 powers of two.
+    grads : (R, nbytes, 8) float32 or float64; scales : (R, 2) as for :func:`contract_kernel`.
     acc : (nblocks, ntasks, R) int64 zeros (note: tasks before rows).
     """
     nbytes = packed.shape[0]
@@ -128,7 +133,7 @@ def contract_rows_kernel(packed, ntasks, grads, scales, acc):  # pragma: no cove
         for j in range(lo, hi):
             for b in range(8):
                 for r in range(n_rhs):
-                    q[b, r] = np.int64(math.floor(np.float64(grads[r, j, b]) * scales[r] + 0.5))
+                    q[b, r] = np.int64(math.floor(np.float64(grads[r, j, b]) * scales[r, 0] * scales[r, 1] + 0.5))
             for p in range(4):
                 # nibble value 2**p is bit 3 - p of the high nibble (entry 3 - p) and of the low one (entry 7 - p)
                 base = 1 << p
@@ -144,6 +149,25 @@ def contract_rows_kernel(packed, ntasks, grads, scales, acc):  # pragma: no cove
                 a, hv, lv = acc[blk, t], high[v >> 4], low[v & 15]
                 for r in range(n_rhs):
                     a[r] += hv[r] + lv[r]
+
+
+@numba.njit(cache=True, parallel=True)
+def abs_sums_kernel(grads, partial):  # pragma: no cover - compiled
+    """Write ``partial[r, b] = sum |grads[r, p]|`` over block ``b`` of the flat entries, in float64.
+
+    grads : (R, n) float32 or float64; partial : (R, nblocks) float64, block ``b``
+    covering ``[b n // nblocks, (b + 1) n // nblocks)``, each summed in index order.
+    """
+    n_rhs, n = grads.shape
+    nblocks = partial.shape[1]
+    for blk in prange(nblocks):
+        lo = blk * n // nblocks
+        hi = (blk + 1) * n // nblocks
+        for r in range(n_rhs):
+            s = 0.0
+            for p in range(lo, hi):
+                s += abs(np.float64(grads[r, p]))
+            partial[r, blk] = s
 
 
 @numba.njit(cache=True, parallel=True)

@@ -1,12 +1,18 @@
 """Contraction of gradient rows with byte-major packed masks on CPU: fixed point, kernel choice, reduction.
 
-``contract_packed(packed, ntasks, planes)`` returns ``out[r, t] = <planes[r], M_t>``
-for the ``ntasks`` masks packed in ``packed`` (``(nbytes, capacity)`` uint8,
-byte-major, see :mod:`supsup_core.layers.base`).  Every gradient row is scaled
-by its own power of two (:func:`fixed_point_shifts`) and rounded to int64, and
-the kernels of :mod:`supsup_core._kernels` sum those integers exactly: the result
-does not depend on the kernel, the thread count or the summation order.  Which
-kernel runs is a speed decision only (:func:`use_row_vector_kernel`).
+``contract_packed(packed, ntasks, planes, abs_sums)`` returns ``out[r, t] =
+<planes[r], M_t>`` for the ``ntasks`` masks packed in ``packed`` (``(nbytes,
+capacity)`` uint8, byte-major, see :mod:`supsup_core.layers.base`).  Every
+gradient row is scaled by its own power of two (:func:`fixed_point_shifts`, from
+the row's float64 sum of magnitudes, :func:`row_abs_sums`) and rounded to
+int64, and the kernels of :mod:`supsup_core._kernels` sum those integers
+exactly: the result does not depend on the kernel, the thread count or the
+summation order.  Which kernel runs is a speed decision only
+(:func:`use_row_vector_kernel`).
+
+Precision is relative to each row's sum of magnitudes, not to each output: a
+coefficient made only of entries far smaller than the row's largest ones keeps
+fewer significant digits than a float64 sum would give it.
 
 No validation happens here: :meth:`MaskedLayer.contract` checks shapes and
 routes non-finite gradients to the float reference first.
@@ -20,7 +26,7 @@ import numpy as np
 
 from . import _kernels
 
-__all__ = ["contract_packed", "fixed_point_shifts", "uint64_words", "use_row_vector_kernel"]
+__all__ = ["contract_packed", "fixed_point_shifts", "row_abs_sums", "scale_factors", "uint64_words", "use_row_vector_kernel"]
 
 N_BLOCKS = 16  # fixed parallel blocks of byte rows (a fixed split keeps the superposition's float sums thread-count independent)
 SCRATCH_ENTRIES = 4_000_000  # cap on the per-block int64 accumulators of one kernel call (32 MB)
@@ -38,7 +44,7 @@ def fixed_point_shifts(abs_sums: np.ndarray) -> np.ndarray:
     partial sum of rounded entries can reach ``2**62`` (no int64 overflow), while
     the rounding error of the whole contraction stays below ``8 nbytes * 2**-61 *
     abs_sums`` (about 1e-13 relative to ``sum |g|`` for LeNet's first layer).
-    Clamped to ``[-1000, 1000]`` so ``2**s`` is a normal float64.
+    ``s`` ranges over about [-963, 1134]: apply it with :func:`scale_factors`.
 
     Examples
     --------
@@ -46,7 +52,36 @@ def fixed_point_shifts(abs_sums: np.ndarray) -> np.ndarray:
     [60, 59, 61]
     """
     exponents = np.frexp(np.asarray(abs_sums, dtype=np.float64))[1]  # abs_sums < 2**exponents
-    return np.clip(61 - exponents, -1000, 1000).astype(np.int64)
+    return (61 - exponents).astype(np.int64)
+
+
+def scale_factors(shifts: np.ndarray) -> np.ndarray:
+    """``(R, 2)`` float64 powers of two whose product is ``2**shifts[r]``, each a normal number.
+
+    Examples
+    --------
+    >>> f = scale_factors(np.array([1100, -3]))  # 2.0**1100 itself is not a float64
+    >>> bool((f[0] == 2.0**550).all()), f[1].tolist()
+    (True, [0.25, 0.5])
+    """
+    first = np.asarray(shifts, dtype=np.int64) // 2
+    return np.ldexp(1.0, np.stack([first, shifts - first], axis=1))
+
+
+def row_abs_sums(flat: np.ndarray) -> np.ndarray:
+    """``sum |flat[r]|`` per row in float64, summed in fixed blocks (the same for any thread count).
+
+    Examples
+    --------
+    >>> row_abs_sums(np.array([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]], dtype=np.float32)).tolist()
+    [3.5, 0.0]
+    """
+    partial = np.empty((flat.shape[0], max(1, min(N_BLOCKS, flat.shape[1]))), dtype=np.float64)
+    _kernels.abs_sums_kernel(flat, partial)
+    total = np.zeros(flat.shape[0], dtype=np.float64)
+    for b in range(partial.shape[1]):  # fixed order
+        total += partial[:, b]
+    return total
 
 
 def uint64_words(packed: np.ndarray) -> np.ndarray:
@@ -84,7 +119,7 @@ def contract_packed(packed: np.ndarray, ntasks: int, planes: np.ndarray, abs_sum
     planes : numpy.ndarray
         ``(R, nbytes, 8)`` float32 or float64, C-contiguous, finite.
     abs_sums : numpy.ndarray
-        ``(R,)`` float64, an upper estimate of ``sum |planes[r]|`` (it picks the scales).
+        ``(R,)`` float64 ``sum |planes[r]|`` from :func:`row_abs_sums` (it picks the scales).
     """
     n_rhs, nbytes = planes.shape[0], planes.shape[1]
     nblocks = max(1, min(N_BLOCKS, nbytes))
@@ -96,7 +131,7 @@ def contract_packed(packed: np.ndarray, ntasks: int, planes: np.ndarray, abs_sum
     for r0 in range(0, n_rhs, step):
         part = planes[r0 : r0 + step]
         part_shifts = shifts[r0 : r0 + step]
-        scales = np.ldexp(1.0, part_shifts)
+        scales = scale_factors(part_shifts)  # (r, 2)
         if rows_kernel:
             acc = np.zeros((nblocks, ntasks, part.shape[0]), dtype=np.int64)  # per-block partial sums
             _kernels.contract_rows_kernel(packed, ntasks, part, scales, acc)

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import _kernels
-from ..contraction import N_BLOCKS, contract_packed
+from ..contraction import N_BLOCKS, contract_packed, row_abs_sums
 from ..errors import ConfigError
 from ..packing import pack_rows, packed_nbytes, unpack_bool
 from ..subnet import threshold_mask, topk_mask
@@ -213,25 +213,26 @@ class MaskedLayer(nn.Module):
         Returns
         -------
         torch.Tensor
-            float64 ``(R, num_tasks)`` on the layer's device.
+            float64 ``(R, num_tasks)`` on ``grads``' device.
         """
         if grads.ndim < 1 or tuple(grads.shape[1:]) != self.mask_shape:
             raise ConfigError("grads", f"shape (R, *{self.mask_shape})", tuple(grads.shape))
         n_rhs, k, nbytes = grads.shape[0], self.num_tasks, self.packed.shape[0]
+        if n_rhs == 0:
+            return torch.zeros((0, k), dtype=torch.float64, device=grads.device)
         flat = grads.detach().reshape(n_rhs, -1)  # (R, P)
         if flat.dtype not in (torch.float32, torch.float64):
             flat = flat.to(torch.float64)
         if nbytes * 8 != self.mask_numel:  # zero entries padding the last byte add nothing
             flat = F.pad(flat, (0, nbytes * 8 - self.mask_numel))
         if not self._check_backend(backend):
-            return self._contract_torch(flat.reshape(n_rhs, nbytes, 8).to(self.packed.device))
-        flat = flat.cpu().contiguous()
-        # sum |g| per row picks the fixed-point scale; 1 % headroom covers float32 summation error
-        abs_sums = torch.linalg.vector_norm(flat, ord=1, dim=1).to(torch.float64).numpy() * 1.01  # (R,)
+            return self._contract_torch(flat.reshape(n_rhs, nbytes, 8).to(self.packed.device)).to(grads.device)
+        flat_np = flat.cpu().contiguous().numpy()  # (R, 8 nbytes)
+        abs_sums = row_abs_sums(flat_np)  # (R,) float64: picks each row's fixed-point scale
         if not np.isfinite(abs_sums).all():
             # fixed point cannot carry inf/nan; the float reference propagates them
-            return self._contract_torch(flat.reshape(n_rhs, nbytes, 8))
-        out = contract_packed(self.packed.numpy(), k, flat.numpy().reshape(n_rhs, nbytes, 8), abs_sums)
+            return self._contract_torch(torch.from_numpy(flat_np).reshape(n_rhs, nbytes, 8)).to(grads.device)
+        out = contract_packed(self.packed.numpy(), k, flat_np.reshape(n_rhs, nbytes, 8), abs_sums)
         return torch.from_numpy(out).to(grads.device)
 
     def _contract_torch(self, planes: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch import nn
 from supsup_core import _kernels, contraction
 from supsup_core.errors import ConfigError
 from supsup_core.layers import MaskedConv2d, MaskedLinear, UnitMask, init_base_weight
-from supsup_core.contraction import fixed_point_shifts, uint64_words, use_row_vector_kernel
+from supsup_core.contraction import fixed_point_shifts, row_abs_sums, scale_factors, uint64_words, use_row_vector_kernel
 from supsup_core.subnet import threshold_mask
 from tests.strategies import packed_mask_stacks
 
@@ -40,7 +40,7 @@ class TestKernels:
             capacity = -(-packed.shape[1] // 8) * 8
             packed = np.concatenate([packed, np.full((packed.shape[0], capacity - packed.shape[1]), 0xA5, np.uint8)], axis=1)
         words = uint64_words(packed) if use_words else np.zeros((packed.shape[0], 0), np.uint64)
-        scales = np.full(grads.shape[0], 2.0**shift)
+        scales = scale_factors(np.full(grads.shape[0], shift))
         acc = np.zeros((nblocks, grads.shape[0], ntasks), dtype=np.int64)
         _kernels.contract_kernel(packed, words, ntasks, grads, scales, acc)
         q = np.floor(grads * 2.0**shift + 0.5).astype(np.int64).reshape(grads.shape[0], -1)  # (R, 8 nbytes)
@@ -53,22 +53,36 @@ class TestKernels:
         packed, ntasks, grads, _ = case
         if single:
             grads = grads.astype(np.float32)
-        scales = np.full(grads.shape[0], 2.0**shift)
+        scales = scale_factors(np.full(grads.shape[0], shift))
         acc = np.zeros((nblocks, ntasks, grads.shape[0]), dtype=np.int64)
         _kernels.contract_rows_kernel(packed, ntasks, grads, scales, acc)
         q = np.floor(grads.astype(np.float64) * 2.0**shift + 0.5).astype(np.int64).reshape(grads.shape[0], -1)
         bits = np.unpackbits(packed[:, :ntasks], axis=0).astype(np.int64)  # (8 nbytes, ntasks)
         np.testing.assert_array_equal(acc.sum(axis=0).T, q @ bits)
 
-    @given(st.lists(st.floats(0, 1e300, allow_nan=False), min_size=1, max_size=4))
+    @given(st.lists(st.floats(0, 1e308, allow_nan=False, allow_subnormal=True), min_size=1, max_size=4))
     def test_fixed_point_shifts_keep_sums_in_range(self, sums):
-        """Every row's sum of |g| scales into [2**60, 2**61): no int64 overflow, ~61 bits of resolution."""
+        """Every row's sum of |g|, tiny, subnormal or huge, scales into [2**60, 2**61) through scale_factors."""
         sums = np.array(sums)
-        scaled = np.ldexp(sums, fixed_point_shifts(sums))
-        for s, v in zip(sums, scaled):
-            assert v < 2.0**61
-            if s > 2.0**-900:  # below that the clamp at 2**1000 leaves them smaller
-                assert v >= 2.0**60
+        factors = scale_factors(fixed_point_shifts(sums))  # (R, 2)
+        assert np.isfinite(factors).all() and (factors > 0).all()
+        for s, (f0, f1) in zip(sums, factors):
+            v = s * f0 * f1
+            assert v == 0.0 if s == 0.0 else 2.0**60 <= v < 2.0**61
+
+    @given(st.integers(1, 3), st.integers(0, 40), st.booleans(), st.integers(0, 2**32 - 1))
+    def test_abs_sums_kernel_matches_numpy(self, n_rhs, n, single, seed):
+        """abs_sums_kernel's blocks add up to numpy's float64 sum of |g| per row."""
+        g = np.random.default_rng(seed).standard_normal((n_rhs, n)) * 1e3
+        g = g.astype(np.float32) if single else g
+        blocks = max(1, min(5, n))
+        partial = np.full((n_rhs, blocks), np.nan)
+        _kernels.abs_sums_kernel(g, partial)
+        np.testing.assert_allclose(partial.sum(axis=1), np.abs(g.astype(np.float64)).sum(axis=1), rtol=1e-12)
+
+    def test_row_abs_sums_do_not_saturate_in_float32(self):
+        """2**25 float32 ones sum to exactly 2**25 (a float32 accumulator stalls at 2**24)."""
+        assert row_abs_sums(np.ones((1, 2**25), dtype=np.float32)).tolist() == [2.0**25]
 
     def test_uint64_words_only_for_whole_words(self):
         """The word view exists for a capacity that is a multiple of 8 and reads task 8 w + k from byte k."""
@@ -230,6 +244,41 @@ class TestContraction:
         """Few tasks per gradient row pick the row-vector kernel, many the table kernel."""
         assert use_row_vector_kernel(10, 1) and use_row_vector_kernel(30, 4) and use_row_vector_kernel(100, 32)
         assert not use_row_vector_kernel(30, 1) and not use_row_vector_kernel(100, 4) and not use_row_vector_kernel(1000, 32)
+
+    @pytest.mark.parametrize("magnitude", [1e-300, 1e-310, 1e300])
+    def test_contract_keeps_precision_for_tiny_and_huge_rows(self, magnitude):
+        """Rows far from 1 in magnitude (down to subnormal) keep float64-like relative precision."""
+        layer = _linear(8, 8)
+        masks = _random_masks(3, layer.mask_shape, 20)
+        layer.append_masks(masks)
+        grads = torch.linspace(0.5, 1.5, 64, dtype=torch.float64).reshape(1, 8, 8) * magnitude
+        expected = torch.einsum("rij,tij->rt", grads, masks.double())
+        torch.testing.assert_close(layer.contract(grads, backend="numba"), expected, rtol=1e-12, atol=0.0)
+
+    def test_contract_does_not_depend_on_the_thread_count(self):
+        """One Numba thread or two, and one torch thread or two, give bit-identical coefficients."""
+        import numba
+
+        layer = _linear(64, 40)
+        layer.append_masks(_random_masks(12, layer.mask_shape, 21))
+        grads = torch.randn(2, 64, 40, generator=torch.Generator().manual_seed(22))
+        results = []
+        before = (numba.get_num_threads(), torch.get_num_threads())
+        try:
+            for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+                numba.set_num_threads(threads)
+                torch.set_num_threads(threads)
+                results.append(layer.contract(grads, backend="numba"))
+        finally:
+            numba.set_num_threads(before[0])
+            torch.set_num_threads(before[1])
+        assert torch.equal(results[0], results[1])
+
+    def test_contract_of_no_rows_is_empty(self):
+        """R = 0 gradient rows give a (0, num_tasks) result."""
+        layer = _linear(9, 5)
+        layer.append_masks(_random_masks(2, layer.mask_shape, 23))
+        assert layer.contract(torch.zeros(0, 9, 5)).shape == (0, 2)
 
     def test_contract_propagates_non_finite_gradients(self):
         """inf or nan in a gradient row gives non-finite coefficients, as the float reference does."""
