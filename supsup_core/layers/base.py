@@ -225,14 +225,15 @@ class MaskedLayer(nn.Module):
             flat = flat.to(torch.float64)
         if nbytes * 8 != self.mask_numel:  # zero entries padding the last byte add nothing
             flat = F.pad(flat, (0, nbytes * 8 - self.mask_numel))
+        planes = flat.reshape(n_rhs, nbytes, 8)  # (R, nbytes, 8): entry 8 j + b at [r, j, b]
         if not self._check_backend(backend):
-            return self._contract_torch(flat.reshape(n_rhs, nbytes, 8).to(self.packed.device)).to(grads.device)
-        flat_np = flat.cpu().contiguous().numpy()  # (R, 8 nbytes)
-        abs_sums = row_abs_sums(flat_np)  # (R,) float64: picks each row's fixed-point scale
+            return self._contract_torch(planes.to(self.packed.device)).to(grads.device)
+        planes_np = planes.cpu().contiguous().numpy()
+        abs_sums = row_abs_sums(planes_np.reshape(n_rhs, -1))  # (R,) float64: picks each row's fixed-point scale
         if not np.isfinite(abs_sums).all():
             # fixed point cannot carry inf/nan; the float reference propagates them
-            return self._contract_torch(torch.from_numpy(flat_np).reshape(n_rhs, nbytes, 8)).to(grads.device)
-        out = contract_packed(self.packed.numpy(), k, flat_np.reshape(n_rhs, nbytes, 8), abs_sums)
+            return self._contract_torch(planes.to(self.packed.device)).to(grads.device)
+        out = contract_packed(self.packed.numpy(), k, planes_np, abs_sums)
         return torch.from_numpy(out).to(grads.device)
 
     def _contract_torch(self, planes: torch.Tensor) -> torch.Tensor:
