@@ -38,6 +38,7 @@ from .._files import open_h5_read
 from ..errors import InvalidArgumentError, RegistryError, StorageFormatError, UnknownBackendError
 from ._hdf5 import KIND, check_mask_bank, json_safe, read_header
 from .base import MODES, MaskBank, to_json
+from .hdf5_entropy import HDF5EntropyBank
 from .hdf5_packed import HDF5PackedBank
 from .hdf5_sparse import HDF5SparseBank
 from .memory import MemoryMaskBank
@@ -232,6 +233,6 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
     return summary
 
 
-for _cls in (MemoryMaskBank, HDF5PackedBank, HDF5SparseBank):
+for _cls in (MemoryMaskBank, HDF5PackedBank, HDF5SparseBank, HDF5EntropyBank):
     register_backend(_cls)
 del _cls
