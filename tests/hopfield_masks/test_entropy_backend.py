@@ -1,0 +1,257 @@
+"""The ``hdf5-entropy`` backend beyond the conformance suite: code length, the chain, damage, golden file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("constriction")
+
+from hopfield_masks.backends import create_bank, open_bank  # noqa: E402
+from hopfield_masks.backends.hdf5_entropy import (  # noqa: E402
+    PRIOR_WEIGHTS,
+    HDF5EntropyBank,
+    MissingExtraError,
+    adaptive_probabilities,
+    ideal_bits,
+)
+from hopfield_masks.errors import StorageFormatError  # noqa: E402
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+LENET = {"fc1": (300, 784), "fc2": (100, 300), "fc3": (10, 100)}  # 266,200 entries
+
+
+def entropy_bits(p: float) -> float:
+    return 0.0 if p in (0.0, 1.0) else float(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)))
+
+
+def lenet_masks(rng: np.random.Generator, density: float) -> dict[str, np.ndarray]:
+    return {name: rng.random(shape) < density for name, shape in LENET.items()}
+
+
+def flip(masks: dict[str, np.ndarray], rng: np.random.Generator, fraction: float) -> dict[str, np.ndarray]:
+    return {name: m ^ (rng.random(m.shape) < fraction) for name, m in masks.items()}
+
+
+@pytest.mark.parametrize("density", [0.45, 0.1, 0.02, 0.005])
+def test_static_code_is_within_one_percent_of_n_h(tmp_path, rng, density):
+    """Within 1 % at the densities SupSup masks have; below 0.5 % the fixed 16 + 8 bytes are more than 1 %."""
+    masks = lenet_masks(rng, density)
+    n = sum(m.size for m in masks.values())
+    p = sum(int(m.sum()) for m in masks.values()) / n
+    with create_bank(tmp_path / "b.h5", "hdf5-entropy") as bank:
+        bank.write_task("0", masks)
+    with open_bank(tmp_path / "b.h5") as bank:
+        assert bank.task_model("0") == "static"
+        nbytes = bank.task_nbytes("0")  # code words + the 16-byte [k, model] attribute
+    bound = n * entropy_bits(p) / 8
+    assert bound <= nbytes <= (1.01 * bound if density >= 0.02 else bound + 24)
+
+
+def test_predictable_checkpoints_cost_less_than_n_h(tmp_path, rng):
+    first = lenet_masks(rng, 0.45)
+    tasks = [first]
+    for _ in range(4):
+        tasks.append(flip(tasks[-1], rng, 0.02))  # each checkpoint changes 2 % of the entries
+    with create_bank(tmp_path / "b.h5", "hdf5-entropy") as bank:
+        for i, masks in enumerate(tasks):
+            bank.write_task(str(i), masks)
+    with open_bank(tmp_path / "b.h5") as bank:
+        models = [bank.task_model(str(i)) for i in range(5)]
+        sizes = [bank.task_nbytes(str(i)) for i in range(5)]
+        for i, masks in enumerate(tasks):
+            got = bank.read_task(str(i))
+            assert all(np.array_equal(got[k], masks[k]) for k in masks)
+    n = sum(m.size for m in first.values())
+    assert models == ["static"] + ["adaptive"] * 4
+    for size, masks in zip(sizes[1:], tasks[1:]):
+        p = sum(int(m.sum()) for m in masks.values()) / n
+        assert size < 0.5 * n * entropy_bits(p) / 8
+
+
+def test_independent_masks_never_cost_more_than_static(tmp_path, rng):
+    with create_bank(tmp_path / "b.h5", "hdf5-entropy") as bank:
+        for i in range(4):
+            bank.write_task(str(i), lenet_masks(rng, 0.3))
+        for i in range(4):
+            masks = bank.read_task(str(i))
+            n = sum(m.size for m in masks.values())
+            p = sum(int(m.sum()) for m in masks.values()) / n
+            assert bank.task_nbytes(str(i)) <= 1.01 * n * entropy_bits(p) / 8
+
+
+def test_random_access_in_a_fresh_bank_decodes_the_chain(tmp_path, rng):
+    tasks = [lenet_masks(rng, 0.1)]
+    for _ in range(3):
+        tasks.append(flip(tasks[-1], rng, 0.01))
+    with create_bank(tmp_path / "b.h5", "hdf5-entropy") as bank:
+        for i, masks in enumerate(tasks):
+            bank.write_task(str(i), masks)
+    with open_bank(tmp_path / "b.h5") as bank:  # the last task first: its context is rebuilt from the file
+        got = bank.read_task("3")
+        assert all(np.array_equal(got[k], tasks[3][k]) for k in LENET)
+
+
+def test_delete_and_overwrite_recode_later_tasks(tmp_path, rng):
+    tasks = [lenet_masks(rng, 0.2)]
+    for _ in range(3):
+        tasks.append(flip(tasks[-1], rng, 0.01))
+    other = {"other": rng.random((5, 7)) < 0.5}  # a second layout, outside the chain, between chain tasks
+    path = tmp_path / "b.h5"
+    with create_bank(path, "hdf5-entropy") as bank:
+        for i, masks in enumerate(tasks[:2]):
+            bank.write_task(str(i), masks, attrs={"i": i})
+        bank.write_task("other", other)
+        for i, masks in enumerate(tasks[2:], start=2):
+            bank.write_task(str(i), masks, attrs={"i": i})
+    with open_bank(path, "a") as bank:
+        bank.delete_task("1")
+        bank.write_task("0", tasks[0], attrs={"i": 0}, overwrite=True)  # the first chain task moves to the end
+    expected = {"other": other, "2": tasks[2], "3": tasks[3], "0": tasks[0]}
+    with open_bank(path) as bank:
+        assert bank.tasks() == list(expected)
+        assert bank.task_attrs("3") == {"i": 3}
+        for name in reversed(list(expected)):  # fresh bank, read from the end
+            got = bank.read_task(name)
+            assert all(np.array_equal(got[k], v) for k, v in expected[name].items())
+
+
+def test_append_mode_extends_the_chain(tmp_path, rng):
+    first = lenet_masks(rng, 0.3)
+    second = flip(first, rng, 0.01)
+    path = tmp_path / "b.h5"
+    with create_bank(path, "hdf5-entropy") as bank:
+        bank.write_task("0", first)
+    with open_bank(path, "a") as bank:
+        bank.write_task("1", second)
+        assert bank.task_model("1") == "adaptive"
+    with open_bank(path) as bank:
+        assert np.array_equal(bank.read_task("1")["fc1"], second["fc1"])
+
+
+@settings(max_examples=15)
+@given(st.data())
+def test_random_edit_sequences_match_a_dict(data):
+    """Writes, overwrites and deletes of correlated tasks read back exactly, in a fresh bank too."""
+    import tempfile
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    base = rng.random(50) < data.draw(st.floats(0.01, 0.99), label="density")
+    model: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "b.h5"
+        with create_bank(path, "hdf5-entropy") as bank:
+            for _ in range(data.draw(st.integers(1, 8), label="steps")):
+                name = str(data.draw(st.integers(0, 4), label="task"))
+                if name in model and data.draw(st.booleans(), label="delete"):
+                    bank.delete_task(name)
+                    del model[name]
+                    continue
+                mask = base ^ (rng.random(50) < data.draw(st.sampled_from([0.0, 0.05, 0.5]), label="flips"))
+                bank.write_task(name, {"m": mask}, overwrite=True)
+                model.pop(name, None)
+                model[name] = mask
+            assert bank.tasks() == list(model)
+        with open_bank(path) as bank:
+            for name in reversed(list(model)):
+                np.testing.assert_array_equal(bank.read_task(name)["m"], model[name])
+
+
+def test_adaptive_probabilities_are_the_formula():
+    counts = np.array([0, 1, 3])
+    got = adaptive_probabilities(counts, 3, 0.2, 2.0)
+    np.testing.assert_array_equal(got, (counts + 2.0 * 0.2) / 5.0)
+    assert ideal_bits(np.array([True, False]), np.array([0.5, 0.5])) == pytest.approx(2.0)
+    assert all(w > 0 for w in PRIOR_WEIGHTS)
+
+
+# ---------------------------------------------------------------------- damaged files
+def _bank_with_one_task(path: Path, rng) -> dict[str, np.ndarray]:
+    masks = lenet_masks(rng, 0.1)
+    with create_bank(path, "hdf5-entropy") as bank:
+        bank.write_task("0", masks)
+    return masks
+
+
+def _edit_task(path: Path, edit) -> None:
+    with h5py.File(path, "r+") as f:
+        ds = f["tasks/0"]
+        words, attrs = ds[()], {k: ds.attrs[k] for k in ds.attrs}
+        del f["tasks/0"]
+        words, attrs = edit(words, attrs)
+        new = f["tasks"].create_dataset("0", data=words)
+        for key, value in attrs.items():
+            new.attrs[key] = value
+
+
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (lambda w, a: (w[: len(w) // 2], a), "cannot decode|ones"),  # truncated stream
+        (lambda w, a: (np.concatenate([w, w[:4]]), a), "left over"),  # extra words
+        (lambda w, a: (w.astype(np.uint16), a), "uint32"),
+        (lambda w, a: (w, {k: v for k, v in a.items() if k != "coding"}), "coding"),
+        (lambda w, a: (w, {**a, "coding": np.array([10**9, 0], np.uint64)}), "does not fit"),
+        (lambda w, a: (w, {**a, "coding": np.array([5, 0], np.uint64)}), "ones|left over|cannot decode"),
+        (lambda w, a: (w, {**a, "coding": np.array([a["coding"][0], 3], np.uint64)}), "no"),  # adaptive, no chain
+    ],
+    ids=["truncated", "extra-words", "dtype", "no-coding", "bad-k", "wrong-k", "adaptive-without-chain"],
+)
+def test_damaged_task_is_a_storage_format_error(tmp_path, rng, edit, reason):
+    path = tmp_path / "b.h5"
+    _bank_with_one_task(path, rng)
+    _edit_task(path, edit)
+    with open_bank(path) as bank, pytest.raises(StorageFormatError, match=reason) as info:
+        bank.read_task("0")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bit_flip_is_detected(tmp_path, rng):
+    path = tmp_path / "b.h5"
+    _bank_with_one_task(path, rng)
+
+    def flip_bit(words, attrs):
+        words = words.copy()
+        words[len(words) // 3] ^= np.uint32(1 << 7)
+        return words, attrs
+
+    _edit_task(path, flip_bit)
+    with open_bank(path) as bank, pytest.raises(StorageFormatError, match="damaged"):
+        bank.read_task("0")
+
+
+def test_missing_constriction_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "constriction", None)  # import constriction -> ImportError
+    with pytest.raises(MissingExtraError, match="constriction") as info:
+        HDF5EntropyBank(tmp_path / "b.h5", "w")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "b.h5").exists()
+
+
+# ---------------------------------------------------------------------- golden file
+def test_golden_file_reads_bit_exactly():
+    with np.load(FIXTURES / "golden_entropy_v1_expected.npz", allow_pickle=False) as npz:
+        layers = json.loads(str(npz["__tasks__"]))
+        masks = {task: {layer: npz[f"{task}/{layer}"] for layer in names} for task, names in layers.items()}
+        attrs = json.loads(str(npz["__attrs__"]))
+        models = json.loads(str(npz["__models__"]))
+        metadata = json.loads(str(npz["__metadata__"]))
+    assert "adaptive" in models.values() and "static" in models.values()
+    with open_bank(FIXTURES / "golden_entropy_v1_hdf5-entropy.h5") as bank:
+        assert bank.backend_id == "hdf5-entropy" and bank.metadata == metadata
+        assert bank.tasks() == list(masks)
+        for task in reversed(list(masks)):  # the chain is rebuilt from the last task backwards
+            got = bank.read_task(task)
+            assert list(got) == list(masks[task])
+            for layer, mask in masks[task].items():
+                assert got[layer].shape == mask.shape
+                np.testing.assert_array_equal(got[layer], mask)
+            assert bank.task_attrs(task) == attrs[task]
+            assert bank.task_model(task) == models[task]
