@@ -3,20 +3,23 @@
 A task's flat pattern of ``n`` entries with ``k`` ones (density ``p = k / n``)
 is stored as the ``uint32`` words of a range coder (``constriction.stream.queue``,
 a maintained entropy coder from PyPI; nothing here codes bits by hand) under
-one of two probability models, whichever gives the shorter code:
+the probability model that gives the shortest code, among:
 
 - **static**: every entry is Bernoulli(``p``), so the code is ``n * H(p)`` bits
   plus at most a few words of coder flush (under 0.2 % of ``n * H(p)`` for a
   LeNet 300-100 mask at 2 % density, see ``benchmarks/results/entropy_storage.md``);
-- **adaptive**: entry ``j`` is Bernoulli(``(c_j + a * p) / (N + a)``), where
-  ``c_j`` counts the ones at entry ``j`` among the ``N`` tasks of the bank's
+- **layers**: the entries of layer ``l`` are Bernoulli(``p_l = k_l / n_l``), its own
+  density; never longer than static and shorter when layers differ (BNNet's two
+  unit masks at 35 % and 53 %); layers with no ones or only ones cost nothing;
+- **adaptive**: entry ``j`` of layer ``l`` is Bernoulli(``(c_j + a * p_l) / (N + a)``),
+  where ``c_j`` counts the ones at entry ``j`` among the ``N`` tasks of the bank's
   *chain* stored before this one, and ``a`` is one of :data:`PRIOR_WEIGHTS`.
   When masks repeat what earlier masks did (checkpoints of one pruning run,
   tasks that share structure), this costs less than ``n * H(p)``.
 
 The model is picked from the ideal code lengths (``-sum log2 P(x_j)``, computed
-with NumPy), so a task never costs more than the static model plus the
-choice itself.
+with NumPy); the counts ``k_l`` are stored whatever the model, so the shortest
+ideal code wins.
 
 **The chain.**  The tasks without their own ``layout`` attribute (those with the
 bank's ``shared_layout``, :mod:`hopfield_masks.backends._hdf5`) form the chain, in
@@ -28,9 +31,10 @@ overwriting a chain task re-encodes every task stored after it (their contexts
 changed), keeping their order.  Tasks of other layouts are always coded static.
 
 Dataset ``/tasks/<task>``: ``uint32`` words, possibly none (all-zero, all-one and
-empty masks need no code).  Attribute ``coding``: ``uint64`` ``[k, model]``,
-``model`` 0 for static, ``i + 1`` for the adaptive model with ``PRIOR_WEIGHTS[i]``.
-Decoding checks that the code yields exactly ``k`` ones and consumes every word,
+empty masks need no code).  Attribute ``coding``: ``[model, k_1, ..., k_L]``
+(``uint32``, or ``uint64`` when a count needs it); ``model`` is 0 for static, 1 for
+layers, ``2 + i`` for the adaptive model with ``PRIOR_WEIGHTS[i]``.  Decoding checks
+that the code yields exactly ``k_l`` ones in every layer and consumes every word,
 so a truncated or altered stream is reported as damaged.
 
 Examples
@@ -66,8 +70,26 @@ __all__ = ["HDF5EntropyBank", "MissingExtraError", "PRIOR_WEIGHTS", "ideal_bits"
 
 #: Weights ``a`` of the task's own density in the adaptive model (pseudo-counts); part of the format.
 PRIOR_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-_STATIC = 0
+_STATIC, _LAYERS, _ADAPTIVE = 0, 1, 2  # model codes; adaptive i is _ADAPTIVE + i
 _WORD = np.dtype(np.uint32)
+
+
+def _layer_bounds(layout: MaskLayout) -> np.ndarray:
+    """Flat start of every layer and the end: int64 ``(L + 1,)``."""
+    return np.array([0, *(part.stop for part in layout.slices().values())], dtype=np.int64)
+
+
+def _layer_probabilities(layers: np.ndarray, ones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions of the entries of non-constant layers ``(m,)`` and their layer's density ``(m,)``.
+
+    Entries of a layer with no ones or only ones are certain, so no model codes them.
+    """
+    sizes = np.diff(layers)
+    coded_layer = (ones > 0) & (ones < sizes)  # (L,)
+    where = np.concatenate([np.arange(a, b) for a, b, c in zip(layers[:-1], layers[1:], coded_layer) if c]
+                           or [np.zeros(0, np.int64)])
+    density = np.repeat(np.where(coded_layer, ones / np.maximum(sizes, 1), 0.0)[coded_layer], sizes[coded_layer])
+    return where, density
 
 
 class MissingExtraError(HopfieldMasksError, ImportError):
@@ -124,6 +146,7 @@ class HDF5EntropyBank(HDF5MaskBank):
         self._chain_bits: list[np.ndarray] = []  # packed masks of chain[0 : len(...)]
         self._chain_counts: np.ndarray | None = None  # (n,) int64, ones per entry over _chain_bits
         self._pending_chain = False  # set by _put_task for _encode: the task joins the chain
+        self._pending_layers: np.ndarray | None = None  # set by _put_task for _encode: the layer bounds
         _constriction()  # fail before any file is touched when the coder is missing
         super().__init__(*args, **kwargs)
 
@@ -162,11 +185,11 @@ class HDF5EntropyBank(HDF5MaskBank):
         joins = shared is None or len(self._tasks) == 0 or layout == shared  # what _share_layout will decide
         if joins:
             self._decode_chain_until(len(self._chain()))
-        self._pending_chain = joins
+        self._pending_chain, self._pending_layers = joins, _layer_bounds(layout)
         try:
             super()._put_task(task, layout, flat, attrs_json)
         finally:
-            self._pending_chain = False
+            self._pending_chain, self._pending_layers = False, None
         if joins:
             self._chain().append(task)
             self._remember(flat)
@@ -194,33 +217,39 @@ class HDF5EntropyBank(HDF5MaskBank):
 
     # ------------------------------------------------------------------ encoding hooks
     def _encode(self, flat: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        length = flat.shape[0]
-        ones = int(np.count_nonzero(flat))
-        model, prob = _STATIC, None
-        if 0 < ones < length:
-            density = ones / length
-            best = ideal_bits(flat, density)
-            n_before = len(self._chain_bits) if self._pending_chain else 0
-            if n_before:
-                for i, weight in enumerate(PRIOR_WEIGHTS):
-                    candidate = adaptive_probabilities(self._chain_counts, n_before, density, weight)
-                    bits = ideal_bits(flat, candidate)
-                    if bits < best:
-                        model, prob, best = i + 1, candidate, bits
-            words = self._code(flat, density if prob is None else prob)
-        else:
-            words = np.zeros(0, dtype=_WORD)  # constant masks: k says everything
-        return words, {"coding": np.array([ones, model], dtype=np.uint64)}
+        layers = self._pending_layers
+        ones = np.array([flat[a:b].sum() for a, b in zip(layers[:-1], layers[1:])], dtype=np.int64)
+        n_before = len(self._chain_bits) if self._pending_chain else 0
+        model, words = self._best_code(flat, layers, ones, n_before)
+        dtype = np.uint32 if ones.size == 0 or int(ones.max()) < 2**32 else np.uint64
+        return words, {"coding": np.array([model, *ones.tolist()], dtype=dtype)}
+
+    def _best_code(self, flat: np.ndarray, layers: np.ndarray, ones: np.ndarray, n_before: int):
+        """The model (code) with the shortest ideal code for ``flat``, and the range coder's words for it."""
+        total, length = int(ones.sum()), flat.shape[0]
+        if total in (0, length):
+            return _STATIC, np.zeros(0, dtype=_WORD)  # constant masks: the counts say everything
+        options = {_STATIC: (slice(None), total / length)}
+        coded, layer_prob = _layer_probabilities(layers, ones)
+        options[_LAYERS] = (coded, layer_prob)
+        for i, weight in enumerate(PRIOR_WEIGHTS if n_before else ()):
+            options[_ADAPTIVE + i] = (coded, adaptive_probabilities(self._chain_counts[coded], n_before, layer_prob, weight))
+        bits = {model: ideal_bits(flat[where], prob) for model, (where, prob) in options.items()}
+        # the per-layer counts cost 32 bits each whatever the model, so the smallest ideal code wins
+        model = min(bits, key=lambda m: (bits[m], m))
+        where, prob = options[model]
+        return model, self._code(flat[where], prob)
 
     @staticmethod
     def _code(flat: np.ndarray, prob: np.ndarray | float) -> np.ndarray:
         constriction = _constriction()
         encoder = constriction.stream.queue.RangeEncoder()
-        symbols = flat.astype(np.int32)  # (n,) 0/1
-        if isinstance(prob, float):
-            encoder.encode(symbols, constriction.stream.model.Bernoulli(prob, perfect=False))
-        else:
-            encoder.encode(symbols, constriction.stream.model.Bernoulli(perfect=False), prob)
+        if flat.size:
+            symbols = flat.astype(np.int32)  # (n,) 0/1
+            if isinstance(prob, float):
+                encoder.encode(symbols, constriction.stream.model.Bernoulli(prob, perfect=False))
+            else:
+                encoder.encode(symbols, constriction.stream.model.Bernoulli(perfect=False), prob)
         return np.asarray(encoder.get_compressed(), dtype=_WORD)
 
     def _decode(self, ds: h5py.Dataset, length: int) -> np.ndarray:
@@ -238,32 +267,49 @@ class HDF5EntropyBank(HDF5MaskBank):
 
     def _decode_with(self, ds: h5py.Dataset, length: int, position: int | None) -> np.ndarray:
         """Decode one task dataset; ``position`` is its chain position (None: not in the chain)."""
-        ones, model = self._coding(ds, length)
+        layers = _layer_bounds(self._layout(ds))
+        model, ones = self._coding(ds, layers)
         if ds.ndim != 1 or ds.dtype != _WORD:
             raise self._corrupt(ds, f"expected 1-D uint32 code words, found {ds.dtype} {ds.shape}")
         words = ds[()]
-        if ones in (0, length):
+        total = int(ones.sum())
+        if total in (0, length):
             if words.size:
                 raise self._corrupt(ds, f"a constant mask has no code words, found {words.size}")
-            return np.full(length, ones == length, dtype=bool)
-        density = ones / length
+            return np.full(length, total == length, dtype=bool)
+        flat = np.zeros(length, dtype=bool)
+        coded, layer_prob = _layer_probabilities(layers, ones)
         if model == _STATIC:
-            prob: np.ndarray | float = density
+            coded, prob = slice(None), total / length
+        elif model == _LAYERS:
+            prob = layer_prob
         elif not position:
             raise self._corrupt(ds, "the adaptive model needs earlier tasks of the chain, and there are none")
         else:
-            prob = adaptive_probabilities(self._chain_counts, position, density, PRIOR_WEIGHTS[model - 1])
-        flat = self._uncode(ds, words, length, prob)
-        if int(np.count_nonzero(flat)) != ones:
-            raise self._corrupt(ds, f"the code decodes to {int(np.count_nonzero(flat))} ones, expected {ones}")
+            prob = adaptive_probabilities(
+                self._chain_counts[coded], position, layer_prob, PRIOR_WEIGHTS[model - _ADAPTIVE]
+            )
+        n_coded = length if isinstance(coded, slice) else coded.shape[0]
+        flat[coded] = self._uncode(ds, words, n_coded, prob)
+        if model != _STATIC:
+            for (a, b), k in zip(zip(layers[:-1], layers[1:]), ones):
+                if k == b - a:  # a full layer is not coded under these models (its entries are certain)
+                    flat[a:b] = True
+        got = np.array([flat[a:b].sum() for a, b in zip(layers[:-1], layers[1:])], dtype=np.int64)
+        if not np.array_equal(got, ones):
+            raise self._corrupt(ds, f"the code decodes to {got.tolist()} ones per layer, expected {ones.tolist()}")
         return flat
 
-    def _uncode(self, ds: h5py.Dataset, words: np.ndarray, length: int, prob: np.ndarray | float) -> np.ndarray:
+    def _uncode(self, ds: h5py.Dataset, words: np.ndarray, n: int, prob: np.ndarray | float) -> np.ndarray:
         constriction = _constriction()
+        if n == 0:
+            if words.size:
+                raise self._corrupt(ds, f"nothing is coded, found {words.size} code words")
+            return np.zeros(0, dtype=bool)
         try:
             decoder = constriction.stream.queue.RangeDecoder(words)
             if isinstance(prob, float):
-                symbols = decoder.decode(constriction.stream.model.Bernoulli(prob, perfect=False), length)
+                symbols = decoder.decode(constriction.stream.model.Bernoulli(prob, perfect=False), n)
             else:
                 symbols = decoder.decode(constriction.stream.model.Bernoulli(perfect=False), prob)
         except (ValueError, RuntimeError, AssertionError) as exc:  # the coder refuses an invalid stream
@@ -272,28 +318,36 @@ class HDF5EntropyBank(HDF5MaskBank):
             raise self._corrupt(ds, "code words are left over after the last entry")
         return np.asarray(symbols) != 0
 
-    def _coding(self, ds: h5py.Dataset, length: int) -> tuple[int, int]:
-        """The ``coding`` attribute ``[k, model]``, checked against the task's length."""
+    def _coding(self, ds: h5py.Dataset, layers: np.ndarray) -> tuple[int, np.ndarray]:
+        """The ``coding`` attribute ``[model, k_1, ..., k_L]``, checked against the task's layers."""
         coding = ds.attrs.get("coding")
-        if not isinstance(coding, np.ndarray) or coding.shape != (2,) or coding.dtype != np.uint64:
-            raise self._corrupt(ds, f"expected a uint64 [ones, model] 'coding' attribute, found {coding!r}")
-        ones, model = int(coding[0]), int(coding[1])
-        if ones > length or model > len(PRIOR_WEIGHTS):
+        n_layers = len(layers) - 1
+        if (not isinstance(coding, np.ndarray) or coding.shape != (n_layers + 1,)
+                or coding.dtype not in (np.uint32, np.uint64)):
+            found = "none" if coding is None else f"{getattr(coding, 'dtype', type(coding).__name__)} {np.shape(coding)}"
             raise self._corrupt(
-                ds, f"'coding' [{ones}, {model}] does not fit {length} entries and {len(PRIOR_WEIGHTS)} models"
+                ds, f"expected a uint32/uint64 [model, ones per layer] 'coding' attribute of {n_layers + 1} "
+                f"entries, found {found}"
             )
-        return ones, model
+        model, ones = int(coding[0]), coding[1:].astype(np.int64)
+        sizes = np.diff(layers)
+        if model >= _ADAPTIVE + len(PRIOR_WEIGHTS) or np.any(ones > sizes):
+            raise self._corrupt(
+                ds, f"'coding' {coding.tolist()} does not fit layers of {sizes.tolist()} entries "
+                f"and {_ADAPTIVE + len(PRIOR_WEIGHTS)} models"
+            )
+        return model, ones
 
     def _extra_nbytes(self, ds: h5py.Dataset) -> int:
-        # k and the model choice are mask data too, even though they live in an attribute
+        # the counts and the model choice are mask data too, even though they live in an attribute
         return int(ds.attrs.get_id("coding").get_storage_size()) if "coding" in ds.attrs else 0
 
     # ------------------------------------------------------------------ public extras
     def task_model(self, task: str) -> str:
-        """``"static"`` or ``"adaptive"``: the probability model the task was coded with."""
+        """``"static"``, ``"layers"`` or ``"adaptive"``: the probability model the task was coded with."""
         ds = self._dataset(self._check_task(task))
-        _, model = self._coding(ds, self._layout(ds).length)
-        return "static" if model == _STATIC else "adaptive"
+        model, _ = self._coding(ds, _layer_bounds(self._layout(ds)))
+        return {_STATIC: "static", _LAYERS: "layers"}.get(model, "adaptive")
 
     def _close(self, commit: bool) -> None:
         self._reset_chain()

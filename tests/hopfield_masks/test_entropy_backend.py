@@ -49,8 +49,8 @@ def test_static_code_is_within_one_percent_of_n_h(tmp_path, rng, density):
     with create_bank(tmp_path / "b.h5", "hdf5-entropy") as bank:
         bank.write_task("0", masks)
     with open_bank(tmp_path / "b.h5") as bank:
-        assert bank.task_model("0") == "static"
-        nbytes = bank.task_nbytes("0")  # code words + the 16-byte [k, model] attribute
+        assert bank.task_model("0") in ("static", "layers")
+        nbytes = bank.task_nbytes("0")  # code words + the 16-byte [model, k_1, k_2, k_3] attribute
     bound = n * entropy_bits(p) / 8
     assert bound <= nbytes <= (1.01 * bound if density >= 0.02 else bound + 24)
 
@@ -70,10 +70,24 @@ def test_predictable_checkpoints_cost_less_than_n_h(tmp_path, rng):
             got = bank.read_task(str(i))
             assert all(np.array_equal(got[k], masks[k]) for k in masks)
     n = sum(m.size for m in first.values())
-    assert models == ["static"] + ["adaptive"] * 4
+    assert models[0] in ("static", "layers") and models[1:] == ["adaptive"] * 4
     for size, masks in zip(sizes[1:], tasks[1:]):
         p = sum(int(m.sum()) for m in masks.values()) / n
         assert size < 0.5 * n * entropy_bits(p) / 8
+
+
+def test_layers_of_different_density_cost_less_than_n_h(tmp_path, rng):
+    """BNNet-like unit masks: two layers at 35 % and 53 % code below n * H(p) of the whole task."""
+    masks = {"unit1": rng.random(2048) < 0.35, "unit2": rng.random(2048) < 0.53, "full": np.ones(64, bool)}
+    with create_bank(tmp_path / "b.h5", "hdf5-entropy") as bank:
+        bank.write_task("0", masks)
+        assert bank.task_model("0") == "layers"
+        nbytes = bank.task_nbytes("0")
+        np.testing.assert_array_equal(bank.read_task("0")["unit2"], masks["unit2"])
+    n = sum(m.size for m in masks.values())
+    p = sum(int(m.sum()) for m in masks.values()) / n
+    per_layer = sum(m.size * entropy_bits(m.mean()) for m in masks.values()) / 8
+    assert per_layer < nbytes < n * entropy_bits(p) / 8
 
 
 def test_independent_masks_never_cost_more_than_static(tmp_path, rng):
@@ -198,11 +212,12 @@ def _edit_task(path: Path, edit) -> None:
         (lambda w, a: (np.concatenate([w, w[:4]]), a), "left over"),  # extra words
         (lambda w, a: (w.astype(np.uint16), a), "uint32"),
         (lambda w, a: (w, {k: v for k, v in a.items() if k != "coding"}), "coding"),
-        (lambda w, a: (w, {**a, "coding": np.array([10**9, 0], np.uint64)}), "does not fit"),
-        (lambda w, a: (w, {**a, "coding": np.array([5, 0], np.uint64)}), "ones|left over|cannot decode"),
-        (lambda w, a: (w, {**a, "coding": np.array([a["coding"][0], 3], np.uint64)}), "no"),  # adaptive, no chain
+        (lambda w, a: (w, {**a, "coding": np.array([1, 10**9, 0, 0], np.uint32)}), "does not fit"),
+        (lambda w, a: (w, {**a, "coding": np.array([0, 10**9, 0, 0, 0], np.uint32)}), "4 entries"),
+        (lambda w, a: (w, {**a, "coding": np.array([1, 5, 5, 5], np.uint64)}), "ones|left over|cannot decode"),
+        (lambda w, a: (w, {**a, "coding": np.array([2, *a["coding"][1:]], np.uint32)}), "no"),  # adaptive, no chain
     ],
-    ids=["truncated", "extra-words", "dtype", "no-coding", "bad-k", "wrong-k", "adaptive-without-chain"],
+    ids=["truncated", "extra-words", "dtype", "no-coding", "bad-k", "bad-length", "wrong-k", "adaptive-without-chain"],
 )
 def test_damaged_task_is_a_storage_format_error(tmp_path, rng, edit, reason):
     path = tmp_path / "b.h5"
