@@ -7,11 +7,17 @@
 - :func:`train_nns` (``nns.py``): no task identity; allocate a mask when none fits.
 - :class:`AccuracyMatrix` (``metrics.py``): accuracy matrix, average accuracy, forgetting, BWT.
 - :class:`TrainConfig` (``config.py``): hyperparameters and the paper's presets per scenario.
+- :func:`train_to_bank` (``bank_training.py``): linear-time, resumable training straight into a
+  mask bank, each task committed as it finishes; tasks trained by an engine (``engines.py``:
+  inline, local processes, Ray) from self-contained jobs (``jobs.py``).
 """
 
+from .bank_training import BankTrainingConfig, BankTrainingResult, ResumeMismatchError, TaskProgress, train_to_bank
 from .callbacks import LossHistory, ProgressCallback, StopAfter, attach_callbacks
 from .config import OPTIMIZERS, SCENARIOS, TrainConfig
+from .engines import ENGINES, Engine, InlineEngine, ProcessEngine, RayEngine, RayUnavailableError, make_engine
 from .evaluation import GGResult, InferredResult, evaluate_gg, evaluate_inferred
+from .jobs import TaskOutcome, TaskWorker, TrainingSetup
 from .metrics import AccuracyMatrix, accuracy_table, results_table
 from .nns import NNsDecision, NNsResult, decision_gradients, nns_batches, train_nns
 from .tasks import train_stream, train_task
@@ -19,6 +25,21 @@ from .trainer import EVENTS, RunSummary, Trainer, make_optimizer
 
 __all__ = [
     "AccuracyMatrix",
+    "BankTrainingConfig",
+    "BankTrainingResult",
+    "ENGINES",
+    "Engine",
+    "InlineEngine",
+    "ProcessEngine",
+    "RayEngine",
+    "RayUnavailableError",
+    "ResumeMismatchError",
+    "TaskOutcome",
+    "TaskProgress",
+    "TaskWorker",
+    "TrainingSetup",
+    "make_engine",
+    "train_to_bank",
     "EVENTS",
     "GGResult",
     "InferredResult",

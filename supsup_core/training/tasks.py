@@ -86,6 +86,8 @@ def train_stream(
     n_tasks: int | None = None,
     *,
     evaluate: bool = True,
+    eval_at: Iterable[int] | None = None,
+    full_matrix: bool = False,
     callbacks: Iterable[Any] = (),
     progress: Callable[[int], Any] | None = None,
     on_task_done: Callable[[int, Mapping[int, float]], Any] | None = None,
@@ -93,7 +95,7 @@ def train_stream(
     drop_last: bool = False,
     eval_batch_size: int = 128,
 ) -> AccuracyMatrix:
-    """Train stream tasks ``model.num_tasks .. n_tasks-1`` in order, measuring GG accuracy after each.
+    """Train stream tasks ``model.num_tasks .. n_tasks-1`` in order; linear-time evaluation by default.
 
     Parameters
     ----------
@@ -102,16 +104,24 @@ def train_stream(
     n_tasks : int, optional
         Train up to this many tasks in total (default ``stream.n_tasks``).
     evaluate : bool
-        After each task, measure GG accuracy on every task learned so far (one row of the matrix).
+        Measure GG accuracy: each task's own right after training it (``R[i, i]``), and every
+        learned task at the checkpoints (whole rows).  SupSup masks never change, so the
+        whole matrix is a check, not a need.
+    eval_at : iterable of int, optional
+        Task counts after which a whole row is measured (the paper's ``eval_ckpts``);
+        default: after the last task only.
+    full_matrix : bool
+        A whole row after every task (O(T^2) evaluations).
     on_task_done : callable, optional
-        ``on_task_done(task, row)`` after each task (``row`` = ``{task: accuracy}``, empty if not evaluating).
+        ``on_task_done(task, row)`` after each task (``row`` = ``{task: accuracy}`` measured then,
+        empty if not evaluating).
     eval_batch_size : int
         Test batch size of the evaluations.
 
     Returns
     -------
     AccuracyMatrix
-        ``R[i, j]`` for ``j <= i`` (rows before the first trained task stay unmeasured).
+        ``R[i, j]`` where measured (NaN elsewhere).
     """
     total = stream.n_tasks if n_tasks is None else n_tasks
     if isinstance(total, bool) or not isinstance(total, int) or not 1 <= total <= stream.n_tasks:
@@ -119,6 +129,9 @@ def train_stream(
     start = model.num_tasks
     if start >= total:
         raise ConfigError("n_tasks", f"more than the {start} tasks the model already holds", total)
+    checkpoints = {total} if eval_at is None else set(eval_at)
+    if any(isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= total for c in checkpoints):
+        raise ConfigError("eval_at", f"task counts in 1..{total}", sorted(checkpoints, key=str))
     callbacks = list(callbacks)
     matrix = AccuracyMatrix(total)
     for task in range(start, total):
@@ -129,7 +142,9 @@ def train_stream(
             raise ConfigError("model", f"task index {task} for stream task {task}", index)
         row: dict[int, float] = {}
         if evaluate:
-            row = dict(evaluate_gg(model, stream, range(task + 1), batch_size=eval_batch_size).accuracy)
+            whole = full_matrix or task + 1 in checkpoints
+            measured = range(task + 1) if whole else [task]
+            row = dict(evaluate_gg(model, stream, measured, batch_size=eval_batch_size).accuracy)
             matrix.record_row(task, row)
         if on_task_done is not None:
             on_task_done(task, row)

@@ -1,0 +1,369 @@
+"""Training a stream straight into a mask bank: linear time, every task committed as it finishes, resumable.
+
+:func:`train_to_bank` is the loop behind ``supsup-store train`` for the GG/GNu/GNs
+and HopSupSup scenarios:
+
+1. an :class:`~supsup_core.training.engines.Engine` trains tasks (inline, local
+   processes or Ray) and returns masks plus the GG accuracy measured **once**,
+   right after training (SupSup cannot forget: a finished mask never changes);
+2. the driver commits each task to the bank **in task order** as soon as it and
+   all earlier tasks are done -- open the bank in append mode, ``write_task``,
+   update ``n_tasks`` in the metadata, close -- so a crash loses at most the tasks
+   in flight;
+3. at the checkpoints ``eval_at`` (default: after the last task) the driver
+   measures GG accuracy on **every** task learned so far (a row of the accuracy
+   matrix, stored in the attrs of the checkpoint task); ``full_matrix=True`` does
+   so after every task (the O(T^2) check).
+
+The cost of a task does not grow with the tasks learned: workers train on a
+scratch model holding no finished masks; the driver appends O(P/8) bytes.
+
+**Resume.** ``resume=True`` on an existing bank checks that it was made with the
+same settings (base network and its fingerprint, benchmark, scenario, training
+configuration, device) and continues with the first missing task.  Tasks are
+trained from their own SeedSequence seeds, so the resumed bank equals an
+uninterrupted run's.  The worker count and engine are not part of the settings:
+they do not change the masks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hopfield_masks.backends import create_bank, open_bank
+
+from .. import __version__
+from ..errors import ConfigError, SupSupError
+from ..models import build_model
+from .engines import make_engine
+from .evaluation import evaluate_gg
+from .jobs import TaskOutcome, TrainingSetup
+
+__all__ = ["BankTrainingConfig", "BankTrainingResult", "TaskProgress", "train_to_bank", "ResumeMismatchError"]
+
+_BACKENDS = ("hdf5-packed", "hdf5-sparse")
+
+
+class ResumeMismatchError(SupSupError, ValueError):
+    """``--resume`` on a bank made with other settings (the message names what differs)."""
+
+    def __init__(self, path: str, differences: Sequence[str]) -> None:
+        self.path, self.differences = path, list(differences)
+        super().__init__(f"--resume: {path} was trained with other settings ({'; '.join(differences)})")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.differences))
+
+
+@dataclass(frozen=True)
+class BankTrainingConfig:
+    """How :func:`train_to_bank` runs (validated on construction).
+
+    Parameters
+    ----------
+    n_tasks : int
+        Tasks the bank holds at the end (stream tasks ``0 .. n_tasks - 1``).
+    eval_at : tuple of int, optional
+        Task counts after which GG accuracy of every learned task is measured; None =
+        after the last task only; ``()`` = never (each task's own accuracy is still measured).
+    full_matrix : bool
+        Measure every learned task after every task (the whole accuracy matrix, O(T^2)).
+    workers : int
+        Tasks trained at once (local processes, or Ray actors with ``ray``).
+    ray : bool
+        Train on Ray (``ray_address`` or a local instance).
+    ray_address : str, optional
+        An existing Ray cluster.
+    resume : bool
+        Continue an existing bank made with the same settings.
+    overwrite : bool
+        Replace an existing bank instead (ignored with ``resume``).
+    backend : str
+        ``hdf5-packed`` or ``hdf5-sparse``.
+
+    Examples
+    --------
+    >>> BankTrainingConfig(n_tasks=10, eval_at=(5, 10)).checkpoints()
+    (5, 10)
+    >>> BankTrainingConfig(n_tasks=10, eval_at=(11,))
+    Traceback (most recent call last):
+    ...
+    supsup_core.errors.ConfigError: --eval-at: expected task counts in 1..10, received (11,)
+    """
+
+    n_tasks: int
+    eval_at: tuple[int, ...] | None = None
+    full_matrix: bool = False
+    workers: int = 1
+    ray: bool = False
+    ray_address: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    backend: str = "hdf5-packed"
+
+    def __post_init__(self) -> None:
+        n = self.n_tasks
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError("--tasks", "an integer >= 1", n)
+        if self.eval_at is not None:
+            at = tuple(self.eval_at)
+            if any(isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= n for c in at):
+                raise ConfigError("--eval-at", f"task counts in 1..{n}", at)
+            object.__setattr__(self, "eval_at", tuple(sorted(set(at))))
+        w = self.workers
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            raise ConfigError("--workers", "an integer >= 1", w)
+        for name in ("full_matrix", "ray", "resume", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, "a bool", getattr(self, name))
+        if self.ray_address is not None and not self.ray:
+            raise ConfigError("ray_address", "None unless ray=True", repr(self.ray_address))
+        if self.backend not in _BACKENDS:
+            raise ConfigError("--backend", f"one of {', '.join(_BACKENDS)}", repr(self.backend))
+
+    def checkpoints(self) -> tuple[int, ...]:
+        """Task counts after which every learned task is evaluated."""
+        if self.full_matrix:
+            return tuple(range(1, self.n_tasks + 1))
+        return (self.n_tasks,) if self.eval_at is None else self.eval_at
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """What the progress callback receives after each committed task."""
+
+    done: int
+    total: int
+    started_at: int
+    outcome: TaskOutcome
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class BankTrainingResult:
+    """What :func:`train_to_bank` did.
+
+    Attributes
+    ----------
+    gg : dict[int, float]
+        Each task's GG accuracy measured right after training it (all tasks of the bank).
+    rows : dict[int, dict[int, float]]
+        Accuracy-matrix rows measured at checkpoints: ``{task count: {task: accuracy}}``.
+    resumed_from : int
+        Tasks already in the bank at the start.
+    train_seconds, eval_seconds : dict[int, float]
+        Per task trained in this call: training and own-accuracy time in the worker.
+    commit_seconds : dict[int, float]
+        Per task trained in this call: time to append it to the bank.
+    checkpoint_seconds : dict[int, float]
+        Per checkpoint reached in this call: time to evaluate every task.
+    wall_seconds : float
+        Whole call.
+    """
+
+    path: str
+    n_tasks: int
+    gg: dict[int, float]
+    rows: dict[int, dict[int, float]]
+    resumed_from: int
+    train_seconds: dict[int, float] = field(default_factory=dict)
+    eval_seconds: dict[int, float] = field(default_factory=dict)
+    commit_seconds: dict[int, float] = field(default_factory=dict)
+    checkpoint_seconds: dict[int, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    def forgetting(self) -> float:
+        """Mean over tasks of (accuracy right after training - accuracy at the last checkpoint); NaN without one.
+
+        SupSup masks never change, so this is exactly 0 unless something is broken.
+        """
+        if not self.rows:
+            return float("nan")
+        last = self.rows[max(self.rows)]
+        drops = [self.gg[t] - a for t, a in last.items() if t in self.gg]
+        return float(sum(drops) / len(drops)) if drops else float("nan")
+
+
+def _settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a bank's metadata that must match for ``--resume``."""
+    bench = dict(metadata.get("benchmark") or {})
+    bench.pop("n_tasks", None)  # a resumed run may extend the stream; task i is the same task
+    training = metadata.get("training") or {}
+    return {
+        "model": metadata.get("model"),
+        "base_fingerprint": metadata.get("base_fingerprint"),
+        "benchmark": bench,
+        "scenario": training.get("scenario"),
+        "config": training.get("config"),
+        "drop_last": training.get("drop_last"),
+        "device": training.get("device"),
+    }
+
+
+def _differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key in wanted:
+        a, b = stored.get(key), wanted.get(key)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for k in sorted(set(a) | set(b)):
+                if a.get(k) != b.get(k):
+                    out.append(f"{key}.{k}: bank has {a.get(k)!r}, this run has {b.get(k)!r}")
+        elif key == "base_fingerprint":
+            out.append(f"base_fingerprint: bank has {str(a)[:16]}..., this run has {str(b)[:16]}...")
+        else:
+            out.append(f"{key}: bank has {a!r}, this run has {b!r}")
+    return out
+
+
+def _metadata(setup: TrainingSetup, fingerprint: str, benchmark: Mapping[str, Any], scenario: str, device: str,
+              n_tasks: int, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The bank metadata, in the layout :func:`supsup_core.persistence.save_masks` writes."""
+    return {
+        "producer": "supsup_core",
+        "supsup_core_version": __version__,
+        "torch_version": torch.__version__,
+        "model": dict(setup.model),
+        "base_fingerprint": fingerprint,
+        "n_tasks": n_tasks,
+        "benchmark": dict(benchmark),
+        "training": {
+            "scenario": scenario,
+            "config": dict(setup.train),
+            "drop_last": setup.drop_last,
+            "device": device,
+            **(dict(extra) if extra else {}),
+        },
+    }
+
+
+def train_to_bank(
+    path: str | os.PathLike,
+    setup: TrainingSetup,
+    run: BankTrainingConfig,
+    *,
+    benchmark: Mapping[str, Any],
+    scenario: str,
+    device: str = "cpu",
+    extra_training: Mapping[str, Any] | None = None,
+    on_task: Callable[[TaskProgress], Any] | None = None,
+    on_checkpoint: Callable[[int], Any] | None = None,
+    batch_callbacks: tuple = (),
+) -> BankTrainingResult:
+    """Train stream tasks into the bank at ``path``, committing each one as it finishes (module docstring).
+
+    Parameters
+    ----------
+    path : path-like
+        The bank: created (``run.overwrite`` replaces one), or continued with ``run.resume``.
+    setup : TrainingSetup
+        Base network, stream, training configuration.
+    run : BankTrainingConfig
+        Tasks, checkpoints, workers, resume.
+    benchmark : mapping
+        The bank's ``benchmark`` metadata (:func:`supsup_core.persistence.benchmark_metadata`).
+    scenario : str
+        Recorded in the metadata and checked on resume.
+    device : str
+        Where the driver evaluates (and, inline, trains).
+    extra_training : mapping, optional
+        More JSON-safe keys for the ``training`` metadata (checked on resume only through the fields above).
+    on_task : callable, optional
+        ``on_task(TaskProgress)`` after each committed task.
+    on_checkpoint : callable, optional
+        ``on_checkpoint(task_count)`` before a checkpoint's evaluation starts.
+    batch_callbacks : tuple
+        Trainer callbacks (inline engine only, e.g. a per-batch progress bar).
+
+    Raises
+    ------
+    ResumeMismatchError
+        ``run.resume`` on a bank made with other settings; nothing is modified.
+    ConfigError
+        The bank exists without ``resume``/``overwrite``, holds more tasks than ``run.n_tasks``,
+        or is not a supsup_core bank.
+    """
+    from ..persistence import load_masks_into, stream_from_metadata  # local: persistence imports training-free modules
+
+    start_time = time.perf_counter()
+    path = Path(path)
+    if not isinstance(setup, TrainingSetup):
+        raise ConfigError("setup", "a TrainingSetup", type(setup).__name__)
+    if not isinstance(run, BankTrainingConfig):
+        raise ConfigError("run", "a BankTrainingConfig", type(run).__name__)
+    stream = stream_from_metadata({"benchmark": dict(setup.benchmark)}, setup.data_dir)
+    if run.n_tasks > stream.n_tasks:
+        raise ConfigError("--tasks", f"at most the stream's {stream.n_tasks} tasks", run.n_tasks)
+    model = build_model(setup.model_config).to(device)
+    fingerprint = model.base_fingerprint()
+    metadata = _metadata(setup, fingerprint, benchmark, scenario, device, 0, extra_training)
+
+    gg: dict[int, float] = {}
+    rows: dict[int, dict[int, float]] = {}
+    if run.resume:
+        if not path.exists():
+            raise ConfigError("--resume", "an existing bank to continue", f"{path} does not exist")
+        with open_bank(path, "r") as bank:
+            stored = dict(bank.metadata)
+            names = list(bank.tasks())
+            attrs = [bank.task_attrs(n) for n in names]
+        differences = _differences(_settings(stored), _settings(metadata))
+        if stored.get("producer") != "supsup_core":
+            differences.insert(0, f"producer: bank has {stored.get('producer')!r}, this run has 'supsup_core'")
+        if differences:
+            raise ResumeMismatchError(str(path), differences)
+        if len(names) > run.n_tasks:
+            raise ConfigError("--tasks", f"at least the {len(names)} tasks the bank already holds", run.n_tasks)
+        if names:
+            load_masks_into(model, path)  # checks names 0..k-1, the base network and the fingerprint again
+        for i, a in enumerate(attrs):
+            if "gg" in (a.get("accuracy") or {}):
+                gg[i] = float(a["accuracy"]["gg"])
+            if "gg_row" in a:
+                rows[i + 1] = {t: float(v) for t, v in enumerate(a["gg_row"])}
+        metadata["n_tasks"] = len(names)
+        extra_keys = {k: v for k, v in stored.get("training", {}).items() if k not in metadata["training"]}
+        metadata["training"].update(extra_keys)  # keep what the first run recorded
+    else:
+        if path.exists() and not run.overwrite:
+            raise ConfigError("--out", "a new file (or pass --overwrite, or --resume to continue it)", f"existing file {path}")
+        with create_bank(path, backend=run.backend, metadata=metadata, overwrite=run.overwrite):
+            pass  # the empty bank with its settings: a crash before the first task still leaves a resumable file
+    start = model.num_tasks
+    checkpoints = set(run.checkpoints())
+    result = BankTrainingResult(str(path), run.n_tasks, gg, rows, start)
+    engine = make_engine(run.workers, run.ray, run.ray_address, device=device, callbacks=batch_callbacks)
+    with engine:
+        for outcome in engine.outcomes(setup, range(start, run.n_tasks)):
+            t = outcome.task
+            model.import_masks([outcome.masks])
+            gg[t] = outcome.gg_accuracy
+            task_attrs: dict[str, Any] = {"accuracy": {"gg": outcome.gg_accuracy}}
+            if t + 1 in checkpoints:
+                if on_checkpoint is not None:
+                    on_checkpoint(t + 1)
+                c0 = time.perf_counter()
+                row = evaluate_gg(model, stream, range(t + 1), batch_size=setup.eval_batch_size).accuracy
+                result.checkpoint_seconds[t + 1] = time.perf_counter() - c0
+                rows[t + 1] = dict(row)
+                task_attrs["gg_row"] = [row[j] for j in range(t + 1)]
+            c0 = time.perf_counter()
+            metadata["n_tasks"] = t + 1
+            with open_bank(path, "a") as bank:
+                bank.write_task(str(t), outcome.masks, attrs=task_attrs)
+                bank.set_metadata(metadata)
+            result.commit_seconds[t] = time.perf_counter() - c0
+            result.train_seconds[t] = outcome.train_seconds
+            result.eval_seconds[t] = outcome.eval_seconds
+            if on_task is not None:
+                on_task(TaskProgress(t + 1, run.n_tasks, start, outcome, time.perf_counter() - start_time))
+    object.__setattr__(result, "wall_seconds", time.perf_counter() - start_time)
+    return result

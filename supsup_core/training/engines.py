@@ -1,0 +1,260 @@
+"""Where tasks are trained: in this process, in local worker processes, or on Ray.
+
+An :class:`Engine` turns a :class:`~supsup_core.training.jobs.TrainingSetup` and
+a list of task indices into :class:`~supsup_core.training.jobs.TaskOutcome`\\ s
+**in task order** (:meth:`Engine.outcomes`), however many tasks run at once.
+Workers never write the bank: masks come back to the driver, which commits them.
+Because every task is trained from its own seeds on one intra-op thread
+(:mod:`.jobs`), the masks are the same for every engine and worker count.
+
+- :class:`InlineEngine`: the driver trains each task itself (``--workers 1``).
+- :class:`ProcessEngine`: ``workers`` local processes (``multiprocessing``, spawn
+  start method: no torch state is inherited through fork).
+- :class:`RayEngine`: ``workers`` Ray actors, on a local Ray instance or an
+  existing cluster (``address``); needs the optional extra ``supsup-store[ray]``.
+
+At most ``workers + 1`` outcomes are in flight beyond the one the driver waits
+for, so the driver's memory stays bounded however long the stream.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ..errors import ConfigError, SupSupError
+from .jobs import TaskOutcome, TaskWorker, TrainingSetup
+
+__all__ = ["Engine", "InlineEngine", "ProcessEngine", "RayEngine", "RayUnavailableError", "make_engine", "ENGINES"]
+
+ENGINES = ("inline", "processes", "ray")
+
+_RAY_HINT = "pip install 'supsup-store[ray]' (or pip install ray)"
+
+
+class RayUnavailableError(SupSupError, RuntimeError):
+    """Ray is not installed, or the cluster at the given address cannot be reached in time."""
+
+
+class Engine(ABC):
+    """Trains tasks of one setup and yields their outcomes in task order."""
+
+    @abstractmethod
+    def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
+        """Outcomes of ``tasks`` (ascending), in that order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release workers (idempotent)."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class InlineEngine(Engine):
+    """Train in the calling process, one task after another.
+
+    ``callbacks`` are attached to every task's trainer (e.g. a per-batch progress bar).
+    """
+
+    def __init__(self, device: str = "cpu", callbacks: tuple = ()) -> None:
+        self.device, self.callbacks = device, tuple(callbacks)
+
+    def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
+        """Train each task in turn."""
+        worker = TaskWorker(setup, self.device, self.callbacks)
+        for task in tasks:
+            yield worker.run(int(task))
+
+
+_PROCESS_WORKER: TaskWorker | None = None
+
+
+def _process_init(setup_dict: dict) -> None:
+    global _PROCESS_WORKER
+    _PROCESS_WORKER = TaskWorker(TrainingSetup.from_dict(setup_dict), "cpu")
+
+
+def _process_run(task: int) -> TaskOutcome:
+    assert _PROCESS_WORKER is not None  # set by the pool initializer
+    return _PROCESS_WORKER.run(task)
+
+
+def _check_workers(workers: object) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError("workers", "an integer >= 1", workers)
+    return workers
+
+
+def _ordered(submit, tasks: Sequence[int], window: int) -> Iterator[TaskOutcome]:
+    """Submit ahead up to ``window`` tasks; yield results in submission order (``submit(task) -> getter``)."""
+    pending: collections.deque = collections.deque()
+    it = iter(tasks)
+    for task in it:
+        pending.append(submit(int(task)))
+        if len(pending) >= window:
+            break
+    while pending:
+        getter = pending.popleft()
+        outcome = getter()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(submit(int(nxt)))
+        yield outcome
+
+
+class ProcessEngine(Engine):
+    """``workers`` local processes (CPU), each with its own copy of the base network and stream."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = _check_workers(workers)
+        self._pool = None
+
+    def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
+        """Run tasks on the pool, ``workers + 1`` ahead of the one awaited."""
+        ctx = multiprocessing.get_context("spawn")
+        self._pool = ctx.Pool(self.workers, initializer=_process_init, initargs=(setup.to_dict(),))
+        pool = self._pool
+
+        def submit(task: int):
+            return pool.apply_async(_process_run, (task,)).get
+
+        try:
+            yield from _ordered(submit, tasks, 2 * self.workers + 1)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Terminate the pool."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or :class:`RayUnavailableError` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailableError(f"--ray: Ray is not installed; {_RAY_HINT}") from None
+    return ray
+
+
+class RayEngine(Engine):
+    """``workers`` Ray actors (one CPU each) on a local instance (``address=None``) or a cluster.
+
+    Parameters
+    ----------
+    workers : int
+        Actors, i.e. tasks trained at once.
+    address : str, optional
+        ``"ray://host:10001"`` (Ray Client) or ``"host:6379"`` / ``"auto"`` of an existing
+        cluster; None starts a local instance (``num_cpus=workers``).
+    connect_timeout : float
+        Seconds to wait for a cluster at ``address`` before giving up.
+    """
+
+    def __init__(self, workers: int, address: str | None = None, connect_timeout: float = 30.0) -> None:
+        self.workers = _check_workers(workers)
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            raise ConfigError("--ray", "a cluster address such as ray://host:10001 or host:6379", repr(address))
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) or connect_timeout <= 0:
+            raise ConfigError("connect_timeout", "a number of seconds > 0", connect_timeout)
+        self.address, self.connect_timeout = address, float(connect_timeout)
+        self._ray: Any = None
+        self._started = False
+        self._actors: list = []
+
+    def _connect(self) -> Any:
+        ray = import_ray()
+        if self.address is not None:
+            self._check_reachable(self.address)
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            if self.address is None:
+                kwargs["num_cpus"] = self.workers
+            else:
+                kwargs["address"] = self.address
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...: all mean "no cluster"
+                raise RayUnavailableError(f"--ray: could not start or join Ray at {self.address or 'a local instance'}: {exc}") from None
+            self._started = True
+        self._ray = ray
+        return ray
+
+    def _check_reachable(self, address: str) -> None:
+        """Fail within ``connect_timeout`` when nothing listens at ``host:port`` (Ray itself retries for minutes)."""
+        import socket
+
+        if address == "auto":
+            return
+        hostport = address.split("://", 1)[-1]
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError("--ray", "host:port or ray://host:port (or 'auto')", repr(address))
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(self.connect_timeout, 10.0)):
+                pass
+        except OSError as exc:
+            raise RayUnavailableError(f"--ray: no Ray cluster reachable at {address} ({exc})") from None
+
+    def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
+        """Run tasks on the actors round-robin, ``workers + 1`` ahead of the one awaited."""
+        ray = self._connect()
+        actor_cls = ray.remote(num_cpus=1)(_RayTaskActor)
+        self._actors = [actor_cls.remote(setup.to_dict()) for _ in range(self.workers)]
+        counter = iter(range(1 << 62))
+
+        def submit(task: int):
+            ref = self._actors[next(counter) % len(self._actors)].run.remote(task)
+            return lambda: ray.get(ref)
+
+        try:
+            yield from _ordered(submit, tasks, 2 * self.workers + 1)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Kill the actors; shut down a Ray instance this engine started."""
+        if self._ray is None:
+            return
+        for actor in self._actors:
+            self._ray.kill(actor)
+        self._actors = []
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+        self._ray = None
+
+
+class _RayTaskActor:
+    """Ray actor body: one :class:`TaskWorker` per actor."""
+
+    def __init__(self, setup_dict: dict) -> None:
+        self.worker = TaskWorker(TrainingSetup.from_dict(setup_dict), "cpu")
+
+    def run(self, task: int) -> TaskOutcome:
+        return self.worker.run(task)
+
+
+def make_engine(
+    workers: int = 1, ray: bool = False, address: str | None = None, *, device: str = "cpu", callbacks: tuple = ()
+) -> Engine:
+    """The engine for ``--workers`` / ``--ray``: inline for one local worker, else processes or Ray."""
+    workers = _check_workers(workers)
+    if ray:
+        return RayEngine(workers, address)
+    if address is not None:
+        raise ConfigError("address", "None unless ray=True", repr(address))
+    if workers == 1:
+        return InlineEngine(device, callbacks)
+    if device != "cpu":
+        raise ConfigError("--workers", "1 on a GPU (worker processes train on CPU)", workers)
+    return ProcessEngine(workers)

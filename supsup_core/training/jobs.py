@@ -1,0 +1,235 @@
+"""One task's training as a self-contained job: what a worker needs, what it sends back.
+
+GG/GNu tasks are independent given the base network: task ``t``'s scores come
+from ``task_seed(model seed, t)`` and its data order from ``(train seed, t)``,
+both through ``numpy.random.SeedSequence``, and training never reads the masks
+of other tasks.  So any process that rebuilds the same base network and stream
+can train task ``t`` and get the same mask, bit for bit, as the sequential loop.
+
+- :class:`TrainingSetup` (frozen, picklable, JSON-safe): the model config, the
+  stream description, the :class:`~supsup_core.training.config.TrainConfig` and
+  evaluation settings -- everything a worker needs, nothing else.
+- :class:`TaskWorker`: builds the base network and the stream once, then
+  :meth:`TaskWorker.run` trains one task on a *scratch* model that holds no
+  finished masks (so the cost of a task does not grow with the tasks learned),
+  measures its GG accuracy once and returns a :class:`TaskOutcome`.
+
+Torch runs each task with one intra-op thread (parallelism is across tasks):
+the same arithmetic for any worker count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+from ..models import SupSupNet, build_model, task_seed
+from .callbacks import attach_callbacks
+from .config import TrainConfig
+from .trainer import Trainer
+
+__all__ = ["TrainingSetup", "TaskOutcome", "TaskWorker", "single_thread"]
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch CPU ops on one intra-op thread inside the block (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """Everything needed to train any task of a stream from scratch (validated, JSON-safe).
+
+    Parameters
+    ----------
+    model : dict
+        :meth:`ModelConfig.to_dict` of the base network.
+    benchmark : dict
+        ``stream.describe()`` (rebuilt with :func:`supsup_core.persistence.stream_from_metadata`).
+    train : dict
+        :meth:`TrainConfig.to_dict`.
+    drop_last : bool
+        Skip partial training batches (batch-statistics models).
+    eval_batch_size : int
+        Test batch size of the GG accuracy measured after each task.
+    data_dir : str or None
+        MNIST IDX folder overriding the recorded data source.
+
+    Examples
+    --------
+    >>> s = TrainingSetup.from_objects(ModelConfig(hidden=(4,), output_size=3),
+    ...     {"stream": "permuted-mnist", "n_tasks": 2, "seed": 1}, TrainConfig())
+    >>> TrainingSetup.from_dict(s.to_dict()) == s
+    True
+    """
+
+    model: dict
+    benchmark: dict
+    train: dict
+    drop_last: bool = False
+    eval_batch_size: int = 128
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        ModelConfig.from_dict(dict(self.model))  # raises ConfigError naming the field
+        TrainConfig.from_dict(dict(self.train))
+        if not isinstance(self.benchmark, Mapping) or "stream" not in self.benchmark or "n_tasks" not in self.benchmark:
+            raise ConfigError("benchmark", "a stream description with 'stream' and 'n_tasks'", self.benchmark)
+        if not isinstance(self.drop_last, bool):
+            raise ConfigError("drop_last", "a bool", self.drop_last)
+        b = self.eval_batch_size
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError("eval_batch_size", "an integer >= 1", b)
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ConfigError("data_dir", "None or a folder path string", type(self.data_dir).__name__)
+
+    @classmethod
+    def from_objects(
+        cls,
+        model: ModelConfig,
+        benchmark: Mapping[str, Any],
+        train: TrainConfig,
+        *,
+        drop_last: bool = False,
+        eval_batch_size: int = 128,
+        data_dir: str | None = None,
+    ) -> TrainingSetup:
+        """Build from the config objects (``benchmark`` is ``stream.describe()``)."""
+        return cls(model.to_dict(), dict(benchmark), train.to_dict(), drop_last, eval_batch_size, data_dir)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The :class:`ModelConfig`."""
+        return ModelConfig.from_dict(dict(self.model))
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """The :class:`TrainConfig`."""
+        return TrainConfig.from_dict(dict(self.train))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every field."""
+        return {
+            "model": dict(self.model),
+            "benchmark": dict(self.benchmark),
+            "train": dict(self.train),
+            "drop_last": self.drop_last,
+            "eval_batch_size": self.eval_batch_size,
+            "data_dir": self.data_dir,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingSetup:
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("setup", "a mapping", type(data).__name__)
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """One trained task: its masks ``{layer: bool ndarray}``, GG accuracy on its test set, timings (seconds)."""
+
+    task: int
+    masks: dict[str, np.ndarray] = field(repr=False)
+    gg_accuracy: float
+    n_test: int
+    train_seconds: float
+    eval_seconds: float
+
+
+def start_scores(model: SupSupNet, task: int) -> list[torch.nn.Parameter]:
+    """Fresh scores of task ``task`` on every masked layer, drawn as ``SupSupNet.add_task`` draws them.
+
+    The model's finished tasks are not touched (the layers select their scores for the forward).
+    """
+    generator = torch.Generator().manual_seed(task_seed(model.config.seed, task))
+    for layer in model.masked_layers().values():
+        layer.start_task(generator)
+    return [layer.scores for layer in model.masked_layers().values()]
+
+
+def take_masks(model: SupSupNet) -> dict[str, np.ndarray]:
+    """Binarise the current scores of every masked layer into bool masks (CPU) and free the scores."""
+    out = {}
+    with torch.no_grad():
+        for name, layer in model.masked_layers().items():
+            out[name] = (layer.score_mask().detach() != 0).cpu().numpy()
+            layer.scores = None
+    return out
+
+
+class TaskWorker:
+    """Trains single tasks of one :class:`TrainingSetup` (base network and stream built once).
+
+    Parameters
+    ----------
+    setup : TrainingSetup
+        What to train.
+    device : str
+        Torch device of the scratch model.
+    callbacks : iterable
+        Trainer callbacks attached to every task's trainer (in-process use only).
+    """
+
+    def __init__(self, setup: TrainingSetup, device: str | torch.device = "cpu", callbacks: tuple = ()) -> None:
+        from ..persistence import stream_from_metadata  # local: persistence imports models, not training
+
+        if not isinstance(setup, TrainingSetup):
+            raise ConfigError("setup", "a TrainingSetup", type(setup).__name__)
+        self.setup = setup
+        self.config = setup.train_config
+        self.stream = stream_from_metadata({"benchmark": dict(setup.benchmark)}, setup.data_dir)
+        self.model = build_model(setup.model_config).to(device)
+        self.callbacks = tuple(callbacks)
+
+    def run(self, task: int) -> TaskOutcome:
+        """Train stream task ``task`` from its own seeds, measure its GG accuracy once, return the masks."""
+        if isinstance(task, bool) or not isinstance(task, int) or not 0 <= task < self.stream.n_tasks:
+            raise ConfigError("task", f"a stream task in 0..{self.stream.n_tasks - 1}", task)
+        model, cfg = self.model, self.config
+        with single_thread():
+            start = time.perf_counter()
+            trainer = Trainer(model, start_scores(model, task), cfg)
+            attach_callbacks(trainer, self.callbacks)
+            batches = self.stream.train_batches(
+                task, batch_size=cfg.batch_size, seed=cfg.seed, n_batches=cfg.batches_per_task,
+                drop_last=self.setup.drop_last,
+            )
+            trainer.run(batches)
+            masks = take_masks(model)
+            trained = time.perf_counter()
+            accuracy, n = self._gg(task, masks)
+            done = time.perf_counter()
+        return TaskOutcome(task, masks, accuracy, n, trained - start, done - trained)
+
+    def _gg(self, task: int, masks: dict[str, np.ndarray]) -> tuple[float, int]:
+        """GG accuracy of ``masks`` on task ``task``'s test set (explicit masks: the model's state is untouched)."""
+        model = self.model
+        device = model.device
+        explicit = {name: torch.from_numpy(m).to(device, torch.float32) for name, m in masks.items()}
+        was_training = model.training
+        model.eval()
+        correct, n = 0, 0
+        try:
+            with torch.no_grad():
+                for x, y, _ in self.stream.test_batches(task, self.setup.eval_batch_size, device=device):
+                    correct += int((model(x, masks=explicit).argmax(dim=1) == y).sum())
+                    n += y.shape[0]
+        finally:
+            model.train(was_training)
+        return (correct / n if n else float("nan")), n
