@@ -11,15 +11,20 @@ the probability model that gives the shortest code, among:
 - **layers**: the entries of layer ``l`` are Bernoulli(``p_l = k_l / n_l``), its own
   density; never longer than static and shorter when layers differ (BNNet's two
   unit masks at 35 % and 53 %); layers with no ones or only ones cost nothing;
+- **rows**: a layer is viewed as a matrix (rows = its first axis, a weight's output
+  units) and coded row by row; entry ``(r, j)`` is Bernoulli(``(c_rj + a * p_l) / (r + a)``),
+  ``c_rj`` the ones of column ``j`` in the rows above.  Top-k masks keep the weights of
+  informative inputs, so their columns differ in density: this finds it with no side
+  information (zstd finds some of it too, see the benchmark);
 - **adaptive**: entry ``j`` of layer ``l`` is Bernoulli(``(c_j + a * p_l) / (N + a)``),
   where ``c_j`` counts the ones at entry ``j`` among the ``N`` tasks of the bank's
-  *chain* stored before this one, and ``a`` is one of :data:`PRIOR_WEIGHTS`.
-  When masks repeat what earlier masks did (checkpoints of one pruning run,
-  tasks that share structure), this costs less than ``n * H(p)``.
+  *chain* stored before this one.  When masks repeat what earlier masks did
+  (checkpoints of one pruning run, tasks that share structure), this costs less
+  than ``n * H(p)``.
 
-The model is picked from the ideal code lengths (``-sum log2 P(x_j)``, computed
-with NumPy); the counts ``k_l`` are stored whatever the model, so the shortest
-ideal code wins.
+``a`` is one of :data:`PRIOR_WEIGHTS`.  The model (and ``a``) is picked per task
+from the ideal code lengths (``-sum log2 P(x_j)``, computed with NumPy); the
+counts ``k_l`` are stored whatever the model, so the shortest ideal code wins.
 
 **The chain.**  The tasks without their own ``layout`` attribute (those with the
 bank's ``shared_layout``, :mod:`hopfield_masks.backends._hdf5`) form the chain, in
@@ -28,14 +33,15 @@ cost ``log2(N)`` bits per entry), they are rebuilt by decoding the chain.  So
 reading task ``i`` of the chain decodes the chain tasks before it once per open
 bank; they are kept, packed (``n / 8`` bytes each), for later reads.  Deleting or
 overwriting a chain task re-encodes every task stored after it (their contexts
-changed), keeping their order.  Tasks of other layouts are always coded static.
+changed), keeping their order.  Tasks of other layouts never use the adaptive model.
 
 Dataset ``/tasks/<task>``: ``uint32`` words, possibly none (all-zero, all-one and
 empty masks need no code).  Attribute ``coding``: ``[model, k_1, ..., k_L]``
-(``uint32``, or ``uint64`` when a count needs it); ``model`` is 0 for static, 1 for
-layers, ``2 + i`` for the adaptive model with ``PRIOR_WEIGHTS[i]``.  Decoding checks
-that the code yields exactly ``k_l`` ones in every layer and consumes every word,
-so a truncated or altered stream is reported as damaged.
+(``uint16``, ``uint32`` or ``uint64``: the narrowest that holds the counts); ``model`` is
+0 for static, 1 for layers, ``2 + i`` for rows and ``2 + len(PRIOR_WEIGHTS) + i`` for
+adaptive, with ``a = PRIOR_WEIGHTS[i]``.  Decoding checks that the code yields
+exactly ``k_l`` ones in every layer and consumes every word, so a truncated or
+altered stream is reported as damaged.
 
 Examples
 --------
@@ -51,12 +57,14 @@ Examples
 ...     bool((bank.read_task("1")["fc"] == first).all()), bank.task_model("0"), bank.task_model("1")
 (True, 'static', 'adaptive')
 >>> with HDF5EntropyBank(path) as bank:
-...     bank.task_nbytes("0") < 4000 // 8, bank.task_nbytes("1") < 100
+...     bank.task_nbytes("0") < 4000 // 8, bank.task_nbytes("1") < bank.task_nbytes("0") // 2
 (True, True)
 >>> tmp.cleanup()
 """
 
 from __future__ import annotations
+
+import math
 
 import h5py
 import numpy as np
@@ -68,28 +76,14 @@ from ._hdf5 import HDF5MaskBank
 
 __all__ = ["HDF5EntropyBank", "MissingExtraError", "PRIOR_WEIGHTS", "ideal_bits", "adaptive_probabilities"]
 
-#: Weights ``a`` of the task's own density in the adaptive model (pseudo-counts); part of the format.
-PRIOR_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-_STATIC, _LAYERS, _ADAPTIVE = 0, 1, 2  # model codes; adaptive i is _ADAPTIVE + i
+#: Pseudo-count weights ``a`` of the layer density in the adaptive models; part of the format.
+PRIOR_WEIGHTS = (0.5, 2.0, 8.0, 32.0)
+# model codes: static, layers, rows + i (adaptive over the rows of each layer), chain + i (over the chain)
+_STATIC, _LAYERS, _ROWS = 0, 1, 2
+_CHAIN = _ROWS + len(PRIOR_WEIGHTS)
+_N_MODELS = _CHAIN + len(PRIOR_WEIGHTS)
 _WORD = np.dtype(np.uint32)
-
-
-def _layer_bounds(layout: MaskLayout) -> np.ndarray:
-    """Flat start of every layer and the end: int64 ``(L + 1,)``."""
-    return np.array([0, *(part.stop for part in layout.slices().values())], dtype=np.int64)
-
-
-def _layer_probabilities(layers: np.ndarray, ones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat positions of the entries of non-constant layers ``(m,)`` and their layer's density ``(m,)``.
-
-    Entries of a layer with no ones or only ones are certain, so no model codes them.
-    """
-    sizes = np.diff(layers)
-    coded_layer = (ones > 0) & (ones < sizes)  # (L,)
-    where = np.concatenate([np.arange(a, b) for a, b, c in zip(layers[:-1], layers[1:], coded_layer) if c]
-                           or [np.zeros(0, np.int64)])
-    density = np.repeat(np.where(coded_layer, ones / np.maximum(sizes, 1), 0.0)[coded_layer], sizes[coded_layer])
-    return where, density
+_COUNT_DTYPES = (np.uint16, np.uint32, np.uint64)
 
 
 class MissingExtraError(HopfieldMasksError, ImportError):
@@ -120,15 +114,48 @@ def ideal_bits(flat: np.ndarray, prob_one: np.ndarray | float) -> float:
     return float(-(np.log2(p[flat]).sum() + np.log2(1.0 - p[~flat]).sum()))
 
 
-def adaptive_probabilities(counts: np.ndarray, n_before: int, density: float, weight: float) -> np.ndarray:
-    """Per-entry ``P(1) = (c_j + a * p) / (N + a)``: float64 ``(n,)``, bit-identical for encoder and decoder.
+def adaptive_probabilities(counts: np.ndarray, n_before: int | np.ndarray, density, weight: float) -> np.ndarray:
+    """``P(1) = (c + a * p) / (N + a)``: float64, bit-identical for encoder and decoder.
 
     Examples
     --------
     >>> adaptive_probabilities(np.array([0, 2]), 2, 0.5, 2.0).tolist()
     [0.25, 0.75]
     """
-    return (counts.astype(np.float64) + weight * density) / (n_before + weight)
+    return (counts.astype(np.float64) + weight * density) / (np.asarray(n_before, dtype=np.float64) + weight)
+
+
+class _Layer:
+    """One layer of a task as the coder sees it: flat bounds, matrix view, ones, density."""
+
+    __slots__ = ("start", "stop", "rows", "cols", "ones", "density")
+
+    def __init__(self, start: int, shape: tuple[int, ...], ones: int) -> None:
+        size = math.prod(shape)
+        self.start, self.stop, self.ones = start, start + size, ones
+        self.rows = int(shape[0]) if len(shape) else 1  # rows: the first axis (a weight's output units)
+        self.cols = size // self.rows if self.rows else 0
+        self.density = np.float64(ones) / np.float64(size) if size else np.float64(0.0)
+
+    @property
+    def coded(self) -> bool:
+        """Whether the layer needs a code (it has both zeros and ones)."""
+        return 0 < self.ones < self.stop - self.start
+
+
+def _layers(layout: MaskLayout, ones: np.ndarray) -> list[_Layer]:
+    starts = [part.start for part in layout.slices().values()]
+    return [_Layer(start, shape, int(k)) for start, shape, k in zip(starts, layout.shapes, ones)]
+
+
+def _row_probabilities(x: np.ndarray, layer: _Layer, weight: float) -> np.ndarray:
+    """Per-entry ``P(1)`` of the rows model for a layer's matrix ``x`` ``(rows, cols)``, flattened.
+
+    Row ``r`` of column ``j``: ``(c_rj + a * p) / (r + a)``, ``c_rj`` the ones in rows above.
+    """
+    above = np.cumsum(x, axis=0, dtype=np.int64) - x  # (rows, cols)
+    r = np.arange(layer.rows, dtype=np.int64)[:, None]  # (rows, 1)
+    return adaptive_probabilities(above, r, layer.density, weight).ravel()
 
 
 class HDF5EntropyBank(HDF5MaskBank):
@@ -146,7 +173,7 @@ class HDF5EntropyBank(HDF5MaskBank):
         self._chain_bits: list[np.ndarray] = []  # packed masks of chain[0 : len(...)]
         self._chain_counts: np.ndarray | None = None  # (n,) int64, ones per entry over _chain_bits
         self._pending_chain = False  # set by _put_task for _encode: the task joins the chain
-        self._pending_layers: np.ndarray | None = None  # set by _put_task for _encode: the layer bounds
+        self._pending_layout: MaskLayout | None = None  # set by _put_task for _encode: the task's layers
         _constriction()  # fail before any file is touched when the coder is missing
         super().__init__(*args, **kwargs)
 
@@ -185,11 +212,11 @@ class HDF5EntropyBank(HDF5MaskBank):
         joins = shared is None or len(self._tasks) == 0 or layout == shared  # what _share_layout will decide
         if joins:
             self._decode_chain_until(len(self._chain()))
-        self._pending_chain, self._pending_layers = joins, _layer_bounds(layout)
+        self._pending_chain, self._pending_layout = joins, layout
         try:
             super()._put_task(task, layout, flat, attrs_json)
         finally:
-            self._pending_chain, self._pending_layers = False, None
+            self._pending_chain, self._pending_layout = False, None
         if joins:
             self._chain().append(task)
             self._remember(flat)
@@ -217,40 +244,53 @@ class HDF5EntropyBank(HDF5MaskBank):
 
     # ------------------------------------------------------------------ encoding hooks
     def _encode(self, flat: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        layers = self._pending_layers
-        ones = np.array([flat[a:b].sum() for a, b in zip(layers[:-1], layers[1:])], dtype=np.int64)
+        layout = self._pending_layout
+        ones = np.array([int(np.count_nonzero(flat[part])) for part in layout.slices().values()], dtype=np.int64)
+        layers = _layers(layout, ones)
         n_before = len(self._chain_bits) if self._pending_chain else 0
-        model, words = self._best_code(flat, layers, ones, n_before)
-        dtype = np.uint32 if ones.size == 0 or int(ones.max()) < 2**32 else np.uint64
+        model, words = self._best_code(flat, layers, n_before)
+        top = max([model, *ones.tolist()])
+        dtype = next(d for d in _COUNT_DTYPES if top <= np.iinfo(d).max)  # the narrowest that holds the counts
         return words, {"coding": np.array([model, *ones.tolist()], dtype=dtype)}
 
-    def _best_code(self, flat: np.ndarray, layers: np.ndarray, ones: np.ndarray, n_before: int):
-        """The model (code) with the shortest ideal code for ``flat``, and the range coder's words for it."""
-        total, length = int(ones.sum()), flat.shape[0]
+    def _best_code(self, flat: np.ndarray, layers: list[_Layer], n_before: int) -> tuple[int, np.ndarray]:
+        """The model with the shortest ideal code for ``flat`` and the range coder's words under it."""
+        length, total = flat.shape[0], sum(layer.ones for layer in layers)
         if total in (0, length):
             return _STATIC, np.zeros(0, dtype=_WORD)  # constant masks: the counts say everything
-        options = {_STATIC: (slice(None), total / length)}
-        coded, layer_prob = _layer_probabilities(layers, ones)
-        options[_LAYERS] = (coded, layer_prob)
-        for i, weight in enumerate(PRIOR_WEIGHTS if n_before else ()):
-            options[_ADAPTIVE + i] = (coded, adaptive_probabilities(self._chain_counts[coded], n_before, layer_prob, weight))
-        bits = {model: ideal_bits(flat[where], prob) for model, (where, prob) in options.items()}
-        # the per-layer counts cost 32 bits each whatever the model, so the smallest ideal code wins
+        coded = [layer for layer in layers if layer.coded]
+        p = np.float64(total) / np.float64(length)
+        bits = {_STATIC: ideal_bits(flat, p),
+                _LAYERS: sum(ideal_bits(flat[q.start:q.stop], q.density) for q in coded)}
+        matrices = [flat[q.start:q.stop].reshape(q.rows, q.cols) for q in coded]
+        for i, weight in enumerate(PRIOR_WEIGHTS):
+            bits[_ROWS + i] = sum(ideal_bits(x.ravel(), _row_probabilities(x, q, weight))
+                                  for q, x in zip(coded, matrices))
+        if n_before:
+            for i, weight in enumerate(PRIOR_WEIGHTS):
+                bits[_CHAIN + i] = sum(
+                    ideal_bits(flat[q.start:q.stop],
+                               adaptive_probabilities(self._chain_counts[q.start:q.stop], n_before, q.density, weight))
+                    for q in coded
+                )
+        # the counts are stored whatever the model, so the shortest ideal code wins (ties: the simpler model)
         model = min(bits, key=lambda m: (bits[m], m))
-        where, prob = options[model]
-        return model, self._code(flat[where], prob)
-
-    @staticmethod
-    def _code(flat: np.ndarray, prob: np.ndarray | float) -> np.ndarray:
         constriction = _constriction()
         encoder = constriction.stream.queue.RangeEncoder()
-        if flat.size:
-            symbols = flat.astype(np.int32)  # (n,) 0/1
-            if isinstance(prob, float):
-                encoder.encode(symbols, constriction.stream.model.Bernoulli(prob, perfect=False))
-            else:
-                encoder.encode(symbols, constriction.stream.model.Bernoulli(perfect=False), prob)
-        return np.asarray(encoder.get_compressed(), dtype=_WORD)
+        family = constriction.stream.model.Bernoulli(perfect=False)
+        if model == _STATIC:
+            encoder.encode(flat.astype(np.int32), constriction.stream.model.Bernoulli(float(p), perfect=False))
+        for q, x in zip(coded, matrices):
+            symbols = x.ravel().astype(np.int32)
+            if model == _LAYERS:
+                encoder.encode(symbols, constriction.stream.model.Bernoulli(float(q.density), perfect=False))
+            elif _ROWS <= model < _CHAIN:
+                encoder.encode(symbols, family, _row_probabilities(x, q, PRIOR_WEIGHTS[model - _ROWS]))
+            elif model >= _CHAIN:
+                prob = adaptive_probabilities(self._chain_counts[q.start:q.stop], n_before, q.density,
+                                              PRIOR_WEIGHTS[model - _CHAIN])
+                encoder.encode(symbols, family, prob)
+        return model, np.asarray(encoder.get_compressed(), dtype=_WORD)
 
     def _decode(self, ds: h5py.Dataset, length: int) -> np.ndarray:
         name = ds.name.rsplit("/", 1)[-1]
@@ -267,74 +307,77 @@ class HDF5EntropyBank(HDF5MaskBank):
 
     def _decode_with(self, ds: h5py.Dataset, length: int, position: int | None) -> np.ndarray:
         """Decode one task dataset; ``position`` is its chain position (None: not in the chain)."""
-        layers = _layer_bounds(self._layout(ds))
-        model, ones = self._coding(ds, layers)
+        layout = self._layout(ds)
+        model, ones = self._coding(ds, layout)
         if ds.ndim != 1 or ds.dtype != _WORD:
             raise self._corrupt(ds, f"expected 1-D uint32 code words, found {ds.dtype} {ds.shape}")
         words = ds[()]
+        layers = _layers(layout, ones)
         total = int(ones.sum())
         if total in (0, length):
             if words.size:
                 raise self._corrupt(ds, f"a constant mask has no code words, found {words.size}")
             return np.full(length, total == length, dtype=bool)
-        flat = np.zeros(length, dtype=bool)
-        coded, layer_prob = _layer_probabilities(layers, ones)
-        if model == _STATIC:
-            coded, prob = slice(None), total / length
-        elif model == _LAYERS:
-            prob = layer_prob
-        elif not position:
-            raise self._corrupt(ds, "the adaptive model needs earlier tasks of the chain, and there are none")
-        else:
-            prob = adaptive_probabilities(
-                self._chain_counts[coded], position, layer_prob, PRIOR_WEIGHTS[model - _ADAPTIVE]
-            )
-        n_coded = length if isinstance(coded, slice) else coded.shape[0]
-        flat[coded] = self._uncode(ds, words, n_coded, prob)
-        if model != _STATIC:
-            for (a, b), k in zip(zip(layers[:-1], layers[1:]), ones):
-                if k == b - a:  # a full layer is not coded under these models (its entries are certain)
-                    flat[a:b] = True
-        got = np.array([flat[a:b].sum() for a, b in zip(layers[:-1], layers[1:])], dtype=np.int64)
-        if not np.array_equal(got, ones):
-            raise self._corrupt(ds, f"the code decodes to {got.tolist()} ones per layer, expected {ones.tolist()}")
+        if model >= _CHAIN and not position:
+            raise self._corrupt(ds, "the adaptive chain model needs earlier tasks of the chain, and there are none")
+        try:
+            flat = self._uncode(words, layers, model, length, position)
+        except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:  # the coder refuses the stream
+            raise self._corrupt(ds, f"the range coder cannot decode it ({exc})") from None
+        if flat is None:
+            raise self._corrupt(ds, "code words are left over after the last entry")
+        got = [int(np.count_nonzero(flat[q.start:q.stop])) for q in layers]
+        if got != ones.tolist():
+            raise self._corrupt(ds, f"the code decodes to {got} ones per layer, expected {ones.tolist()}")
         return flat
 
-    def _uncode(self, ds: h5py.Dataset, words: np.ndarray, n: int, prob: np.ndarray | float) -> np.ndarray:
+    def _uncode(self, words: np.ndarray, layers: list[_Layer], model: int, length: int,
+                position: int | None) -> np.ndarray | None:
+        """Run the range decoder over every coded layer, in the encoder's order; None if words are left."""
         constriction = _constriction()
-        if n == 0:
-            if words.size:
-                raise self._corrupt(ds, f"nothing is coded, found {words.size} code words")
-            return np.zeros(0, dtype=bool)
-        try:
-            decoder = constriction.stream.queue.RangeDecoder(words)
-            if isinstance(prob, float):
-                symbols = decoder.decode(constriction.stream.model.Bernoulli(prob, perfect=False), n)
-            else:
-                symbols = decoder.decode(constriction.stream.model.Bernoulli(perfect=False), prob)
-        except (ValueError, RuntimeError, AssertionError) as exc:  # the coder refuses an invalid stream
-            raise self._corrupt(ds, f"the range coder cannot decode it ({exc})") from None
-        if not decoder.maybe_exhausted():
-            raise self._corrupt(ds, "code words are left over after the last entry")
-        return np.asarray(symbols) != 0
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        family = constriction.stream.model.Bernoulli(perfect=False)
+        flat = np.zeros(length, dtype=bool)
+        if model == _STATIC:
+            p = np.float64(sum(q.ones for q in layers)) / np.float64(length)
+            flat[:] = decoder.decode(constriction.stream.model.Bernoulli(float(p), perfect=False), length) != 0
+        for q in layers:
+            if not q.coded:
+                if model != _STATIC:
+                    flat[q.start:q.stop] = q.ones > 0  # certain entries: all zeros or all ones
+                continue
+            if model == _LAYERS:
+                bernoulli = constriction.stream.model.Bernoulli(float(q.density), perfect=False)
+                flat[q.start:q.stop] = decoder.decode(bernoulli, q.stop - q.start) != 0
+            elif _ROWS <= model < _CHAIN:
+                weight = PRIOR_WEIGHTS[model - _ROWS]
+                above = np.zeros(q.cols, dtype=np.int64)  # ones per column in the rows decoded so far
+                for r in range(q.rows):
+                    row = decoder.decode(family, adaptive_probabilities(above, r, q.density, weight)) != 0
+                    flat[q.start + r * q.cols:q.start + (r + 1) * q.cols] = row
+                    above += row
+            elif model >= _CHAIN:
+                prob = adaptive_probabilities(self._chain_counts[q.start:q.stop], position, q.density,
+                                              PRIOR_WEIGHTS[model - _CHAIN])
+                flat[q.start:q.stop] = decoder.decode(family, prob) != 0
+        return flat if decoder.maybe_exhausted() else None
 
-    def _coding(self, ds: h5py.Dataset, layers: np.ndarray) -> tuple[int, np.ndarray]:
+    def _coding(self, ds: h5py.Dataset, layout: MaskLayout) -> tuple[int, np.ndarray]:
         """The ``coding`` attribute ``[model, k_1, ..., k_L]``, checked against the task's layers."""
         coding = ds.attrs.get("coding")
-        n_layers = len(layers) - 1
+        n_layers = len(layout.shapes)
         if (not isinstance(coding, np.ndarray) or coding.shape != (n_layers + 1,)
-                or coding.dtype not in (np.uint32, np.uint64)):
+                or coding.dtype not in _COUNT_DTYPES):
             found = "none" if coding is None else f"{getattr(coding, 'dtype', type(coding).__name__)} {np.shape(coding)}"
             raise self._corrupt(
-                ds, f"expected a uint32/uint64 [model, ones per layer] 'coding' attribute of {n_layers + 1} "
+                ds, f"expected an unsigned [model, ones per layer] 'coding' attribute of {n_layers + 1} "
                 f"entries, found {found}"
             )
         model, ones = int(coding[0]), coding[1:].astype(np.int64)
-        sizes = np.diff(layers)
-        if model >= _ADAPTIVE + len(PRIOR_WEIGHTS) or np.any(ones > sizes):
+        sizes = np.array([math.prod(shape) for shape in layout.shapes], dtype=np.int64)
+        if model >= _N_MODELS or np.any(ones > sizes):
             raise self._corrupt(
-                ds, f"'coding' {coding.tolist()} does not fit layers of {sizes.tolist()} entries "
-                f"and {_ADAPTIVE + len(PRIOR_WEIGHTS)} models"
+                ds, f"'coding' {coding.tolist()} does not fit layers of {sizes.tolist()} entries and {_N_MODELS} models"
             )
         return model, ones
 
@@ -344,10 +387,10 @@ class HDF5EntropyBank(HDF5MaskBank):
 
     # ------------------------------------------------------------------ public extras
     def task_model(self, task: str) -> str:
-        """``"static"``, ``"layers"`` or ``"adaptive"``: the probability model the task was coded with."""
+        """``"static"``, ``"layers"``, ``"rows"`` or ``"adaptive"``: the model the task was coded with."""
         ds = self._dataset(self._check_task(task))
-        model, _ = self._coding(ds, _layer_bounds(self._layout(ds)))
-        return {_STATIC: "static", _LAYERS: "layers"}.get(model, "adaptive")
+        model, _ = self._coding(ds, self._layout(ds))
+        return {_STATIC: "static", _LAYERS: "layers"}.get(model, "rows" if model < _CHAIN else "adaptive")
 
     def _close(self, commit: bool) -> None:
         self._reset_chain()

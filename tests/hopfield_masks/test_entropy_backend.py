@@ -90,6 +90,22 @@ def test_layers_of_different_density_cost_less_than_n_h(tmp_path, rng):
     assert per_layer < nbytes < n * entropy_bits(p) / 8
 
 
+def test_columns_of_different_density_use_the_rows_model(tmp_path, rng):
+    """Top-k-like structure: some input columns kept often, most rarely; coded row by row, below n * H(p)."""
+    column_density = np.where(rng.random(784) < 0.2, 0.08, 0.005)
+    masks = {"fc1": rng.random((300, 784)) < column_density, "fc2": rng.random((100, 300)) < 0.02}
+    with create_bank(tmp_path / "b.h5", "hdf5-entropy") as bank:
+        bank.write_task("0", masks)
+    with open_bank(tmp_path / "b.h5") as bank:
+        assert bank.task_model("0") == "rows"
+        nbytes = bank.task_nbytes("0")
+        got = bank.read_task("0")
+        assert all(np.array_equal(got[k], masks[k]) for k in masks)
+    n = sum(m.size for m in masks.values())
+    p = sum(int(m.sum()) for m in masks.values()) / n
+    assert nbytes < 0.9 * n * entropy_bits(p) / 8
+
+
 def test_independent_masks_never_cost_more_than_static(tmp_path, rng):
     with create_bank(tmp_path / "b.h5", "hdf5-entropy") as bank:
         for i in range(4):
@@ -258,7 +274,7 @@ def test_golden_file_reads_bit_exactly():
         attrs = json.loads(str(npz["__attrs__"]))
         models = json.loads(str(npz["__models__"]))
         metadata = json.loads(str(npz["__metadata__"]))
-    assert "adaptive" in models.values() and "static" in models.values()
+    assert set(models.values()) == {"static", "layers", "rows", "adaptive"}
     with open_bank(FIXTURES / "golden_entropy_v1_hdf5-entropy.h5") as bank:
         assert bank.backend_id == "hdf5-entropy" and bank.metadata == metadata
         assert bank.tasks() == list(masks)
