@@ -6,15 +6,19 @@ Sizing: a reservoir of ``B = ceil(P / N)`` networks of ``N`` units holds
 
 and :func:`size_for_budget` picks ``N`` (and the coupling precision) for a byte budget.
 
-Layout of an HDF5 group holding a reservoir (format version 1):
+Layout of an HDF5 group holding a reservoir (format version 2; version 1 has no key attributes):
 
-- attributes ``kind="reservoir"``, ``format_version=1``, ``rule`` (JSON of
+- attributes ``kind="reservoir"``, ``format_version=2``, ``rule`` (JSON of
   ``LearningRule.to_dict()``), ``dtype``, ``network_size``, ``mask_layout``
-  (JSON), ``block_layout`` (JSON), ``n_tasks``, ``budget`` (bytes, 0 when the
-  reservoir was built from an explicit network size);
-- datasets ``couplings`` ``(B, N, N)`` of the stored dtype, ``scales`` ``(B,)``
-  float32 (the int8 dequantisation scale, 1 for float couplings) and
-  ``spin_sums`` ``(P,)`` int32.
+  (JSON), ``block_layout`` (JSON: the mask entries per network,
+  ``network_size - key_units``), ``n_tasks``, ``budget`` (bytes, 0 when the
+  reservoir was built from an explicit network size), ``key_units`` and
+  ``key_seed`` (task keys, regenerated from the seed);
+- datasets ``couplings`` ``(B, N, N)`` of the stored dtype (``"sign"``: uint8
+  ``(B, ceil(N(N-1)/16))``, each network's strict upper triangle packed row by
+  row, most significant bit first, 1 = +1; the diagonal is 0), ``scales``
+  ``(B,)`` float32 (the int8 / sign dequantisation scale, 1 for float
+  couplings) and ``spin_sums`` ``(P,)`` int32.
 
 This module writes, reads and checks that layout; the class only assembles
 the parts.
@@ -34,21 +38,25 @@ import numpy as np
 from .blocks import BlockLayout, MaskLayout
 from .budget import format_bytes, parse_budget
 from .errors import BudgetError, InvalidArgumentError, PatternShapeError, StorageFormatError
-from .network import HopfieldNetwork
+from .network import HopfieldNetwork, coupling_nbytes, pack_sign_couplings, unpack_sign_couplings
 from .patterns import validate_states
 from .recall.dynamics import RecallResult
 from .rules.base import LearningRule
 
 __all__ = [
-    "FORMAT_VERSION", "ITEMSIZE", "DATASETS", "check_int", "reservoir_nbytes", "size_for_budget", "make_cue",
+    "FORMAT_VERSION", "ITEMSIZE", "DATASETS", "KEY_FRACTION", "check_int", "reservoir_nbytes", "size_for_budget",
+    "keyed_size_for_budget", "make_cue",
     "flat_state", "score_array", "blocks_energy_gradient", "blocks_sweep", "blocks_recall",
     "ReservoirParts", "read_parts", "write_group",
 ]
 
-#: Version of the on-disk layout.
-FORMAT_VERSION = 1
-#: Bytes per coupling; ``dtype="auto"`` tries them in this order (highest precision first).
-ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1}
+#: Version of the on-disk layout (2 adds ``key_units`` and ``key_seed``; version 1 files read as ``key_units=0``).
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+#: ``dtype="auto"`` without keys: the precisions tried, highest first (sign couplings are chosen explicitly or keyed).
+_AUTO_DTYPES = ("float32", "float16", "int8")
+#: Bytes per coupling (sign: one bit of the upper triangle); ``dtype="auto"`` tries them in this order.
+ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1, "sign": 0.125}
 _ATTRS = ("kind", "format_version", "rule", "dtype", "network_size", "mask_layout", "block_layout", "n_tasks", "budget")
 DATASETS = ("couplings", "scales", "spin_sums")
 
@@ -60,25 +68,33 @@ def check_int(value: object, name: str, low: int) -> int:
     return int(value)
 
 
-def reservoir_nbytes(length: int, network_size: int, dtype: str) -> int:
+def reservoir_nbytes(length: int, network_size: int, dtype: str, key_units: int = 0) -> int:
     """Bytes of a reservoir: couplings ``B*N*N*itemsize``, scales ``4*B``, spin sums ``4*P``.
+
+    With ``key_units = K`` each network of ``N`` units holds ``N - K`` mask
+    entries, so ``B = ceil(P / (N - K))``; the keys themselves are regenerated
+    from the key seed, not stored.
 
     Examples
     --------
     >>> reservoir_nbytes(10, 8, "float32")   # 2 blocks: 2*64*4 + 2*4 + 10*4
     560
+    >>> reservoir_nbytes(10, 8, "float32", key_units=3)   # 5 mask units per block: still 2 blocks
+    560
     """
-    n_blocks = math.ceil(length / network_size)
-    return n_blocks * network_size**2 * ITEMSIZE[dtype] + 4 * n_blocks + 4 * length
+    n_blocks = math.ceil(length / (network_size - key_units))
+    return n_blocks * (coupling_nbytes(network_size, dtype) - (4 if dtype in ("int8", "sign") else 0)) \
+        + 4 * n_blocks + 4 * length
 
 
-def _sizes_bytes(length: int, sizes: np.ndarray, itemsize: int) -> np.ndarray:
+def _sizes_bytes(length: int, sizes: np.ndarray, itemsize: float, key_units: int = 0) -> np.ndarray:
     """:func:`reservoir_nbytes` for many network sizes at once (int64, exact)."""
-    blocks = -(-length // sizes)  # ceil division, (n,)
-    return blocks * sizes * sizes * itemsize + 4 * blocks + 4 * length
+    blocks = -(-length // (sizes - key_units))  # ceil division, (n,)
+    per_network = -(-sizes * (sizes - 1) // 16) if itemsize < 1 else sizes * sizes * int(itemsize)
+    return blocks * per_network + 4 * blocks + 4 * length
 
 
-def _best_size(length: int, budget: int, itemsize: int, min_size: int) -> tuple[int | None, int]:
+def _best_size(length: int, budget: int, itemsize: float, min_size: int, key_units: int = 0) -> tuple[int | None, int]:
     """Largest network size whose reservoir fits ``budget``, and the smallest reservoir possible.
 
     Bytes are not monotone in ``N`` (``ceil(P/N)`` drops in steps), so every
@@ -87,21 +103,26 @@ def _best_size(length: int, budget: int, itemsize: int, min_size: int) -> tuple[
     capacity.  ``B*N >= P`` gives ``bytes >= P*N*itemsize + 4*P``, which bounds
     both searches.
     """
-    top = max(length, min_size)
-    cap = min(top, (budget - 4 * length) // (length * itemsize))  # larger N cannot fit
+    min_size = max(min_size, key_units + 1)  # at least one mask unit per network
+    top = max(length + key_units, min_size)
+    # larger N cannot fit: B*N >= P gives bytes >= P*N*item (sign, the upper triangle: P*(N-1)/16)
+    if itemsize < 1:
+        cap = min(top, (budget - 4 * length) * 16 // length + 1)
+    else:
+        cap = min(top, int((budget - 4 * length) // (length * itemsize)))
     best = None
     if cap >= min_size:
         sizes = np.arange(min_size, cap + 1, dtype=np.int64)
-        fits = np.flatnonzero(_sizes_bytes(length, sizes, itemsize) <= budget)
+        fits = np.flatnonzero(_sizes_bytes(length, sizes, itemsize, key_units) <= budget)
         best = int(sizes[fits[-1]]) if fits.size else None
-    # bytes(N) >= P*N*item exceeds bytes(min_size) <= (P*min + min**2)*item once N > min + min**2 / P
-    hi = min(top, min_size + min_size * min_size // length + 1)
-    smallest = int(_sizes_bytes(length, np.arange(min_size, hi + 1, dtype=np.int64), itemsize).min())
+    # bytes(N) >= P*N*item exceeds bytes(min_size) <= (P*min + min**2)*item once N > min + min**2 / P;
+    hi = min(top, 2 * min_size + min_size * min_size // length + 1)  # with keys the minimum is near N = 2K
+    smallest = int(_sizes_bytes(length, np.arange(min_size, hi + 1, dtype=np.int64), itemsize, key_units).min())
     return best, smallest
 
 
 def size_for_budget(
-    budget: str | int | float, length: int, *, dtype: str = "auto", min_network_size: int = 16
+    budget: str | int | float, length: int, *, dtype: str = "auto", min_network_size: int = 16, key_units: int = 0
 ) -> tuple[int, str]:
     """Pick the network size and coupling precision for ``length`` mask entries within ``budget``.
 
@@ -126,12 +147,13 @@ def size_for_budget(
     n_bytes = parse_budget(budget)
     length = check_int(length, "length", 1)
     min_size = check_int(min_network_size, "min_network_size", 2)
+    key_units = check_int(key_units, "key_units", 0)
     if dtype != "auto" and dtype not in ITEMSIZE:
         raise InvalidArgumentError("dtype", f"'auto' or one of {list(ITEMSIZE)}", repr(dtype))
     best: tuple[int, str] | None = None
     minimum = None
-    for name in ITEMSIZE if dtype == "auto" else (dtype,):
-        size, smallest = _best_size(length, n_bytes, ITEMSIZE[name], min_size)
+    for name in _AUTO_DTYPES if dtype == "auto" else (dtype,):
+        size, smallest = _best_size(length, n_bytes, ITEMSIZE[name], min_size, key_units)
         minimum = smallest if minimum is None else min(minimum, smallest)
         if size is not None and (best is None or size > best[0]):  # strict: ties keep the higher precision
             best = (size, name)
@@ -139,11 +161,62 @@ def size_for_budget(
         raise BudgetError(
             "budget",
             f"at least {minimum} bytes ({format_bytes(minimum)}) for {length} mask entries "
-            f"in networks of >= {min_size} units (dtype {dtype})",
+            f"in networks of >= {max(min_size, key_units + 1)} units (dtype {dtype}, {key_units} key units)",
             f"{budget!r} = {n_bytes} bytes",
             minimum=minimum,
         )
     return best
+
+
+#: Default share of each network's units that hold the task key when the key width is chosen from a budget.
+KEY_FRACTION = 0.25
+
+
+def keyed_size_for_budget(
+    budget: str | int | float, length: int, *, dtype: str = "sign", key_fraction: float = KEY_FRACTION
+) -> tuple[int, int]:
+    """Network size ``N`` and key units ``K`` of a keyed reservoir for ``length`` mask entries within ``budget``.
+
+    For ``B = 1, 2, ...`` networks, ``N`` is the largest size whose ``B``
+    networks fit the budget and ``K = N - ceil(P / B)`` the units left over
+    for the key; the first ``B`` whose key takes at least ``key_fraction`` of
+    the units wins (fewer, larger networks: the key then ties fewer blocks
+    together, and a larger ``N`` holds more tasks).
+
+    Raises
+    ------
+    BudgetError
+        No split leaves a key of that share.
+
+    Examples
+    --------
+    >>> keyed_size_for_budget("1MB", 4096)     # two 2,805-unit networks: 2,048 mask units and 757 key units each
+    (2805, 757)
+    """
+    n_bytes = parse_budget(budget)
+    length = check_int(length, "length", 1)
+    if dtype not in ITEMSIZE:
+        raise InvalidArgumentError("dtype", f"one of {list(ITEMSIZE)}", repr(dtype))
+    ok = isinstance(key_fraction, (int, float)) and not isinstance(key_fraction, bool)
+    if not (ok and 0.0 < float(key_fraction) < 1.0):
+        raise InvalidArgumentError("key_fraction", "a share of the units in (0, 1)", repr(key_fraction))
+    for blocks in range(1, length + 1):
+        mask_units = -(-length // blocks)
+        room = (n_bytes - 4 * length - 4 * blocks) // blocks  # bytes per network
+        if room <= 0:
+            break
+        if ITEMSIZE[dtype] < 1:  # N(N-1)/16 <= room
+            size = int((1 + math.sqrt(1 + 64 * room)) / 2)
+            while size > 1 and -(-size * (size - 1) // 16) > room:
+                size -= 1
+        else:
+            size = int(math.isqrt(int(room // ITEMSIZE[dtype])))
+        if size <= mask_units:
+            continue
+        if size - mask_units >= key_fraction * size:
+            return size, size - mask_units
+    raise BudgetError("budget", f"room for {length} mask entries plus a key of {key_fraction:.0%} of each network's "
+                                f"units (dtype {dtype})", f"{budget!r} = {n_bytes} bytes")
 
 
 def flat_state(state: object, length: int, name: str) -> np.ndarray:
@@ -250,11 +323,16 @@ def write_group(group: h5py.Group, reservoir: Any) -> None:
         if key in group:
             del group[key]
     n, b = reservoir.network_size, reservoir.n_blocks
-    couplings = group.create_dataset("couplings", shape=(b, n, n), dtype=np.dtype(reservoir.dtype))
+    if reservoir.dtype == "sign":  # the packed upper triangle, 1 bit per coupling
+        shape, dtype = (b, coupling_nbytes(n, "sign") - 4), np.dtype(np.uint8)
+    else:
+        shape, dtype = (b, n, n), np.dtype(reservoir.dtype)
+    couplings = group.create_dataset("couplings", shape=shape, dtype=dtype)
     scales = np.empty(b, dtype=np.float32)
     for i, net in enumerate(reservoir.networks):
         arrays, attrs = net.to_arrays()
-        couplings[i] = arrays["couplings"]  # one block at a time: no (B, N, N) copy in memory
+        # one block at a time: no (B, N, N) copy in memory
+        couplings[i] = pack_sign_couplings(arrays["couplings"]) if reservoir.dtype == "sign" else arrays["couplings"]
         scales[i] = attrs["scale"]
     group.create_dataset("scales", data=scales)
     group.create_dataset("spin_sums", data=reservoir.spin_sums.astype(np.int32))
@@ -269,6 +347,8 @@ def write_group(group: h5py.Group, reservoir: Any) -> None:
             "block_layout": json.dumps(reservoir.block_layout.to_dict()),
             "n_tasks": int(reservoir.n_tasks),
             "budget": int(reservoir.budget or 0),
+            "key_units": int(reservoir.key_units),
+            "key_seed": int(reservoir.key_seed),
         }
     )
 
@@ -285,6 +365,8 @@ class ReservoirParts:
     budget: int | None
     networks: tuple[HopfieldNetwork, ...]  # one per block
     spin_sums: np.ndarray  # (P,) int32
+    key_units: int = 0
+    key_seed: int = 0
 
 
 def _where(group: h5py.Group) -> str:
@@ -318,18 +400,23 @@ def read_parts(group: h5py.Group) -> ReservoirParts:
         block_layout = BlockLayout.from_dict(json.loads(attrs["block_layout"]))
         dtype, size = str(attrs["dtype"]), int(attrs["network_size"])
         n_tasks, budget = int(attrs["n_tasks"]), int(attrs["budget"])
-    except (ValueError, KeyError, TypeError) as exc:  # bad JSON, unknown rule id, wrong types
+        key_units = int(attrs.get("key_units", 0)) if version >= 2 else 0
+        key_seed = int(attrs.get("key_seed", 0)) if version >= 2 else 0
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # bad JSON, unknown rule id, wrong types
         raise StorageFormatError(where, f"has malformed reservoir attributes ({exc})") from None
-    if version != FORMAT_VERSION:
-        raise StorageFormatError(where, f"reservoir format_version {version} is not supported (this version reads 1)")
+    if version not in _READABLE_VERSIONS:
+        raise StorageFormatError(where, f"reservoir format_version {version} is not supported "
+                                        f"(this version reads {', '.join(map(str, _READABLE_VERSIONS))})")
     b, p = block_layout.n_blocks, layout.length
     problems = []
     if dtype not in ITEMSIZE:
         problems.append(f"dtype {dtype!r} is not one of {list(ITEMSIZE)}")
-    if size < 2 or block_layout.block_size != size or block_layout.length != p or p < 1 or n_tasks < 0:
-        problems.append(f"network_size {size}, block_layout {block_layout.to_dict()}, mask length {p} "
-                        f"and n_tasks {n_tasks} disagree")
-    expected = {"couplings": ((b, size, size), dtype), "scales": ((b,), "float32"), "spin_sums": ((p,), "int32")}
+    if size < 2 or not 0 <= key_units < size or not 0 <= key_seed < 2**63 or block_layout.block_size != size - key_units \
+            or block_layout.length != p or p < 1 or n_tasks < 0:
+        problems.append(f"network_size {size}, key_units {key_units}, key_seed {key_seed}, block_layout "
+                        f"{block_layout.to_dict()}, mask length {p} and n_tasks {n_tasks} disagree")
+    couplings_shape = ((b, coupling_nbytes(size, "sign") - 4), "uint8") if dtype == "sign" else ((b, size, size), dtype)
+    expected = {"couplings": couplings_shape, "scales": ((b,), "float32"), "spin_sums": ((p,), "int32")}
     for name, (shape, want) in expected.items():
         ds = group[name]
         dtype_ok = str(ds.dtype) == want or name == "couplings" and dtype not in ITEMSIZE  # already reported
@@ -343,11 +430,14 @@ def read_parts(group: h5py.Group) -> ReservoirParts:
     try:
         networks = tuple(
             HopfieldNetwork.from_arrays(
-                {"couplings": group["couplings"][i]},  # one block at a time: no (B, N, N) copy in memory
+                # one block at a time: no (B, N, N) copy in memory
+                {"couplings": unpack_sign_couplings(group["couplings"][i], size) if dtype == "sign"
+                 else group["couplings"][i]},
                 {"rule": rule.to_dict(), "dtype": dtype, "size": size, "n_stored": n_tasks, "scale": float(scales[i])},
             )
             for i in range(b)
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise StorageFormatError(where, f"holds couplings that do not make a network ({exc})") from None
-    return ReservoirParts(rule, layout, block_layout, dtype, n_tasks, budget or None, networks, spin_sums)
+    return ReservoirParts(rule, layout, block_layout, dtype, n_tasks, budget or None, networks, spin_sums,
+                          key_units, key_seed)

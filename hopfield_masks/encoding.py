@@ -67,6 +67,8 @@ class EncodeReport:
     exact_file_bytes_per_task: int
     exact_file_header_bytes: int
     exact_tasks_in_budget: int
+    key_units: int = 0
+    write_accumulator_bytes: int = 0
 
     def to_dict(self) -> dict:
         """JSON-safe dict of the fields."""
@@ -142,8 +144,9 @@ def encode_bank(
     path: str | Path,
     budget: str | int | float = "1MB",
     *,
-    rule: str = "storkey",
+    rule: str = "pseudo-inverse",
     dtype: str = "auto",
+    key_units: int | str = "auto",
     overwrite: bool = True,
     progress=None,
 ) -> tuple[Reservoir, EncodeReport]:
@@ -156,7 +159,10 @@ def encode_bank(
     budget : str or int
         Byte budget of the reservoir ("1MB", "512KiB", "2e6", ...).
     rule, dtype : str
-        Learning rule id and coupling precision (``"auto"`` picks the precision that fits the largest networks).
+        Learning rule id and coupling precision (``"auto"``: see :meth:`Reservoir.from_budget`).
+    key_units : int or "auto"
+        Units per network that hold a task key (``"auto"``: a keyed reservoir sized by
+        :func:`~hopfield_masks.reservoir.keyed_size_for_budget`; 0: no keys).
     overwrite : bool
         Replace an existing reservoir of the same budget.
     progress : callable, optional
@@ -178,7 +184,7 @@ def encode_bank(
         for task in tasks[1:]:
             if bank.task_layout(task) != layout:
                 raise StorageFormatError(path, f"task {task!r} has a different layer layout from task {tasks[0]!r}")
-        reservoir = Reservoir.from_budget(budget, layout, rule=rule, dtype=dtype)
+        reservoir = Reservoir.from_budget(budget, layout, rule=rule, dtype=dtype, key_units=key_units)
         with warnings.catch_warnings():
             # over capacity is reported in the EncodeReport (and by the CLI), not as a warning per task
             warnings.simplefilter("ignore", CapacityWarning)
@@ -213,5 +219,7 @@ def encode_bank(
         exact_file_bytes_per_task=int(file_bytes_per_task),
         exact_file_header_bytes=int(header_bytes),
         exact_tasks_in_budget=max(0, (budget_bytes - header_bytes) // file_bytes_per_task),
+        key_units=int(reservoir.key_units),
+        write_accumulator_bytes=int(sum(net.accumulator_nbytes for net in reservoir.networks)),
     )
     return reservoir, report

@@ -12,6 +12,8 @@ float32    ``4 N²``                    the rule updates the stored matrix in pl
 float16    ``2 N²``                    rounded to half precision after each ``store``
 int8       ``N² + 4`` (a float32       symmetric quantisation: ``W ≈ scale * q``,
            scale)                      ``scale = max|W| / 127``, ``q`` in [-127, 127]
+sign       ``ceil(N(N-1)/16) + 4``     one bit per coupling: ``W ≈ scale * sign(W)``,
+           (upper triangle, 1 bit)     zero diagonal, ``scale = mean |W_ij|`` (i ≠ j)
 =========  ==========================  ==================================================
 
 For float16 and int8, :meth:`HopfieldNetwork.store` dequantises to a float32
@@ -19,6 +21,16 @@ work copy, applies the rule to all the new patterns, and requantises once, so
 storing many patterns per call loses less than storing them one call at a
 time.  Recall, energies and fields never build a float copy of the whole
 matrix: the kernels read the stored dtype and multiply by the scale.
+
+**Sign couplings need a write-time accumulator.**  The sign of a matrix cannot
+be updated incrementally, so a ``"sign"`` network keeps a float32 accumulator
+(``4 N²`` bytes, :attr:`HopfieldNetwork.accumulator_nbytes`) while patterns are
+being stored and requantises after each ``store``.  :attr:`nbytes` (and every
+budget) counts what is *kept*: the bits, stored on disk as the packed upper
+triangle (:func:`pack_sign_couplings`); in memory recall reads them as an int8
+matrix (``N²`` bytes).  A sign network rebuilt from its bits (:meth:`from_arrays`,
+a saved reservoir) has no accumulator and is *frozen*: :meth:`store` refuses,
+and new tasks are added by encoding again from the exact masks.
 
 Examples
 --------
@@ -53,10 +65,49 @@ from .recall.energy import _products
 from .rules import LearningRule, get_rule
 from .rules.base import check_units
 
-__all__ = ["HopfieldNetwork", "NETWORK_DTYPES"]
+__all__ = ["HopfieldNetwork", "NETWORK_DTYPES", "coupling_nbytes", "pack_sign_couplings", "unpack_sign_couplings"]
 
 #: Storage precisions of the couplings.
-NETWORK_DTYPES = ("float32", "float16", "int8")
+NETWORK_DTYPES = ("float32", "float16", "int8", "sign")
+_ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1}
+
+
+def coupling_nbytes(size: int, dtype: str) -> int:
+    """Bytes kept for the couplings of a network of ``size`` units (scale included).
+
+    Examples
+    --------
+    >>> coupling_nbytes(64, "int8"), coupling_nbytes(64, "sign")   # 64*63/2 bits = 252 bytes
+    (4100, 256)
+    """
+    if dtype == "sign":
+        return -(-size * (size - 1) // 16) + 4
+    return size * size * _ITEMSIZE[dtype] + (4 if dtype == "int8" else 0)
+
+
+def pack_sign_couplings(couplings: np.ndarray) -> np.ndarray:
+    """The strict upper triangle of a ±1 matrix as packed bits (1 = +1), uint8 ``(ceil(N(N-1)/16),)``."""
+    n = couplings.shape[0]
+    upper = couplings[np.triu_indices(n, 1)] > 0  # (N(N-1)/2,) row by row
+    return np.packbits(upper)
+
+
+def unpack_sign_couplings(bits: np.ndarray, size: int) -> np.ndarray:
+    """Inverse of :func:`pack_sign_couplings`: the symmetric int8 ±1 matrix with a zero diagonal, ``(N, N)``.
+
+    Examples
+    --------
+    >>> q = np.array([[0, 1, -1], [1, 0, 1], [-1, 1, 0]], np.int8)
+    >>> bool((unpack_sign_couplings(pack_sign_couplings(q), 3) == q).all())
+    True
+    """
+    count = size * (size - 1) // 2
+    upper = np.unpackbits(np.asarray(bits, dtype=np.uint8), count=count).astype(np.int8) * 2 - 1  # (count,)
+    q = np.zeros((size, size), np.int8)
+    rows, cols = np.triu_indices(size, 1)
+    q[rows, cols] = upper
+    q[cols, rows] = upper
+    return q
 
 
 def _check_dtype(dtype: object) -> str:
@@ -94,9 +145,25 @@ class HopfieldNetwork:
         self._size = check_units(size, name="size")
         self._rule = get_rule(rule)
         self._dtype = _check_dtype(dtype)
-        self._couplings = np.zeros((self._size, self._size), self._dtype)  # (N, N) at the storage precision
-        self._scale = np.float32(1.0)  # real couplings = scale * stored; 1 except for int8
+        storage = np.int8 if self._dtype == "sign" else self._dtype
+        self._q = np.zeros((self._size, self._size), storage)  # (N, N) couplings at the storage precision
+        self._stale = False  # sign: the accumulator changed since the bits were last taken
+        self._scale = np.float32(1.0)  # real couplings = scale * stored; 1 except for int8 and sign
         self._n_stored = 0
+        # sign couplings: the float32 matrix the rule updates (None once frozen, see the module docstring)
+        self._accumulator = np.zeros((self._size, self._size), np.float32) if self._dtype == "sign" else None
+
+    @property
+    def _couplings(self) -> np.ndarray:
+        """The stored matrix; a sign network takes its bits from the accumulator first when they are stale."""
+        if self._stale:
+            self._stale = False
+            self._set_couplings(self._accumulator)
+        return self._q
+
+    @_couplings.setter
+    def _couplings(self, value: np.ndarray) -> None:
+        self._q = value
 
     # -- description -----------------------------------------------------------------------------
     @property
@@ -121,8 +188,18 @@ class HopfieldNetwork:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the couplings (plus the float32 scale for int8)."""
-        return int(self._couplings.nbytes) + (4 if self._dtype == "int8" else 0)
+        """Bytes kept for the couplings (plus the float32 scale for int8 and sign; see :func:`coupling_nbytes`)."""
+        return coupling_nbytes(self._size, self._dtype)
+
+    @property
+    def accumulator_nbytes(self) -> int:
+        """Bytes of the write-time float32 accumulator a sign network holds while storing (0 otherwise)."""
+        return 0 if self._accumulator is None else int(self._accumulator.nbytes)
+
+    @property
+    def frozen(self) -> bool:
+        """True for a sign network without its accumulator (rebuilt from bits): it cannot store more."""
+        return self._dtype == "sign" and self._accumulator is None
 
     @property
     def capacity(self) -> float:
@@ -137,6 +214,7 @@ class HopfieldNetwork:
     @property
     def scale(self) -> float:
         """Quantisation step: real couplings are ``scale * couplings`` (1.0 for float storage)."""
+        self._couplings  # noqa: B018 - a sign network's scale is set when its bits are taken
         return float(self._scale)
 
     @property
@@ -150,7 +228,7 @@ class HopfieldNetwork:
     def weights(self) -> np.ndarray:
         """A dequantised float32 copy of the couplings, ``scale * couplings`` (allocates ``4 N²`` bytes)."""
         w = self._couplings.astype(np.float32)  # (N, N)
-        if self._dtype == "int8":
+        if self._dtype in ("int8", "sign"):
             w *= self._scale
         return w
 
@@ -178,8 +256,15 @@ class HopfieldNetwork:
         p = p.reshape(-1, self._size)  # (N,) -> (1, N)
         if p.shape[0] == 0:
             return
+        if self.frozen:
+            raise InvalidArgumentError(
+                "network", "a network that can still store (sign couplings keep their accumulator only while "
+                           "being built; encode again from the exact masks)", "a frozen sign network")
         if self._dtype == "float32":
             self._rule.store(self._couplings, p)  # in place, no copy
+        elif self._dtype == "sign":
+            self._rule.store(self._accumulator, p)  # the float32 accumulator, in place
+            self._stale = True  # requantised when the couplings are next read, not after every store
         else:
             work = self.weights  # (N, N) float32 work copy
             self._rule.store(work, p)
@@ -196,7 +281,14 @@ class HopfieldNetwork:
 
     def _set_couplings(self, work: np.ndarray) -> None:
         """Requantise a float32 work matrix into the storage dtype (int8: symmetric, scale = max|W| / 127)."""
-        if self._dtype == "float16":
+        if self._dtype == "sign":
+            q = np.where(work >= 0, 1, -1).astype(np.int8)  # (N, N); a zero coupling counts as +1
+            np.fill_diagonal(q, 0)
+            off = np.abs(work).sum(dtype=np.float64) - float(np.abs(np.diagonal(work)).sum(dtype=np.float64))
+            mean = off / max(1, self._size * (self._size - 1))
+            self._scale = np.float32(mean) if mean > 0.0 else np.float32(1.0)
+            self._couplings = q
+        elif self._dtype == "float16":
             self._couplings = work.astype(np.float16)
         elif self._dtype == "int8":
             peak = float(np.abs(work).max())
@@ -262,6 +354,7 @@ class HopfieldNetwork:
     # -- persistence -----------------------------------------------------------------------------
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """``({"couplings": copy}, attrs)`` with JSON-safe attrs: rule (dict), dtype, size, n_stored, scale."""
+        couplings = self._couplings.copy()  # first: a sign network's scale is set when its bits are taken
         attrs = {
             "rule": self._rule.to_dict(),
             "dtype": self._dtype,
@@ -269,7 +362,7 @@ class HopfieldNetwork:
             "n_stored": self._n_stored,
             "scale": float(self._scale),
         }
-        return {"couplings": self._couplings.copy()}, attrs
+        return {"couplings": couplings}, attrs
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> HopfieldNetwork:
@@ -295,13 +388,17 @@ class HopfieldNetwork:
                 raise InvalidArgumentError("attrs['rule']", "a rule dict or its JSON", repr(rule)) from None
         net = cls(attrs["size"], rule, attrs["dtype"])
         c = np.asarray(arrays["couplings"])
-        if c.shape != (net.size, net.size) or c.dtype != np.dtype(net.dtype):
+        storage = np.dtype(np.int8) if net.dtype == "sign" else np.dtype(net.dtype)
+        if c.shape != (net.size, net.size) or c.dtype != storage:
             raise InvalidArgumentError(
-                "arrays['couplings']", f"shape {(net.size, net.size)} and dtype {net.dtype}",
+                "arrays['couplings']", f"shape {(net.size, net.size)} and dtype {storage}",
                 f"shape {c.shape} and dtype {c.dtype}",
             )
         if not np.array_equal(c, c.T):
             raise InvalidArgumentError("arrays['couplings']", "a symmetric matrix", "an asymmetric matrix")
+        if net.dtype == "sign" and ((np.abs(c) != 1).sum() != net.size or (np.diagonal(c) != 0).any()):
+            raise InvalidArgumentError("arrays['couplings']", "±1 off the diagonal and 0 on it (sign couplings)",
+                                       "other values")
         n_stored = attrs["n_stored"]
         if isinstance(n_stored, bool) or not isinstance(n_stored, (int, np.integer)) or n_stored < 0:
             raise InvalidArgumentError("attrs['n_stored']", "an integer >= 0", repr(n_stored))
@@ -310,7 +407,9 @@ class HopfieldNetwork:
             math.isfinite(float(scale)) and float(scale) > 0.0
         ):
             raise InvalidArgumentError("attrs['scale']", "a finite number > 0", repr(scale))
-        net._couplings = np.array(c, dtype=net.dtype, order="C", copy=True)
+        net._couplings = np.array(c, dtype=storage, order="C", copy=True)
         net._scale = np.float32(scale)
         net._n_stored = int(n_stored)
+        net._accumulator = None  # a sign network rebuilt from its bits is frozen
+        net._stale = False
         return net

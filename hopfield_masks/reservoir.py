@@ -51,6 +51,7 @@ from ._reservoir_parts import (
     check_int,
     flat_state,
     blocks_recall,
+    keyed_size_for_budget,
     make_cue,
     read_parts,
     score_array,
@@ -73,6 +74,7 @@ __all__ = [
     "Reservoir",
     "reservoir_nbytes",
     "size_for_budget",
+    "keyed_size_for_budget",
     "write_reservoir",
     "read_reservoir",
     "FORMAT_VERSION",
@@ -106,43 +108,70 @@ class Reservoir:
     """
 
     def __init__(
-        self, layout: MaskLayout, network_size: int, rule: str | LearningRule = "storkey", dtype: str = "float32"
+        self, layout: MaskLayout, network_size: int, rule: str | LearningRule = "storkey", dtype: str = "float32",
+        *, key_units: int = 0, key_seed: int = 0,
     ) -> None:
         _check_layout(layout)
         size = check_int(network_size, "network_size", 2)
+        key_units = check_int(key_units, "key_units", 0)
+        if key_units >= size:
+            raise InvalidArgumentError("key_units", f"an integer in [0, {size - 1}] (fewer than network_size)",
+                                       repr(key_units))
         if dtype not in ITEMSIZE:
             raise InvalidArgumentError("dtype", f"one of {list(ITEMSIZE)}", repr(dtype))
         rule = get_rule(rule)
-        self._setup(layout, size, rule, dtype)
+        self._setup(layout, size, rule, dtype, key_units=key_units, key_seed=check_int(key_seed, "key_seed", 0))
         self._networks = tuple(HopfieldNetwork(size, rule, dtype) for _ in range(self.block_layout.n_blocks))
         self._spin_sums = np.zeros(layout.length, dtype=np.int32)  # running sum of stored ±1 states, (P,)
         self._n_tasks = 0
 
-    def _setup(self, layout: MaskLayout, size: int, rule: LearningRule, dtype: str, budget: int | None = None) -> None:
+    def _setup(self, layout: MaskLayout, size: int, rule: LearningRule, dtype: str, budget: int | None = None,
+               *, key_units: int = 0, key_seed: int = 0) -> None:
         self.layout = layout
-        self.block_layout = BlockLayout(layout.length, size)
+        self.key_units = key_units  # K: units per network that hold the task's key, not its mask
+        self.key_seed = key_seed
+        self._network_size = size
+        self.block_layout = BlockLayout(layout.length, size - key_units)  # mask entries per network: N - K
         self.rule = rule
         self.dtype = dtype
         self.budget = budget  # the byte budget it was sized from, if any
         # padded unit k (flat index P + k) copies the pattern's spin _pad_src[k]; see the module docstring
         self._pad_src = np.arange(self.block_layout.padding) % layout.length
+        self._mask_nets: tuple[HopfieldNetwork, ...] | None = None  # mask-unit sub-networks, built on demand
 
     @classmethod
     def from_budget(cls, budget: str | int | float, layout: MaskLayout, rule: str | LearningRule = "storkey",
-                    dtype: str = "auto", min_network_size: int = 16) -> Reservoir:
+                    dtype: str = "auto", min_network_size: int = 16, *, key_units: int | str = 0,
+                    key_seed: int = 0) -> Reservoir:
         """The reservoir with the largest networks whose :attr:`nbytes` fit ``budget``.
 
-        See :func:`size_for_budget` for the choice of ``N`` and of the precision.
+        ``key_units=0`` (no keys): see :func:`size_for_budget` for the choice of
+        ``N`` and of the precision (``"auto"``: float32, float16 or int8).
+        ``key_units="auto"``: a keyed reservoir sized by
+        :func:`keyed_size_for_budget` (``"auto"`` precision: ``"sign"``, one bit per
+        coupling, which recalls best per byte in ``benchmarks/results/hopsupsup.md``).
+        An explicit ``key_units`` count sizes the networks around it.
 
         Examples
         --------
         >>> res = Reservoir.from_budget("100kB", MaskLayout(("w",), ((1000,),)), rule="hebbian")
         >>> res.network_size, res.dtype, res.nbytes <= 100_000
         (93, 'int8', True)
+        >>> res = Reservoir.from_budget("1MB", MaskLayout(("a", "b"), ((2048,), (2048,))), "pseudo-inverse",
+        ...                             key_units="auto")
+        >>> res.n_blocks, res.network_size, res.key_units, res.dtype, res.nbytes
+        (2, 2805, 757, 'sign', 999546)
         """
         length = _check_layout(layout).length
-        size, chosen = size_for_budget(budget, length, dtype=dtype, min_network_size=min_network_size)
-        res = cls(layout, size, rule, chosen)
+        if key_units == "auto":
+            chosen = "sign" if dtype == "auto" else dtype
+            size, key_units = keyed_size_for_budget(budget, length, dtype=chosen)
+        else:
+            if dtype == "auto" and key_units:
+                dtype = "sign"
+            size, chosen = size_for_budget(budget, length, dtype=dtype, min_network_size=min_network_size,
+                                           key_units=key_units)
+        res = cls(layout, size, rule, chosen, key_units=key_units, key_seed=key_seed)
         res.budget = parse_budget(budget)
         return res
 
@@ -153,7 +182,12 @@ class Reservoir:
 
     @property
     def network_size(self) -> int:
-        """Units per network ``N``."""
+        """Units per network ``N`` (mask units plus key units)."""
+        return self._network_size
+
+    @property
+    def mask_units(self) -> int:
+        """Mask entries per network, ``N - key_units``."""
         return self.block_layout.block_size
 
     @property
@@ -179,7 +213,7 @@ class Reservoir:
     @property
     def nbytes(self) -> int:
         """Bytes held: couplings, one float32 scale per network, int32 spin sums (see :func:`reservoir_nbytes`)."""
-        return reservoir_nbytes(self.length, self.network_size, self.dtype)
+        return reservoir_nbytes(self.length, self.network_size, self.dtype, self.key_units)
 
     @property
     def capacity(self) -> float:
@@ -194,7 +228,7 @@ class Reservoir:
     def __repr__(self) -> str:
         return (
             f"Reservoir(P={self.length}, networks={self.n_blocks}x{self.network_size}, rule={self.rule!r}, "
-            f"dtype={self.dtype!r}, n_tasks={self.n_tasks}, nbytes={self.nbytes})"
+            f"dtype={self.dtype!r}, key_units={self.key_units}, n_tasks={self.n_tasks}, nbytes={self.nbytes})"
         )
 
     def store(self, masks: Mapping[str, object]) -> int:
@@ -211,7 +245,10 @@ class Reservoir:
             The layer names, shapes or values do not match the layout.
         """
         state = self.layout.flatten_spins(masks)  # validates every layer; (P,) int8
-        blocks = split_blocks(state, self.block_layout)  # (B, N)
+        blocks = split_blocks(state, self.block_layout)  # (B, N - K)
+        if self.key_units:
+            blocks = np.concatenate([blocks, self.task_keys([self._n_tasks])[0]], axis=1)  # (B, N): mask | key
+        self._mask_nets = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CapacityWarning)  # the reservoir warns once below
             for net, block in zip(self._networks, blocks):
@@ -280,13 +317,53 @@ class Reservoir:
     def _blocks(self, state: object) -> np.ndarray:
         return split_blocks(flat_state(state, self.length, "state"), self.block_layout)  # (B, N), wrap-padded
 
+    def _mask_networks(self) -> tuple[HopfieldNetwork, ...]:
+        """The networks restricted to their mask units (the key units held at 0, i.e. absent).
+
+        Without key units these are the networks themselves.  With them, the
+        landscape of a flat mask state (energy, gradient, sweeps, unguided and
+        guided recall) ignores the keys: nothing says which task to expect.
+        """
+        if not self.key_units:
+            return self._networks
+        if self._mask_nets is None:
+            m = self.mask_units
+            nets = []
+            for net in self._networks:
+                arrays, attrs = net.to_arrays()
+                sub = np.ascontiguousarray(arrays["couplings"][:m, :m])  # (M, M), still symmetric
+                nets.append(HopfieldNetwork.from_arrays({"couplings": sub}, {**attrs, "size": m}))
+            self._mask_nets = tuple(nets)
+        return self._mask_nets
+
+    def task_keys(self, tasks: object) -> np.ndarray:
+        """The key spins of the given task indices, int8 ``(T, B, K)`` (empty when ``key_units == 0``).
+
+        Task ``t``'s key in every network comes from
+        ``SeedSequence(key_seed, spawn_key=(t,))``: keys are regenerated, never stored.
+
+        Examples
+        --------
+        >>> res = Reservoir(MaskLayout(("w",), ((6,),)), 5, "hebbian", key_units=2, key_seed=7)
+        >>> res.task_keys([0, 1]).shape, bool((res.task_keys([1]) == res.task_keys([0, 1])[1:]).all())
+        ((2, 2, 2), True)
+        """
+        index = np.asarray(tasks)
+        if index.ndim != 1 or (index.size and (index.dtype.kind not in "iu" or index.min() < 0)):
+            raise InvalidArgumentError("tasks", "a 1-D sequence of task indices >= 0", repr(tasks))
+        out = np.empty((index.size, self.n_blocks, self.key_units), np.int8)
+        for i, t in enumerate(index.tolist()):
+            rng = np.random.default_rng(np.random.SeedSequence(self.key_seed, spawn_key=(int(t),)))
+            out[i] = 2 * rng.integers(0, 2, size=(self.n_blocks, self.key_units), dtype=np.int8) - 1
+        return out
+
     def energy(self, state: object) -> float:
-        """Total energy ``sum_b -1/2 s_b^T W_b s_b`` of a flat state (padding included)."""
-        return float(sum(net.energy(block) for net, block in zip(self._networks, self._blocks(state))))
+        """Total energy ``sum_b -1/2 s_b^T W_b s_b`` of a flat state (padding included; key units absent)."""
+        return float(sum(net.energy(block) for net, block in zip(self._mask_networks(), self._blocks(state))))
 
     def energy_gradient(self, state: object) -> np.ndarray:
         """``dE/ds`` float64 ``(P,)``: the blocks' gradients, each padded copy's added to its source."""
-        return blocks_energy_gradient(self._networks, self._blocks(state), self._pad_src)
+        return blocks_energy_gradient(self._mask_networks(), self._blocks(state), self._pad_src)
 
     def sweep(
         self, state: object, external_field: np.ndarray | None, rng: np.random.Generator
@@ -297,7 +374,7 @@ class Reservoir:
         (last) block is swept its copies are refreshed from the current state,
         and they are dropped afterwards, so they always agree with their sources.
         """
-        return blocks_sweep(self._networks, self._blocks(state), self._pad_src, external_field, rng)
+        return blocks_sweep(self._mask_networks(), self._blocks(state), self._pad_src, external_field, rng)
 
     def recall(self, cue: object = "mean", guidance: Guidance | None = None, *, method: str = "score-descent",
                seed: int = 0, **knobs: object) -> tuple[dict[str, np.ndarray], GuidedRecallResult]:
@@ -348,8 +425,80 @@ class Reservoir:
         the blocks: ``states`` ``(B, N)``, ``steps`` and ``converged`` ``(B,)``.
         """
         start = np.where(self._cue_scores(cue, seed) >= 0, 1, -1).astype(np.int8)  # (P,)
-        result = blocks_recall(self._networks, split_blocks(start, self.block_layout), mode, max_steps, seed)
+        result = blocks_recall(self._mask_networks(), split_blocks(start, self.block_layout), mode, max_steps, seed)
         return self.layout.unflatten(join_blocks(result.states, self.block_layout)), result
+
+    def recall_keyed(
+        self, cue: object = None, *, tasks: object = None, mode: str = "async", max_steps: int = 100, seed: int = 0
+    ) -> RecallResult:
+        """Recall the mask of each task with that task's key clamped in every network: one candidate per task.
+
+        Every network starts with the task's key on its key units and, on its
+        mask units, the sign of the field the key alone makes (``cue=None``,
+        the default) or the cue's block; the key units are held fixed (an
+        external field larger than any field the couplings can make) while
+        the mask units follow the dynamics.  The keys tie the blocks of one task
+        together, so all ``B`` networks settle into the *same* task's
+        attractor; deciding which task a query needs is left to the caller
+        (in ``supsup_core``: the model's output entropy over the candidates).
+
+        Parameters
+        ----------
+        cue : None, str, Mapping or array_like
+            ``None``: start each task from its key's field; otherwise as in :meth:`recall`.
+        tasks : sequence of int, optional
+            Task indices to recall (default: every stored task, in order).
+        mode, max_steps, seed
+            As in :meth:`HopfieldNetwork.recall`; network ``b`` runs with
+            seed ``SeedSequence([seed, b])``.
+
+        Returns
+        -------
+        RecallResult
+            ``states`` int8 ``(T, P)`` (row ``i``: task ``tasks[i]``), ``steps``
+            (the most any network took) and ``converged`` (every network) ``(T,)``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            The reservoir has no key units, no task is stored, or a task index is out of range.
+        """
+        if not self.key_units:
+            raise InvalidArgumentError("reservoir", "a reservoir with key units (key_units > 0) for keyed recall",
+                                       "key_units=0")
+        if self._n_tasks == 0:
+            raise InvalidArgumentError("reservoir", "at least one stored task", "0 stored tasks")
+        index = np.arange(self._n_tasks) if tasks is None else np.asarray(tasks)
+        if index.ndim != 1 or index.size == 0 or index.dtype.kind not in "iu" or index.min() < 0 \
+                or index.max() >= self._n_tasks:
+            raise InvalidArgumentError("tasks", f"task indices in [0, {self._n_tasks})", repr(tasks))
+        seed = check_int(seed, "seed", 0)
+        start = None
+        if cue is not None:
+            start = split_blocks(np.where(self._cue_scores(cue, seed) >= 0, 1, -1).astype(np.int8),
+                                 self.block_layout)  # (B, M)
+        keys = self.task_keys(index)  # (T, B, K)
+        m, t = self.mask_units, index.size
+        out = np.empty((t, self.n_blocks, m), np.int8)
+        steps = np.zeros(t, np.int64)
+        converged = np.ones(t, bool)
+        for b, net in enumerate(self._networks):
+            if start is None:  # the field of the key units on the mask units, (T, M); a zero field gives +1
+                key_field = keys[:, b].astype(np.float32) @ net.couplings[:m, m:].T.astype(np.float32)
+                mask_start = np.where(key_field >= 0, 1, -1).astype(np.int8)
+            else:
+                mask_start = np.broadcast_to(start[b], (t, m))
+            cues = np.concatenate([mask_start, keys[:, b]], axis=1)  # (T, N)
+            clamp = 1.0 + net.scale * float(np.abs(net.couplings.astype(np.float64)).sum(1).max())
+            field = np.zeros((t, self.network_size))
+            field[:, m:] = clamp * keys[:, b]  # no coupling field can flip a key unit
+            block_seed = int(np.random.SeedSequence([seed, b]).generate_state(1)[0])
+            result = net.recall(cues, mode=mode, max_steps=max_steps, seed=block_seed, external_field=field)
+            out[:, b] = result.states[:, :m]
+            steps = np.maximum(steps, result.steps)
+            converged &= result.converged
+        states = join_blocks(out, self.block_layout)  # (T, P): padded copies dropped
+        return RecallResult(states=states, steps=steps, converged=converged)
 
     @property
     def load(self) -> float:
@@ -394,7 +543,8 @@ def read_reservoir(group: h5py.Group) -> Reservoir:
     """
     parts = read_parts(group)
     res = Reservoir.__new__(Reservoir)
-    res._setup(parts.layout, parts.block_layout.block_size, parts.rule, parts.dtype, parts.budget)
+    res._setup(parts.layout, parts.block_layout.block_size + parts.key_units, parts.rule, parts.dtype, parts.budget,
+               key_units=parts.key_units, key_seed=parts.key_seed)
     res._networks = parts.networks
     res._spin_sums = parts.spin_sums.astype(np.int32)
     res._n_tasks = parts.n_tasks
