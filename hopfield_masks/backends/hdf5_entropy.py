@@ -110,8 +110,11 @@ def ideal_bits(flat: np.ndarray, prob_one: np.ndarray | float) -> float:
     >>> round(ideal_bits(np.array([1, 0, 0, 0], bool), 0.25), 4)   # 4 * H(0.25)
     3.2451
     """
-    p = np.broadcast_to(np.asarray(prob_one, dtype=np.float64), flat.shape)
-    return float(-(np.log2(p[flat]).sum() + np.log2(1.0 - p[~flat]).sum()))
+    if np.ndim(prob_one) == 0:  # one probability: closed form from the count of ones
+        p, k = float(prob_one), int(np.count_nonzero(flat))
+        return -(k * math.log2(p) if k else 0.0) - ((flat.size - k) * math.log2(1.0 - p) if flat.size - k else 0.0)
+    p = np.asarray(prob_one, dtype=np.float64)
+    return float(-np.log2(np.where(flat, p, 1.0 - p)).sum())
 
 
 def adaptive_probabilities(counts: np.ndarray, n_before: int | np.ndarray, density, weight: float) -> np.ndarray:
