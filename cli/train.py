@@ -1,11 +1,14 @@
 """``supsup-store train``: learn one supermask per task of an MNIST benchmark and save them to a mask bank.
 
 A thin forwarder: it resolves the options into a stream
-(:func:`supsup_core.data.make_stream`), a model (:func:`supsup_core.models.build_model`)
-and a :class:`~supsup_core.training.TrainConfig` preset, runs
-:func:`~supsup_core.training.train_stream` (or :func:`~supsup_core.training.train_nns`
-for ``--scenario nns``) under a progress bar on stderr, saves with
-:func:`supsup_core.persistence.save_masks` and prints the accuracy table.
+(:func:`supsup_core.data.make_stream`), a model config and a
+:class:`~supsup_core.training.TrainConfig` preset, runs
+:func:`~supsup_core.training.train_to_bank` (every task committed to the bank as it
+finishes; ``--resume`` continues; ``--workers``/``--ray`` train tasks in parallel) or,
+for ``--scenario nns``, :func:`~supsup_core.training.train_nns` then
+:func:`supsup_core.persistence.save_masks` (NNs decides which mask a batch trains from
+the masks trained so far, so its tasks are not independent and it stays sequential),
+under a progress bar on stderr, and prints the accuracy table.
 torch and supsup_core are imported inside the command so ``supsup-store --help`` stays fast.
 """
 
@@ -24,7 +27,6 @@ BENCHMARKS = ("permuted-mnist", "rotated-mnist", "split-mnist")
 MODELS = ("lenet", "fc1024", "bnnet")
 TRAIN_SCENARIOS = ("auto", "gg", "gnu", "gns", "nns", "hopsupsup")
 _TABLE_LIMIT = 20  # tasks up to which the whole accuracy matrix is printed
-_MATRIX_LIMIT = 32  # larger accuracy matrices are summarised in the bank metadata (HDF5 attributes stay small)
 
 
 def _choice(option: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -52,6 +54,19 @@ def resolve_device(device: str) -> str:
 def default_output_size(benchmark: str, model: str) -> int:
     """Outputs ``s``: 10 for split-mnist and BNNet (unshared 10-way labels), else 100 (superfluous neurons, §3.3)."""
     return 10 if benchmark == "split-mnist" or model == "bnnet" else 100
+
+
+def _parse_eval_at(text: str | None) -> tuple[int, ...] | None:
+    from supsup_core.errors import ConfigError
+
+    if text is None:
+        return None
+    if text.strip() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError("--eval-at", "comma-separated task counts such as 10,50,250 (or 'none')", repr(text)) from None
 
 
 def _parse_hidden(text: str | None) -> tuple[int, ...] | None:
@@ -94,6 +109,22 @@ def train(
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help="Mask bank backend: hdf5-packed or hdf5-sparse.")] = "hdf5-packed",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the bank at --out (same settings), from its first missing task.")
+    ] = False,
+    eval_at: Annotated[
+        str | None,
+        typer.Option("--eval-at", help="Task counts after which every learned task is evaluated, e.g. 10,50,250 "
+                     "(default: after the last task; 'none': never)."),
+    ] = None,
+    full_matrix: Annotated[
+        bool, typer.Option("--full-matrix", help="Evaluate every learned task after every task (O(T²); a check).")
+    ] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Tasks trained at once (local processes, or Ray actors).")] = 1,
+    ray: Annotated[bool, typer.Option("--ray", help="Train on Ray (needs supsup-store[ray]); a local instance unless --ray-address.")] = False,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="An existing Ray cluster, e.g. ray://head:10001 (implies --ray).")
+    ] = None,
 ) -> None:
     """Train one supermask per task and save them, with the benchmark's description, to a mask bank."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -103,20 +134,32 @@ def train(
     from supsup_core.errors import ConfigError
     from supsup_core.models import build_model
     from supsup_core.persistence import benchmark_metadata, save_masks
-    from supsup_core.training import TrainConfig, accuracy_table, evaluate_inferred, results_table, train_nns, train_stream
+    from supsup_core.training import BankTrainingConfig, TrainConfig, evaluate_inferred, results_table, train_nns
     from supsup_core.training.nns import nns_batches
 
     _choice("--benchmark", benchmark, BENCHMARKS)
     _choice("--model", model, MODELS)
     _choice("--scenario", scenario, TRAIN_SCENARIOS)
     _choice("--backend", backend, ("hdf5-packed", "hdf5-sparse"))
-    if out.exists() and not overwrite:
-        raise ConfigError("--out", "a new file (or pass --overwrite)", f"existing file {out}")
+    if resume and not out.is_file():
+        raise ConfigError("--resume", "an existing bank at --out to continue", f"{out} (no such file)")
+    if out.exists() and not (overwrite or resume):
+        raise ConfigError("--out", "a new file (or pass --overwrite, or --resume to continue it)", f"existing file {out}")
     if not out.expanduser().parent.is_dir():  # checked now, not after all the training
         raise ConfigError("--out", "a file in an existing folder", f"{out} (folder {out.parent} does not exist)")
     dev = resolve_device(device)
     if scenario == "auto":
         scenario = "hopsupsup" if model == "bnnet" else "gnu"
+    use_ray = ray or ray_address is not None
+    if scenario == "nns" and (resume or workers > 1 or use_ray or eval_at is not None or full_matrix):
+        raise ConfigError(
+            "--scenario", "gg, gnu, gns or hopsupsup with --resume/--workers/--ray/--eval-at/--full-matrix "
+            "(NNs picks each batch's mask from the masks trained so far: it is sequential)", "'nns'",
+        )
+    if use_ray:
+        from supsup_core.training.engines import import_ray
+
+        import_ray()  # a missing extra fails now, with the install command
     n_tasks = tasks if tasks is not None else (5 if benchmark == "split-mnist" else 10)
     overrides: dict[str, Any] = {"seed": seed}
     if batches_per_task is not None:
@@ -126,10 +169,17 @@ def train(
     config = TrainConfig.for_scenario(scenario, **overrides)
     stream = make_stream(benchmark, n_tasks, load_mnist(data_dir), seed=stream_seed)
     size = output_size if output_size is not None else default_output_size(benchmark, model)
-    net = build_model(ModelConfig(arch=model, output_size=size, seed=seed, hidden=_parse_hidden(hidden))).to(dev)
-    drop_last = net.has_batch_statistics  # a 1-image batch has no batch statistics
+    model_config = ModelConfig(arch=model, output_size=size, seed=seed, hidden=_parse_hidden(hidden))
     per_task = config.batches_per_task or -(-stream.train_size(0) // config.batch_size)
+    if scenario != "nns":
+        run = BankTrainingConfig(
+            n_tasks=n_tasks, eval_at=_parse_eval_at(eval_at), full_matrix=full_matrix, workers=workers,
+            ray=use_ray, ray_address=ray_address, resume=resume, overwrite=overwrite, backend=backend,
+        )
+        _train_into_bank(out, stream, model_config, config, run, scenario, dev, data_dir, seed, per_task)
+        return
 
+    net = build_model(model_config).to(dev)
     err_console.print(
         f"Training {n_tasks} × {per_task} batches: {model} (s = {size}) on {benchmark}, scenario {scenario}, "
         f"{config.optimizer} lr {config.lr:g}, device {dev}",
@@ -143,42 +193,93 @@ def train(
         def advance(n: int) -> None:
             progress.advance(bar, n)
 
-        if scenario == "nns":
-            result = train_nns(
-                net, nns_batches(stream, range(n_tasks), config), config, decision_every=decision_every, progress=advance
-            )
-            progress.update(bar, description="evaluating")
-            inferred = evaluate_inferred(
-                net, stream, scenario="gns", task_to_mask=result.task_to_mask(), measure_task_inference=False,
-                protocol="batch" if net.has_batch_statistics else "first-image",
-            )
-            accuracies = None  # bank tasks are masks, not stream tasks: per-stream-task numbers go to metadata
-            nns_log = result.to_dict()
-            training["nns"] = {k: nns_log[k] for k in ("n_masks", "n_trained_batches", "task_to_mask")}
-            training["nns"]["decision_every"] = decision_every
-            training["nns"]["gns_accuracy"] = {str(t): a for t, a in inferred.accuracy.items()}
-            table = results_table({f"GNs (one-shot, {inferred.protocol})": inferred.accuracy},
-                                  title="NNs accuracy (%) per task")
-        else:
-            matrix = train_stream(
-                net, stream, config, n_tasks, progress=advance, drop_last=drop_last,
-                on_task_done=lambda t, row: progress.update(bar, description=f"task {t + 1}"),
-            )
-            accuracies = {t: {"gg": a} for t, a in matrix.final_accuracies().items()}
-            summary = matrix.to_dict()
-            if n_tasks > _MATRIX_LIMIT:
-                summary.pop("matrix")
-            training["accuracy_matrix"] = summary
-            if n_tasks <= _TABLE_LIMIT:
-                table = accuracy_table(matrix)
-            else:  # a wide matrix is unreadable: show the final row, the summaries go in the caption
-                table = results_table({"GG": matrix.final_accuracies()}, title="GG accuracy (%) after the last task")
-                table.caption = (
-                    f"forgetting {100 * matrix.forgetting():.2f} pts, backward transfer "
-                    f"{100 * matrix.backward_transfer():.2f} pts"
-                )
+        result = train_nns(
+            net, nns_batches(stream, range(n_tasks), config), config, decision_every=decision_every, progress=advance
+        )
+        progress.update(bar, description="evaluating")
+        inferred = evaluate_inferred(
+            net, stream, scenario="gns", task_to_mask=result.task_to_mask(), measure_task_inference=False,
+            protocol="batch" if net.has_batch_statistics else "first-image",
+        )
+        nns_log = result.to_dict()
+        training["nns"] = {k: nns_log[k] for k in ("n_masks", "n_trained_batches", "task_to_mask")}
+        training["nns"]["decision_every"] = decision_every
+        training["nns"]["gns_accuracy"] = {str(t): a for t, a in inferred.accuracy.items()}
+        table = results_table({f"GNs (one-shot, {inferred.protocol})": inferred.accuracy},
+                              title="NNs accuracy (%) per task")
     benchmark_info = benchmark_metadata(stream, seed)
-    save_masks(net, out, backend=backend, benchmark=benchmark_info, accuracies=accuracies, overwrite=overwrite,
+    # bank tasks are masks, not stream tasks: per-stream-task numbers go to metadata
+    save_masks(net, out, backend=backend, benchmark=benchmark_info, accuracies=None, overwrite=overwrite,
                training=training)
     console.print(table)
     console.print(f"Saved {net.num_tasks} masks to {out} ({backend}).", highlight=False)
+
+
+def _train_into_bank(
+    out: Path, stream: Any, model_config: Any, config: Any, run: Any, scenario: str, dev: str,
+    data_dir: Path | None, seed: int, per_task: int,
+) -> None:
+    """GG/GNu/GNs/HopSupSup: :func:`~supsup_core.training.train_to_bank` under a task-level progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from supsup_core.models import build_model
+    from supsup_core.persistence import benchmark_metadata
+    from supsup_core.training import AccuracyMatrix, TrainingSetup, accuracy_table, results_table, train_to_bank
+
+    drop_last = build_model(model_config).has_batch_statistics  # a 1-image batch has no batch statistics
+    setup = TrainingSetup.from_objects(
+        model_config, stream.describe(), config, drop_last=drop_last,
+        data_dir=None if data_dir is None else str(data_dir.resolve()),
+    )
+    engine = f"Ray ({run.ray_address or 'local instance'})" if run.ray else (
+        f"{run.workers} worker processes" if run.workers > 1 else "this process")
+    err_console.print(
+        f"Training {run.n_tasks} × {per_task} batches: {model_config.arch} (s = {model_config.output_size}) on "
+        f"{stream.name}, scenario {scenario}, {config.optimizer} lr {config.lr:g}, device {dev}, {engine}"
+        + (", resuming" if run.resume else ""),
+        highlight=False,
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        bar = progress.add_task("training", total=run.n_tasks)
+
+        def on_task(p: Any) -> None:
+            if p.done == p.started_at + 1:  # the ETA counts only tasks trained in this run
+                progress.reset(bar, total=run.n_tasks, completed=p.started_at)
+            progress.update(bar, completed=p.done,
+                            description=f"task {p.outcome.task}: GG {100 * p.outcome.gg_accuracy:.2f}%")
+
+        def on_checkpoint(count: int) -> None:
+            progress.update(bar, description=f"evaluating all {count} tasks")
+
+        result = train_to_bank(
+            out, setup, run, benchmark=benchmark_metadata(stream, seed), scenario=scenario, device=dev,
+            on_task=on_task, on_checkpoint=on_checkpoint,
+        )
+    if run.full_matrix and run.n_tasks <= _TABLE_LIMIT:
+        table = accuracy_table(AccuracyMatrix.from_rows([[row[j] for j in range(c)] for c, row in sorted(result.rows.items())]))
+    else:
+        columns_out: dict[str, dict[int, float]] = {"GG after training": result.gg}
+        if result.rows:
+            last = max(result.rows)
+            columns_out[f"GG after {last} tasks"] = result.rows[last]
+        table = results_table(columns_out, title="GG accuracy (%) per task")
+        if result.rows:
+            table.caption = f"forgetting {100 * result.forgetting():.2f} pts (finished masks never change)"
+    if run.n_tasks <= _TABLE_LIMIT:
+        console.print(table)
+    else:
+        last_row = result.rows[max(result.rows)] if result.rows else {}
+        console.print(
+            f"GG after training: mean {100 * sum(result.gg.values()) / len(result.gg):.2f}% over {len(result.gg)} tasks"
+            + (f"; after {max(result.rows)} tasks: {100 * sum(last_row.values()) / len(last_row):.2f}%, forgetting "
+               f"{100 * result.forgetting():.2f} pts" if last_row else ""),
+            highlight=False,
+        )
+    trained = run.n_tasks - result.resumed_from
+    console.print(
+        f"Saved {run.n_tasks} masks to {out} ({run.backend}); trained {trained} in this run"
+        + (f" (resumed after {result.resumed_from})" if run.resume else "") + f", {result.wall_seconds:.1f} s.",
+        highlight=False,
+    )

@@ -26,9 +26,9 @@ def bank(tmp_path_factory):
 
 class TestTrain:
     def test_train_writes_a_bank_and_prints_the_accuracy_table(self, bank):
-        """train exits 0, prints the accuracy matrix, and writes a bank with 2 tasks, metadata and accuracies."""
+        """train exits 0, prints the GG table, and writes a bank with 2 tasks, metadata and accuracies."""
         path, result = bank
-        assert "Accuracy" in result.stdout and "Saved 2 masks" in result.stdout
+        assert "GG accuracy" in result.stdout and "Saved 2 masks" in result.stdout
         metadata = read_bank_metadata(path)
         assert metadata["n_tasks"] == 2 and metadata["model"]["output_size"] == 100
         assert metadata["benchmark"]["stream"] == "permuted-mnist" and metadata["benchmark"]["train_seed"] == 0

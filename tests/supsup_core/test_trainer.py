@@ -252,18 +252,33 @@ class TestTrainTask:
         train_task(_tiny_model(), stream, 0, TrainConfig(batches_per_task=7, batch_size=16), progress=steps.append)
         assert len(steps) == 7
 
-    def test_train_stream_fills_the_lower_triangle_with_unchanged_columns(self):
-        """train_stream records R[i][j] for j <= i; a finished task's accuracy never changes afterwards."""
+    def test_train_stream_full_matrix_fills_the_lower_triangle_with_unchanged_columns(self):
+        """full_matrix records R[i][j] for j <= i; a finished task's accuracy never changes afterwards."""
         stream = make_stream("permuted-mnist", 3)
         model = _tiny_model()
         done: list[int] = []
         matrix = train_stream(
-            model, stream, TrainConfig(lr=1e-2, batches_per_task=4, batch_size=32), on_task_done=lambda t, row: done.append(t)
+            model, stream, TrainConfig(lr=1e-2, batches_per_task=4, batch_size=32), full_matrix=True,
+            on_task_done=lambda t, row: done.append(t),
         )
         values = matrix.values
         assert done == [0, 1, 2] and model.num_tasks == 3
         assert all(values[i, j] == values[j, j] for i in range(3) for j in range(i + 1))
         assert matrix.forgetting() == 0.0 and matrix.backward_transfer() == 0.0
+
+    def test_train_stream_default_is_linear_diagonal_plus_checkpoints(self):
+        """By default each task is measured once after training, and whole rows only at the checkpoints."""
+        stream = make_stream("permuted-mnist", 4)
+        rows: list[dict] = []
+        matrix = train_stream(
+            _tiny_model(), stream, TrainConfig(lr=1e-2, batches_per_task=3, batch_size=32), eval_at=[2, 4],
+            on_task_done=lambda t, row: rows.append(dict(row)),
+        )
+        assert [sorted(r) for r in rows] == [[0], [0, 1], [2], [0, 1, 2, 3]]
+        values = matrix.values
+        assert all(values[3, j] == values[j, j] for j in range(4)) and matrix.forgetting() == 0.0
+        with pytest.raises(ConfigError, match="eval_at"):
+            train_stream(_tiny_model(), stream, TrainConfig(batches_per_task=1), 2, eval_at=[3])
 
     def test_train_stream_refuses_a_model_that_already_has_all_tasks(self):
         """Asking for no more tasks than the model holds raises ConfigError."""
