@@ -9,12 +9,15 @@ exceptions still propagate with their traceback.
 from __future__ import annotations
 
 import functools
+import signal
+import threading
 import typing
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hopfield_masks import HopfieldMasksError, __version__
 
@@ -47,7 +50,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 def fail(message: str) -> typer.Exit:
     """Print ``message`` as an error and return the Exit to raise (``raise fail(...)``)."""
-    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    # escaped: a message may hold square brackets ("pip install 'supsup-store[plot]'") that are not markup
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=USER_ERROR)
 
 
@@ -56,12 +60,30 @@ def guarded(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = _catch_sigterm()
         try:
             return func(*args, **kwargs)
         except _expected_errors() as exc:
             raise fail(_as_cli_message(func, exc)) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds: open banks roll back, temporary files are removed
+
+
+def _catch_sigterm() -> Any:
+    """Make SIGTERM unwind the command like an exception (so cleanup runs); return the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _terminated)
+    except (ValueError, OSError):  # pragma: no cover - no signals here
+        return None
 
 
 def _as_cli_message(func: Callable[..., Any], exc: BaseException) -> str:
