@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hopfield_masks.capacity import CapacityRow, capacity_sweep, default_loads, plot_capacity
+from hopfield_masks.capacity import CapacityRow, capacity_sweep, default_loads, plot_capacity, require_plotting
 from hopfield_masks.errors import InvalidArgumentError
 from hopfield_masks.rules import get_rule
 
@@ -69,6 +69,8 @@ def capacity(
         from hopfield_masks.errors import InvalidArgumentError
 
         raise InvalidArgumentError("--plot", "a file in an existing folder", f"{plot} (folder {plot.parent} does not exist)")
+    if plot is not None:
+        require_plotting("--plot")  # a missing [plot] extra fails now, not after the sweep
 
     with Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

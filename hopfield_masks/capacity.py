@@ -39,7 +39,7 @@ from .network import HopfieldNetwork
 from .rules import LearningRule, get_rule
 from .rules.base import check_units
 
-__all__ = ["CapacityRow", "capacity_sweep", "default_loads", "plot_capacity"]
+__all__ = ["CapacityRow", "capacity_sweep", "default_loads", "plot_capacity", "require_plotting"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,19 @@ def capacity_sweep(
     return rows
 
 
+def require_plotting(argument: str = "plot") -> None:
+    """Raise a one-line error naming the ``plot`` extra when matplotlib is not installed.
+
+    Call it before long work whose result is to be plotted, so a missing extra fails at once.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InvalidArgumentError(
+            argument, "matplotlib for plots (pip install 'supsup-store[plot]')", "an environment without matplotlib"
+        )
+
+
 def plot_capacity(rows: Sequence[CapacityRow], path: str | os.PathLike, *, title: str | None = None) -> Path:
     """Save the fixed-point and recovery fractions against the load as a PNG at ``path`` (written atomically).
 
@@ -166,6 +179,7 @@ def plot_capacity(rows: Sequence[CapacityRow], path: str | os.PathLike, *, title
     """
     if not rows:
         raise InvalidArgumentError("rows", "at least one capacity row", "an empty sequence")
+    require_plotting()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
