@@ -4,8 +4,12 @@ The reservoir for a byte budget is an *attachment* of the bank named
 ``reservoir-<bytes>`` (for example ``reservoir-1000000`` for ``--budget 1MB``),
 so one file holds the exact masks and every reservoir made from them.
 Encoding reads the tasks one at a time and writes each into the reservoir
-(storing a mask never needs the earlier ones); the bank file is then rewritten
-atomically, so a failure leaves it untouched.
+(storing a mask never needs the earlier ones), then appends the reservoir to
+the bank in place under its rollback journal: the bank grows by about the
+reservoir's size, and a failure or a crash leaves it as it was.  The bank's
+exclusive writer lock is held for the whole read-compute-write cycle, so a task
+appended meanwhile by another process waits instead of being left out of (or
+made stale by) the reservoir.
 
 The report always includes the honest alternative: how many masks the same
 budget holds *exactly* in an ``hdf5-packed`` bank file, measured with the file's
@@ -27,6 +31,7 @@ import numpy as np
 from .backends import create_bank, open_bank
 from .budget import parse_budget
 from .errors import CapacityWarning, StorageFormatError
+from .locking import bank_lock
 from .patterns import pack_bits, packed_nbytes
 from .reservoir import Reservoir, read_reservoir, write_reservoir
 
@@ -175,6 +180,13 @@ def encode_bank(
     BudgetError
         The budget is too small for even one network (the message gives the smallest that works).
     """
+    with bank_lock(path, exclusive=True):  # no other writer between reading the masks and attaching the reservoir
+        return _encode_locked(path, budget, rule=rule, dtype=dtype, key_units=key_units, overwrite=overwrite,
+                              progress=progress)
+
+
+def _encode_locked(path, budget, *, rule, dtype, key_units, overwrite, progress) -> tuple[Reservoir, EncodeReport]:
+    parse_budget(budget)  # a bad budget is refused before any work
     with open_bank(path, "r") as bank:
         tasks = bank.tasks()
         digest = bank_digest(bank)

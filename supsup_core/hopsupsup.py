@@ -1,4 +1,9 @@
-"""HopSupSup end to end: recall every task's mask from a Hopfield reservoir and score it.
+"""HopSupSup pieces: per-task adaptation/evaluation data, block-wise guided recall of one task, scoring.
+
+The object that opens a bank and recalls all its tasks is
+:class:`supsup_core.recaller.Recaller`; its default method (keyed recall) is
+described there.  This module holds what every method shares and the
+block-wise procedures (``"dynamics"``, ``"score-descent"``).
 
 This joins the storage layer and the core (REFERENCE.md §2.8, and §7's "really
 constant memory" version):
@@ -32,35 +37,33 @@ the objective finds the right one more often (BNNet, permuted SplitMNIST, 1MB,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from hopfield_masks.backends import open_bank
 from hopfield_masks.reservoir import Reservoir
 
-from .errors import ConfigError, DataError
-from .guidance import OutputGuidance, model_layout
+from .errors import ConfigError
+from .guidance import OutputGuidance
 from .models import SupSupNet
 
 __all__ = [
     "TaskData",
     "TaskRecall",
-    "RECALL_METHODS",
+    "BLOCK_METHODS",
     "task_data",
     "masks_accuracy",
     "recall_task",
-    "recall_all",
     "restart_cues",
     "summarise",
 ]
 
-#: Recall procedures: the reference's score descent, and discrete dynamics biased by the guidance.
-RECALL_METHODS = ("score-descent", "dynamics")
+#: Procedures over the blocks independently: the reference's score descent, and discrete dynamics biased by the
+#: guidance (keyed recall, the default, lives in :mod:`supsup_core.recaller`).
+BLOCK_METHODS = ("score-descent", "dynamics")
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class TaskRecall:
     history: dict[str, list[float]] = field(default_factory=dict)
     restarts: int = 0
     chosen_start: int = 0
+    chosen_task: int | None = None  # keyed recall: the stored task whose candidate was returned
+    candidates: int = 0  # keyed recall: candidates recalled (one per stored task)
 
     @property
     def total_bits_wrong(self) -> int:
@@ -240,8 +245,8 @@ def recall_task(
     final mask with the lowest mean objective over all adaptation images is kept
     (the cue's own on a tie).
     """
-    if method not in RECALL_METHODS:
-        raise ConfigError("method", f"one of {RECALL_METHODS}", repr(method))
+    if method not in BLOCK_METHODS:
+        raise ConfigError("method", f"one of {BLOCK_METHODS}", repr(method))
     if guided and (model is None or data is None):
         raise ConfigError("guided", "a model and unlabeled data for guidance (or guided=False)", "no data")
     restarts, restart_noise = _check_restarts(restarts, restart_noise)
@@ -287,55 +292,6 @@ def recall_task(
         row.recalled_accuracy = (row.true_accuracy if row.exact
                                  else masks_accuracy(model, recalled, data.eval_x, data.eval_y))
     return row
-
-
-def recall_all(
-    bank_path: str | Path,
-    reservoir: Reservoir,
-    *,
-    model: SupSupNet | None = None,
-    stream=None,
-    guided: bool = True,
-    method: str = "score-descent",
-    cue: str = "mean",
-    objective: str = "H",
-    transductive: bool = False,
-    seed: int = 0,
-    knobs: Mapping[str, Any] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    restarts: int = 0,
-    restart_noise: float = 0.2,
-) -> list[TaskRecall]:
-    """Recall every task of the bank at ``bank_path`` from ``reservoir`` (one :class:`TaskRecall` per task).
-
-    With ``model`` and ``stream`` the recall is guided (when ``guided``) and scored; bank task ``"i"`` is
-    stream task ``i``.  Without them only bits wrong are reported, and ``guided`` must be False.
-    ``restarts`` and ``restart_noise`` go to :func:`recall_task` (guided recall only).
-    """
-    if model is not None and model_layout(model) != reservoir.layout:
-        raise ConfigError("model", f"masked layers {reservoir.layout.to_dict()}", model_layout(model).to_dict())
-    restarts, restart_noise = _check_restarts(restarts, restart_noise)
-    if restarts and not (guided and model is not None and stream is not None):
-        raise ConfigError("restarts", "0 unless recall is guided (a model and a stream)", repr(restarts))
-    rows: list[TaskRecall] = []
-    with open_bank(bank_path, "r") as bank:
-        tasks = bank.tasks()
-        for i, task in enumerate(tasks):
-            data = None
-            if model is not None and stream is not None:
-                index = int(task) if task.isdigit() else i
-                if index >= stream.n_tasks:
-                    raise DataError(f"task {task!r} has no data in the {stream.n_tasks}-task stream")
-                data = task_data(stream, index, transductive=transductive, seed=seed)
-            rows.append(recall_task(
-                reservoir, bank.read_task(task), task=task, model=model, data=data,
-                guided=guided and data is not None, method=method, cue=cue, objective=objective,
-                seed=seed + i, knobs=knobs, restarts=restarts, restart_noise=restart_noise,
-                real_classes=stream.output_classes if stream is not None else 10,
-            ))
-            if progress is not None:
-                progress(i + 1, len(tasks))
-    return rows
 
 
 def summarise(rows: list[TaskRecall]) -> dict[str, float | None]:
