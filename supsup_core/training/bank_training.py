@@ -332,16 +332,18 @@ def train_to_bank(
         metadata["n_tasks"] = len(names)
         extra_keys = {k: v for k, v in stored.get("training", {}).items() if k not in metadata["training"]}
         metadata["training"].update(extra_keys)  # keep what the first run recorded
-    else:
-        if path.exists() and not run.overwrite:
-            raise ConfigError("--out", "a new file (or pass --overwrite, or --resume to continue it)", f"existing file {path}")
-        with create_bank(path, backend=run.backend, metadata=metadata, overwrite=run.overwrite):
-            pass  # the empty bank with its settings: a crash before the first task still leaves a resumable file
+    elif path.exists() and not run.overwrite:
+        raise ConfigError("--out", "a new file (or pass --overwrite, or --resume to continue it)", f"existing file {path}")
     start = model.num_tasks
     checkpoints = set(run.checkpoints())
     result = BankTrainingResult(str(path), run.n_tasks, gg, rows, start)
     engine = make_engine(run.workers, run.ray, run.ray_address, device=device, callbacks=batch_callbacks)
     with engine:
+        if start < run.n_tasks:
+            engine.prepare()  # an unreachable cluster fails here, before the bank is touched
+        if not run.resume:
+            with create_bank(path, backend=run.backend, metadata=metadata, overwrite=run.overwrite):
+                pass  # the empty bank with its settings: a crash before the first task still leaves a resumable file
         for outcome in engine.outcomes(setup, range(start, run.n_tasks)):
             t = outcome.task
             model.import_masks([outcome.masks])

@@ -46,6 +46,9 @@ class Engine(ABC):
     def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
         """Outcomes of ``tasks`` (ascending), in that order."""
 
+    def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Check the engine can run (e.g. reach the cluster) before anything is written."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers (idempotent)."""
 
@@ -171,7 +174,13 @@ class RayEngine(Engine):
         self._started = False
         self._actors: list = []
 
+    def prepare(self) -> None:
+        """Import Ray and start or join the instance (fails within ``connect_timeout``)."""
+        self._connect()
+
     def _connect(self) -> Any:
+        if self._ray is not None:
+            return self._ray
         ray = import_ray()
         if self.address is not None:
             self._check_reachable(self.address)

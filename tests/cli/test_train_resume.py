@@ -1,0 +1,117 @@
+"""``supsup-store train``: kill -9 mid-run then --resume gives the uninterrupted bank; bad resume/Ray input exits 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hopfield_masks.backends import open_bank
+from supsup_store_cli.app import app
+
+runner = CliRunner()
+ARGS = ["--tasks", "30", "--batches-per-task", "8", "--hidden", "32,16", "--device", "cpu", "--lr", "0.01",
+        "--eval-at", "15,30"]
+
+
+def _contents(path) -> tuple[dict, list, list]:
+    with open_bank(path, "r") as bank:
+        names = bank.tasks()
+        return bank.metadata, [bank.read_task(n) for n in names], [bank.task_attrs(n) for n in names]
+
+
+def _committed(path) -> int:
+    try:
+        with open_bank(path, "r") as bank:
+            return len(bank.tasks())
+    except Exception:  # not created yet, or being replaced this instant
+        return -1
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from supsup_store_cli.app import main; main()", *args]
+
+
+def test_kill_9_during_train_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """SIGKILL after a few committed tasks; --resume finishes; the bank equals an uninterrupted run's."""
+    full, killed = tmp_path / "full.h5", tmp_path / "killed.h5"
+    subprocess.run(_cli("train", "--out", str(full), *ARGS), check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen(_cli("train", "--out", str(killed), *ARGS), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while _committed(killed) < 4 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    done_at_kill = _committed(killed)
+    assert 4 <= done_at_kill < 30, f"the kill should land mid-run ({done_at_kill} tasks committed)"
+    resumed = subprocess.run(_cli("train", "--out", str(killed), *ARGS, "--resume"), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed after {done_at_kill}" in " ".join(resumed.stdout.split())
+    meta_a, masks_a, attrs_a = _contents(full)
+    meta_b, masks_b, attrs_b = _contents(killed)
+    assert meta_a == meta_b and attrs_a == attrs_b and len(masks_a) == len(masks_b) == 30
+    for a, b in zip(masks_a, masks_b):
+        assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def small_bank(tmp_path_factory):
+    path = tmp_path_factory.mktemp("resume") / "masks.h5"
+    result = runner.invoke(app, ["train", "--out", str(path), "--tasks", "2", "--batches-per-task", "3",
+                                 "--hidden", "16,8", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [(["--seed", "1"], "model.seed"), (["--hidden", "16,9"], "model.hidden"), (["--lr", "0.5"], "config.lr"),
+     (["--benchmark", "rotated-mnist"], "benchmark.stream"), (["--scenario", "gg"], "scenario")],
+)
+def test_resume_with_other_settings_exits_2_naming_the_mismatch(small_bank, option, named):
+    """--resume on a bank from other settings: exit 2, one message naming what differs, file unchanged."""
+    before = small_bank.read_bytes()
+    args = {"--tasks": "3", "--batches-per-task": "3", "--hidden": "16,8", "--device": "cpu"}
+    args[option[0]] = option[1]
+    flat = [x for kv in args.items() for x in kv]
+    result = runner.invoke(app, ["train", "--out", str(small_bank), *flat, "--resume"])
+    assert result.exit_code == 2 and named in result.output and "Traceback" not in result.output
+    assert small_bank.read_bytes() == before
+
+
+def test_resume_of_a_missing_bank_exits_2(tmp_path):
+    """--resume needs an existing bank."""
+    result = runner.invoke(app, ["train", "--out", str(tmp_path / "nope.h5"), "--tasks", "2", "--resume"])
+    assert result.exit_code == 2 and "--resume" in result.output
+
+
+def test_ray_without_the_extra_says_how_to_install(tmp_path, monkeypatch):
+    """--ray when ray cannot be imported: exit 2 with the pip command, no file written."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    out = tmp_path / "m.h5"
+    result = runner.invoke(app, ["train", "--out", str(out), "--tasks", "2", "--ray"])
+    assert result.exit_code == 2 and "supsup-store[ray]" in result.output and not out.exists()
+
+
+def test_unreachable_ray_address_fails_fast_with_exit_2(tmp_path):
+    """--ray-address where nothing listens: exit 2 within seconds, no file written."""
+    pytest.importorskip("ray")
+    out = tmp_path / "m.h5"
+    start = time.monotonic()
+    result = runner.invoke(app, ["train", "--out", str(out), "--tasks", "2", "--ray-address", "127.0.0.1:1"])
+    assert result.exit_code == 2 and "no Ray cluster reachable at 127.0.0.1:1" in result.output
+    assert time.monotonic() - start < 30 and not out.exists()
+
+
+def test_nns_refuses_parallel_and_resume_options(tmp_path):
+    """NNs is sequential: --workers 2 with --scenario nns exits 2 saying why."""
+    result = runner.invoke(app, ["train", "--out", str(tmp_path / "m.h5"), "--scenario", "nns", "--workers", "2"])
+    assert result.exit_code == 2 and "sequential" in result.output
