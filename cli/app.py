@@ -8,7 +8,7 @@ from ._app import app
 
 # Each module registers its commands on ``app`` when imported.  The order is the
 # order of ``supsup-store --help``.
-_COMMAND_MODULES = ("info", "capacity", "train", "evaluate", "encode", "recall", "demo")
+_COMMAND_MODULES = ("info", "verify", "capacity", "train", "evaluate", "encode", "recall", "demo")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__package__}.{_name}")

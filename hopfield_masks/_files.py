@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +22,98 @@ import h5py
 
 from .errors import BankFileNotFoundError, FileWriteError, StorageFormatError
 
-__all__ = ["atomic_path", "open_h5_read", "h5_signature_ok"]
+__all__ = ["atomic_path", "open_h5_read", "h5_signature_ok", "check_regular_or_absent", "write_target", "check_output_file",
+           "fsync_folder", "keep_owner_and_mode"]
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """fsync a folder so that a rename in it survives a power cut (no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_regular_or_absent(path: Path) -> None:
+    """Refuse to replace a folder, FIFO, socket or device node (``path`` is already symlink-resolved)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise FileWriteError(path, exc.strerror or str(exc)) from None
+    if stat.S_ISDIR(mode):
+        raise FileWriteError(path, "it is a folder, expected a file path")
+    if not stat.S_ISREG(mode):
+        raise FileWriteError(path, "it is a special file (FIFO, socket or device), which is never replaced")
+
+
+def write_target(path: str | os.PathLike) -> Path:
+    """Where a write to ``path`` lands: symlinks are followed to their target, which must be a regular file or absent."""
+    target = Path(os.path.realpath(Path(path).expanduser()))
+    check_regular_or_absent(target)
+    return target
+
+
+def keep_owner_and_mode(src_stat: os.stat_result, dest: Path) -> None:
+    """Give ``dest`` the permission bits and (where allowed) the owner of the file it replaces."""
+    os.chmod(dest, stat.S_IMODE(src_stat.st_mode))
+    with contextlib.suppress(OSError):  # only root (or the owner, for the group) may chown
+        os.chown(dest, src_stat.st_uid, src_stat.st_gid)
+
+
+def check_output_file(path: str | os.PathLike, *, overwrite: bool, expected_bytes: int = 0,
+                      argument: str = "out", folder_may_be_created: bool = False) -> Path:
+    """Check, before any long work, that a new file can be written at ``path``; return the resolved target.
+
+    Refuses: a folder or special file at ``path``; an existing file without
+    ``overwrite``; a missing (unless ``folder_may_be_created``) or non-writable
+    folder; a folder whose file system has less than ``expected_bytes`` (plus
+    1 MiB of slack) free.  ``supsup-store train`` and ``demo`` call it before training.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming ``argument`` with what was expected and what was found.
+    """
+    from .errors import InvalidArgumentError
+
+    raw = Path(path).expanduser()
+    target = Path(os.path.realpath(raw))
+    if target.is_dir():
+        raise InvalidArgumentError(argument, "a file path (the bank file to write)", f"{path} is a folder")
+    if target.exists():
+        if not stat.S_ISREG(target.stat().st_mode):
+            raise InvalidArgumentError(argument, "a regular file path", f"{path} is a special file (FIFO, socket or device)")
+        if not overwrite:
+            raise InvalidArgumentError(argument, "a new file (or pass --overwrite)", f"existing file {path}")
+    folder = target.parent
+    if folder_may_be_created:  # the caller creates the folder: the nearest existing ancestor must take it
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise InvalidArgumentError(argument, "a path under a folder", f"{path} ({folder} is not a folder)")
+    if not folder.is_dir():
+        raise InvalidArgumentError(argument, "a file in an existing folder", f"{path} (folder {folder} does not exist)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(argument, "a file in a folder you can write", f"{path} (folder {folder} is not writable)")
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and expected_bytes and free < expected_bytes + (1 << 20):
+        raise InvalidArgumentError(
+            argument, f"a folder with at least {expected_bytes + (1 << 20):,} B free", f"{free:,} B free in {folder}"
+        )
+    return target
 
 
 @contextlib.contextmanager
@@ -40,10 +129,11 @@ def atomic_path(path: str | os.PathLike, *, copy_existing: bool = False) -> Iter
 
     If the ``with`` body raises, the temporary file is removed and ``path`` is untouched.
     """
-    dest = Path(path).expanduser()
-    folder = dest.parent if str(dest.parent) else Path(".")
+    named = Path(path).expanduser()
+    folder = Path(os.path.realpath(named)).parent
     if not folder.is_dir():
-        raise BankFileNotFoundError(dest, f"cannot be created: the folder {folder} does not exist")
+        raise BankFileNotFoundError(named, f"cannot be created: the folder {folder} does not exist")
+    dest = write_target(named)  # a symlink is followed: its target is replaced, the link kept
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
         os.close(fd)
@@ -60,13 +150,15 @@ def atomic_path(path: str | os.PathLike, *, copy_existing: bool = False) -> Iter
         try:
             with open(tmp, "rb+") as fh:  # make the bytes durable before the rename publishes them
                 os.fsync(fh.fileno())
-            if dest.exists():
-                shutil.copymode(dest, tmp)
-            else:  # mkstemp creates 0600; a new file gets the usual permissions (0666 less the umask)
+            try:
+                keep_owner_and_mode(os.stat(dest), tmp)
+            except FileNotFoundError:  # mkstemp creates 0600; a new file gets the usual permissions (0666 less the umask)
                 umask = os.umask(0)
                 os.umask(umask)
                 os.chmod(tmp, 0o666 & ~umask)
+            check_regular_or_absent(dest)  # again: something may have appeared meanwhile
             os.replace(tmp, dest)
+            fsync_folder(folder)  # the rename itself must survive a power cut
         except OSError as exc:
             raise FileWriteError(dest, exc.strerror or str(exc)) from None
     except BaseException:
@@ -94,13 +186,24 @@ def open_h5_read(path: str | os.PathLike) -> h5py.File:
     p = Path(path).expanduser()
     if not p.exists():
         raise BankFileNotFoundError(p)
-    if p.is_dir():
+    try:
+        st = p.stat()
+    except OSError as exc:  # e.g. a folder on the way that cannot be searched
+        raise StorageFormatError(p, f"cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise StorageFormatError(p, "is a folder, expected an HDF5 file")
-    if p.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageFormatError(p, "is a special file (FIFO, socket or device), expected an HDF5 file")
+    if st.st_size == 0:
         raise StorageFormatError(p, "is empty, expected an HDF5 file")
-    if not h5_signature_ok(p):
+    try:
+        signed = h5_signature_ok(p)
+    except OSError as exc:
+        raise StorageFormatError(p, f"cannot be read ({exc.strerror or exc})") from None
+    if not signed:
         raise StorageFormatError(p, "is not an HDF5 file (no HDF5 signature)")
     try:
-        return h5py.File(p, "r")
-    except OSError as exc:
+        # HDF5's own flock is off: banks are locked by hopfield_masks.locking (sidecar lock files)
+        return h5py.File(p, "r", locking=False)
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise StorageFormatError(p, f"cannot be read as HDF5 (truncated or corrupt: {exc})") from None

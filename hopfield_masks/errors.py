@@ -32,6 +32,7 @@ __all__ = [
     "StorageFormatError",
     "BankFileNotFoundError",
     "FileWriteError",
+    "BankLockedError",
     "HopfieldMasksWarning",
     "CapacityWarning",
     "ConvergenceWarning",
@@ -176,6 +177,24 @@ class FileWriteError(HopfieldMasksError, OSError):
 
     def __str__(self) -> str:
         return f"{self.path}: cannot be written ({self.reason})"
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
+class BankLockedError(HopfieldMasksError, TimeoutError):
+    """Another process holds a bank's lock for longer than the timeout (or the file system cannot lock).
+
+    ``path`` names the bank; ``reason`` says who holds it and how long this process waited.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
 
     def __reduce__(self):
         return (type(self), (self.path, self.reason))

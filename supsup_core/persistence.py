@@ -46,6 +46,8 @@ __all__ = [
     "stored_accuracies",
     "stream_from_metadata",
     "PRODUCER",
+    "MAX_MODEL_ENTRIES",
+    "check_declared_model",
 ]
 
 #: Value of the ``producer`` metadata key written by :func:`save_masks`.
@@ -238,11 +240,57 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         The model on ``device`` (eval mode, no current task), and the bank's metadata.
     """
     metadata = read_bank_metadata(path)
+    if not isinstance(metadata.get("model"), Mapping):
+        raise ConfigError(str(path), "a 'model' entry that is a JSON object", type(metadata.get("model")).__name__)
     config = ModelConfig.from_dict(dict(metadata["model"]))
+    check_declared_model(config, path)  # a crafted config could ask for a model of any size
     model = build_model(config).to(device)
     load_masks_into(model, path)
     model.eval()
     return model, metadata
+
+
+#: Largest base network (weight entries) :func:`load_model` builds from a bank's metadata.
+MAX_MODEL_ENTRIES = 200_000_000
+
+
+def check_declared_model(config: ModelConfig, path: str | os.PathLike) -> None:
+    """Refuse a bank whose metadata declares a model that its own masks do not describe, before building it.
+
+    The model is first built on PyTorch's ``meta`` device (shapes only, no memory); its
+    masked layers' shapes must equal the layout of the bank's first task (which the
+    file's stored bytes bound), and its size must stay under :data:`MAX_MODEL_ENTRIES`.
+    Only then is the real model built and its base-weight fingerprint compared.
+
+    Raises
+    ------
+    BaseNetworkMismatchError
+        The declared model is not the one the masks were made for, or is too large.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(config)
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+        raise ConfigError(str(path), "a 'model' configuration that builds", str(exc).splitlines()[0]) from None
+    shapes = {name: tuple(layer.mask_shape) for name, layer in skeleton.masked_layers().items()}
+    entries = sum(int(p.numel()) for p in skeleton.parameters()) + sum(int(b.numel()) for b in skeleton.buffers())
+    if entries > MAX_MODEL_ENTRIES:
+        raise BaseNetworkMismatchError(
+            f"{path}: the metadata declares a model of {entries:,} entries, above "
+            f"supsup_core.persistence.MAX_MODEL_ENTRIES = {MAX_MODEL_ENTRIES:,} (refused before building it)"
+        )
+    with open_bank(path, "r") as bank:
+        names = bank.tasks()
+        if not names:
+            return
+        layout = bank.task_layout(names[0])
+    stored = dict(zip(layout.names, (tuple(s) for s in layout.shapes)))
+    if stored != shapes:
+        differ = sorted(k for k in set(stored) | set(shapes) if stored.get(k) != shapes.get(k))[:3]
+        raise BaseNetworkMismatchError(
+            f"{path}: the metadata's model does not match the stored masks (layers {differ}: masks have "
+            f"{[stored.get(k) for k in differ]}, the model {[shapes.get(k) for k in differ]}); refused before building it"
+        )
 
 
 def stream_from_metadata(metadata: Mapping[str, Any], data_dir: str | os.PathLike | None = None) -> Any:

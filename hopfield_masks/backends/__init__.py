@@ -29,13 +29,17 @@ Examples
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import h5py
 
 from .._files import open_h5_read
-from ..errors import InvalidArgumentError, RegistryError, StorageFormatError, UnknownBackendError
+from ..errors import HopfieldMasksError, InvalidArgumentError, RegistryError, StorageFormatError, UnknownBackendError
+from ..integrity import CHECKSUM_ATTR, check_dataset, check_link, check_tree, verify_dataset, verify_tree
+from ..locking import FileLock
+from ._h5attrs import ATTACHMENTS, TASKS, file_bytes
 from ._hdf5 import KIND, check_mask_bank, json_safe, read_header
 from .base import MODES, MaskBank, to_json
 from .hdf5_entropy import HDF5EntropyBank
@@ -55,6 +59,8 @@ __all__ = [
     "create_bank",
     "open_bank",
     "describe_file",
+    "verify_file",
+    "VerifyReport",
 ]
 
 _REGISTRY: dict[str, type[MaskBank]] = {}
@@ -198,7 +204,8 @@ def _describe_bank(path: Path) -> dict[str, Any]:
             })
         attachments = [
             bank.read_attachment(name, lambda g, name=name: {
-                "name": name, "attrs": {k: json_safe(v) for k, v in g.attrs.items()}, "datasets": _datasets(g),
+                "name": name, "attrs": {k: json_safe(v) for k, v in g.attrs.items() if k != CHECKSUM_ATTR},
+                "datasets": _datasets(g),
             })
             for name in bank.attachments()
         ]
@@ -226,11 +233,139 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
         header = read_header(f, p)
         summary: dict[str, Any] = {"path": str(p), **header, "file_bytes": p.stat().st_size}
         if header["kind"] != KIND:
-            summary["attrs"] = {k: json_safe(v) for k, v in f.attrs.items() if k not in ("kind", "format_version")}
-            summary["datasets"] = _datasets(f)
+            check_tree(f, p, file_bytes=summary["file_bytes"])  # no links, external storage or impossible sizes
+            try:
+                summary["attrs"] = {k: json_safe(v) for k, v in f.attrs.items()
+                                    if k not in ("kind", "format_version", CHECKSUM_ATTR)}
+                summary["datasets"] = _datasets(f)
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+                raise StorageFormatError(p, f"cannot be read ({exc})") from None
             return summary
     summary.update(_describe_bank(p))
     return summary
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :func:`verify_file` found: one ``(object, status, detail)`` row per checked object.
+
+    ``status`` is ``"ok"`` (checksum matches), ``"no checksum"`` (format-1 file: structure checked
+    and masks decoded, bit rot cannot be seen) or ``"damaged"`` (``detail`` says how).
+    """
+
+    path: str
+    format_version: int | None
+    items: list[tuple[str, str, str]] = field(default_factory=list)
+    bytes_checked: int = 0
+
+    @property
+    def damaged(self) -> list[tuple[str, str, str]]:
+        """The damaged rows."""
+        return [item for item in self.items if item[1] == "damaged"]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is damaged."""
+        return not self.damaged
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict."""
+        return {"path": self.path, "format_version": self.format_version, "ok": self.ok,
+                "bytes_checked": self.bytes_checked,
+                "items": [{"object": o, "status": st, "detail": d} for o, st, d in self.items]}
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "reason", None) or str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def verify_file(path: str | os.PathLike) -> VerifyReport:
+    """Check every object of a mask bank: root attributes, each task (links, storage, sizes, CRC-32, decoding)
+    and each attachment (every dataset and group under it).
+
+    A damaged object is reported, not raised, and the others are still checked.
+
+    Raises
+    ------
+    BankFileNotFoundError, StorageFormatError
+        The file is missing, not HDF5, or not a mask bank at all (nothing to verify item by item).
+    """
+    p = Path(path).expanduser()
+    items: list[tuple[str, str, str]] = []
+    checked = 0
+    with open_h5_read(p) as f:
+        try:
+            fd = f.id.get_vfd_handle()
+        except (OSError, RuntimeError, ValueError, TypeError):
+            fd = None
+        lock = FileLock(p, fd, exclusive=False) if isinstance(fd, int) else None
+        try:
+            header = read_header(f, p)
+            if header["kind"] != KIND:
+                raise StorageFormatError(p, f"is a {header['kind']} file, not a mask bank (verify checks mask banks)")
+            version = header["format_version"]
+            required = version >= 2
+            size = file_bytes(f)
+            try:
+                check_mask_bank(f, p)
+                items.append(("/ (root attributes)", "ok" if CHECKSUM_ATTR in f.attrs else "no checksum", ""))
+            except HopfieldMasksError as exc:
+                items.append(("/ (root attributes)", "damaged", _reason(exc)))
+            tasks = f.get(TASKS) if isinstance(f.get(TASKS, getlink=True), h5py.HardLink) else None
+            names: list[str] = []
+            if isinstance(tasks, h5py.Group):
+                try:
+                    names = list(tasks)
+                except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                    items.append(("/tasks", "damaged", f"cannot be listed ({exc})"))
+            for name in names:
+                where = f"task {name!r}"
+                try:
+                    check_link(tasks, name, p)
+                    ds = tasks[name]
+                    if not isinstance(ds, h5py.Dataset):
+                        raise StorageFormatError(p, f"{ds.name} is not a dataset")
+                    check_dataset(ds, p, file_bytes=size)
+                    state = verify_dataset(ds, p, required=required)
+                    checked += int(ds.id.get_storage_size())
+                    items.append((where, "ok" if state == "ok" else "no checksum", ""))
+                except HopfieldMasksError as exc:
+                    items.append((where, "damaged", _reason(exc)))
+                except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+                    items.append((where, "damaged", f"HDF5 cannot read it ({_reason(exc)})"))
+            attachments = f.get(ATTACHMENTS) if isinstance(f.get(ATTACHMENTS, getlink=True), h5py.HardLink) else None
+            for name in list(attachments) if isinstance(attachments, h5py.Group) else []:
+                where = f"attachment {name!r}"
+                try:
+                    check_link(attachments, name, p)
+                    counts = verify_tree(attachments[name], p, file_bytes=size, required=required)
+                    checked += sum(int(o.id.get_storage_size()) for o in attachments[name].values()
+                                   if isinstance(o, h5py.Dataset))
+                    items.append((where, "ok" if not counts["none"] else "no checksum",
+                                  f"{counts['ok'] + counts['none']} objects"))
+                except HopfieldMasksError as exc:
+                    items.append((where, "damaged", _reason(exc)))
+                except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+                    items.append((where, "damaged", f"HDF5 cannot read it ({_reason(exc)})"))
+        finally:
+            if lock is not None:
+                lock.release()
+    # the masks must also decode (what a format-1 file without checksums can still show)
+    if not any(status == "damaged" for obj, status, _ in items if obj.startswith("/")):
+        try:
+            with open_bank(p) as bank:
+                for i, (obj, status, detail) in enumerate(items):
+                    if obj.startswith("task ") and status != "damaged":
+                        task = obj[len("task '"):-1]
+                        try:
+                            bank.read_task(task)
+                            bank.task_attrs(task)
+                        except HopfieldMasksError as exc:
+                            items[i] = (obj, "damaged", _reason(exc))
+        except HopfieldMasksError as exc:
+            items.append(("bank", "damaged", _reason(exc)))
+    return VerifyReport(str(p), version, items, checked)
 
 
 for _cls in (MemoryMaskBank, HDF5PackedBank, HDF5SparseBank, HDF5EntropyBank):

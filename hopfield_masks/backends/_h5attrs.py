@@ -17,14 +17,15 @@ import h5py
 import numpy as np
 
 from ..errors import StorageFormatError
+from ..integrity import CHECKSUM_ATTR, check_attribute, check_link, verify_group_attrs
 
 __all__ = [
     "FORMAT_VERSION", "KIND", "TASKS", "ATTACHMENTS", "write_str_attr", "read_str_attr", "read_json_attr",
-    "json_safe", "read_header", "check_mask_bank",
+    "json_safe", "read_header", "check_mask_bank", "file_bytes",
 ]
 
-#: Mask-bank format version written and the newest one read.
-FORMAT_VERSION = 1
+#: Mask-bank format version written and the newest one read (2: CRC-32 checksums, ``docs/FORMAT.md``).
+FORMAT_VERSION = 2
 #: The root ``kind`` attribute of a mask bank.
 KIND = "mask-bank"
 #: Group holding one dataset per task.
@@ -42,10 +43,13 @@ def write_str_attr(attrs: h5py.AttributeManager, name: str, text: str) -> None:
 def read_str_attr(obj: h5py.HLObject, name: str, path: object) -> str:
     """Read a string attribute (fixed or variable length), raising a format error naming ``path``."""
     try:
+        if name not in obj.attrs:
+            raise KeyError(name)
+        check_attribute(obj, name, path, file_bytes(obj))  # never allocate what the file cannot hold
         value = obj.attrs[name]
     except KeyError:
         raise StorageFormatError(path, f"attribute {name!r} is missing on {obj.name}") from None
-    except OSError as exc:
+    except (OSError, RuntimeError, TypeError, ValueError) as exc:
         raise StorageFormatError(path, f"attribute {name!r} of {obj.name} cannot be read ({exc})") from None
     if isinstance(value, (bytes, np.bytes_)):
         try:
@@ -57,12 +61,20 @@ def read_str_attr(obj: h5py.HLObject, name: str, path: object) -> str:
     raise StorageFormatError(path, f"attribute {name!r} of {obj.name} is not a string (found {type(value).__name__})")
 
 
+def file_bytes(obj: h5py.HLObject) -> int:
+    """Size of the file holding ``obj`` (what any attribute's declared size is checked against)."""
+    try:
+        return int(obj.file.id.get_filesize())
+    except (OSError, RuntimeError, ValueError):
+        return 1 << 16
+
+
 def read_json_attr(obj: h5py.HLObject, name: str, path: object) -> Any:
     """Read a JSON string attribute."""
     text = read_str_attr(obj, name, path)
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise StorageFormatError(path, f"attribute {name!r} of {obj.name} is not valid JSON") from None
 
 
@@ -108,10 +120,13 @@ def read_header(f: h5py.File, path: object) -> dict[str, Any]:
         )
     kind = read_str_attr(f, "kind", path)
     try:
+        if "format_version" not in f.attrs:
+            raise KeyError("format_version")
+        check_attribute(f, "format_version", path, file_bytes(f))
         version = f.attrs["format_version"]
         if isinstance(version, np.ndarray) or not isinstance(version, (int, np.integer)):
             raise TypeError
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, OSError, RuntimeError, ValueError):
         raise StorageFormatError(path, f"is a {kind!r} file without an integer 'format_version' attribute") from None
     return {"kind": kind, "format_version": int(version)}
 
@@ -128,6 +143,11 @@ def check_mask_bank(f: h5py.File, path: object) -> str:
             f"1 to {FORMAT_VERSION} (upgrade the package)",
         )
     for group in (TASKS, ATTACHMENTS):
+        check_link(f, group, path)
         if not isinstance(f.get(group), h5py.Group):
             raise StorageFormatError(path, f"is a mask bank without its '/{group}' group (damaged file)")
+    if header["format_version"] >= 2 or CHECKSUM_ATTR in f.attrs:
+        for name in f.attrs:
+            check_attribute(f, name, path, file_bytes(f))
+        verify_group_attrs(f, path, required=header["format_version"] >= 2)
     return read_str_attr(f, "backend", path)

@@ -43,29 +43,47 @@ Kept unchanged after measuring: dataset attribute creation order is not
 tracked (h5py's default; tracking adds 2 bytes per message), and the
 metadata block size stays at HDF5's 2048 bytes (512 or 4096 cost more).
 
-Writes never touch the published file: mode ``"w"`` writes a new temporary file
-and ``"a"`` a temporary copy (:func:`hopfield_masks._files.atomic_path`), both
-renamed over the destination on a successful close.  HDF5 never reclaims the
-space of deleted objects, so a session that deleted or overwrote something
-rewrites ("repacks") the temporary file before publishing it.
+**Writing** (format version 2).  Mode ``"w"`` writes a new temporary file
+(:func:`hopfield_masks._files.atomic_path`) renamed over the destination on a
+successful close.  Mode ``"a"`` appends *in place* through a rollback journal
+(:mod:`hopfield_masks.journal`): an append writes about what it adds, and a
+crash at any instant leaves the last committed bank.  Both hold the bank's
+exclusive lock (:mod:`hopfield_masks.locking`) from open to close.  HDF5 never
+reclaims the space of deleted objects, so a session that deleted or overwrote
+something rewrites ("repacks") the bank into a temporary file renamed over it
+(mode and owner kept; hard links to the old file then keep the old bytes).
+
+**Checksums.**  Each task dataset carries ``crc32`` = [CRC-32 of its bytes,
+CRC-32 of its other attributes] (:mod:`hopfield_masks.integrity`), written with
+the task; the root group carries the CRC-32 of the root attributes, refreshed at
+every commit.  Readers check the attribute part whenever they read a task's
+record and both parts whenever they read its masks.  Measured per-task cost of
+the attribute: see ``docs/FORMAT.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from .._files import atomic_path, open_h5_read
+from .._files import atomic_path, fsync_folder, keep_owner_and_mode, open_h5_read, write_target
 from ..blocks import MaskLayout
-from ..errors import HopfieldMasksError, InvalidArgumentError, StorageFormatError
+from ..errors import FileWriteError, HopfieldMasksError, InvalidArgumentError, StorageFormatError
+from ..integrity import (
+    CHECKSUM_ATTR, attrs_crc, check_dataset, check_link, max_array_bytes, record_group_checksum, verify_dataset,
+)
+from ..journal import JournaledFile, PlainFile, clean_temporaries, journal_path, recover
+from ..locking import BankLock, FileLock
 from ._h5attrs import (
     ATTACHMENTS,
     FORMAT_VERSION,
@@ -103,97 +121,232 @@ def _create_tasks_group(parent: h5py.Group) -> h5py.Group:
     return h5py.Group(h5py.h5g.create(parent.id, TASKS.encode(), gcpl=gcpl))
 
 
-def _repack(tmp: Path) -> None:
-    """Rewrite the HDF5 file ``tmp`` without the space left by deleted objects, keeping all orders."""
-    fd, name = tempfile.mkstemp(prefix=f".{tmp.name}.", suffix=".repack", dir=tmp.parent)
+def _copy_attrs(src: h5py.HLObject, dst: h5py.HLObject) -> None:
+    for key in src.attrs:
+        dst.attrs.create(key, src.attrs[key], dtype=src.attrs.get_id(key).dtype)
+
+
+def _repack_into(src_path: Path, dst_path: Path) -> None:
+    """Write a compact copy of the bank ``src_path`` into the new file ``dst_path``, keeping every order and group."""
+    out = PlainFile(dst_path, "w+b")  # written through Python: a full disk is an OSError naming the cause
+    try:
+        with h5py.File(src_path, "r", locking=False) as src, h5py.File(out, "w", libver=LIBVER) as dst:
+            _copy_group_contents(src, dst, src_path)
+        if out.error is not None:
+            raise out.error
+    finally:
+        out.close()
+
+
+def _copy_group_contents(src: h5py.File, dst: h5py.File, src_path: Path) -> None:
+    """Copy root attributes and children of ``src`` into ``dst`` (groups other tools added are kept too)."""
+    _copy_attrs(src, dst)
+    for key in src:
+        check_link(src, key, src_path)
+        if key == TASKS:  # an old file's indexed /tasks group becomes the current kind: the order is the same
+            out = _create_tasks_group(dst)
+        elif key == ATTACHMENTS:
+            out = dst.create_group(key, track_order=True)
+        else:
+            src.copy(src[key], dst, name=key)
+            continue
+        _copy_attrs(src[key], out)
+        for child in src[key]:  # one by one: the creation order of the copy is ours
+            src.copy(src[key][child], out, name=child)  # copies get exact object headers
+
+
+def _repack(bank: Path) -> None:
+    """Replace ``bank`` by a compact copy (temporary file, fsync, rename, folder fsync); mode and owner kept."""
+    fd, name = tempfile.mkstemp(prefix=f".{bank.name}.", suffix=".repack", dir=bank.parent)
     os.close(fd)
     try:
-        with h5py.File(tmp, "r") as src, h5py.File(name, "w", libver=LIBVER) as dst:
-            for key in src.attrs:
-                dst.attrs.create(key, src.attrs[key], dtype=src.attrs.get_id(key).dtype)
-            for group in (TASKS, ATTACHMENTS):
-                # an old file's indexed /tasks group becomes the current kind: the order is the same
-                out = _create_tasks_group(dst) if group == TASKS else dst.create_group(group, track_order=True)
-                for key in src[group].attrs:
-                    out.attrs.create(key, src[group].attrs[key], dtype=src[group].attrs.get_id(key).dtype)
-                for child in src[group]:  # one by one: the creation order of the copy is ours
-                    src.copy(src[group][child], out, name=child)  # copies get exact object headers
-        os.replace(name, tmp)
+        _repack_into(bank, Path(name))
+        with open(name, "rb+") as fh:
+            os.fsync(fh.fileno())
+        keep_owner_and_mode(os.stat(bank), Path(name))
+        os.replace(name, bank)
+        fsync_folder(bank.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
         raise
+
+
 class _Discard(Exception):
     """Thrown into :func:`atomic_path` to make it delete the temporary file."""
+
+
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, OverflowError, SystemError)
+
+
+def _guard(method, *, writes: bool = False):
+    """Turn what h5py raises on a damaged file (or a failed write) into this package's errors naming the path."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except HopfieldMasksError:
+            raise
+        except _H5_ERRORS as exc:
+            raise self._translate(exc, writes=writes) from None
+
+    return wrapper
+
+
+def _guard_write(method):
+    """:func:`_guard` for a primitive that writes: an OS error there is a failed write."""
+    return _guard(method, writes=True)
+
+
+def _check_layout_dict(value: Any) -> None:
+    """Refuse a stored layout whose types or sizes are not sane, before MaskLayout does arithmetic on it."""
+    if not isinstance(value, dict) or not isinstance(value.get("names"), list) or not isinstance(value.get("shapes"), list):
+        raise ValueError("expected {'names': [...], 'shapes': [[...], ...]}")
+    if len(value["names"]) != len(value["shapes"]):
+        raise ValueError(f"{len(value['names'])} names for {len(value['shapes'])} shapes")
+    total = 0
+    for shape in value["shapes"]:
+        if not isinstance(shape, list) or len(shape) > 32 or any(
+            isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape
+        ):
+            raise ValueError(f"shape {str(shape)[:80]} is not a list of non-negative integers")
+        entries = 1
+        for d in shape:
+            entries *= d
+        total += entries
+    limit = max_array_bytes()
+    if total > limit:
+        raise ValueError(f"it declares {total:,} entries, above the per-array ceiling hopfield_masks.integrity."
+                         f"MAX_ARRAY_BYTES = {limit:,} (raise it with HOPFIELD_MASKS_MAX_ARRAY_BYTES)")
 
 
 class HDF5MaskBank(MaskBank):
     """Shared implementation of the HDF5 backends; subclasses define the per-task encoding.
 
     Subclasses implement ``_encode(flat) -> (data, extra_attrs)`` and
-    ``_decode(dataset, length) -> flat`` and may override ``_set_options`` /
+    ``_decode(dataset, length) -> flat`` (or, to read the bytes once,
+    ``_decode_data(dataset, data, length)``, given the dataset's content already
+    read and checksum-verified) and may override ``_set_options`` /
     ``_load_options`` (backend options stored as root attributes) and
-    ``_extra_nbytes`` (mask data kept in attributes).
+    ``_extra_nbytes`` (mask data kept in attributes).  Extra attributes are covered
+    by the task's checksum automatically.
 
     Parameters
     ----------
     path : path-like
-        The bank file.
+        The bank file.  A symlink is followed (its target is written).
     mode : str
-        ``"r"`` (read-only), ``"a"`` (append to an existing bank) or ``"w"`` (create or replace).
+        ``"r"`` (read-only), ``"a"`` (append in place, journaled) or ``"w"`` (create or replace).
+    overwrite : bool
+        ``mode="w"`` only: whether an existing file may be replaced (checked under the lock).
+    lock_timeout : float, optional
+        Seconds to wait for the bank's lock (default ``HOPFIELD_MASKS_LOCK_TIMEOUT`` or 60).
     **options
         Backend options, accepted with ``mode="w"`` only (they are fixed when a bank is created).
     """
 
     persistent = True
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", **options: Any) -> None:
+    def __init__(self, path: str | os.PathLike, mode: str = "r", *, overwrite: bool = True,
+                 lock_timeout: float | None = None, **options: Any) -> None:
         super().__init__(mode)
         if path is None or not isinstance(path, (str, os.PathLike)):
             raise InvalidArgumentError("path", f"a file path for backend {self.backend_id!r}", repr(path))
         self.path = Path(path).expanduser()
         if options and mode != "w":
             raise InvalidArgumentError("options", "no backend options unless mode='w'", sorted(options))
+        self._lock: BankLock | None = None  # the writers' sidecar lock
+        self._flock: FileLock | None = None  # the flock on the bank file itself (readers, in-place writers)
         self._atomic = None
         self._tmp: Path | None = None
+        self._fh: PlainFile | None = None  # the file object h5py writes through (writable modes)
+        self._target: Path | None = None  # the real file written (symlinks resolved)
         self._dirty = False  # something was deleted: repack before publishing
+        self._version = FORMAT_VERSION
         self._h5: h5py.File | None = None
         self._scratch: h5py.File | None = None  # in-memory file where task datasets are built (writable modes)
         self._tasks_group: h5py.Group | None = None  # /tasks of the open file, looked up once
         self._shared: Any = _UNREAD  # cached root shared layout: a MaskLayout, None (absent) or _UNREAD
-        if mode == "r":
-            self._h5 = open_h5_read(self.path)
-            try:
-                self._open_existing(self._h5)
-            except BaseException:
-                self._h5.close()
-                raise
-            return
-        if mode == "a":
-            with open_h5_read(self.path) as f:
-                self._open_existing(f)
-        self._atomic = atomic_path(self.path, copy_existing=(mode == "a"))
-        self._tmp = tmp = self._atomic.__enter__()
         try:
-            self._h5 = h5py.File(tmp, "r+" if mode == "a" else "w", libver=LIBVER)
-            if mode == "w":
-                self._create_layout(self._h5, options)
+            self._open(mode, overwrite, lock_timeout, options)
         except BaseException as exc:
-            if self._h5 is not None:
-                self._h5.close()
-            self._atomic.__exit__(_Discard, _Discard(), None)
             self._closed = True
-            if isinstance(exc, OSError):
-                raise StorageFormatError(self.path, f"cannot be written ({exc})") from None
+            with contextlib.suppress(Exception):
+                self._teardown(commit=False)
+            if isinstance(exc, _H5_ERRORS) and not isinstance(exc, HopfieldMasksError):
+                raise self._translate(exc) from None
             raise
 
     # ------------------------------------------------------------------ file set-up
+    def _open(self, mode: str, overwrite: bool, lock_timeout: float | None, options: dict[str, Any]) -> None:
+        if mode == "r":
+            self._open_reader(lock_timeout)
+            return
+        self._lock = BankLock(self.path, exclusive=True, timeout=lock_timeout)
+        self._recover(lock_timeout)
+        self._target = target = write_target(self.path)  # symlinks followed; folders and special files refused
+        if target.exists() and not os.stat(target).st_mode & 0o222:  # even for root: 0444 means "do not change"
+            raise FileWriteError(self.path, "it is read-only (no write permission bits); nothing was changed")
+        if mode == "a":
+            with open_h5_read(self.path) as f:
+                self._open_existing(f)
+            try:
+                self._fh = JournaledFile(target)
+            except PermissionError:
+                raise FileWriteError(self.path, "it is read-only (permission denied); nothing was changed") from None
+            # readers of this very file must be done before it changes in place
+            self._flock = FileLock(self.path, self._fh.fileno(), exclusive=True, timeout=lock_timeout)
+            self._h5 = h5py.File(self._fh, "r+", libver=LIBVER)
+            return
+        if not overwrite and target.exists():
+            raise InvalidArgumentError("path", "a file that does not exist yet (or overwrite=True)", str(self.path))
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        self._fh = PlainFile(self._tmp, "r+b")
+        self._h5 = h5py.File(self._fh, "w", libver=LIBVER)
+        self._create_layout(self._h5, options)
+
+    def _open_reader(self, lock_timeout: float | None) -> None:
+        """Open read-only under a shared flock of the file (after rolling back a killed writer's journal)."""
+        target = Path(os.path.realpath(self.path))
+        for _attempt in range(3):
+            if journal_path(target).exists():  # a killed writer's session: undo it first (needs the writer lock)
+                with BankLock(self.path, exclusive=True, timeout=lock_timeout):
+                    recover(target)
+                    clean_temporaries(target)
+            h5 = open_h5_read(self.path)  # checks it is a regular HDF5 file first
+            self._h5 = h5
+            try:
+                fd = h5.id.get_vfd_handle()
+            except (OSError, RuntimeError, ValueError, TypeError):
+                fd = None
+            if fd is None:
+                break
+            self._flock = FileLock(self.path, fd, exclusive=False, timeout=lock_timeout)
+            if not journal_path(target).exists():  # no writer started (and died) between the check and the lock
+                break
+            self._flock.release()
+            self._flock = None
+            self._h5 = None
+            h5.close()
+        else:
+            raise StorageFormatError(self.path, "has an unfinished write that keeps coming back (a failing writer); try again")
+        self._open_existing(self._h5)
+
+    def _recover(self, lock_timeout: float | None) -> None:
+        """Roll back a killed writer's journal and delete its temporaries (the exclusive writer lock is held)."""
+        target = Path(os.path.realpath(self.path))
+        recover(target)
+        clean_temporaries(target)
+
     def _open_existing(self, f: h5py.File) -> None:
         backend = check_mask_bank(f, self.path)
         if backend != self.backend_id:
             raise StorageFormatError(
                 self.path, f"is a {backend!r} bank, not {self.backend_id!r} (open it with open_bank())"
             )
+        self._version = int(f.attrs["format_version"])
         self._load_options(f)
 
     def _create_layout(self, f: h5py.File, options: dict[str, Any]) -> None:
@@ -218,7 +371,11 @@ class HDF5MaskBank(MaskBank):
         raise NotImplementedError
 
     def _decode(self, ds: h5py.Dataset, length: int) -> np.ndarray:
-        raise NotImplementedError
+        return self._decode_data(ds, ds[()], length)
+
+    def _decode_data(self, ds: h5py.Dataset, data: np.ndarray, length: int) -> np.ndarray:
+        """Decode a task from its dataset's content ``data`` (already read and verified); default: ``_decode``."""
+        return self._decode(ds, length)
 
     def _extra_nbytes(self, ds: h5py.Dataset) -> int:
         return 0
@@ -226,6 +383,26 @@ class HDF5MaskBank(MaskBank):
     def _corrupt(self, ds: h5py.Dataset, reason: str) -> StorageFormatError:
         """The error for a task dataset whose content is inconsistent."""
         return StorageFormatError(self.path, f"task dataset {ds.name} is damaged: {reason}")
+
+    def _translate(self, exc: BaseException, *, writes: bool = True) -> HopfieldMasksError:
+        """What an h5py/OS error means here: a failed write (the OS said why) or a damaged file."""
+        fh = self._fh
+        if fh is not None and fh.error is not None:
+            return FileWriteError(self.path, f"{fh.error.strerror or fh.error}; nothing was committed")
+        if isinstance(exc, OSError) and writes and self.mode != "r":
+            return FileWriteError(self.path, f"{exc.strerror or exc}; nothing was committed")
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return StorageFormatError(self.path, f"cannot be read: HDF5 reports {text!r} (damaged file)")
+
+    # ------------------------------------------------------------------ integrity hooks
+    def _file_bytes(self) -> int:
+        try:
+            return int(self._file.id.get_filesize())
+        except _H5_ERRORS:
+            return 1 << 16
+
+    def _checksums_required(self) -> bool:
+        return self._version >= 2
 
     # ------------------------------------------------------------------ primitives
     @property
@@ -240,12 +417,15 @@ class HDF5MaskBank(MaskBank):
             self._tasks_group = self._file[TASKS]
         return self._tasks_group
 
+    @_guard
     def _get_metadata_json(self) -> str:
         return read_str_attr(self._file, "metadata", self.path)
 
+    @_guard_write
     def _put_metadata_json(self, text: str) -> None:
         write_str_attr(self._file.attrs, "metadata", text)
 
+    @_guard
     def _task_names(self) -> list[str]:
         return list(self._tasks)
 
@@ -256,8 +436,9 @@ class HDF5MaskBank(MaskBank):
             if SHARED_LAYOUT in self._file.attrs:
                 value = read_json_attr(self._file, SHARED_LAYOUT, self.path)  # raises naming the path
                 try:
+                    _check_layout_dict(value)
                     self._shared = MaskLayout.from_dict(value)
-                except (KeyError, TypeError, ValueError, HopfieldMasksError) as exc:
+                except (KeyError, TypeError, ValueError, OverflowError, HopfieldMasksError) as exc:
                     raise StorageFormatError(self.path, f"has a bad root {SHARED_LAYOUT!r} attribute ({exc})") from None
         return self._shared
 
@@ -279,6 +460,7 @@ class HDF5MaskBank(MaskBank):
             self._scratch = h5py.File(name, "w", driver="core", backing_store=False, libver=LIBVER)
         return self._scratch
 
+    @_guard_write
     def _put_task(self, task: str, layout: MaskLayout, flat: np.ndarray, attrs_json: str) -> None:
         data, extra = self._encode(flat)
         scratch = self._scratch_file()
@@ -293,29 +475,36 @@ class HDF5MaskBank(MaskBank):
                 write_str_attr(ds.attrs, "attrs", attrs_json)
             for key, value in extra.items():
                 ds.attrs.create(key, value)
+            data_crc = zlib.crc32(np.ascontiguousarray(data)) & 0xFFFFFFFF if data.size else 0
+            ds.attrs.create(CHECKSUM_ATTR, np.array([data_crc, attrs_crc(ds)], dtype=np.uint32))
             scratch.copy(ds, self._tasks, name=task)
         finally:
             del scratch["task"]
 
     def _dataset(self, task: str) -> h5py.Dataset:
+        check_link(self._tasks, task, self.path)
         obj = self._tasks[task]
         if not isinstance(obj, h5py.Dataset):
             raise StorageFormatError(self.path, f"{obj.name} is not a dataset (damaged file)")
+        check_dataset(obj, self.path, file_bytes=self._file_bytes())
         return obj
 
+    @_guard
     def _has_task(self, task: str) -> bool:
         return task in self._tasks  # one link lookup, not a listing of every task
 
+    @_guard
     def _get_task(self, task: str) -> tuple[MaskLayout, np.ndarray]:
         ds = self._dataset(task)
         layout = self._layout(ds)
-        try:
-            return layout, self._decode(ds, layout.length)
-        except OSError as exc:  # HDF5 could not read the bytes (truncated, corrupt)
-            raise StorageFormatError(self.path, f"task {task!r} cannot be read ({exc})") from None
+        data = ds[()]  # bounded: check_dataset compared the declared size with the stored bytes and the ceiling
+        verify_dataset(ds, self.path, data=np.asarray(data), required=self._checksums_required())
+        return layout, self._decode_data(ds, data, layout.length)
 
+    @_guard
     def _task_record(self, task: str) -> tuple[MaskLayout, str]:
         ds = self._dataset(task)
+        verify_dataset(ds, self.path, attrs_only=True, required=self._checksums_required())
         attrs = read_str_attr(ds, "attrs", self.path) if "attrs" in ds.attrs else _EMPTY_ATTRS
         return self._layout(ds), attrs
 
@@ -327,21 +516,26 @@ class HDF5MaskBank(MaskBank):
                 raise self._corrupt(ds, f"it has no 'layout' attribute and the file no root {SHARED_LAYOUT!r}")
             return shared
         try:
-            layout = MaskLayout.from_dict(read_json_attr(ds, "layout", self.path))
-        except (KeyError, TypeError, ValueError, HopfieldMasksError) as exc:
+            value = read_json_attr(ds, "layout", self.path)
+            _check_layout_dict(value)
+            layout = MaskLayout.from_dict(value)
+        except (KeyError, TypeError, ValueError, OverflowError, HopfieldMasksError) as exc:
             if isinstance(exc, StorageFormatError):
                 raise
             raise self._corrupt(ds, f"bad 'layout' attribute ({exc})") from None
         return layout
 
+    @_guard
     def _task_nbytes(self, task: str) -> int:
         ds = self._dataset(task)
         return int(ds.id.get_storage_size()) + self._extra_nbytes(ds)
 
+    @_guard_write
     def _drop_task(self, task: str) -> None:
         del self._tasks[task]
         self._dirty = True
 
+    @_guard
     def _attachments_root(self) -> h5py.Group:
         return self._file[ATTACHMENTS]
 
@@ -349,7 +543,32 @@ class HDF5MaskBank(MaskBank):
         super()._delete_attachment_group(name)
         self._dirty = True
 
-    def _close(self, commit: bool) -> None:
+    # ------------------------------------------------------------------ committing, closing
+    def _seal_root(self) -> None:
+        record_group_checksum(self._file)
+
+    @_guard_write
+    def _commit(self) -> None:
+        self._seal_root()
+        self._file.flush()
+        if self._atomic is None:  # in place: fsync, then the journal's deletion commits
+            assert isinstance(self._fh, JournaledFile)
+            self._fh.commit()
+            return
+        # a new bank: publish it now, then continue in place (journaled) like an append session
+        self._close_files()
+        atomic, self._atomic = self._atomic, None
+        try:
+            atomic.__exit__(None, None, None)
+        except BaseException:
+            self._closed = True
+            self._teardown(commit=False)
+            raise
+        assert self._target is not None
+        self._fh = JournaledFile(self._target)
+        self._h5 = h5py.File(self._fh, "r+", libver=LIBVER)
+
+    def _close_files(self) -> None:
         if self._scratch is not None:
             scratch, self._scratch = self._scratch, None
             scratch.close()
@@ -357,19 +576,78 @@ class HDF5MaskBank(MaskBank):
         if self._h5 is not None:
             h5, self._h5 = self._h5, None
             h5.close()
-        if self._atomic is None:
-            return
-        atomic, self._atomic = self._atomic, None
-        if not commit:
-            atomic.__exit__(_Discard, _Discard(), None)
-            return
+
+    def _close(self, commit: bool) -> None:
+        if commit and self.mode != "r":
+            try:
+                self._seal_root()
+                self._close_files()
+                if self._fh is not None and self._fh.error is not None:
+                    raise self._translate(self._fh.error)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    self._teardown(commit=False)
+                if isinstance(exc, _H5_ERRORS) and not isinstance(exc, HopfieldMasksError):
+                    raise self._translate(exc) from None
+                raise
         try:
-            if self._dirty:
-                _repack(self._tmp)
-        except BaseException as exc:
-            atomic.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        atomic.__exit__(None, None, None)  # fsync, then rename over the destination
+            self._teardown(commit=commit)
+        except _H5_ERRORS as exc:
+            if isinstance(exc, HopfieldMasksError):
+                raise
+            raise self._translate(exc) from None
+
+    def _teardown(self, commit: bool) -> None:
+        """Close the files; publish (``commit``) or undo the session's changes; release the lock."""
+        try:
+            with contextlib.suppress(Exception):
+                self._close_files()
+            fh, self._fh = self._fh, None
+            if isinstance(fh, JournaledFile):
+                try:
+                    if not commit:
+                        fh.rollback()
+                    elif self._dirty:
+                        fh.fsync()
+                        fh.close()
+                        assert self._target is not None
+                        try:
+                            _repack(self._target)  # renamed over the bank: the journal no longer applies
+                        except BaseException:
+                            recover(self._target)  # nothing was published: roll the in-place changes back
+                            raise
+                        fh.abandon()
+                        recover(self._target)  # deletes the now stale journal
+                    else:
+                        fh.commit()
+                finally:
+                    fh.close()
+            elif fh is not None:
+                fh.close()
+            if self._atomic is not None:
+                atomic, self._atomic = self._atomic, None
+                if not commit:
+                    atomic.__exit__(_Discard, _Discard(), None)
+                else:
+                    try:
+                        if self._dirty:
+                            assert self._tmp is not None
+                            compact = self._tmp.with_name(self._tmp.name + ".repack")
+                            _repack_into(self._tmp, compact)
+                            os.replace(compact, self._tmp)
+                    except BaseException as exc:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(self._tmp.with_name(self._tmp.name + ".repack"))
+                        atomic.__exit__(type(exc), exc, exc.__traceback__)
+                        raise
+                    atomic.__exit__(None, None, None)  # fsync, rename over the destination, fsync the folder
+        finally:
+            flock, self._flock = self._flock, None
+            if flock is not None:
+                flock.release()
+            lock, self._lock = self._lock, None
+            if lock is not None:
+                lock.release()
 
     def __del__(self) -> None:
         # A bank dropped without close() publishes nothing: half-finished work must not replace a good file.

@@ -20,15 +20,39 @@ checks all of it, for every registered backend, against the ``"memory"`` oracle)
 - **names**: task and attachment names are non-empty strings without ``"/"``,
   other than ``"."`` and ``".."``; layer names are non-empty strings;
 - **modes**: ``"r"`` refuses every write; ``"w"`` starts an empty bank; ``"a"``
-  appends to an existing one.  For file backends, writes go to a temporary copy
-  that replaces the file only when the bank is closed without an exception
-  (``close()`` or a ``with`` block ending normally); an exception inside the
-  ``with`` block discards every change and leaves the file untouched;
+  appends to an existing one.  Changes are *committed* when the bank is closed
+  without an exception (``close()`` or a ``with`` block ending normally) or by
+  :meth:`MaskBank.commit`; an exception inside the ``with`` block discards every
+  change since the last commit and leaves the file as it was.  File backends
+  make this crash-safe: ``"w"`` writes a temporary file renamed over the
+  destination, ``"a"`` appends in place under a rollback journal
+  (:mod:`hopfield_masks.journal`), so a ``kill -9`` at any instant leaves the last
+  committed bank, and an append costs about the bytes it adds;
+- **locking** (file backends, :mod:`hopfield_masks.locking`): a writable bank holds
+  the bank's exclusive lock from open to close, a read-only one a shared lock; a
+  second writer waits (``HOPFIELD_MASKS_LOCK_TIMEOUT``, default 60 s) and then
+  raises :class:`~hopfield_masks.errors.BankLockedError`;
+- **integrity**: every task dataset and every dataset of an attachment carries a
+  CRC-32 (:mod:`hopfield_masks.integrity`) recorded when written and verified by
+  every read (:meth:`MaskBank.read_task`, :meth:`MaskBank.read_attachment`,
+  :meth:`MaskBank.copy_to`); links, external storage and sizes the file cannot
+  back are refused before anything is read;
 - **errors**: an unknown task or attachment raises
   :class:`~hopfield_masks.errors.TaskNotFoundError`; a bad mask raises
   :class:`~hopfield_masks.errors.PatternError`; a bad name, mode or JSON value
   raises :class:`~hopfield_masks.errors.InvalidArgumentError`; a damaged file
   raises :class:`~hopfield_masks.errors.StorageFormatError` naming its path.
+
+**Appending one task at a time** (what resumable training does after each
+finished task; cheap and crash-safe)::
+
+    with open_bank("bank.h5", "a") as bank:      # waits for the exclusive lock
+        bank.write_task(str(len(bank)), masks, attrs={"accuracy": {"gg": 0.97}})
+    # closed: committed (fsync + journal deleted); a kill -9 before this line leaves
+    # the bank exactly as it was before open_bank(), every earlier task intact
+
+A long session may call :meth:`MaskBank.commit` after each task instead of
+reopening; everything written before a ``commit()`` survives a crash.
 
 Implementations subclass :class:`MaskBank`, set ``backend_id`` and implement the
 protected primitives (the ``_``-prefixed abstract methods).  The public
@@ -49,7 +73,8 @@ import h5py
 import numpy as np
 
 from ..blocks import MaskLayout
-from ..errors import InvalidArgumentError, TaskNotFoundError
+from ..errors import InvalidArgumentError, StorageFormatError, TaskNotFoundError
+from ..integrity import check_link, max_array_bytes, seal_tree, verify_tree
 
 __all__ = ["MaskBank", "MODES", "check_name", "to_json"]
 
@@ -194,6 +219,39 @@ class MaskBank(ABC):
         """Whether ``task`` is stored (override when a lookup is cheaper than listing every name)."""
         return task in self._task_names()
 
+    def _commit(self) -> None:
+        """Make the changes so far durable (file backends); the bank stays open."""
+
+    @property
+    def _where(self) -> str:
+        """What error messages name: the file, or the kind of bank."""
+        path = getattr(self, "path", None)
+        return str(path) if path is not None else f"<{self.backend_id} bank>"
+
+    def _file_bytes(self) -> int:
+        """An upper bound on what the bank's storage can hold (attribute sizes are checked against it)."""
+        return max_array_bytes()
+
+    def _checksums_required(self) -> bool:
+        """Whether a missing checksum is damage (format-2 files) rather than an older file."""
+        return False
+
+    def _json_object(self, text: str, what: str) -> dict[str, Any]:
+        """``text`` parsed as a JSON object; a stored value that is not one is a damaged file."""
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            raise StorageFormatError(self._where, f"{what} is not valid JSON (damaged file)") from None
+        if not isinstance(value, dict):
+            raise StorageFormatError(self._where, f"{what} is JSON {type(value).__name__}, expected an object")
+        return value
+
+    def _verified_attachment(self, name: str) -> h5py.Group:
+        """The attachment group, after its links, storage, sizes and checksums were checked."""
+        group = self._check_attachment(name)
+        verify_tree(group, self._where, file_bytes=self._file_bytes(), required=self._checksums_required())
+        return group
+
     # ------------------------------------------------------------------ state checks
     def _check_open(self) -> None:
         if self._closed:
@@ -215,14 +273,18 @@ class MaskBank(ABC):
         root = self._attachments_root()
         if not _is_name(name) or name not in root:
             raise TaskNotFoundError(name, list(root))
-        return root[name]
+        check_link(root, name, self._where)  # an external or soft link is never followed
+        group = root[name]
+        if not isinstance(group, h5py.Group):
+            raise StorageFormatError(self._where, f"attachment {name!r} is not a group (damaged file)")
+        return group
 
     # ------------------------------------------------------------------ metadata
     @property
     def metadata(self) -> dict[str, Any]:
         """The producer metadata (a fresh copy: editing it does not change the bank)."""
         self._check_open()
-        return json.loads(self._get_metadata_json())
+        return self._json_object(self._get_metadata_json(), "the root 'metadata' attribute")
 
     def set_metadata(self, metadata: Mapping[str, Any]) -> None:
         """Replace the producer metadata by ``metadata`` (a JSON-serialisable mapping)."""
@@ -282,7 +344,7 @@ class MaskBank(ABC):
     def task_attrs(self, task: str) -> dict[str, Any]:
         """The task's JSON attributes (a fresh copy)."""
         task = self._check_task(task)
-        return json.loads(self._task_record(task)[1])
+        return self._json_object(self._task_record(task)[1], f"the 'attrs' of task {task!r}")
 
     def task_layout(self, task: str) -> MaskLayout:
         """The task's layer names and shapes, read without reading its masks."""
@@ -323,16 +385,26 @@ class MaskBank(ABC):
         group = root.create_group(name, track_order=True)
         try:
             writer(group)
+            seal_tree(group)  # a CRC-32 on every dataset and group the writer made
         except BaseException:
             self._delete_attachment_group(name)
             raise
 
     def read_attachment(self, name: str, reader: Callable[[h5py.Group], T]) -> T:
-        """Return ``reader(group)`` for attachment ``name`` (the group is only valid during the call)."""
-        group = self._check_attachment(name)
+        """Return ``reader(group)`` for attachment ``name`` (the group is only valid during the call).
+
+        Before ``reader`` runs, the group is checked as untrusted input: no soft or
+        external links, no external or virtual storage, no dataset declaring more
+        bytes than it stores or than the per-array ceiling, and every checksum
+        matches (:func:`hopfield_masks.integrity.verify_tree`).
+        """
         if not callable(reader):
             raise InvalidArgumentError("reader", "a callable taking an h5py.Group", type(reader).__name__)
-        return reader(group)
+        group = self._verified_attachment(name)
+        try:
+            return reader(group)
+        except (OSError, RuntimeError) as exc:  # HDF5 could not read what the checks let through
+            raise StorageFormatError(self._where, f"attachment {name!r} cannot be read ({exc})") from None
 
     def delete_attachment(self, name: str) -> None:
         """Remove attachment ``name``."""
@@ -357,8 +429,13 @@ class MaskBank(ABC):
             other.write_task(task, self.read_task(task), attrs=self.task_attrs(task), overwrite=overwrite)
         for name in self.attachments():
             other.write_attachment(
-                name, lambda dst, src=self._attachments_root()[name]: _copy_group(src, dst), overwrite=overwrite
+                name, lambda dst, src=self._verified_attachment(name): _copy_group(src, dst), overwrite=overwrite
             )
+
+    def commit(self) -> None:
+        """Make every change so far durable without closing (a crash later keeps them). No-op in memory."""
+        self._check_writable()
+        self._commit()
 
     @property
     def closed(self) -> bool:

@@ -49,12 +49,12 @@ class HDF5PackedBank(HDF5MaskBank):
     def _encode(self, flat: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         return pack_bits(flat), {}  # (ceil(P/8),) uint8
 
-    def _decode(self, ds: h5py.Dataset, length: int) -> np.ndarray:
+    def _decode_data(self, ds: h5py.Dataset, data: np.ndarray, length: int) -> np.ndarray:
         if ds.dtype != np.uint8 or ds.shape != (packed_nbytes(length),):
             raise self._corrupt(
                 ds, f"expected {packed_nbytes(length)} uint8 bytes for {length} entries, found {ds.dtype} {ds.shape}"
             )
         try:
-            return unpack_bits(ds[()], length)  # (P,) bool
+            return unpack_bits(data, length)  # (P,) bool
         except PatternError as exc:  # pragma: no cover - the shape check above makes this unreachable
             raise self._corrupt(ds, str(exc)) from None

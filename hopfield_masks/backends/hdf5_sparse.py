@@ -135,13 +135,17 @@ class HDF5SparseBank(HDF5MaskBank):
         indices, indptr = csc_encode(flat, self.csc_rows)
         return indices, {"indptr": indptr}
 
-    def _decode(self, ds: h5py.Dataset, length: int) -> np.ndarray:
+    def _decode_data(self, ds: h5py.Dataset, data: np.ndarray, length: int) -> np.ndarray:
         if ds.ndim != 1 or ds.dtype.kind != "u":
             raise self._corrupt(ds, f"expected a 1-D unsigned integer dataset, found {ds.dtype} {ds.shape}")
         if "indptr" not in ds.attrs:
             raise self._corrupt(ds, "the 'indptr' attribute is missing")
+        n_cols = -(-length // self.csc_rows)
+        aid = ds.attrs.get_id("indptr")
+        if aid.shape != (n_cols + 1,):  # checked before the attribute is read: its declared size is untrusted
+            raise self._corrupt(ds, f"indptr should be {n_cols + 1} integers, found shape {aid.shape}")
         try:
-            return csc_decode(ds[()], ds.attrs["indptr"], rows=self.csc_rows, length=length)
+            return csc_decode(data, ds.attrs["indptr"], rows=self.csc_rows, length=length)
         except ValueError as exc:
             raise self._corrupt(ds, str(exc)) from None
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hopfield_masks import backends
+from hopfield_masks.integrity import record_group_checksum
 from hopfield_masks.backends import (
     HDF5SparseBank,
     MemoryMaskBank,
@@ -97,6 +98,7 @@ class TestCreateAndOpen:
         create_bank(path).close()
         with h5py.File(path, "r+") as f:
             f.attrs["backend"] = "zarr-like"
+            record_group_checksum(f)  # a consistent file of another writer, not a damaged one
         with pytest.raises(StorageFormatError, match="zarr-like"):
             open_bank(path)
 
@@ -110,7 +112,7 @@ class TestDescribe:
             bank.write_attachment("res", lambda g: (g.attrs.create("kind", "reservoir"),
                                                     g.create_dataset("couplings", data=np.zeros((4, 4), np.float32))))
         d = json.loads(json.dumps(describe_file(path)))
-        assert (d["kind"], d["format_version"], d["backend"], d["metadata"]) == ("mask-bank", 1, "hdf5-sparse",
+        assert (d["kind"], d["format_version"], d["backend"], d["metadata"]) == ("mask-bank", 2, "hdf5-sparse",
                                                                                  {"arch": "lenet"})
         assert d["file_bytes"] == path.stat().st_size and d["n_tasks"] == 1
         task = d["tasks"][0]

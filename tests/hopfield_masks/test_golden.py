@@ -1,9 +1,9 @@
-"""Format stability: golden files of every revision of format version 1, and the plain-h5py recipe of FORMAT.md.
+"""Format stability: golden files of every revision (format versions 1 and 2), and the plain-h5py recipe of FORMAT.md.
 
 Banks written by every revision must be read bit-exactly by the current code.  The files in
 ``tests/fixtures/`` are written by ``tests/fixtures/make_golden.py``, run by hand only: ``v1`` (every task
 has its own ``layout`` and ``attrs``) and ``v1b`` (root ``shared_layout``, tasks without ``layout`` or empty
-``attrs``), the revision the current writer produces.
+``attrs``) and ``v2`` (the ``v1b`` bank with CRC-32 checksums), the revision the current writer produces.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from hopfield_masks.backends import create_bank, open_bank
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 BACKENDS = ["hdf5-packed", "hdf5-sparse"]
-REVISIONS = ["v1", "v1b"]  # oldest first
+REVISIONS = ["v1", "v1b", "v2"]  # oldest first
 CURRENT = REVISIONS[-1]
 each_golden = pytest.mark.parametrize("revision, backend", [(r, b) for r in REVISIONS for b in BACKENDS])
 _EXPECTED: dict[str, dict] = {}
@@ -66,7 +66,7 @@ def assert_reads_exactly(bank, masks: dict) -> None:
 class TestGoldenFiles:
     def test_every_revision_is_tested(self):
         """Each golden_<revision>_expected.npz in the fixtures folder belongs to a revision listed here."""
-        found = sorted(p.name.split("_")[1] for p in FIXTURES.glob("golden_*_expected.npz"))
+        found = sorted(p.name.split("_")[1] for p in FIXTURES.glob("golden_v*_expected.npz"))
         assert found == sorted(REVISIONS)
 
     @each_golden
@@ -136,7 +136,7 @@ class TestRevisions:
             for task, masks in want["masks"].items():
                 bank.write_task(task, masks, attrs=want["attrs"][task])
         with h5py.File(golden(CURRENT, backend), "r") as old, h5py.File(path, "r") as new:
-            assert dict(old.attrs)["format_version"] == new.attrs["format_version"] == 1
+            assert dict(old.attrs)["format_version"] == new.attrs["format_version"] == 2
             assert old.attrs["shared_layout"] == new.attrs["shared_layout"]
             for task in want["masks"]:
                 a, b = old["tasks"][task], new["tasks"][task]

@@ -23,6 +23,7 @@ from hopfield_masks.backends import (
 from hopfield_masks.backends import _hdf5
 from hopfield_masks.backends.hdf5_sparse import csc_decode, csc_encode
 from hopfield_masks.errors import BankFileNotFoundError, InvalidArgumentError, StorageFormatError
+from hopfield_masks.integrity import record_group_checksum, seal_tree
 from tests.strategies import masks as mask_arrays
 
 FILE_BACKENDS = ["hdf5-packed", "hdf5-sparse"]
@@ -204,8 +205,9 @@ class TestDamagedFiles:
         path = tmp_path / "bank.h5"
         make_bank(path, "hdf5-packed", n_tasks=1)
         with h5py.File(path, "r+") as f:
-            f.attrs["format_version"] = 2
-        with pytest.raises(StorageFormatError, match="format_version 2"):
+            f.attrs["format_version"] = 3
+            record_group_checksum(f)  # a consistent file of a newer writer, not a damaged one
+        with pytest.raises(StorageFormatError, match="format_version 3"):
             open_bank(path)
 
     def test_wrong_backend_class(self, tmp_path):
@@ -414,12 +416,15 @@ class TestCompactTasks:
         with h5py.File(path, "r+") as f:
             f["tasks/t1"].attrs["layout"] = json.dumps({"names": ["fc1", "fc2"], "shapes": [[30, 17], [11]]})
             f.attrs["shared_layout"] = "[1, 2]"
+            seal_tree(f["tasks"])  # re-sealed: this test is about the layout logic, not the checksums
+            record_group_checksum(f)
         with open_bank(path) as bank:
             with pytest.raises(StorageFormatError, match=re.escape(str(path)) + ".*shared_layout"):
                 bank.read_task("t0")
             assert bank.read_task("t1")["fc2"].shape == (11,)  # its own layout does not need the root one
         with h5py.File(path, "r+") as f:
             del f.attrs["shared_layout"]
+            record_group_checksum(f)
         with open_bank(path) as bank, pytest.raises(StorageFormatError, match="no 'layout' attribute"):
             bank.task_layout("t0")
 
@@ -431,7 +436,7 @@ class TestCompactTasks:
         with h5py.File(path, "r") as f:
             for task in ("t0", "t1"):
                 info = h5py.h5o.get_info(f["tasks"][task].id)
-                assert info.hdr.space.free == 0 and info.hdr.space.total < 200
+                assert info.hdr.space.free == 0 and info.hdr.space.total < 280  # incl. the 2 x uint32 crc32
 
     def test_task_order_survives_a_repack(self, tmp_path):
         """/tasks tracks creation order without an index, lists in insertion order, and keeps both after a repack."""

@@ -1,0 +1,319 @@
+"""In-place appends that survive ``kill -9``: a rollback journal under HDF5's writes.
+
+HDF5 updates a file in place (superblock, group B-trees, object headers) and is
+not crash-safe by itself.  So an append session hands h5py a Python file object,
+:class:`JournaledFile`, that sees every write HDF5 makes:
+
+- a write beyond the size the file had when the session began (new task data,
+  new metadata blocks) goes straight to the file;
+- before the first write into any 4 KiB page *below* that size, the page's
+  original bytes are appended to the journal ``.NAME.journal`` next to the bank
+  and the journal is fsynced -- only then is the page overwritten;
+- the journal is created (and the folder fsynced) before the first write of the
+  session; its header records the file's device, inode and original size.
+
+**Commit** (:meth:`JournaledFile.commit`, after HDF5 flushed everything):
+fsync the bank, delete the journal, fsync the folder.  The deletion is the
+commit record: a session is committed exactly when its journal is gone.
+
+**Recovery** (:func:`recover`, run by every opener under the bank's lock): a
+journal left by a killed writer is *hot*; its intact records are written back,
+the file is truncated to its original size (its times restored) and fsynced, and the journal is
+deleted -- the bank is again exactly the last committed one.  A journal whose
+device/inode do not match the bank (the bank was replaced by a rename after the
+journal was written, as a repack does) is stale and only deleted.  Records
+carry a CRC-32, so a record torn by the crash (whose page was therefore never
+overwritten) is ignored.
+
+Cost: the bytes appended plus a few journaled metadata pages (typically
+3-8 pages, 12-32 KiB, per session) -- ``benchmarks/bench_bank_writes.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+from ._files import fsync_folder
+from .errors import FileWriteError, StorageFormatError
+
+__all__ = ["JournaledFile", "PlainFile", "journal_path", "recover", "fsync_folder", "stale_temporaries", "clean_temporaries"]
+
+PAGE = 4096
+_MAGIC = b"HMJRNL02"
+_HEADER = struct.Struct("<8sQQQqq")  # magic, st_dev, st_ino, original size, atime_ns, mtime_ns
+_RECORD = struct.Struct("<QII")  # offset, length, crc32 of the page bytes
+
+
+def journal_path(path: str | os.PathLike) -> Path:
+    """The rollback journal of the bank at ``path`` (in the bank's folder)."""
+    p = Path(path)
+    return p.parent / f".{p.name}.journal"
+
+
+def stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Temporary files a killed writer of the bank at ``path`` may have left (``.NAME.*.tmp`` / ``.repack``)."""
+    p = Path(path)
+    folder = p.parent
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    prefix = f".{p.name}."
+    return [folder / n for n in names if n.startswith(prefix) and (n.endswith(".tmp") or n.endswith(".repack"))]
+
+
+def clean_temporaries(path: str | os.PathLike) -> int:
+    """Delete the stale temporaries of a bank (call only while holding its lock); return how many went."""
+    removed = 0
+    for tmp in stale_temporaries(path):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
+def recover(path: str | os.PathLike) -> bool:
+    """Roll a hot journal back into the bank at ``path`` (call under the exclusive lock); True if one was applied.
+
+    Raises
+    ------
+    FileWriteError
+        The journal cannot be applied (no write permission, I/O error); the message says what to do.
+    """
+    bank = Path(path)
+    jpath = journal_path(bank)
+    if not jpath.exists():
+        return False
+    try:
+        with open(jpath, "rb") as jf:
+            raw = jf.read()
+    except OSError as exc:
+        raise FileWriteError(bank, f"its journal {jpath} cannot be read ({exc.strerror or exc})") from None
+    applied = False
+    if len(raw) >= _HEADER.size:
+        magic, dev, ino, size, atime_ns, mtime_ns = _HEADER.unpack_from(raw, 0)
+        try:
+            st = os.stat(bank)
+        except FileNotFoundError:
+            st = None
+        if magic == _MAGIC and st is not None and (st.st_dev, st.st_ino) == (dev, ino):
+            try:
+                fd = os.open(bank, os.O_RDWR)
+            except OSError as exc:
+                raise FileWriteError(
+                    bank, f"has an unfinished write (journal {jpath}); open it once with write permission to roll it "
+                          f"back ({exc.strerror or exc})"
+                ) from None
+            try:
+                pos = _HEADER.size
+                while pos + _RECORD.size <= len(raw):
+                    offset, length, crc = _RECORD.unpack_from(raw, pos)
+                    page = raw[pos + _RECORD.size: pos + _RECORD.size + length]
+                    if len(page) != length or zlib.crc32(page) & 0xFFFFFFFF != crc or offset + length > size:
+                        break  # torn final record: its page was never overwritten
+                    os.pwrite(fd, page, offset)
+                    pos += _RECORD.size + length
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+                os.utime(fd, ns=(atime_ns, mtime_ns))  # the file is as it was, its times included
+                applied = True
+            except OSError as exc:
+                raise FileWriteError(bank, f"its journal {jpath} cannot be rolled back ({exc.strerror or exc})") from None
+            finally:
+                os.close(fd)
+    # an empty, torn-header or stale journal changed nothing that must be undone
+    try:
+        jpath.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise FileWriteError(bank, f"its journal {jpath} cannot be removed ({exc.strerror or exc})") from None
+    fsync_folder(bank.parent)
+    return applied
+
+
+class PlainFile(io.RawIOBase):
+    """A file object for h5py that remembers the first OS error (so a full disk is reported, not a vague HDF5 error)."""
+
+    def __init__(self, path: str | os.PathLike, mode: str) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._fh = open(self.path, mode, buffering=0)  # noqa: SIM115 - closed by close()
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def readinto(self, buffer) -> int:
+        return self._fh.readinto(buffer)
+
+    def _fail(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = exc
+        raise exc
+
+    def write(self, data) -> int:
+        try:
+            view = memoryview(data)
+            done = 0
+            while done < len(view):  # a raw write may be short
+                n = self._fh.write(view[done:])
+                if not n:
+                    raise OSError(errno.EIO, "short write")
+                done += n
+            return done
+        except OSError as exc:
+            self._fail(exc)
+            raise
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            return self._fh.truncate(size)
+        except OSError as exc:
+            self._fail(exc)
+            raise
+
+    def flush(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+
+    def fsync(self) -> None:
+        """Make the file's bytes durable."""
+        try:
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            self._fail(exc)
+            raise
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            self._fh.close()
+        super().close()
+
+
+class JournaledFile(PlainFile):
+    """The bank file opened for an in-place append session (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path, "r+b")
+        self.journal = journal_path(self.path)
+        self._begin()
+
+    def _begin(self) -> None:
+        st = os.fstat(self._fh.fileno())
+        self._identity = (st.st_dev, st.st_ino)
+        self._times = (st.st_atime_ns, st.st_mtime_ns)
+        self.original_size = st.st_size
+        self._pages: set[int] = set()
+        self._jfd: int | None = None
+        self.journaled_bytes = 0
+
+    def _open_journal(self) -> None:
+        try:
+            fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except FileExistsError:
+            raise StorageFormatError(self.path, f"has a journal {self.journal} that was not rolled back") from None
+        try:
+            header = _HEADER.pack(_MAGIC, *self._identity, self.original_size, *self._times)
+            os.write(fd, header)
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self.journal)
+            raise
+        self._jfd = fd
+        self.journaled_bytes += len(header)
+        fsync_folder(self.path.parent)  # the journal must exist on disk before the file changes
+
+    def _save_pages(self, start: int, end: int) -> None:
+        """Journal the original bytes of the pages covering ``[start, end)`` below the original size."""
+        if self._jfd is None:
+            self._open_journal()
+        end = min(end, self.original_size)
+        if start >= end:
+            return
+        new = [p for p in range(start // PAGE, (end - 1) // PAGE + 1) if p not in self._pages]
+        if not new:
+            return
+        chunks = []
+        for p in new:
+            offset = p * PAGE
+            page = os.pread(self._fh.fileno(), min(PAGE, self.original_size - offset), offset)
+            chunks.append(_RECORD.pack(offset, len(page), zlib.crc32(page) & 0xFFFFFFFF) + page)
+        blob = b"".join(chunks)
+        view, done = memoryview(blob), 0
+        while done < len(blob):
+            done += os.write(self._jfd, view[done:])
+        os.fsync(self._jfd)  # durable before the pages are overwritten
+        self._pages.update(new)
+        self.journaled_bytes += len(blob)
+
+    def write(self, data) -> int:
+        try:
+            start = self._fh.tell()
+            self._save_pages(start, start + len(memoryview(data)))
+        except OSError as exc:
+            self._fail(exc)
+            raise
+        return super().write(data)
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            size = self._fh.tell() if size is None else size
+            self._save_pages(size, self.original_size)
+        except OSError as exc:
+            self._fail(exc)
+            raise
+        return super().truncate(size)
+
+    def _drop_journal(self) -> None:
+        if self._jfd is not None:
+            os.close(self._jfd)
+            self._jfd = None
+            os.unlink(self.journal)
+            fsync_folder(self.path.parent)
+
+    def commit(self) -> None:
+        """Make everything written so far durable and committed (fsync the bank, then delete the journal)."""
+        self._fh.flush()
+        self.fsync()
+        self._drop_journal()
+        self._begin()
+
+    def rollback(self) -> None:
+        """Undo every write since the last commit (the journal is applied and deleted)."""
+        if self._jfd is not None:
+            os.close(self._jfd)
+            self._jfd = None
+        recover(self.path)
+        self._begin()
+
+    def abandon(self) -> None:
+        """Close the journal without committing or rolling back (the next opener rolls it back)."""
+        if self._jfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._jfd)
+            self._jfd = None
