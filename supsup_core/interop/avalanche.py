@@ -498,18 +498,19 @@ class MaskBankBytes(PluginMetric):
         return "MaskBank_Bytes"
 
 
-def experience_metric(metrics: Mapping[str, Any], name: str, stream: str = "test_stream") -> dict[int, float]:
+def experience_metric(metrics: Mapping[str, Any], name: str, stream: str = "test") -> dict[int, float]:
     """``{experience: value}`` of one per-experience Avalanche metric in a metrics dict.
 
     ``metrics`` is what ``strategy.eval(...)`` returns; ``name`` is the metric's prefix, e.g.
-    ``"Top1_Acc_Exp"`` or ``"ExperienceForgetting"``.  Keys look like
+    ``"Top1_Acc_Exp"`` or ``"ExperienceForgetting"``; ``stream`` the stream's name (``"test"``,
+    :data:`TASK_FREE_STREAM`), which Avalanche writes with a ``_stream`` suffix.  Keys look like
     ``Top1_Acc_Exp/eval_phase/test_stream/Task001/Exp001`` (``TaskNNN`` is absent for streams
     without task labels).
 
     >>> experience_metric({"Top1_Acc_Exp/eval_phase/test_stream/Task001/Exp001": 0.5}, "Top1_Acc_Exp")
     {1: 0.5}
     """
-    prefix = f"{name}/eval_phase/{stream}/"
+    prefix = f"{name}/eval_phase/{stream}_stream/"
     out: dict[int, float] = {}
     for key, value in metrics.items():
         if key.startswith(prefix) and key.rsplit("/", 1)[-1].startswith("Exp"):
