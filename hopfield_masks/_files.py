@@ -204,6 +204,12 @@ def open_h5_read(path: str | os.PathLike) -> h5py.File:
         raise StorageFormatError(p, "is not an HDF5 file (no HDF5 signature)")
     try:
         # HDF5's own flock is off: banks are locked by hopfield_masks.locking (sidecar lock files)
-        return h5py.File(p, "r", locking=False)
+        f = h5py.File(p, "r", locking=False)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise StorageFormatError(p, f"cannot be read as HDF5 (truncated or corrupt: {exc})") from None
+    try:
+        list(f.attrs)  # the root group's object header: damaged metadata shows here first
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        f.close()
+        raise StorageFormatError(p, f"cannot be read as HDF5 (damaged root group: {exc})") from None
+    return f

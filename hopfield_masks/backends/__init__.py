@@ -37,7 +37,7 @@ import h5py
 
 from .._files import open_h5_read
 from ..errors import HopfieldMasksError, InvalidArgumentError, RegistryError, StorageFormatError, UnknownBackendError
-from ..integrity import CHECKSUM_ATTR, check_dataset, check_link, check_tree, verify_dataset, verify_tree
+from ..integrity import CHECKSUM_ATTR, check_dataset, check_link, check_tree, h5_errors, verify_dataset, verify_tree
 from ..locking import FileLock
 from ._h5attrs import ATTACHMENTS, TASKS, file_bytes
 from ._hdf5 import KIND, check_mask_bank, json_safe, read_header
@@ -229,6 +229,11 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
         As :func:`open_bank`; also for an HDF5 file without a ``kind`` attribute.
     """
     p = Path(path).expanduser()
+    with h5_errors(p):
+        return _describe(p)
+
+
+def _describe(p: Path) -> dict[str, Any]:
     with open_h5_read(p) as f:
         header = read_header(f, p)
         summary: dict[str, Any] = {"path": str(p), **header, "file_bytes": p.stat().st_size}
@@ -292,6 +297,11 @@ def verify_file(path: str | os.PathLike) -> VerifyReport:
         The file is missing, not HDF5, or not a mask bank at all (nothing to verify item by item).
     """
     p = Path(path).expanduser()
+    with h5_errors(p):
+        return _verify(p)
+
+
+def _verify(p: Path) -> VerifyReport:
     items: list[tuple[str, str, str]] = []
     checked = 0
     with open_h5_read(p) as f:
@@ -355,6 +365,10 @@ def verify_file(path: str | os.PathLike) -> VerifyReport:
     if not any(status == "damaged" for obj, status, _ in items if obj.startswith("/")):
         try:
             with open_bank(p) as bank:
+                try:
+                    bank.metadata
+                except HopfieldMasksError as exc:
+                    items.append(("metadata", "damaged", _reason(exc)))
                 for i, (obj, status, detail) in enumerate(items):
                     if obj.startswith("task ") and status != "damaged":
                         task = obj[len("task '"):-1]

@@ -1,0 +1,337 @@
+"""Hostile bank files, crafted with plain h5py: every read path must refuse them clearly, within a memory bound.
+
+Each crafted file is read by ``hostile_worker.py`` in a subprocess limited to ``MEMORY_LIMIT`` of address
+space (``resource.setrlimit(RLIMIT_AS)``): describe_file (``info``), verify_file (``verify``), open_bank and
+every task and attachment read, and copy_to.  The outcome must be a HopfieldMasksError (one line, naming the
+file) -- never another exception, never a MemoryError -- and the other file a link points to stays unchanged.
+A seeded sample of single-bit flips of a small bank's HDF5 metadata must each read exactly as before or fail
+with such an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from hopfield_masks.backends import create_bank, open_bank
+from hopfield_masks.backends._h5attrs import write_str_attr
+from hopfield_masks.encoding import encode_bank
+from hopfield_masks.errors import StorageFormatError
+from hopfield_masks.integrity import record_group_checksum, seal_tree, write_checksums
+
+WORKER = Path(__file__).with_name("hostile_worker.py")
+ROOT = Path(__file__).parents[2]
+#: Address-space limit of the reading process: the library plus h5py/NumPy need about 0.4 GiB.
+MEMORY_LIMIT = 1536 << 20
+N_FLIPS = 48  # single-bit flips sampled from the metadata region in the default run
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def read_all(paths: list[Path]) -> dict[str, dict]:
+    """Outcomes of every read path for each file, from a memory-limited subprocess."""
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), *map(str, paths)], capture_output=True, text=True, timeout=600,
+        preexec_fn=_limit_memory, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return {row["file"]: row for row in rows}
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_bank(path: Path, n_tasks: int = 2) -> None:
+    rng = np.random.default_rng(0)
+    with create_bank(path, metadata={"seed": 0}) as bank:
+        for i in range(n_tasks):
+            bank.write_task(str(i), {"fc": rng.random((12, 10)) < 0.3, "out": rng.random(7) < 0.5}, attrs={"i": i})
+        bank.write_attachment("notes", lambda g: g.create_dataset("values", data=np.arange(16, dtype=np.float32)))
+
+
+def other_file(folder: Path) -> Path:
+    """An innocent HDF5 file that hostile links point into."""
+    path = folder / "other.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("grp").create_dataset("data", data=np.full(15, 255, np.uint8))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ crafted files
+def craft_external_attachments(folder: Path) -> Path:
+    path, other = folder / "ext_attachments.h5", other_file(folder)
+    make_bank(path)
+    with h5py.File(path, "r+") as f:
+        del f["attachments"]
+        f["attachments"] = h5py.ExternalLink(str(other), "/grp")
+    return path
+
+
+def craft_external_task_link(folder: Path) -> Path:
+    path, other = folder / "ext_task.h5", other_file(folder)
+    make_bank(path)
+    with h5py.File(path, "r+") as f:
+        f["tasks"]["evil"] = h5py.ExternalLink(str(other), "/grp/data")
+    return path
+
+
+def craft_external_storage(folder: Path) -> Path:
+    """A task whose bytes live in another file, with a correct checksum over them (a careful attacker)."""
+    path = folder / "ext_storage.h5"
+    raw = folder / "secret.bin"
+    raw.write_bytes(bytes(range(16)))
+    make_bank(path)
+    with h5py.File(path, "r+") as f:
+        ds = f["tasks"].create_dataset("evil", shape=(16,), dtype=np.uint8, external=[(str(raw), 0, 16)])
+        write_str_attr(ds.attrs, "layout", json.dumps({"names": ["x"], "shapes": [[128]]}))
+        write_checksums(ds)
+    return path
+
+
+def craft_soft_link_loop(folder: Path) -> Path:
+    path = folder / "soft_loop.h5"
+    make_bank(path)
+    with h5py.File(path, "r+") as f:
+        f["tasks"]["loop"] = h5py.SoftLink("/tasks/loop")
+    return path
+
+
+def craft_hard_link_loop(folder: Path) -> Path:
+    path = folder / "hard_loop.h5"
+    make_bank(path)
+    with h5py.File(path, "r+") as f:
+        group = f["attachments"]["notes"]
+        group["again"] = group  # the group contains itself
+    return path
+
+
+def craft_virtual_dataset(folder: Path) -> Path:
+    path, other = folder / "virtual.h5", other_file(folder)
+    make_bank(path)
+    layout = h5py.VirtualLayout(shape=(15,), dtype=np.uint8)
+    layout[:] = h5py.VirtualSource(str(other), "/grp/data", shape=(15,))
+    with h5py.File(path, "r+") as f:
+        group = f["attachments"].create_group("virt")
+        group.create_virtual_dataset("data", layout)
+        seal_tree(group)
+    return path
+
+
+def craft_declared_size(folder: Path, entries: int) -> Path:
+    """A task dataset declaring ``entries`` bytes without storing them, with a layout to match."""
+    path = folder / f"declared_{entries:.0e}.h5"
+    make_bank(path)
+    with h5py.File(path, "r+") as f:
+        ds = f["tasks"].create_dataset("huge", shape=(entries,), dtype=np.uint8)  # nothing written: no storage
+        write_str_attr(ds.attrs, "layout", json.dumps({"names": ["x"], "shapes": [[8 * entries]]}))
+        ds.attrs.create("crc32", np.array([0, 0], np.uint32))
+    return path
+
+
+def craft_reservoir_declaring_huge_couplings(folder: Path) -> Path:
+    """An attachment like a reservoir: couplings (1, 275200, 275200) int8 declared in a 2 kB file."""
+    path = folder / "huge_reservoir.h5"
+    make_bank(path)
+    with h5py.File(path, "r+") as f:
+        group = f["attachments"].create_group("reservoir-1000")
+        group.attrs.update({"kind": "reservoir", "network_size": 275200})
+        ds = group.create_dataset("couplings", shape=(1, 275200, 275200), dtype=np.int8)
+        ds.attrs.create("crc32", np.array([0, 0], np.uint32))  # the size check must come before any checksum
+        group.attrs.create("crc32", np.array([0], np.uint32))
+    return path
+
+
+def craft_layout_dimension(folder: Path, dimension: int) -> Path:
+    path = folder / f"layout_{len(str(dimension))}.h5"
+    make_bank(path)
+    with h5py.File(path, "r+") as f:
+        ds = f["tasks"]["1"]
+        write_str_attr(ds.attrs, "layout", json.dumps({"names": ["x"], "shapes": [[dimension]]}))
+        write_checksums(ds)  # a consistent checksum: the layout check must catch it
+    return path
+
+
+def craft_root_metadata(folder: Path, text: str, name: str) -> Path:
+    path = folder / f"metadata_{name}.h5"
+    make_bank(path)
+    with h5py.File(path, "r+") as f:
+        write_str_attr(f.attrs, "metadata", text)
+        record_group_checksum(f)
+    return path
+
+
+def craft_task_attrs(folder: Path, text: str, name: str) -> Path:
+    path = folder / f"attrs_{name}.h5"
+    make_bank(path)
+    with h5py.File(path, "r+") as f:
+        ds = f["tasks"]["0"]
+        write_str_attr(ds.attrs, "attrs", text)
+        write_checksums(ds)
+    return path
+
+
+CRAFTED = {
+    "external link at /attachments": craft_external_attachments,
+    "external link in /tasks": craft_external_task_link,
+    "external storage": craft_external_storage,
+    "soft-link loop": craft_soft_link_loop,
+    "hard-link loop": craft_hard_link_loop,
+    "virtual dataset": craft_virtual_dataset,
+    "declared 1e9 B": lambda d: craft_declared_size(d, 10**9),
+    "declared 1e12 B": lambda d: craft_declared_size(d, 10**12),
+    "declared 1e15 B": lambda d: craft_declared_size(d, 10**15),
+    "reservoir of 275200^2 couplings": craft_reservoir_declaring_huge_couplings,
+    "layout dimension 1e9": lambda d: craft_layout_dimension(d, 10**9),
+    "layout dimension 1e29": lambda d: craft_layout_dimension(d, 10**29),
+    "metadata not JSON": lambda d: craft_root_metadata(d, "{not json", "notjson"),
+    "metadata a list": lambda d: craft_root_metadata(d, "[1, 2]", "list"),
+    "metadata deeply nested": lambda d: craft_root_metadata(d, "[" * 100000 + "]" * 100000, "nested"),
+    "task attrs not JSON": lambda d: craft_task_attrs(d, "nope", "notjson"),
+    "task attrs a string": lambda d: craft_task_attrs(d, '"text"', "string"),
+}
+
+
+class TestCraftedFiles:
+    def test_every_crafted_file_is_refused_clearly_within_the_memory_limit(self, tmp_path):
+        """All crafted files: a one-line HopfieldMasksError naming the file, no crash, no allocation beyond the limit."""
+        paths = {}
+        for i, (name, craft) in enumerate(CRAFTED.items()):
+            folder = tmp_path / f"c{i}"
+            folder.mkdir()
+            paths[name] = craft(folder)
+        others = {p: sha(p) for p in tmp_path.glob("c*/other.h5")}
+        outcomes = read_all(list(paths.values()))
+        for name, path in paths.items():
+            row = outcomes[str(path)]
+            assert row["outcome"] == "error", (name, row)
+            assert str(path) in row["message"] and "\n" not in row["message"], (name, row)
+        assert {p: sha(p) for p in others} == others  # nothing written through a link
+
+    def test_encode_never_writes_through_an_external_attachments_link(self, tmp_path):
+        """encode on a bank whose /attachments links into another file refuses; both files stay unchanged."""
+        path = craft_external_attachments(tmp_path)
+        other = tmp_path / "other.h5"
+        before = sha(path), sha(other)
+        with pytest.raises(StorageFormatError, match="external link"):
+            encode_bank(path, "64KB")
+        assert (sha(path), sha(other)) == before
+
+    def test_copy_to_refuses_external_storage(self, tmp_path):
+        """copy_to would embed another file's bytes in a normal bank: it refuses instead."""
+        path = craft_external_storage(tmp_path)
+        with open_bank(path) as bank, create_bank(tmp_path / "copy.h5") as copy:
+            with pytest.raises(StorageFormatError, match="external files"):
+                bank.copy_to(copy)
+
+    @pytest.mark.parametrize("command", ["info", "verify"])
+    def test_cli_gives_one_line_and_exit_2(self, tmp_path, command):
+        """The CLI on hostile files: exit code 2 and a one-line error naming the file, under the memory limit."""
+        for craft in (craft_external_attachments, craft_reservoir_declaring_huge_couplings,
+                      lambda d: craft_layout_dimension(d, 10**29), lambda d: craft_root_metadata(d, "[1]", "l")):
+            folder = tmp_path / f"f{len(list(tmp_path.iterdir()))}"
+            folder.mkdir()
+            path = craft(folder)
+            proc = subprocess.run([sys.executable, "-m", "supsup_store_cli", command, str(path)], capture_output=True,
+                                  text=True, timeout=300, preexec_fn=_limit_memory, cwd=ROOT)
+            assert proc.returncode == 2, proc.stderr
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            assert lines and lines[-1].startswith("Error:") and str(path.name) in proc.stderr
+            assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ bit flips
+def metadata_offsets(path: Path) -> list[int]:
+    """Byte offsets of the file that are HDF5 metadata: everything but the raw data of contiguous datasets."""
+    raw = np.zeros(path.stat().st_size, dtype=bool)
+    with h5py.File(path, "r") as f:
+        def mark(_name, obj):
+            if isinstance(obj, h5py.Dataset) and obj.id.get_offset() is not None:
+                start = obj.id.get_offset()
+                raw[start:start + obj.id.get_storage_size()] = True
+
+        f.visititems(mark)
+    return np.flatnonzero(~raw).tolist()
+
+
+def flipped_copies(path: Path, folder: Path, n: int, seed: int) -> list[Path]:
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    offsets = metadata_offsets(path)
+    data = path.read_bytes()
+    chosen = rng.choice(len(offsets) * 8, size=n, replace=False)
+    out = []
+    for k in chosen:
+        byte, bit = offsets[k // 8], k % 8
+        damaged = bytearray(data)
+        damaged[byte] ^= 1 << bit
+        target = folder / f"flip_{byte}_{bit}.h5"
+        target.write_bytes(bytes(damaged))
+        out.append(target)
+    return out
+
+
+def check_flips(tmp_path: Path, n: int, seed: int) -> dict[str, int]:
+    original = tmp_path / "bank.h5"
+    make_bank(original)
+    flips = tmp_path / "flips"
+    flips.mkdir()
+    paths = flipped_copies(original, flips, n, seed)
+    outcomes = read_all([original, *paths])
+    reference = outcomes[str(original)]
+    assert reference["outcome"] == "ok", reference
+    counts = {"ok": 0, "error": 0}
+    for path in paths:
+        row = outcomes[str(path)]
+        assert row["outcome"] in ("ok", "error"), row  # never a crash or a MemoryError
+        if row["outcome"] == "ok":  # a flip in unused bytes: the bank must read exactly as before
+            assert row["digest"] == reference["digest"], row
+        else:
+            assert str(path) in row["message"] and "\n" not in row["message"], row
+        counts[row["outcome"]] += 1
+    return counts
+
+
+class TestBitFlips:
+    def test_sampled_metadata_flips_read_exactly_or_fail_clearly(self, tmp_path):
+        """48 seeded single-bit flips of the metadata region: each reads identically or raises a one-line error."""
+        counts = check_flips(tmp_path, N_FLIPS, seed=20261201)
+        assert counts["error"] >= N_FLIPS // 2  # most metadata bytes matter (HDF5 checksums plus ours)
+
+    @pytest.mark.slow
+    def test_many_metadata_flips(self, tmp_path):
+        """400 more flips (slow)."""
+        check_flips(tmp_path, 400, seed=7)
+
+    def test_flips_in_task_data_and_attachment_arrays_are_caught_by_every_read_path(self, tmp_path):
+        """A flipped bit in a task's bytes or an attachment array: read_task, read_attachment, copy_to and verify."""
+        path = tmp_path / "bank.h5"
+        make_bank(path)
+        with h5py.File(path, "r") as f:
+            task_at = f["tasks"]["1"].id.get_offset()
+            array_at = f["attachments"]["notes"]["values"].id.get_offset() + 5
+        for where, offset in (("/tasks/1", task_at), ("/attachments/notes/values", array_at)):
+            damaged = tmp_path / f"d{offset}.h5"
+            data = bytearray(path.read_bytes())
+            data[offset] ^= 0x10
+            damaged.write_bytes(bytes(data))
+            row = read_all([damaged])[str(damaged)]
+            assert row["outcome"] == "error" and where in row["message"] and "CRC-32" in row["message"], row
+            with open_bank(damaged) as bank:
+                with pytest.raises(StorageFormatError, match="CRC-32"):
+                    if where.startswith("/tasks"):
+                        bank.read_task("1")
+                    else:
+                        bank.read_attachment("notes", lambda g: g["values"][()])
+                with pytest.raises(StorageFormatError, match="CRC-32"), create_bank(None) as copy:
+                    bank.copy_to(copy)
