@@ -1,10 +1,12 @@
-"""Task inference: objectives H and G, one-shot and binary search via the mean-mask identity.
+"""Task inference: objectives H and G, one-shot, binary search and one-shot re-ranking via the mean-mask identity.
 
 Entry point: :func:`infer_task`.  Diagnostics: :func:`coefficient_gradients`
 (packed contraction) and its dense reference :func:`float_stack_coefficient_gradients`.
 """
 
 from .binary import METHODS, BinarySearchResult, binary_search, infer_task
+from .rank_one import rank_one_coefficient_gradients, supports_rank_one
+from .rerank import DEFAULT_CANDIDATES, rerank_task
 from .objectives import OBJECTIVES, entropy, objective_values, superfluous_logsumexp
 from .oneshot import (
     build_float_stacks,
@@ -16,6 +18,10 @@ from .oneshot import (
 
 __all__ = [
     "infer_task",
+    "rerank_task",
+    "DEFAULT_CANDIDATES",
+    "rank_one_coefficient_gradients",
+    "supports_rank_one",
     "binary_search",
     "BinarySearchResult",
     "METHODS",

@@ -28,8 +28,8 @@ from .oneshot import _check_model, coefficient_gradients, oneshot_task
 
 __all__ = ["BinarySearchResult", "binary_search", "infer_task", "METHODS"]
 
-METHODS = ("oneshot", "binary")
-"""Task-inference methods accepted by :func:`infer_task`."""
+METHODS = ("oneshot", "binary", "rerank")
+"""Task-inference methods accepted by :func:`infer_task` (``rerank``: :mod:`supsup_core.inference.rerank`)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ def infer_task(
     x : torch.Tensor
         Images ``(B, 1, 28, 28)`` or ``(B, 784)``.
     method : str
-        ``"oneshot"`` (one gradient, argmin) or ``"binary"`` (halving, ``ceil(log2 k)`` gradients).
+        ``"oneshot"`` (one gradient, argmin), ``"binary"`` (halving, ``ceil(log2 k)`` gradients) or
+        ``"rerank"`` (one gradient, then the best few candidates scored by their own objective).
     objective : str
         ``"H"`` (entropy over all outputs) or ``"G"`` (superfluous-neuron logsumexp).
     real_classes : int
@@ -121,6 +122,10 @@ def infer_task(
         raise ConfigError("per", "'batch' or 'image'", repr(per))
     if method == "oneshot":
         return oneshot_task(model, x, objective, real_classes=real_classes, per=per)
+    if method == "rerank":
+        from .rerank import rerank_task
+
+        return rerank_task(model, x, objective, real_classes=real_classes, per=per)
     if per == "batch":
         return binary_search(model, x, objective, real_classes=real_classes).task
     if not isinstance(x, torch.Tensor) or x.ndim < 2:

@@ -85,15 +85,27 @@ def coefficient_gradients(
     return sum(layer.contract(g.unsqueeze(0))[0] for layer, g in zip(layers, grads))
 
 
+_PER_IMAGE_BACKENDS = ("auto", "rank-one", "vmap")
+
+
 def per_image_coefficient_gradients(
-    model: SupSupNet, x: torch.Tensor, objective: str = "H", alphas: torch.Tensor | None = None, *, real_classes: int = 10
+    model: SupSupNet,
+    x: torch.Tensor,
+    objective: str = "H",
+    alphas: torch.Tensor | None = None,
+    *,
+    real_classes: int = 10,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Each image's own coefficient gradient: float64 ``(B, k)``.
 
-    Per-sample gradients with respect to the superposed masks come from
-    ``torch.func.vmap(grad(...))`` (each image is its own forward), then every row is
-    contracted with the packed masks.  Models whose outputs couple the batch
-    (BNNet's batch statistics) are refused: a lone image has no batch statistics.
+    ``backend="rank-one"`` (``"auto"`` for MLPs): one batched forward/backward, then the
+    bilinear form of the rank-one per-image gradients with chunks of unpacked masks
+    (:mod:`supsup_core.inference.rank_one`).  ``"vmap"`` (``"auto"`` otherwise): per-sample
+    gradients with respect to the superposed masks from ``torch.func.vmap(grad(...))``
+    (each image is its own forward), every row contracted with the packed masks.
+    Models whose outputs couple the batch (BNNet's batch statistics) are refused: a
+    lone image has no batch statistics.
     """
     _check_model(model)
     check_objective(objective, real_classes, model.config.output_size)
@@ -101,6 +113,16 @@ def per_image_coefficient_gradients(
         raise ConfigError("per", "'batch' for models with batch-statistics unit masks (bnnet)", "'image'")
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ConfigError("x", "a batch tensor (B, ...)", getattr(x, "shape", type(x).__name__))
+    if backend not in _PER_IMAGE_BACKENDS:
+        raise ConfigError("backend", f"one of {list(_PER_IMAGE_BACKENDS)}", repr(backend))
+    from .rank_one import rank_one_coefficient_gradients, supports_rank_one
+
+    if backend == "rank-one" and not supports_rank_one(model):
+        raise ConfigError("backend", "'vmap' or 'auto' for models with conv or unit masks", "'rank-one'")
+    if backend != "vmap" and supports_rank_one(model):
+        if alphas is not None:
+            _mask_leaves(model, alphas)  # validates the shape
+        return rank_one_coefficient_gradients(model, x, objective, alphas, real_classes=real_classes)
     from torch.func import grad, vmap  # local: only this path needs torch.func
 
     leaves = {name: t.detach() for name, t in _mask_leaves(model, alphas).items()}

@@ -286,9 +286,16 @@ def evaluate_inferred(
         for t in chosen:
             right = -1 if expected[t] is None else expected[t]  # -1 matches no inferred task
             correct = right_decisions = n_decisions = right_images = n = 0
-            for x, y, _ in stream.test_batches(t, batch_size, device=device):
+            batches = list(stream.test_batches(t, batch_size, device=device))
+            all_images: torch.Tensor | None = None
+            if (measure_task_inference or protocol == "per-image") and batches:
+                # single-image inference over the whole test set at once: one batched pass (rank-one for MLPs)
+                all_images = infer(torch.cat([x for x, _, _ in batches]), "image")  # (n,)
+            offset = 0
+            for x, y, _ in batches:
                 b = y.shape[0]
-                per_image = infer(x, "image") if (measure_task_inference or protocol == "per-image") else None
+                per_image = None if all_images is None else all_images[offset : offset + b]
+                offset += b
                 if protocol == "per-image":
                     chosen_tasks = per_image  # (B,)
                 else:

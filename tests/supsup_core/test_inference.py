@@ -208,3 +208,84 @@ class TestInferTaskArguments:
         model.add_task()
         with pytest.raises(ConfigError, match="model"):
             infer_task(model, _x(1, 14))
+
+
+class TestRankOne:
+    @pytest.mark.parametrize("objective", ["H", "G"])
+    @pytest.mark.parametrize("hidden", [(12, 10), (9,)])
+    def test_equals_the_vmap_contraction(self, objective, hidden):
+        """The batched rank-one path gives the vmap + packed contraction values (float32 products) for any alphas."""
+        model = _model(hidden=hidden, n_tasks=21)  # more tasks than one chunk of 16
+        x = _x(7, 3)
+        for alphas in (None, torch.linspace(0.1, 1.0, 21, dtype=torch.float64)):
+            fast = per_image_coefficient_gradients(model, x, objective, alphas, real_classes=4, backend="rank-one")
+            ref = per_image_coefficient_gradients(model, x, objective, alphas, real_classes=4, backend="vmap")
+            assert fast.shape == (7, 21) and fast.dtype == torch.float64
+            torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-7 * float(ref.abs().max()))
+
+    def test_image_chunks_do_not_change_the_result(self, monkeypatch):
+        """Splitting the images into chunks gives the values of one pass (up to BLAS blocking, float32)."""
+        from supsup_core.inference import rank_one
+
+        model, x = _model(n_tasks=5), _x(9, 4)
+        whole = rank_one.rank_one_coefficient_gradients(model, x)
+        monkeypatch.setattr(rank_one, "IMAGES_PER_CHUNK", 4)
+        torch.testing.assert_close(rank_one.rank_one_coefficient_gradients(model, x), whole, rtol=1e-5, atol=1e-8)
+
+    def test_unpack_tasks_matches_task_mask(self):
+        """The chunked unpacking returns each task's mask."""
+        from supsup_core.inference.rank_one import unpack_tasks
+
+        model = _model(n_tasks=4)
+        for layer in model.masked_layers().values():
+            stack = unpack_tasks(layer, 1, 4)
+            assert all(torch.equal(stack[i].bool(), layer.task_mask(1 + i)) for i in range(3))
+
+    def test_rank_one_refused_for_conv_models(self):
+        """backend='rank-one' needs an MLP; conv models use vmap under 'auto'."""
+        model = _model(arch="conv", hidden=(2, 3, 5), n_tasks=2)
+        with pytest.raises(ConfigError, match="backend"):
+            per_image_coefficient_gradients(model, _x(2, 0), backend="rank-one")
+        assert per_image_coefficient_gradients(model, _x(2, 0)).shape == (2, 2)
+
+
+class TestRerank:
+    def test_one_candidate_is_the_one_shot_answer(self):
+        """candidates=1 returns exactly the one-shot choice, per batch and per image."""
+        from supsup_core.inference import rerank_task
+
+        model, x = _model(n_tasks=7), _x(6, 1)
+        assert rerank_task(model, x, candidates=1) == infer_task(model, x)
+        assert torch.equal(rerank_task(model, x, per="image", candidates=1), infer_task(model, x, per="image"))
+
+    def test_all_candidates_is_the_lowest_objective_mask(self):
+        """candidates >= k scores every mask: the answer is the mask with the lowest mean entropy."""
+        from supsup_core.inference import rerank_task
+
+        model, x = _model(n_tasks=7), _x(5, 2)
+        with torch.no_grad():
+            values = []
+            for t in range(7):
+                model.set_task(t)
+                values.append(float(entropy(model(x)).mean()))
+        assert rerank_task(model, x, candidates=50) == int(np.argmin(values))
+
+    def test_per_image_equals_single_images(self):
+        """Per-image re-ranking agrees with re-ranking each image alone."""
+        from supsup_core.inference import rerank_task
+
+        model, x = _model(n_tasks=9), _x(6, 5)
+        batch = rerank_task(model, x, per="image", candidates=3)
+        assert [int(v) for v in batch] == [rerank_task(model, x[i : i + 1], candidates=3) for i in range(6)]
+
+    def test_finds_the_planted_task(self):
+        """The planted task (the only one with a working output layer) wins through infer_task."""
+        model = _planted(9, 4)
+        assert infer_task(model, _x(3, 0), method="rerank") == 4
+
+    def test_bad_candidates(self):
+        """candidates must be a positive integer."""
+        from supsup_core.inference import rerank_task
+
+        with pytest.raises(ConfigError, match="candidates"):
+            rerank_task(_model(n_tasks=2), _x(1, 0), candidates=0)
