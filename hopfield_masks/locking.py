@@ -271,10 +271,11 @@ class FileLock:
     def __init__(self, bank: str | os.PathLike, fd: int, *, exclusive: bool, timeout: float | None = None) -> None:
         self.bank = Path(bank).expanduser()
         self._key: tuple[int, int] | None = None
-        if not _locking_enabled():
-            return
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino)
+        self.identity: tuple[int, int] | None = key  # (st_dev, st_ino) of the locked file
+        if not _locking_enabled():
+            return
         with _GUARD:
             held = _FILES.get(key)
             if held is not None:  # this process already locks the file (a reader inside a writer's session...)

@@ -35,12 +35,10 @@ from typing import Any
 
 import h5py
 
-from .._files import open_h5_read
 from ..errors import HopfieldMasksError, InvalidArgumentError, RegistryError, StorageFormatError, UnknownBackendError
 from ..integrity import CHECKSUM_ATTR, check_dataset, check_link, check_tree, h5_errors, verify_dataset, verify_tree
-from ..locking import FileLock
 from ._h5attrs import ATTACHMENTS, TASKS, file_bytes
-from ._hdf5 import KIND, check_mask_bank, json_safe, read_header
+from ._hdf5 import KIND, check_mask_bank, json_safe, open_shared, read_header
 from .base import MODES, MaskBank, to_json
 from .hdf5_entropy import HDF5EntropyBank
 from .hdf5_packed import HDF5PackedBank
@@ -135,13 +133,18 @@ def create_bank(
         to_json(metadata, "metadata")  # refuse bad metadata before any file is created
     if path is None:
         cls = MemoryMaskBank
+        return _with_metadata(cls(path, "w", **options), metadata)
     else:
         cls = get_backend(backend)
         if not cls.persistent:
             raise InvalidArgumentError("path", f"None for the non-persistent backend {backend!r}", repr(str(path)))
         if Path(path).expanduser().exists() and not overwrite:
             raise InvalidArgumentError("path", "a file that does not exist yet (or overwrite=True)", str(path))
-    bank = cls(path, "w", **options)
+    # overwrite is checked again under the bank's writer lock: two creators racing never both win
+    return _with_metadata(cls(path, "w", overwrite=overwrite, **options), metadata)
+
+
+def _with_metadata(bank: MaskBank, metadata: dict[str, Any] | None) -> MaskBank:
     if metadata is not None:
         bank.set_metadata(metadata)
     return bank
@@ -161,7 +164,7 @@ def open_bank(path: str | os.PathLike, mode: str = "r") -> MaskBank:
     """
     if mode not in ("r", "a"):
         raise InvalidArgumentError("mode", "'r' or 'a' (create_bank() makes new banks)", repr(mode))
-    with open_h5_read(path) as f:
+    with open_shared(path) as (f, _lock), h5_errors(path):
         backend = check_mask_bank(f, path)
     if backend not in _REGISTRY:
         raise StorageFormatError(path, f"was written by backend {backend!r}, which is not registered here")
@@ -234,7 +237,7 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _describe(p: Path) -> dict[str, Any]:
-    with open_h5_read(p) as f:
+    with open_shared(p) as (f, _lock):
         header = read_header(f, p)
         summary: dict[str, Any] = {"path": str(p), **header, "file_bytes": p.stat().st_size}
         if header["kind"] != KIND:
@@ -304,63 +307,54 @@ def verify_file(path: str | os.PathLike) -> VerifyReport:
 def _verify(p: Path) -> VerifyReport:
     items: list[tuple[str, str, str]] = []
     checked = 0
-    with open_h5_read(p) as f:
+    with open_shared(p) as (f, _lock):
+        header = read_header(f, p)
+        if header["kind"] != KIND:
+            raise StorageFormatError(p, f"is a {header['kind']} file, not a mask bank (verify checks mask banks)")
+        version = header["format_version"]
+        required = version >= 2
+        size = file_bytes(f)
         try:
-            fd = f.id.get_vfd_handle()
-        except (OSError, RuntimeError, ValueError, TypeError):
-            fd = None
-        lock = FileLock(p, fd, exclusive=False) if isinstance(fd, int) else None
-        try:
-            header = read_header(f, p)
-            if header["kind"] != KIND:
-                raise StorageFormatError(p, f"is a {header['kind']} file, not a mask bank (verify checks mask banks)")
-            version = header["format_version"]
-            required = version >= 2
-            size = file_bytes(f)
+            check_mask_bank(f, p)
+            items.append(("/ (root attributes)", "ok" if CHECKSUM_ATTR in f.attrs else "no checksum", ""))
+        except HopfieldMasksError as exc:
+            items.append(("/ (root attributes)", "damaged", _reason(exc)))
+        tasks = f.get(TASKS) if isinstance(f.get(TASKS, getlink=True), h5py.HardLink) else None
+        names: list[str] = []
+        if isinstance(tasks, h5py.Group):
             try:
-                check_mask_bank(f, p)
-                items.append(("/ (root attributes)", "ok" if CHECKSUM_ATTR in f.attrs else "no checksum", ""))
+                names = list(tasks)
+            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                items.append(("/tasks", "damaged", f"cannot be listed ({exc})"))
+        for name in names:
+            where = f"task {name!r}"
+            try:
+                check_link(tasks, name, p)
+                ds = tasks[name]
+                if not isinstance(ds, h5py.Dataset):
+                    raise StorageFormatError(p, f"{ds.name} is not a dataset")
+                check_dataset(ds, p, file_bytes=size)
+                state = verify_dataset(ds, p, required=required)
+                checked += int(ds.id.get_storage_size())
+                items.append((where, "ok" if state == "ok" else "no checksum", ""))
             except HopfieldMasksError as exc:
-                items.append(("/ (root attributes)", "damaged", _reason(exc)))
-            tasks = f.get(TASKS) if isinstance(f.get(TASKS, getlink=True), h5py.HardLink) else None
-            names: list[str] = []
-            if isinstance(tasks, h5py.Group):
-                try:
-                    names = list(tasks)
-                except (OSError, RuntimeError, KeyError, ValueError) as exc:
-                    items.append(("/tasks", "damaged", f"cannot be listed ({exc})"))
-            for name in names:
-                where = f"task {name!r}"
-                try:
-                    check_link(tasks, name, p)
-                    ds = tasks[name]
-                    if not isinstance(ds, h5py.Dataset):
-                        raise StorageFormatError(p, f"{ds.name} is not a dataset")
-                    check_dataset(ds, p, file_bytes=size)
-                    state = verify_dataset(ds, p, required=required)
-                    checked += int(ds.id.get_storage_size())
-                    items.append((where, "ok" if state == "ok" else "no checksum", ""))
-                except HopfieldMasksError as exc:
-                    items.append((where, "damaged", _reason(exc)))
-                except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-                    items.append((where, "damaged", f"HDF5 cannot read it ({_reason(exc)})"))
-            attachments = f.get(ATTACHMENTS) if isinstance(f.get(ATTACHMENTS, getlink=True), h5py.HardLink) else None
-            for name in list(attachments) if isinstance(attachments, h5py.Group) else []:
-                where = f"attachment {name!r}"
-                try:
-                    check_link(attachments, name, p)
-                    counts = verify_tree(attachments[name], p, file_bytes=size, required=required)
-                    checked += sum(int(o.id.get_storage_size()) for o in attachments[name].values()
-                                   if isinstance(o, h5py.Dataset))
-                    items.append((where, "ok" if not counts["none"] else "no checksum",
-                                  f"{counts['ok'] + counts['none']} objects"))
-                except HopfieldMasksError as exc:
-                    items.append((where, "damaged", _reason(exc)))
-                except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-                    items.append((where, "damaged", f"HDF5 cannot read it ({_reason(exc)})"))
-        finally:
-            if lock is not None:
-                lock.release()
+                items.append((where, "damaged", _reason(exc)))
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+                items.append((where, "damaged", f"HDF5 cannot read it ({_reason(exc)})"))
+        attachments = f.get(ATTACHMENTS) if isinstance(f.get(ATTACHMENTS, getlink=True), h5py.HardLink) else None
+        for name in list(attachments) if isinstance(attachments, h5py.Group) else []:
+            where = f"attachment {name!r}"
+            try:
+                check_link(attachments, name, p)
+                counts = verify_tree(attachments[name], p, file_bytes=size, required=required)
+                checked += sum(int(o.id.get_storage_size()) for o in attachments[name].values()
+                               if isinstance(o, h5py.Dataset))
+                items.append((where, "ok" if not counts["none"] else "no checksum",
+                              f"{counts['ok'] + counts['none']} objects"))
+            except HopfieldMasksError as exc:
+                items.append((where, "damaged", _reason(exc)))
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+                items.append((where, "damaged", f"HDF5 cannot read it ({_reason(exc)})"))
     # the masks must also decode (what a format-1 file without checksums can still show)
     if not any(status == "damaged" for obj, status, _ in items if obj.startswith("/")):
         try:

@@ -68,6 +68,7 @@ import functools
 import itertools
 import json
 import os
+import stat
 import tempfile
 import zlib
 from pathlib import Path
@@ -99,7 +100,7 @@ from ._h5attrs import (
 from .base import MaskBank
 
 __all__ = [
-    "FORMAT_VERSION", "KIND", "SHARED_LAYOUT", "HDF5MaskBank", "check_mask_bank", "read_header", "read_str_attr",
+    "FORMAT_VERSION", "KIND", "SHARED_LAYOUT", "HDF5MaskBank", "open_shared", "check_mask_bank", "read_header", "read_str_attr",
     "write_str_attr", "json_safe",
 ]
 
@@ -170,6 +171,67 @@ def _repack(bank: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
         raise
+
+
+@contextlib.contextmanager
+def open_shared(path: str | os.PathLike, lock_timeout: float | None = None):
+    """Open an HDF5 file read-only under a shared flock (after rolling back a killed writer's journal).
+
+    What :func:`~hopfield_masks.backends.open_bank`, ``describe_file`` and ``verify_file`` read
+    before (or instead of) a bank object: never a file that a writer is changing in place.
+    """
+    target = Path(os.path.realpath(Path(path).expanduser()))
+    for _attempt in range(3):
+        if journal_path(target).exists():  # a killed writer's session: undo it first (needs the writer lock)
+            with BankLock(path, exclusive=True, timeout=lock_timeout):
+                recover(target)
+                clean_temporaries(target)
+        lock = _lock_for_reading(path, lock_timeout)  # before HDF5 reads (and caches) a single byte
+        try:
+            h5 = open_h5_read(path)  # checks it is a regular HDF5 file first
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        if _same_inode(h5, lock) and not journal_path(target).exists():
+            break  # the file we locked is the file HDF5 opened, and no writer died meanwhile
+        h5.close()
+        if lock is not None:
+            lock.release()
+    else:
+        raise StorageFormatError(path, "keeps changing while being opened (a failing writer?); try again")
+    try:
+        yield h5, lock
+    finally:
+        try:
+            h5.close()
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def _lock_for_reading(path: str | os.PathLike, lock_timeout: float | None) -> FileLock | None:
+    """A shared flock of the file at ``path`` (None when it cannot be opened: open_h5_read then says why)."""
+    try:
+        fd = os.open(Path(path).expanduser(), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # a folder or special file: open_h5_read refuses it
+        return FileLock(path, fd, exclusive=False, timeout=lock_timeout)
+    finally:
+        os.close(fd)
+
+
+def _same_inode(h5: h5py.File, lock: FileLock | None) -> bool:
+    if lock is None or lock.identity is None:
+        return True
+    try:
+        st = os.fstat(h5.id.get_vfd_handle())
+    except (OSError, RuntimeError, ValueError, TypeError):
+        return True
+    return (st.st_dev, st.st_ino) == lock.identity
 
 
 class _Discard(Exception):
@@ -258,6 +320,7 @@ class HDF5MaskBank(MaskBank):
             raise InvalidArgumentError("options", "no backend options unless mode='w'", sorted(options))
         self._lock: BankLock | None = None  # the writers' sidecar lock
         self._flock: FileLock | None = None  # the flock on the bank file itself (readers, in-place writers)
+        self._reader = None  # open_shared() context of a read-only bank
         self._atomic = None
         self._tmp: Path | None = None
         self._fh: PlainFile | None = None  # the file object h5py writes through (writable modes)
@@ -309,29 +372,8 @@ class HDF5MaskBank(MaskBank):
 
     def _open_reader(self, lock_timeout: float | None) -> None:
         """Open read-only under a shared flock of the file (after rolling back a killed writer's journal)."""
-        target = Path(os.path.realpath(self.path))
-        for _attempt in range(3):
-            if journal_path(target).exists():  # a killed writer's session: undo it first (needs the writer lock)
-                with BankLock(self.path, exclusive=True, timeout=lock_timeout):
-                    recover(target)
-                    clean_temporaries(target)
-            h5 = open_h5_read(self.path)  # checks it is a regular HDF5 file first
-            self._h5 = h5
-            try:
-                fd = h5.id.get_vfd_handle()
-            except (OSError, RuntimeError, ValueError, TypeError):
-                fd = None
-            if fd is None:
-                break
-            self._flock = FileLock(self.path, fd, exclusive=False, timeout=lock_timeout)
-            if not journal_path(target).exists():  # no writer started (and died) between the check and the lock
-                break
-            self._flock.release()
-            self._flock = None
-            self._h5 = None
-            h5.close()
-        else:
-            raise StorageFormatError(self.path, "has an unfinished write that keeps coming back (a failing writer); try again")
+        self._reader = open_shared(self.path, lock_timeout)
+        self._h5, self._flock = self._reader.__enter__()
         self._open_existing(self._h5)
 
     def _recover(self, lock_timeout: float | None) -> None:
@@ -600,6 +642,11 @@ class HDF5MaskBank(MaskBank):
     def _teardown(self, commit: bool) -> None:
         """Close the files; publish (``commit``) or undo the session's changes; release the lock."""
         try:
+            if self._reader is not None:
+                reader, self._reader = self._reader, None
+                self._close_files()
+                self._flock = None
+                reader.__exit__(None, None, None)  # closes the h5py handle's file and releases the flock
             with contextlib.suppress(Exception):
                 self._close_files()
             fh, self._fh = self._fh, None

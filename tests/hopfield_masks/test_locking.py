@@ -1,0 +1,138 @@
+"""Two processes writing one bank never lose an update silently (hopfield_masks.locking)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hopfield_masks.backends import create_bank, open_bank
+from hopfield_masks.encoding import bank_reservoirs, encode_bank, reservoir_is_current
+from hopfield_masks.errors import BankLockedError
+from hopfield_masks.locking import bank_lock, lock_path
+from tests.hopfield_masks.bank_worker import masks_for
+
+WORKER = Path(__file__).with_name("bank_worker.py")
+ROOT = Path(__file__).parents[2]
+ROUNDS = 3  # parallel rounds per pair in the default run
+
+
+def start(*args: str, timeout: float = 60) -> subprocess.Popen:
+    env = {**os.environ, "HOPFIELD_MASKS_LOCK_TIMEOUT": str(timeout), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=env)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    return out
+
+
+def seed_bank(path: Path, n: int = 3) -> None:
+    with create_bank(path, overwrite=True) as bank:
+        for i in range(n):
+            bank.write_task(f"seed-{i}", masks_for(f"seed-{i}"))
+
+
+def assert_exact(bank, names) -> None:
+    for name in names:
+        got = bank.read_task(name)
+        for layer, mask in masks_for(name).items():
+            np.testing.assert_array_equal(got[layer], mask)
+
+
+class TestParallelWriters:
+    def test_append_and_append(self, tmp_path):
+        """Two processes appending 6 tasks each, session by session: all 12 arrive, bit-exactly."""
+        path = tmp_path / "bank.h5"
+        for _round in range(ROUNDS):
+            seed_bank(path)
+            a, b = start("append", str(path), "a", "6"), start("append", str(path), "b", "6")
+            finish(a), finish(b)
+            names = [f"{p}-{i}" for p in "ab" for i in range(6)]
+            with open_bank(path) as bank:
+                assert sorted(bank.tasks()) == sorted([f"seed-{i}" for i in range(3)] + names)
+                assert_exact(bank, names)
+
+    def test_encode_and_encode(self, tmp_path):
+        """Two encodes of different budgets at once: both reservoirs end up in the bank (none silently lost)."""
+        path = tmp_path / "bank.h5"
+        for _round in range(ROUNDS):
+            seed_bank(path)
+            a, b = start("encode", str(path), "64KB"), start("encode", str(path), "96KB")
+            finish(a), finish(b)
+            assert sorted(bank_reservoirs(path)) == ["reservoir-64000", "reservoir-96000"]
+            assert reservoir_is_current(path, "64KB") and reservoir_is_current(path, "96KB")
+
+    def test_encode_and_append(self, tmp_path):
+        """An encode racing an append: the task always arrives and the reservoir is current or detected stale."""
+        path = tmp_path / "bank.h5"
+        seen = set()
+        for _round in range(ROUNDS):
+            seed_bank(path)
+            a, b = start("encode", str(path), "64KB"), start("append", str(path), "late", "1")
+            finish(a), finish(b)
+            with open_bank(path) as bank:
+                assert "late-0" in bank.tasks() and "reservoir-64000" in bank.attachments()
+                assert_exact(bank, ["late-0"])
+            seen.add(reservoir_is_current(path, "64KB"))  # False = encoded before the append, and said so
+            assert reservoir_is_current(path, "64KB") in (True, False)
+
+    def test_create_and_create(self, tmp_path):
+        """Two writers creating the same new bank (as two 'train --out X' do): one wins, the other is refused."""
+        for round_ in range(ROUNDS):
+            path = tmp_path / f"new{round_}.h5"
+            a, b = start("create", str(path), "a"), start("create", str(path), "b")
+            outs = sorted([finish(a).strip(), finish(b).strip()])
+            assert outs[0] == "created" and outs[1].startswith("refused") and "does not exist yet" in outs[1]
+            with open_bank(path) as bank:
+                assert bank.tasks() == ["0", "1", "2"]
+
+    def test_second_writer_waits_then_fails_clearly(self, tmp_path):
+        """While one process holds the bank for appending, a writer with a short timeout fails naming the holder."""
+        path = tmp_path / "bank.h5"
+        seed_bank(path)
+        holder = start("hold", str(path), "3")
+        assert holder.stdout.readline().strip() == "holding"
+        started = time.monotonic()
+        with pytest.raises(BankLockedError, match=rf"{path.name}.*pid {holder.pid}.*waited 0.5 s"):
+            open_bank(path, "a").close() if False else _open_with_timeout(path, "a", 0.5)
+        assert time.monotonic() - started >= 0.45
+        with pytest.raises(BankLockedError, match="in use by a writer"):
+            _open_with_timeout(path, "r", 0.3)  # the holder modifies the file in place: readers wait too
+        finish(holder)
+        with open_bank(path) as bank:  # released at exit
+            assert len(bank) == 3
+        assert not lock_path(path).exists()  # the last user removed the lock file
+
+
+def _open_with_timeout(path: Path, mode: str, timeout: float) -> None:
+    from hopfield_masks.backends import HDF5PackedBank
+
+    HDF5PackedBank(path, mode, lock_timeout=timeout).close()
+
+
+class TestLockSemantics:
+    def test_reentrant_in_one_process(self, tmp_path):
+        """Holding the writer lock, the same process may still open the bank to read and to append."""
+        path = tmp_path / "bank.h5"
+        seed_bank(path)
+        with bank_lock(path):
+            with open_bank(path) as bank:
+                assert len(bank) == 3
+            with open_bank(path, "a") as bank:
+                bank.write_task("x", masks_for("x"))
+        assert not lock_path(path).exists()
+
+    def test_encode_holds_the_lock_for_the_whole_cycle(self, tmp_path, monkeypatch):
+        """A writer arriving while encode computes waits for it (the reservoir is never made stale unseen)."""
+        path = tmp_path / "bank.h5"
+        seed_bank(path)
+        encode_bank(path, "64KB")
+        assert reservoir_is_current(path, "64KB")
