@@ -23,6 +23,7 @@ from hopfield_masks.backends.hdf5_entropy import (  # noqa: E402
     ideal_bits,
 )
 from hopfield_masks.errors import StorageFormatError  # noqa: E402
+from hopfield_masks.integrity import CHECKSUM_ATTR, write_checksums  # noqa: E402
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 LENET = {"fc1": (300, 784), "fc2": (100, 300), "fc3": (10, 100)}  # 266,200 entries
@@ -210,15 +211,21 @@ def _bank_with_one_task(path: Path, rng) -> dict[str, np.ndarray]:
     return masks
 
 
-def _edit_task(path: Path, edit) -> None:
+def _edit_task(path: Path, edit, *, reseal: bool = True) -> None:
+    """Rewrite task "0" through ``edit``; ``reseal``: give it valid checksums (a writer bug, not file damage)."""
     with h5py.File(path, "r+") as f:
         ds = f["tasks/0"]
-        words, attrs = ds[()], {k: ds.attrs[k] for k in ds.attrs}
+        words, attrs = ds[()], {k: ds.attrs[k] for k in ds.attrs if k != CHECKSUM_ATTR}
+        stored = ds.attrs.get(CHECKSUM_ATTR)
         del f["tasks/0"]
         words, attrs = edit(words, attrs)
         new = f["tasks"].create_dataset("0", data=words)
         for key, value in attrs.items():
             new.attrs[key] = value
+        if reseal:
+            write_checksums(new)
+        elif stored is not None:
+            new.attrs[CHECKSUM_ATTR] = stored  # the checksums of the bytes before the edit
 
 
 @pytest.mark.parametrize(
@@ -244,18 +251,24 @@ def test_damaged_task_is_a_storage_format_error(tmp_path, rng, edit, reason):
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_bit_flip_is_detected(tmp_path, rng):
+@pytest.mark.parametrize("reseal", [False, True], ids=["checksum-catches-it", "decoder-catches-it"])
+def test_bit_flip_is_detected(tmp_path, rng, reseal):
+    """A flipped code bit: the task's CRC-32 reports it; with the checksum rewritten, the decoder's own checks do."""
     path = tmp_path / "b.h5"
     _bank_with_one_task(path, rng)
+    before = path.read_bytes()
 
     def flip_bit(words, attrs):
         words = words.copy()
         words[len(words) // 3] ^= np.uint32(1 << 7)
         return words, attrs
 
-    _edit_task(path, flip_bit)
-    with open_bank(path) as bank, pytest.raises(StorageFormatError, match="damaged"):
+    _edit_task(path, flip_bit, reseal=reseal)
+    edited = path.read_bytes()
+    with open_bank(path) as bank, pytest.raises(StorageFormatError, match="CRC-32" if not reseal else "damaged") as e:
         bank.read_task("0")
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    assert path.read_bytes() == edited != before  # reading changed nothing
 
 
 def test_missing_constriction_names_the_package(tmp_path, monkeypatch):
