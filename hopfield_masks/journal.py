@@ -165,43 +165,47 @@ class PlainFile(io.RawIOBase):
     def readinto(self, buffer) -> int:
         return self._fh.readinto(buffer)
 
+    # h5py calls these methods from inside HDF5; an exception raised there leaves Python's error indicator
+    # set while HDF5 goes on calling back, which ends in unrelated errors.  So a failed write *poisons* the
+    # file: the OS error is kept in ``error``, this and every later write or truncate is skipped (reported
+    # done), and the bank checks ``error`` after each write and at commit, rolling the session back.
     def _fail(self, exc: OSError) -> None:
         if self.error is None:
             self.error = exc
-        raise exc
 
     def write(self, data) -> int:
+        view = memoryview(data)
+        if self.error is not None:
+            return len(view)
         try:
-            view = memoryview(data)
             done = 0
             while done < len(view):  # a raw write may be short
                 n = self._fh.write(view[done:])
                 if not n:
                     raise OSError(errno.EIO, "short write")
                 done += n
-            return done
         except OSError as exc:
             self._fail(exc)
-            raise
+        return len(view)
 
     def truncate(self, size: int | None = None) -> int:
-        try:
-            return self._fh.truncate(size)
-        except OSError as exc:
-            self._fail(exc)
-            raise
+        size = self._fh.tell() if size is None else size
+        if self.error is None:
+            try:
+                self._fh.truncate(size)
+            except OSError as exc:
+                self._fail(exc)
+        return size
 
     def flush(self) -> None:
         if not self._fh.closed:
             self._fh.flush()
 
     def fsync(self) -> None:
-        """Make the file's bytes durable."""
-        try:
-            os.fsync(self._fh.fileno())
-        except OSError as exc:
-            self._fail(exc)
-            raise
+        """Make the file's bytes durable (raises the first failed write's error instead, if there was one)."""
+        if self.error is not None:
+            raise self.error
+        os.fsync(self._fh.fileno())
 
     def fileno(self) -> int:
         return self._fh.fileno()
@@ -272,21 +276,21 @@ class JournaledFile(PlainFile):
         self.journaled_bytes += len(blob)
 
     def write(self, data) -> int:
-        try:
-            start = self._fh.tell()
-            self._save_pages(start, start + len(memoryview(data)))
-        except OSError as exc:
-            self._fail(exc)
-            raise
+        if self.error is None:
+            try:
+                start = self._fh.tell()
+                self._save_pages(start, start + len(memoryview(data)))
+            except OSError as exc:  # the original bytes are not safe: the overwrite must not happen
+                self._fail(exc)
         return super().write(data)
 
     def truncate(self, size: int | None = None) -> int:
-        try:
-            size = self._fh.tell() if size is None else size
-            self._save_pages(size, self.original_size)
-        except OSError as exc:
-            self._fail(exc)
-            raise
+        size = self._fh.tell() if size is None else size
+        if self.error is None:
+            try:
+                self._save_pages(size, self.original_size)
+            except OSError as exc:
+                self._fail(exc)
         return super().truncate(size)
 
     def _drop_journal(self) -> None:
@@ -296,9 +300,23 @@ class JournaledFile(PlainFile):
             os.unlink(self.journal)
             fsync_folder(self.path.parent)
 
+    def _extend_to_stored_eof(self) -> None:
+        """After an HDF5 flush (not a close) the file may be shorter than the end address its superblock
+        records; HDF5 then refuses it as truncated.  Extend it (sparse zeros) so the flushed state opens."""
+        head = os.pread(self._fh.fileno(), 48, 0)
+        if len(head) < 36 or head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3) or head[9] != 8:
+            return  # superblock versions 0/1 are never written by this package
+        stored_eof = int.from_bytes(head[28:36], "little")
+        size = os.fstat(self._fh.fileno()).st_size
+        if size < stored_eof < (1 << 62):
+            os.ftruncate(self._fh.fileno(), stored_eof)  # beyond the original size: nothing to journal
+
     def commit(self) -> None:
         """Make everything written so far durable and committed (fsync the bank, then delete the journal)."""
         self._fh.flush()
+        if self.error is not None:
+            raise self.error
+        self._extend_to_stored_eof()
         self.fsync()
         self._drop_journal()
         self._begin()

@@ -83,8 +83,8 @@ from ..errors import FileWriteError, HopfieldMasksError, InvalidArgumentError, S
 from ..integrity import (
     CHECKSUM_ATTR, attrs_crc, check_dataset, check_link, max_array_bytes, record_group_checksum, verify_dataset,
 )
-from ..journal import JournaledFile, PlainFile, clean_temporaries, journal_path, recover
-from ..locking import BankLock, FileLock
+from ..journal import JournaledFile, PlainFile, clean_temporaries, journal_path, recover, stale_temporaries
+from ..locking import BankLock, FileLock, lock_path
 from ._h5attrs import (
     ATTACHMENTS,
     FORMAT_VERSION,
@@ -186,6 +186,9 @@ def open_shared(path: str | os.PathLike, lock_timeout: float | None = None):
             with BankLock(path, exclusive=True, timeout=lock_timeout):
                 recover(target)
                 clean_temporaries(target)
+        elif lock_path(target).exists() or stale_temporaries(target):  # left by a killed writer, unless one is at work
+            with contextlib.suppress(HopfieldMasksError, OSError), BankLock(path, exclusive=True, timeout=0):
+                clean_temporaries(target)  # (releasing the free lock deletes its file)
         lock = _lock_for_reading(path, lock_timeout)  # before HDF5 reads (and caches) a single byte
         try:
             h5 = open_h5_read(path)  # checks it is a regular HDF5 file first
@@ -247,11 +250,14 @@ def _guard(method, *, writes: bool = False):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
-            return method(self, *args, **kwargs)
+            result = method(self, *args, **kwargs)
         except HopfieldMasksError:
             raise
         except _H5_ERRORS as exc:
             raise self._translate(exc, writes=writes) from None
+        if writes:
+            self._check_write_errors()
+        return result
 
     return wrapper
 
@@ -435,6 +441,11 @@ class HDF5MaskBank(MaskBank):
             return FileWriteError(self.path, f"{exc.strerror or exc}; nothing was committed")
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return StorageFormatError(self.path, f"cannot be read: HDF5 reports {text!r} (damaged file)")
+
+    def _check_write_errors(self) -> None:
+        """Raise the first failed write of the session (full disk...), if any: the session cannot commit."""
+        if self._fh is not None and self._fh.error is not None:
+            raise self._translate(self._fh.error)
 
     # ------------------------------------------------------------------ integrity hooks
     def _file_bytes(self) -> int:

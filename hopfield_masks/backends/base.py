@@ -64,6 +64,7 @@ pattern (the layers raveled in C order and concatenated in layout order).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -73,7 +74,7 @@ import h5py
 import numpy as np
 
 from ..blocks import MaskLayout
-from ..errors import InvalidArgumentError, StorageFormatError, TaskNotFoundError
+from ..errors import FileWriteError, HopfieldMasksError, InvalidArgumentError, StorageFormatError, TaskNotFoundError
 from ..integrity import check_link, max_array_bytes, seal_tree, verify_tree
 
 __all__ = ["MaskBank", "MODES", "check_name", "to_json"]
@@ -221,6 +222,9 @@ class MaskBank(ABC):
 
     def _commit(self) -> None:
         """Make the changes so far durable (file backends); the bank stays open."""
+
+    def _check_write_errors(self) -> None:
+        """Raise if a write of this session already failed (file backends: a full disk)."""
 
     @property
     def _where(self) -> str:
@@ -386,8 +390,12 @@ class MaskBank(ABC):
         try:
             writer(group)
             seal_tree(group)  # a CRC-32 on every dataset and group the writer made
-        except BaseException:
-            self._delete_attachment_group(name)
+            self._check_write_errors()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the session is rolled back anyway when the disk is full
+                self._delete_attachment_group(name)
+            if isinstance(exc, OSError) and not isinstance(exc, HopfieldMasksError):
+                raise FileWriteError(self._where, f"{exc.strerror or exc}; nothing was committed") from None
             raise
 
     def read_attachment(self, name: str, reader: Callable[[h5py.Group], T]) -> T:

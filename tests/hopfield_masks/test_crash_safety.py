@@ -1,0 +1,162 @@
+"""Crashes at any instant leave a valid bank holding every committed task; nothing is left behind.
+
+- kill -9 of a process appending (session per task, or ``commit()`` per task) or encoding, at seeded random
+  instants: the bank opens, holds every task the process reported committed, bit-exactly, and after the
+  next open no journal, temporary or lock file remains (a few trials by default, 60 in the slow run);
+- SIGTERM of a CLI-style process: it unwinds, rolls back, removes its journal;
+- a full disk (injected ENOSPC in-process, and a real write failure from ``RLIMIT_FSIZE`` in a CLI
+  subprocess): a one-line error, exit code 2, no segfault, the bank unchanged, no temporary file left.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hopfield_masks import journal
+from hopfield_masks.backends import create_bank, open_bank, verify_file
+from hopfield_masks.errors import FileWriteError
+from tests.hopfield_masks.bank_worker import masks_for
+
+WORKER = Path(__file__).with_name("bank_worker.py")
+ROOT = Path(__file__).parents[2]
+
+
+def seed_bank(path: Path, n: int = 3) -> None:
+    with create_bank(path, overwrite=True) as bank:
+        for i in range(n):
+            bank.write_task(f"seed-{i}", masks_for(f"seed-{i}"))
+
+
+def litter(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def start(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=env)
+
+
+def kill_at_random(path: Path, command: list[str], delay: float) -> list[str]:
+    """Start the worker, SIGKILL it ``delay`` s after its first output; return the tasks it reported committed."""
+    proc = start(command[0], str(path), *command[1:])
+    first = proc.stdout.readline()
+    time.sleep(delay)
+    proc.kill()
+    rest, _ = proc.communicate(timeout=60)
+    lines = (first + rest).splitlines()
+    return [line.split(" ", 1)[1] for line in lines if line.startswith("committed ")]
+
+
+def check_after_crash(path: Path, committed: list[str]) -> None:
+    with open_bank(path) as bank:  # the first open rolls a hot journal back
+        names = bank.tasks()
+        assert set(committed) <= set(names)
+        for name in names:
+            got = bank.read_task(name)
+            for layer, mask in masks_for(name).items():
+                np.testing.assert_array_equal(got[layer], mask)
+    assert verify_file(path).ok
+    assert litter(path.parent) == []
+
+
+def trials(tmp_path: Path, n: int, seed: int) -> None:
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    commands = [["append", "k", "1000"], ["session", "s", "1000"], ["encode", "200KB"]]
+    for trial in range(n):
+        folder = tmp_path / f"t{trial}"
+        folder.mkdir()
+        path = folder / "bank.h5"
+        seed_bank(path, n=4)
+        if trial % 3 == 2:  # encode reports nothing before it finishes: kill it while it works
+            proc = start("encode", str(path), "200KB")
+            time.sleep(float(rng.uniform(0.3, 2.0)))
+            proc.kill()
+            proc.communicate(timeout=60)
+            committed = [f"seed-{i}" for i in range(4)]
+        else:
+            committed = kill_at_random(path, commands[trial % 3], float(rng.uniform(0.0, 0.4)))
+        check_after_crash(path, [*committed, *(f"seed-{i}" for i in range(4))])
+
+
+class TestKill9:
+    def test_a_few_random_kills(self, tmp_path):
+        """3 seeded kill -9 trials (append sessions, commit() in one session, encode)."""
+        trials(tmp_path, 3, seed=1)
+
+    @pytest.mark.slow
+    def test_sixty_random_kills(self, tmp_path):
+        """60 seeded kill -9 trials."""
+        trials(tmp_path, 60, seed=2)
+
+
+class TestSigterm:
+    def test_sigterm_unwinds_and_leaves_nothing(self, tmp_path):
+        """SIGTERM with the CLI's handler: exit 143, committed tasks kept, journal removed, bank valid."""
+        path = tmp_path / "bank.h5"
+        seed_bank(path)
+        proc = start("sigterm", str(path), "x")
+        proc.stdout.readline()
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err[-2000:]
+        committed = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("committed ")]
+        assert litter(tmp_path) == []  # cleaned on the way out, not by the next open
+        check_after_crash(path, ["x-0", *committed])
+
+
+class TestDiskFull:
+    @pytest.mark.parametrize("mode", ["a", "w"])
+    def test_injected_enospc(self, tmp_path, monkeypatch, mode):
+        """ENOSPC from the file system during a write: FileWriteError naming it, bank unchanged, nothing left."""
+        path = tmp_path / "bank.h5"
+        seed_bank(path)
+        before = path.read_bytes()
+        real_write = journal.PlainFile.write
+        budget = [20_000]
+
+        def full_disk(self, data):
+            budget[0] -= len(memoryview(data))
+            if budget[0] < 0:
+                self._fail(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+            return real_write(self, data)
+
+        monkeypatch.setattr(journal.PlainFile, "write", full_disk)
+        with pytest.raises(FileWriteError, match="No space left on device"):
+            bank = open_bank(path, "a") if mode == "a" else create_bank(path, overwrite=True)
+            with bank:
+                for i in range(40):
+                    bank.write_task(f"n{i}", masks_for(f"n{i}"))
+        monkeypatch.undo()
+        assert path.read_bytes() == before
+        assert litter(tmp_path) == []
+
+    def test_file_size_limit_in_the_cli(self, tmp_path):
+        """A real write failure (RLIMIT_FSIZE, SIGXFSZ ignored) during 'encode': exit 2, no segfault, no temp left."""
+        path = tmp_path / "bank.h5"
+        seed_bank(path)
+        before = path.read_bytes()
+        limit = len(before) + 30_000  # the reservoir needs about 200 kB more
+
+        def small_disk() -> None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        proc = subprocess.run([sys.executable, "-m", "supsup_store_cli", "encode", str(path), "--budget", "200KB"],
+                              capture_output=True, text=True, timeout=300, preexec_fn=small_disk, cwd=ROOT)
+        assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert lines[-1].startswith("Error:") and "Traceback" not in proc.stderr
+        assert "File too large" in proc.stderr
+        assert path.read_bytes() == before and litter(tmp_path) == []
