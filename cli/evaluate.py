@@ -39,7 +39,9 @@ def _clean(value: Any) -> Any:
 @guarded
 def evaluate(
     path: Annotated[Path, typer.Argument(help="Mask bank written by `supsup-store train`.")],
-    method: Annotated[str, typer.Option("--method", help="Task inference: oneshot or binary.")] = "oneshot",
+    method: Annotated[
+        str, typer.Option("--method", help="Task inference: oneshot, binary or rerank (one-shot, then its best candidates by their own entropy).")
+    ] = "oneshot",
     objective: Annotated[str, typer.Option("--objective", help="H (entropy) or G (superfluous neurons).")] = "H",
     protocol: Annotated[
         str,
@@ -58,15 +60,16 @@ def evaluate(
 ) -> None:
     """Evaluate the masks of a bank: GG accuracy, inferred-task accuracy and task-inference accuracy per task."""
     from supsup_core.inference.objectives import check_objective
-    from supsup_core.persistence import load_model, stored_accuracies, stream_from_metadata
+    from supsup_core.bank_loading import load_model_chunked
+    from supsup_core.persistence import stored_accuracies, stream_from_metadata
     from supsup_core.training import evaluate_gg, evaluate_inferred, results_table
 
-    _choice("--method", method, ("oneshot", "binary"))
+    _choice("--method", method, ("oneshot", "binary", "rerank"))
     _choice("--objective", objective, ("H", "G"))
     _choice("--protocol", protocol, ("auto", "first-image", "per-image", "batch"))
     _choice("--scenario", scenario, ("auto", "gnu", "gns"))
     dev = resolve_device(device)
-    model, metadata = load_model(path, device=dev)
+    model, metadata = load_model_chunked(path, device=dev)
     stream = stream_from_metadata(metadata, data_dir)
     check_objective(objective, stream.output_classes, model.config.output_size)  # before any evaluation
     training = metadata.get("training") or {}

@@ -291,7 +291,8 @@ def train_to_bank(
         The bank exists without ``resume``/``overwrite``, holds more tasks than ``run.n_tasks``,
         or is not a supsup_core bank.
     """
-    from ..persistence import load_masks_into, stream_from_metadata  # local: persistence imports training-free modules
+    from ..bank_loading import import_bank_masks
+    from ..persistence import stream_from_metadata  # local: persistence imports training-free modules
 
     start_time = time.perf_counter()
     path = Path(path)
@@ -323,7 +324,7 @@ def train_to_bank(
         if len(names) > run.n_tasks:
             raise ConfigError("--tasks", f"at least the {len(names)} tasks the bank already holds", run.n_tasks)
         if names:
-            load_masks_into(model, path)  # checks names 0..k-1, the base network and the fingerprint again
+            import_bank_masks(model, path, stored)  # names 0..k-1, the fingerprint; a few tasks at a time
         for i, a in enumerate(attrs):
             if "gg" in (a.get("accuracy") or {}):
                 gg[i] = float(a["accuracy"]["gg"])

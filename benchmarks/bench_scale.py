@@ -1,0 +1,376 @@
+"""Scale benchmark: PermutedMNIST with LeNet 300-100 (96 batches per task) at T = 25, 250 (and 2500) tasks.
+
+Every phase runs in a fresh child process (its own peak RSS), each writing one JSON
+object; the parent collects them into ``benchmarks/results/scale.json`` and ``scale.md``
+(rewritten after every phase, so an interrupted run keeps what it measured).
+
+Phases
+------
+``train``      :func:`supsup_core.training.train_to_bank` with ``--workers`` processes: time per task
+               (in the worker), commit time, wall time, peak RSS (driver and workers), bank size vs T n / 8.
+``first``      reload the bank; GG of every task; GNu with the first image of each test batch deciding the
+               batch (one-shot, rerank, binary), i.e. batch-level task inference; times.
+``ksweep``     first-image decisions of ``rerank`` for k = 1..16 candidates (k = 1 is one-shot).
+``per-image``  every test image infers its own task (one-shot, batched rank-one gradients); time, accuracy.
+``workers``    20 tasks with --workers 1 and 2 (and Ray with 2 actors when installed): time, identical banks.
+``fc1024``     FC 1024-1024 at 250 tasks: train + first-image evaluation in one process, peak RSS.
+
+The machine is shared (2 cores, other jobs running): every phase records ``os.getloadavg()``
+before and after; timings are only comparable within a run.
+
+Usage::
+
+    python benchmarks/bench_scale.py [--tasks 25,250] [--workers 2] [--phases train,first,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+BATCHES = 96
+LENET_BITS = 784 * 300 + 300 * 100 + 100 * 100  # mask entries n per task
+FC1024_BITS = 784 * 1024 + 1024 * 1024 + 1024 * 100
+KS = (1, 2, 3, 4, 6, 8, 12, 16)
+
+
+def _rss_mb() -> dict:
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_rss_mb": round(me, 1), "peak_rss_children_mb": round(kids, 1)}
+
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def _setup(tasks: int, arch: str = "lenet", batches: int = BATCHES):
+    from supsup_core.config import ModelConfig
+    from supsup_core.data import load_mnist, make_stream
+    from supsup_core.persistence import benchmark_metadata
+    from supsup_core.training import TrainConfig, TrainingSetup
+
+    stream = make_stream("permuted-mnist", tasks, load_mnist(None), seed=1)
+    config = TrainConfig.for_scenario("gnu", batches_per_task=batches)
+    setup = TrainingSetup.from_objects(ModelConfig(arch=arch, output_size=100, seed=0), stream.describe(), config)
+    return setup, benchmark_metadata(stream, 0)
+
+
+def phase_train(bank: str, tasks: int, workers: int, arch: str = "lenet", batches: int = BATCHES) -> dict:
+    from supsup_core.training import BankTrainingConfig, train_to_bank
+
+    setup, bench = _setup(tasks, arch, batches)
+    result = train_to_bank(bank, setup, BankTrainingConfig(n_tasks=tasks, workers=workers, overwrite=True, eval_at=()),
+                           benchmark=bench, scenario="gnu")
+    per_task = [result.train_seconds[t] for t in sorted(result.train_seconds)]
+    tenth = max(1, tasks // 10)
+    bits = LENET_BITS if arch == "lenet" else FC1024_BITS
+    return {
+        "tasks": tasks, "workers": workers, "wall_s": round(result.wall_seconds, 2),
+        "train_s_per_task_median": round(statistics.median(per_task), 4),
+        "train_s_per_task_first_tenth": round(statistics.mean(per_task[:tenth]), 4),
+        "train_s_per_task_last_tenth": round(statistics.mean(per_task[-tenth:]), 4),
+        "commit_s_per_task_median": round(statistics.median(result.commit_seconds.values()), 4),
+        "commit_s_last_tenth": round(statistics.mean([result.commit_seconds[t] for t in range(tasks - tenth, tasks)]), 4),
+        "wall_s_per_task": round(result.wall_seconds / tasks, 4),
+        "gg_mean_at_training": sum(result.gg.values()) / tasks,
+        "bank_bytes": os.path.getsize(bank), "mask_bytes_T_n_over_8": tasks * bits // 8,
+    }
+
+
+def phase_first(bank: str, binary: bool) -> dict:
+    from supsup_core.bank_loading import load_model_chunked as load_model
+    from supsup_core.persistence import stream_from_metadata
+    from supsup_core.training import evaluate_gg, evaluate_inferred
+
+    t0 = time.perf_counter()
+    model, meta = load_model(bank)
+    stream = stream_from_metadata(meta)
+    out = {"load_s": round(time.perf_counter() - t0, 2)}
+    t0 = time.perf_counter()
+    gg = evaluate_gg(model, stream)
+    out["gg"] = {"time_s": round(time.perf_counter() - t0, 2), "mean_accuracy": gg.mean_accuracy}
+    for method in ("oneshot", "rerank", *(("binary",) if binary else ())):
+        t0 = time.perf_counter()
+        r = evaluate_inferred(model, stream, method=method, protocol="first-image", measure_task_inference=False)
+        decisions = sum(r.decision_accuracy.values()) / len(r.decision_accuracy)
+        out[method] = {"time_s": round(time.perf_counter() - t0, 2), "gnu_accuracy": r.mean_accuracy,
+                       "batch_task_inference": decisions}
+    return out
+
+
+def phase_ksweep(bank: str) -> dict:
+    import torch
+
+    from supsup_core.inference import coefficient_gradients
+    from supsup_core.inference.objectives import objective_values
+    from supsup_core.bank_loading import load_model_chunked as load_model
+    from supsup_core.persistence import stream_from_metadata
+
+    model, meta = load_model(bank)
+    stream = stream_from_metadata(meta)
+    hits = dict.fromkeys(KS, 0)
+    n = 0
+    t0 = time.perf_counter()
+    oneshot_s = forward_s = 0.0
+    for t in range(model.num_tasks):
+        for x, _, _ in stream.test_batches(t, 128):
+            first = x[:1]
+            a = time.perf_counter()
+            ranked = torch.sort(coefficient_gradients(model, first), stable=True).indices[: max(KS)].tolist()
+            b = time.perf_counter()
+            with torch.no_grad():
+                values = []
+                for c in ranked:
+                    masks = {name: layer.task_mask(c).float() for name, layer in model.masked_layers().items()}
+                    values.append(float(objective_values(model(first, masks=masks), "H").mean()))
+            forward_s += time.perf_counter() - b
+            oneshot_s += b - a
+            for k in KS:
+                best = min(range(k), key=lambda i: (values[i], i))
+                hits[k] += ranked[best] == t
+            n += 1
+    return {"decisions": n, "accuracy_by_k": {str(k): hits[k] / n for k in KS}, "time_s": round(time.perf_counter() - t0, 2),
+            "oneshot_ms_per_decision": round(1000 * oneshot_s / n, 3),
+            "forward_ms_per_candidate": round(1000 * forward_s / (n * max(KS)), 3)}
+
+
+def phase_per_image(bank: str) -> dict:
+    from supsup_core.bank_loading import load_model_chunked as load_model
+    from supsup_core.persistence import stream_from_metadata
+    from supsup_core.training import evaluate_inferred
+
+    model, meta = load_model(bank)
+    stream = stream_from_metadata(meta)
+    t0 = time.perf_counter()
+    r = evaluate_inferred(model, stream, method="oneshot", protocol="per-image", measure_task_inference=False)
+    images = sum(r.n_images.values())
+    return {"time_s": round(time.perf_counter() - t0, 2), "images": images, "tasks": model.num_tasks,
+            "gnu_accuracy": r.mean_accuracy,
+            "single_image_task_inference": sum(r.decision_accuracy.values()) / len(r.decision_accuracy)}
+
+
+def phase_workers(folder: str, tasks: int = 20) -> dict:
+    import numpy as np
+
+    from hopfield_masks.backends import open_bank
+    from supsup_core.training import BankTrainingConfig, train_to_bank
+
+    setup, bench = _setup(tasks)
+    runs = {}
+    engines = [("workers-1", {"workers": 1}), ("workers-2", {"workers": 2})]
+    try:
+        import ray  # noqa: F401
+
+        engines.append(("ray-2", {"workers": 2, "ray": True}))
+    except ImportError:
+        pass
+    contents = {}
+    for name, options in engines:
+        path = os.path.join(folder, f"{name}.h5")
+        t0 = time.perf_counter()
+        train_to_bank(path, setup, BankTrainingConfig(n_tasks=tasks, overwrite=True, eval_at=(), **options),
+                      benchmark=bench, scenario="gnu")
+        runs[name] = {"wall_s": round(time.perf_counter() - t0, 2), "load_after": _load()}
+        with open_bank(path, "r") as b:
+            contents[name] = (b.metadata, [b.read_task(n) for n in b.tasks()], [b.task_attrs(n) for n in b.tasks()])
+    ref = contents["workers-1"]
+    for name, (meta, masks, attrs) in contents.items():
+        same = meta == ref[0] and attrs == ref[2] and all(
+            all(np.array_equal(m[k], r[k]) for k in m) for m, r in zip(masks, ref[1]))
+        runs[name]["identical_to_workers_1"] = bool(same)
+        runs[name]["speed_up_vs_workers_1"] = round(runs["workers-1"]["wall_s"] / runs[name]["wall_s"], 2)
+    return {"tasks": tasks, "runs": runs}
+
+
+def phase_fc1024(bank: str, tasks: int, batches: int) -> dict:
+    out = phase_train(bank, tasks, 1, "fc1024", batches)
+    out["first"] = phase_first(bank, binary=False)
+    return out
+
+
+def _child(args: argparse.Namespace) -> None:
+    before = _load()
+    t0 = time.perf_counter()
+    if args.phase == "train":
+        out = phase_train(args.bank, args.tasks, args.workers)
+    elif args.phase == "first":
+        out = phase_first(args.bank, binary=args.tasks <= 250)
+    elif args.phase == "ksweep":
+        out = phase_ksweep(args.bank)
+    elif args.phase == "per-image":
+        out = phase_per_image(args.bank)
+    elif args.phase == "workers":
+        out = phase_workers(args.bank)
+    else:
+        out = phase_fc1024(args.bank, args.tasks, args.fc_batches)
+    out.update(_rss_mb())
+    out.update({"phase_s": round(time.perf_counter() - t0, 2), "load_before": before, "load_after": _load()})
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def _run_child(phase: str, bank: str, tasks: int, workers: int, fc_batches: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", phase, "--bank", bank, "--tasks", str(tasks), "--workers", str(workers),
+           "--fc-batches", str(fc_batches)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"phase {phase} (T={tasks}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Scale: PermutedMNIST, LeNet 300-100, 96 batches per task", "",
+             f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs shared with other jobs "
+             "(load averages recorded per phase: timings are noisy and only comparable within this run). "
+             f"torch {result['machine']['torch']}. Written by `benchmarks/bench_scale.py`.", ""]
+    runs = result["runs"]
+    if runs:
+        lines += ["## Training into a bank (linear time, every task committed)", "",
+                  "| T | workers | wall | train s/task (median) | first 10% | last 10% | commit s/task (median, last 10%) "
+                  "| driver peak RSS | worker peak RSS | bank bytes | T·n/8 | load before → after |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for t, run in sorted(runs.items(), key=lambda kv: int(kv[0])):
+            tr = run.get("train")
+            if not tr:
+                continue
+            lines.append(
+                f"| {t} | {tr['workers']} | {tr['wall_s']:.1f} s | {tr['train_s_per_task_median']:.3f} | "
+                f"{tr['train_s_per_task_first_tenth']:.3f} | {tr['train_s_per_task_last_tenth']:.3f} | "
+                f"{tr['commit_s_per_task_median']:.3f}, {tr['commit_s_last_tenth']:.3f} | {tr['peak_rss_mb']:.0f} MB | "
+                f"{tr['peak_rss_children_mb']:.0f} MB | {tr['bank_bytes']:,} | {tr['mask_bytes_T_n_over_8']:,} | "
+                f"{tr['load_before']} → {tr['load_after']} |")
+        lines += ["", "## Evaluation of every task, first image of each test batch decides the batch", "",
+                  "| T | GG (time) | method | GNu accuracy | batch-level task inference | time | peak RSS |",
+                  "|---|---|---|---|---|---|---|"]
+        for t, run in sorted(runs.items(), key=lambda kv: int(kv[0])):
+            fi = run.get("first")
+            if not fi:
+                continue
+            for method in ("oneshot", "rerank", "binary"):
+                if method in fi:
+                    m = fi[method]
+                    lines.append(f"| {t} | {_pct(fi['gg']['mean_accuracy'])} ({fi['gg']['time_s']:.1f} s) | {method} | "
+                                 f"{_pct(m['gnu_accuracy'])} | {_pct(m['batch_task_inference'])} | {m['time_s']:.1f} s | "
+                                 f"{fi['peak_rss_mb']:.0f} MB |")
+        for t, run in sorted(runs.items(), key=lambda kv: int(kv[0])):
+            ks = run.get("ksweep")
+            if ks:
+                lines += ["", f"### rerank: candidates k vs first-image task inference, T = {t} ({ks['decisions']} decisions)",
+                          "", "| k | " + " | ".join(ks["accuracy_by_k"]) + " |",
+                          "|---|" + "---|" * len(ks["accuracy_by_k"]),
+                          "| accuracy | " + " | ".join(_pct(v) for v in ks["accuracy_by_k"].values()) + " |", "",
+                          f"Cost per decision: one-shot {ks['oneshot_ms_per_decision']:.2f} ms, plus "
+                          f"{ks['forward_ms_per_candidate']:.3f} ms per candidate forward (k = 1 is the paper's one-shot)."]
+        for t, run in sorted(runs.items(), key=lambda kv: int(kv[0])):
+            pi = run.get("per-image")
+            if pi:
+                lines += ["", f"## Per-image protocol, T = {t}: every test image infers its own task", "",
+                          f"{pi['images']:,} images × {pi['tasks']} candidate masks in {pi['time_s']:.0f} s "
+                          f"({1000 * pi['time_s'] / pi['images']:.2f} ms per image): single-image task inference "
+                          f"{_pct(pi['single_image_task_inference'])}, GNu accuracy {_pct(pi['gnu_accuracy'])}; peak RSS "
+                          f"{pi['peak_rss_mb']:.0f} MB; load {pi['load_before']} → {pi['load_after']}."]
+    w = result.get("workers")
+    if w:
+        lines += ["", f"## {w['tasks']} tasks: workers and engines", "",
+                  "| engine | wall | speed-up vs 1 worker | bank identical to 1 worker |", "|---|---|---|---|"]
+        for name, r in w["runs"].items():
+            lines.append(f"| {name} | {r['wall_s']:.1f} s | {r['speed_up_vs_workers_1']:.2f}× | "
+                         f"{'yes' if r['identical_to_workers_1'] else 'NO'} |")
+        lines.append(f"\nLoad before: {w['load_before']}, after: {w['load_after']}.")
+    fc = result.get("fc1024")
+    if fc:
+        lines += ["", f"## FC 1024-1024, {fc['tasks']} tasks ({fc['batches_per_task']} batches per task)", "",
+                  f"Train (inline) + reload + first-image evaluation in one process: peak RSS **{fc['peak_rss_mb']:.0f} MB** "
+                  f"(target < 500 MB); bank {fc['bank_bytes']:,} B for T·n/8 = {fc['mask_bytes_T_n_over_8']:,} B; "
+                  f"train {fc['wall_s']:.0f} s; GG {_pct(fc['first']['gg']['mean_accuracy'])}, one-shot first-image "
+                  f"task inference {_pct(fc['first']['oneshot']['batch_task_inference'])}, rerank "
+                  f"{_pct(fc['first']['rerank']['batch_task_inference'])}."]
+    if result.get("not_run"):
+        lines += ["", "## Not run", ""] + [f"- {note}" for note in result["not_run"]]
+    return "\n".join(lines) + "\n"
+
+
+def _write(result: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "scale.md").write_text(markdown(result))
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default="25,250", help="comma-separated task counts (2500 takes ~45 min)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--phases", default="train,first,ksweep,per-image,workers,fc1024")
+    parser.add_argument("--per-image-at", type=int, default=250, help="task count at which the per-image phase runs")
+    parser.add_argument("--fc-tasks", type=int, default=250)
+    parser.add_argument("--fc-batches", type=int, default=16)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--bank", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        args.phase, args.tasks = args.child, int(args.tasks)
+        _child(args)
+        return None
+    import torch
+
+    phases = args.phases.split(",")
+    counts = [int(t) for t in args.tasks.split(",")]
+    previous = json.loads((RESULTS / "scale.json").read_text()) if (RESULTS / "scale.json").exists() else {}
+    result = {"benchmark": "scale", "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                                "torch": torch.__version__, "python": platform.python_version()},
+              "settings": {"stream": "permuted-mnist (embedded 5k MNIST subset: 4000 train / 1000 test per task)",
+                           "model": "lenet 784-300-100-100, s = 100", "batches_per_task": BATCHES,
+                           "train": "gnu preset (RMSprop 1e-4, batch 128)", "mask_bits_per_task": LENET_BITS},
+              "runs": previous.get("runs", {}), "workers": previous.get("workers"), "fc1024": previous.get("fc1024"),
+              "not_run": previous.get("not_run", [])}
+    with tempfile.TemporaryDirectory() as tmp:
+        for tasks in counts:
+            bank = os.path.join(tmp, f"lenet-{tasks}.h5")
+            run = result["runs"].setdefault(str(tasks), {})
+            for phase in ("train", "first", "ksweep"):
+                if phase not in phases or (phase == "ksweep" and tasks < 100) or (
+                        phase == "per-image" and tasks != args.per_image_at):
+                    continue
+                if phase != "train" and not os.path.exists(bank):
+                    continue
+                print(f"T={tasks}: {phase} ...", flush=True)
+                run[phase] = _run_child(phase, bank, tasks, args.workers, args.fc_batches)
+                _write(result)
+        if "workers" in phases:
+            print("workers ...", flush=True)
+            result["workers"] = _run_child("workers", tmp, 20, args.workers, args.fc_batches)
+            _write(result)
+        if "fc1024" in phases:
+            print("fc1024 ...", flush=True)
+            fc = _run_child("fc1024", os.path.join(tmp, "fc1024.h5"), args.fc_tasks, 1, args.fc_batches)
+            fc["batches_per_task"] = args.fc_batches
+            result["fc1024"] = fc
+            _write(result)
+        if "per-image" in phases and str(args.per_image_at) in result["runs"]:  # last: the longest phase
+            bank = os.path.join(tmp, f"lenet-{args.per_image_at}.h5")
+            if os.path.exists(bank):
+                print(f"T={args.per_image_at}: per-image ...", flush=True)
+                result["runs"][str(args.per_image_at)]["per-image"] = _run_child(
+                    "per-image", bank, args.per_image_at, args.workers, args.fc_batches)
+    _write(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
