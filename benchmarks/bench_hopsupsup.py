@@ -1,36 +1,43 @@
-"""HopSupSup capacity sweep: how many stored masks a fixed-size reservoir gives back, guided versus unguided.
+"""HopSupSup capacity sweep: how many stored masks a fixed-size reservoir gives back, and at what cost.
 
-The toolkit's central claim is that output-entropy guidance lets recall find the
-*right* attractor of a Hopfield reservoir from a task-agnostic start (the mean
-±1 mask).  This benchmark measures where that works and where it stops:
+Measures every reservoir variant the toolkit ships on real BNNet unit masks
+(2 x 2048 units, 4,096 bits per task), recall starting with no task identity:
 
-1. **Tasks**: the 5 SplitMNIST digit pairs × 8 pixel permutations = 40 tasks
-   (permutation 0 is the identity, so tasks 0-4 are plain SplitMNIST); labels
-   are the original digits (10-way).
-2. **Masks**: one BNNet (``ModelConfig(arch="bnnet", output_size=10, seed)``)
-   learns one unit mask per task (``hopsupsup`` preset), saved to a mask bank.
-3. **Reservoirs**: for each T in (5, 10, 20, 40) a bank of the first T tasks
-   (copied, same metadata) is encoded with the Storkey rule at the fixed
-   ``--budget`` (1MB) and at the ``--small-budget`` ones (256KiB, 128KiB),
-   whose theoretical capacities lie inside the sweep.
-4. **Recall** of all T tasks per mode: ``guided`` (entropy-guided dynamics from
-   the mean cue), ``unguided`` (plain dynamics from the mean cue),
-   ``unguided-noisy`` (plain dynamics from the true mask with 10 % of its spins
-   flipped: classic Hopfield capacity), ``guided-score-descent`` (the
-   reference's recovery) and, at the main budget only, ``guided-restarts``
-   (guided dynamics plus 7 noisy restarts, the lowest-entropy ending kept).  Guidance sees half of each task's test images without
-   labels; the other half scores the true and the recalled masks.
-5. **Control**: noisy-cue recall of the masks with their units shuffled (same
-   density, no shared structure), i.e. the rule's random-pattern capacity.
+1. **Streams**: ``permuted-split-mnist`` (the 5 SplitMNIST digit pairs under
+   ``ceil(T/5)`` pixel permutations; permutation 0 is the identity, labels keep
+   the digits, 10 outputs) or ``rotated-mnist`` (10-class MNIST rotated by 10
+   degrees per task, so tasks 36 apart see the same images).
+2. **Masks**: one BNNet learns one unit mask per task (``hopsupsup`` preset,
+   ``--batches-per-task``), saved to a mask bank; ``--bank`` reuses a bank this
+   script (or ``supsup-store train``) wrote.
+3. **Reservoirs**, for each stored-task count T and each budget (1MB, 256KiB,
+   128KiB), one per variant:
 
-Writes ``hopsupsup.json`` (all metrics, per-task rows, configuration, reservoir
-sizes and capacities, timings, machine), ``hopsupsup.md`` and ``hopsupsup.png``
-into ``--out`` (``--quick``: ``hopsupsup_quick.*``, about a minute).
+   - ``keyed/pseudo-inverse/sign`` (the default of ``encode`` and ``recall``):
+     networks with task-key units, 1-bit couplings of the projection rule,
+     recall = one keyed candidate per task, chosen by the output entropy;
+   - ``blocks/storkey/int8`` (the previous default): int8 Storkey networks,
+     recall = entropy-guided dynamics per block (T <= ``--blocks-max-tasks``:
+     its cost grows with the sweeps, and it has failed well before).
+4. **Recall** of all T tasks per mode: ``guided`` (the variant's method) and
+   ``unguided`` (keyed: the candidate nearest to the mean cue; blocks: plain
+   dynamics from the mean cue).  Guidance sees half of each task's test images
+   without labels; the other half scores the true and the recalled masks.
+
+Reported per (variant, budget, T, mode): exact fraction, nearest-is-true
+fraction, accuracy retained, largest accuracy drop, steps, wall time and time per
+task, and *recalled bits per stored byte* (exactly recalled mask bits divided by
+the reservoir's bytes) next to the bit-packed bank's (its mask bits divided by
+its file bytes, header included).
+
+Writes ``hopsupsup[_<stream>].json``, ``.md`` and ``.png`` into ``--out``
+(``--quick``: ``hopsupsup_quick.*``, a minute or two).
 
 Usage::
 
-    python benchmarks/bench_hopsupsup.py [--quick] [--batches-per-task 50] [--budget 1MB]
-        [--small-budget 256KiB,128KiB] [--no-score-descent] [--seed 0] [--device cpu] [--threads 1]
+    python benchmarks/bench_hopsupsup.py [--stream permuted-split-mnist|rotated-mnist] [--bank PATH]
+        [--tasks 5,10,20,40,100,200] [--budgets 1MB,256KiB,128KiB] [--batches-per-task 50] [--quick]
+        [--blocks-max-tasks 40] [--seed 0] [--device cpu] [--threads 1]
 """
 
 from __future__ import annotations
@@ -48,34 +55,33 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from hopfield_masks.backends import create_bank, open_bank
 from hopfield_masks.budget import format_bytes, parse_budget
 from hopfield_masks.encoding import encode_bank
 from hopfield_masks.errors import CapacityWarning
-from hopfield_masks.reservoir import Reservoir
 from supsup_core.config import ModelConfig
-from supsup_core.data import SplitMNIST, TaskStream, load_mnist, permutation_for_task, permute_pixels
-from supsup_core.hopsupsup import recall_all
+from supsup_core.data import RotatedMNIST, SplitMNIST, TaskStream, load_mnist, permutation_for_task, permute_pixels
+from supsup_core.hopsupsup import summarise as summarise_rows
 from supsup_core.models import build_model
-from supsup_core.persistence import save_masks
+from supsup_core.persistence import load_model, save_masks, stream_from_metadata
+from supsup_core.recaller import EncodeSettings, RecallConfig, Recaller
 from supsup_core.training import TrainConfig, train_stream
 
 HERE = Path(__file__).resolve().parent
-TASK_COUNTS = (5, 10, 20, 40)
+TASK_COUNTS = (5, 10, 20, 40, 100, 200)
+BUDGETS = ("1MB", "256KiB", "128KiB")
 N_PERMUTATIONS = 8
 PERMUTATION_SEED = 1000  # any fixed offset; p >= 1 draws RandomState(p + 1000), never the identity
-RULE = "storkey"
-#: Recall modes: (guided, method, cue, restarts).  The noisy cue starts from the true mask with 10 % of its
-#: spins flipped.  ``guided-restarts`` adds 7 noisy restarts ranked by entropy (8x the cost, so it runs at the
-#: main budget only).
-MODES = {
-    "guided": (True, "dynamics", "mean", 0),
-    "unguided": (False, "dynamics", "mean", 0),
-    "unguided-noisy": (False, "dynamics", "noisy:0.1", 0),
-    "guided-score-descent": (True, "score-descent", "mean", 0),
-    "guided-restarts": (True, "dynamics", "mean", 7),
+#: Variants: (encode settings, guided recall config, unguided recall config).
+VARIANTS = {
+    "keyed/pseudo-inverse/sign": (
+        EncodeSettings(rule="pseudo-inverse", dtype="auto", key_units="auto"),
+        dict(method="keyed"), dict(method="keyed", guided=False)),
+    "blocks/storkey/int8": (
+        EncodeSettings(rule="storkey", dtype="auto", key_units=0),
+        dict(method="dynamics"), dict(method="dynamics", guided=False, cue="mean")),
 }
 
 
@@ -117,9 +123,15 @@ class PermutedSplitMNIST(TaskStream):
         return (permute_pixels(x, self._perms[p]) if p else x), y
 
 
-def train_bank(path: Path, n_tasks: int, batches: int, seed: int, device: str, progress) -> tuple:
+
+
+def train_bank(path: Path, stream_name: str, n_tasks: int, batches: int, seed: int, device: str, progress) -> None:
     """Train one BNNet unit mask per stream task ``0 .. n_tasks-1`` and save them all to the bank at ``path``."""
-    stream = PermutedSplitMNIST(load_mnist(), n_permutations=-(-n_tasks // len(SplitMNIST.TASK_DIGITS)))
+    data = load_mnist()
+    if stream_name == "rotated-mnist":
+        stream = RotatedMNIST(data, n_tasks)
+    else:
+        stream = PermutedSplitMNIST(data, n_permutations=-(-n_tasks // len(SplitMNIST.TASK_DIGITS)))
     model = build_model(ModelConfig(arch="bnnet", output_size=10, seed=seed), device=device)
     config = TrainConfig.for_scenario("hopsupsup", seed=seed, batches_per_task=batches)
     bar = progress.add_task("train", total=n_tasks * batches)
@@ -128,7 +140,15 @@ def train_bank(path: Path, n_tasks: int, batches: int, seed: int, device: str, p
                  progress=lambda n: progress.advance(bar, n))
     save_masks(model, path, benchmark={**stream.describe(), "train_seed": seed}, overwrite=True,
                training={"scenario": "hopsupsup", "config": config.to_dict(), "device": device})
-    return model, stream
+
+
+def open_stream(metadata: dict):
+    """The stream a bank's metadata describes (this script's permuted SplitMNIST included)."""
+    bench = metadata["benchmark"]
+    if bench.get("stream") == PermutedSplitMNIST.name:
+        return PermutedSplitMNIST(load_mnist(), n_permutations=-(-int(bench["n_tasks"]) // len(SplitMNIST.TASK_DIGITS)),
+                                  seed=int(bench.get("seed", PERMUTATION_SEED)))
+    return stream_from_metadata(metadata)
 
 
 def subset_bank(full: Path, path: Path, n_tasks: int) -> None:
@@ -139,23 +159,6 @@ def subset_bank(full: Path, path: Path, n_tasks: int) -> None:
         with create_bank(path, metadata=metadata, overwrite=True) as dst:
             for task in map(str, range(n_tasks)):  # by name: recall maps bank task "i" to stream task i
                 dst.write_task(task, src.read_task(task), attrs=src.task_attrs(task))
-
-
-class RecordingReservoir:
-    """Delegates to a :class:`Reservoir` and keeps every recall's final state (``recall_task`` returns no masks)."""
-
-    def __init__(self, reservoir) -> None:
-        self._reservoir = reservoir
-        self.states: list[np.ndarray] = []
-
-    def __getattr__(self, name: str):
-        return getattr(self._reservoir, name)
-
-    def recall(self, *args, **kwargs):
-        """Delegate to ``Reservoir.recall`` and record the final state ``(P,)``."""
-        masks, result = self._reservoir.recall(*args, **kwargs)
-        self.states.append(np.asarray(result.state, dtype=np.int8).copy())
-        return masks, result
 
 
 def stored_states(path: Path) -> np.ndarray:
@@ -177,83 +180,72 @@ def mask_statistics(states: np.ndarray, pairs: int) -> dict:
             "hamming_mean_other_digits": float(dist[i, j][~same].mean()) if (~same).any() else None}
 
 
-def summarise(rows, recalled: list[np.ndarray], stored: np.ndarray) -> tuple[dict, list[dict]]:
-    """Metrics of one (budget, T, mode) and its per-task rows (``stored``: true states, row ``i`` = task ``"i"``)."""
+def run_summary(rows, stored: np.ndarray, reservoir_bytes: int, bank_bytes: int, keyed: bool) -> dict:
+    """Metrics of one (variant, budget, T, mode) from its rows (``stored``: true states, row ``i`` = task ``"i"``)."""
+    own = np.array([int(r.task) for r in rows])
+    if keyed:
+        nearest = np.array([r.chosen_task for r in rows])
+    else:  # where each recall ended: the stored mask it is closest to
+        layout_bits = stored.shape[1]
+        nearest = np.array([int(np.argmin([sum(r.bits_wrong.values()) if j == int(r.task) else layout_bits
+                                           for j in range(len(stored))])) for r in rows])
     true = np.array([r.true_accuracy for r in rows])
     acc = np.array([r.recalled_accuracy for r in rows])
-    dist = np.stack([(stored != s).sum(1) for s in recalled])  # (recalls, stored tasks): bits apart
-    nearest = dist.argmin(1)  # (recalls,)
-    own = np.array([int(r.task) for r in rows])  # (recalls,) each recall's own task
-    summary = {
-        "tasks": len(rows),
-        "exact": int(sum(r.exact for r in rows)),
-        "fraction_exact": float(np.mean([r.exact for r in rows])),
+    exact = int(sum(r.exact for r in rows))
+    bits = stored.shape[1]
+    return {
+        "tasks": len(rows), "exact": exact, "fraction_exact": exact / len(rows),
         "mean_bits_wrong": float(np.mean([r.total_bits_wrong for r in rows])),
         "fraction_nearest_true": float(np.mean(nearest == own)),
-        "mean_bits_to_nearest": float(dist.min(1).mean()),
-        "mean_true_accuracy": float(true.mean()),
-        "mean_recalled_accuracy": float(acc.mean()),
+        "mean_true_accuracy": float(true.mean()), "mean_recalled_accuracy": float(acc.mean()),
         "mean_accuracy_retained": float(np.mean(acc / np.maximum(true, 1e-12))),
-        "mean_drop_points": float(100.0 * np.mean(true - acc)),
+        "mean_drop_points": float(100.0 * np.mean(true - acc)), "max_drop_points": float(100.0 * np.max(true - acc)),
+        "tasks_within_1_point": int(np.sum(true - acc <= 0.01 + 1e-9)),
         "mean_steps_to_final": float(np.mean([r.steps_to_final for r in rows])),
+        "recalled_bits_per_byte": exact * bits / reservoir_bytes,
+        "bank_bits_per_byte": len(rows) * bits / bank_bytes,
     }
-    # per task: no step histories, but where the recall ended (nearest stored task and how far)
-    per_task = [{"task": r.task, "exact": r.exact, "bits_wrong": r.total_bits_wrong, "nearest_task": int(nearest[k]),
-                 "bits_to_nearest": int(dist[k, nearest[k]]), "true_accuracy": r.true_accuracy,
-                 "recalled_accuracy": r.recalled_accuracy, "steps_run": r.steps_run,
-                 "steps_to_final": r.steps_to_final, "guidance_calls": r.guidance_calls} for k, r in enumerate(rows)]
-    return summary, per_task
 
 
-def shuffled_control(states: np.ndarray, layout, budget: str, seed: int) -> dict:
-    """Classic capacity on the same masks with their units shuffled (density kept, structure destroyed).
-
-    Each task's state gets its own seeded permutation; recall is plain dynamics from a noisy:0.1 cue.
-    """
-    reservoir = Reservoir.from_budget(budget, layout, rule=RULE)
-    rng = np.random.default_rng([seed, len(states)])
-    shuffled = np.stack([s[rng.permutation(s.size)] for s in states])  # (T, P)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CapacityWarning)  # over capacity is the point of the sweep
-        for s in shuffled:
-            reservoir.store(layout.unflatten(s))
-    wrong = []
-    for i, s in enumerate(shuffled):
-        cue = reservoir.cue("noisy:0.1", seed=seed + i, reference=s)
-        _, result = reservoir.recall(cue, None, method="dynamics", seed=seed + i)
-        wrong.append(int((result.state != s).sum()))
-    return {"fraction_exact": float(np.mean(np.array(wrong) == 0)), "mean_bits_wrong": float(np.mean(wrong))}
-
-
-def sweep(full: Path, work: Path, model, stream, budgets, task_counts, modes, seed: int, progress) -> tuple:
-    """Encode a T-task reservoir per (budget, T) and recall all T tasks in every mode; returns (reservoirs, runs)."""
-    reservoirs, runs = [], []
+def sweep(full: Path, work: Path, model, stream, budgets, task_counts, variants, blocks_max: int, seed: int,
+          progress) -> tuple[list, list]:
+    """Encode one reservoir per (variant, budget, T) and recall all T tasks guided and unguided."""
     states = stored_states(full)  # (T_max, P)
-    bar = progress.add_task("recall", total=len(budgets) * sum(task_counts) * len(modes))
+    plan = [(v, b, t) for t in task_counts for v in variants for b in budgets
+            if not (v.startswith("blocks") and t > blocks_max)]
+    bar = progress.add_task("recall", total=sum(2 * t for _, _, t in plan))
+    reservoirs, runs = [], []
     for n_tasks in task_counts:
         bank = work / f"bank-{n_tasks}.h5"
         subset_bank(full, bank, n_tasks)
-        for budget in budgets:
+        bank_bytes = bank.stat().st_size  # the exact bank holding these masks, header included
+        for variant, budget, t in plan:
+            if t != n_tasks:
+                continue
+            settings, guided_cfg, unguided_cfg = VARIANTS[variant]
             t0 = time.perf_counter()
-            reservoir, report = encode_bank(bank, budget, rule=RULE)
-            reservoirs.append({"budget": budget, "T": n_tasks, "encode_s": round(time.perf_counter() - t0, 3),
-                               **{k: v for k, v in report.to_dict().items() if k != "path"},
-                               "shuffled_control": shuffled_control(states[:n_tasks], reservoir.layout, budget, seed)})
-            for mode in modes:
-                guided, method, cue, restarts = MODES[mode]
-                if restarts and budget != budgets[0]:
-                    progress.advance(bar, n_tasks)
-                    continue
-                progress.update(bar, description=f"recall {budget} T={n_tasks} {mode}")
-                recorder = RecordingReservoir(reservoir)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CapacityWarning)
+                reservoir, report = encode_bank(bank, budget, rule=settings.rule, dtype=settings.dtype,
+                                                key_units=settings.key_units)
+            reservoirs.append({"variant": variant, "budget": budget, "T": n_tasks,
+                               "encode_s": round(time.perf_counter() - t0, 3),
+                               **{k: v for k, v in report.to_dict().items() if k != "path"}})
+            for mode, cfg in (("guided", guided_cfg), ("unguided", unguided_cfg)):
+                progress.update(bar, description=f"{variant} {budget} T={n_tasks} {mode}")
                 t0 = time.perf_counter()
-                rows = recall_all(bank, recorder, model=model, stream=stream, guided=guided, method=method,
-                                  cue=cue, seed=seed, restarts=restarts, progress=lambda d, n: progress.advance(bar))
-                wall = round(time.perf_counter() - t0, 2)
-                # every start is recorded; keep the one recall chose for each task
-                kept = [recorder.states[i * (restarts + 1) + row.chosen_start] for i, row in enumerate(rows)]
-                summary, per_task = summarise(rows, kept, states[:n_tasks])
-                runs.append({"budget": budget, "T": n_tasks, "mode": mode, "wall_s": wall, **summary, "rows": per_task})
+                recaller = Recaller(bank, budget, RecallConfig(seed=seed, **cfg), model=model, stream=stream,
+                                    encode_missing=None)
+                rows = recaller.recall_all(progress=lambda d, n: progress.advance(bar))
+                wall = time.perf_counter() - t0
+                summary = run_summary(rows, states[:n_tasks], report.reservoir_bytes, bank_bytes,
+                                      keyed=cfg["method"] == "keyed")
+                runs.append({"variant": variant, "budget": budget, "T": n_tasks, "mode": mode,
+                             "wall_s": round(wall, 2), "s_per_task": round(wall / n_tasks, 4), **summary,
+                             "rows": [{"task": r.task, "exact": r.exact, "bits_wrong": r.total_bits_wrong,
+                                       "chosen_task": r.chosen_task, "true_accuracy": r.true_accuracy,
+                                       "recalled_accuracy": r.recalled_accuracy, "steps_to_final": r.steps_to_final,
+                                       "guidance_calls": r.guidance_calls} for r in rows]})
     return reservoirs, runs
 
 
@@ -264,133 +256,142 @@ def machine(device: str) -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "numba": numba.__version__, "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
-            "numba_threads": numba.get_num_threads(), "device": device}
+            "numba_threads": numba.get_num_threads(), "device": device,
+            "load_average_at_end": os.getloadavg()}
 
 
 def markdown(result: dict) -> str:
-    """The results tables, reservoir sizes, mask statistics and timings as Markdown."""
-    res = {(r["budget"], r["T"]): r for r in result["reservoirs"]}
-    ms = result["mask_statistics"]
-    lines = ["# HopSupSup capacity sweep (BNNet unit masks, permuted SplitMNIST)", "",
-             f"`{result['command']}` on {result['machine']['processor']} ({result['machine']['device']}, "
-             f"{result['machine']['torch_threads']} torch thread(s)), torch {result['machine']['torch']}; "
-             f"{result['config']['batches_per_task']} batches per task, rule {RULE}, pattern length "
-             f"{result['reservoirs'][0]['pattern_length']}; total {result['wall_s']:.0f} s "
-             f"(training {result['timings_s']['train']:.0f} s, sweep {result['timings_s']['sweep']:.0f} s)", ""]
-    for budget in result["config"]["budgets"]:
-        r = next(v for (b, _), v in res.items() if b == budget)
-        lines.append(f"- **{budget}**: {r['n_networks']} networks × {r['network_size']} units ({r['dtype']}), "
-                     f"{format_bytes(r['reservoir_bytes'])}; theoretical capacity {r['capacity_tasks']:.1f} tasks; "
-                     f"the same bytes hold {r['exact_tasks_in_budget']} masks stored exactly "
-                     f"({r['exact_file_bytes_per_task']} B each in an hdf5-packed file, of which {r['exact_bytes_per_task']} B are mask bits)")
-    lines += [f"- masks: {ms['density']:.1%} of units on; two tasks' masks differ in {ms['hamming_mean']:.0f} bits on "
-              f"average (random patterns of that density: {ms['random_pattern_distance']:.0f}), "
-              f"{ms['hamming_mean_same_digits']:.0f} for the same digit pair under two permutations, "
-              f"minimum {ms['hamming_min']}", "",
-              "| budget | T | load | mode | exact | nearest = true | bits wrong | acc. retained | drop (pts) "
-              "| steps to final | wall (s) |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    """The results table, reservoir sizes and mask statistics as Markdown."""
+    res = {(r["variant"], r["budget"], r["T"]): r for r in result["reservoirs"]}
+    ms, m = result["mask_statistics"], result["machine"]
+    lines = [f"# HopSupSup capacity sweep (BNNet unit masks, {result['config']['stream']['stream']})", "",
+             f"`{result['command']}` on {m['processor']} ({m['device']}, {m['torch_threads']} torch thread(s), "
+             f"{m['cpu_count']} cores; load average {m['load_average_at_end'][0]:.1f} at the end: timings are "
+             f"only comparable within one run), torch {m['torch']}; {result['config']['batches_per_task']} "
+             f"batches per task; pattern length {result['reservoirs'][0]['pattern_length']} bits; total "
+             f"{result['wall_s']:.0f} s (training {result['timings_s']['train']:.0f} s, sweep "
+             f"{result['timings_s']['sweep']:.0f} s)", "", "Reservoirs:", ""]
+    seen = set()
+    for r in result["reservoirs"]:
+        if (r["variant"], r["budget"]) in seen:
+            continue
+        seen.add((r["variant"], r["budget"]))
+        keys = f", {r['key_units']} key units each" if r["key_units"] else ""
+        acc = (f"; writing needs a {format_bytes(r['write_accumulator_bytes'])} float32 accumulator, not kept"
+               if r["write_accumulator_bytes"] else "")
+        lines.append(f"- **{r['variant']} at {r['budget']}**: {r['n_networks']} networks × {r['network_size']} units"
+                     f"{keys} ({r['dtype']} couplings), {r['reservoir_bytes']:,} B{acc}")
+    lines += ["", f"Masks: {ms['density']:.1%} of units on; two tasks' masks differ in {ms['hamming_mean']:.0f} "
+              f"bits on average (random patterns of that density: {ms['random_pattern_distance']:.0f}), minimum "
+              f"{ms['hamming_min']}.", "",
+              "| variant | budget | T | mode | exact | nearest = true | within 1 pt | acc. retained | max drop (pts) "
+              "| steps | wall (s) | s / task | recalled bits / byte | bank bits / byte |",
+              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run in result["runs"]:
-        lines.append(f"| {run['budget']} | {run['T']} | {res[(run['budget'], run['T'])]['load']:.2f} | {run['mode']} "
-                     f"| {run['exact']}/{run['tasks']} "
-                     f"| {run['fraction_nearest_true']:.2f} | {run['mean_bits_wrong']:.1f} "
-                     f"| {run['mean_accuracy_retained']:.3f} | {run['mean_drop_points']:.1f} "
-                     f"| {run['mean_steps_to_final']:.1f} | {run['wall_s']:.1f} |")
-    lines += ["", "Control: plain dynamics from a noisy:0.1 cue on the same masks with their units shuffled "
-              "(same density, no structure shared between tasks).", "",
-              "| budget | T | load | exact fraction | mean bits wrong |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['budget']} | {r['T']} | {r['load']:.2f} | {r['shuffled_control']['fraction_exact']:.2f} "
-              f"| {r['shuffled_control']['mean_bits_wrong']:.1f} |" for r in result["reservoirs"]]
+        lines.append(f"| {run['variant']} | {run['budget']} | {run['T']} | {run['mode']} | {run['exact']}/{run['tasks']} "
+                     f"| {run['fraction_nearest_true']:.2f} | {run['tasks_within_1_point']}/{run['tasks']} "
+                     f"| {run['mean_accuracy_retained']:.3f} | {run['max_drop_points']:.1f} "
+                     f"| {run['mean_steps_to_final']:.1f} | {run['wall_s']:.1f} | {run['s_per_task']:.3f} "
+                     f"| {run['recalled_bits_per_byte']:.3f} | {run['bank_bits_per_byte']:.2f} |")
     lines += ["", "Accuracies are on the evaluation half of each task's test images; guidance saw only the other "
-              "half, without labels. *load* = T / capacity; *nearest = true*: fraction of recalls whose final "
-              "state is closer to the task's own mask than to any other stored mask; *bits wrong* out of "
-              f"{result['reservoirs'][0]['pattern_length']}."]
+              "half, without labels. *nearest = true*: keyed, the candidate chosen is the task's own; blocks, the "
+              "recall ended closer to the task's own mask than to any other stored mask. *recalled bits / byte*: "
+              "exactly recalled mask bits per reservoir byte; *bank bits / byte*: the same masks in an hdf5-packed "
+              "bank file, header included (at most 8)."]
     return "\n".join(lines) + "\n"
 
 
 def plot(result: dict, path: Path) -> None:
-    """Fraction exact (left) and accuracy retained (right) versus T: colour = mode, line style = budget."""
-    import matplotlib
-
+    """Fraction exact (left) and accuracy retained (right) versus T, guided recall: colour = variant, style = budget."""
+    try:
+        import matplotlib
+    except ImportError:  # the [plot] extra is not installed: the json and md results are still written
+        print("matplotlib not installed (pip install 'supsup-store[plot]'): no plot written", file=sys.stderr)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
     styles = ["-", "--", ":", "-."]
-    colours = {m: f"C{i}" for i, m in enumerate(MODES)}
-    budgets, ticks = result["config"]["budgets"], result["config"]["task_counts"]
-    caps = {r["budget"]: r["capacity_tasks"] for r in result["reservoirs"]}
+    variants = list(dict.fromkeys(r["variant"] for r in result["runs"]))
+    budgets = result["config"]["budgets"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 6), layout="constrained")
     for ax, key, label in zip(axes, ("fraction_exact", "mean_accuracy_retained"),
                               ("fraction of masks recalled exactly", "accuracy retained (recalled / true mask)")):
-        for b, budget in enumerate(budgets):
-            for mode in result["config"]["modes"]:
-                pts = [(r["T"], r[key]) for r in result["runs"] if r["budget"] == budget and r["mode"] == mode]
-                if not pts:  # modes run at the main budget only
-                    continue
-                ax.plot(*zip(*pts), styles[b % 4], marker="o", markersize=4, color=colours[mode])
-            if key == "fraction_exact":
-                pts = [(r["T"], r["shuffled_control"]["fraction_exact"]) for r in result["reservoirs"]
-                       if r["budget"] == budget]
-                ax.plot(*zip(*pts), styles[b % 4], marker="x", color="black")
-            ax.axvline(caps[budget], color="grey", linestyle=styles[b % 4], linewidth=1)
-            ax.text(caps[budget], 0.5, f"capacity {budget} ", rotation=90, va="center", ha="right", fontsize=8,
-                    color="grey")
-        ax.set_xscale("log", base=2)
+        for v, variant in enumerate(variants):
+            for b, budget in enumerate(budgets):
+                pts = [(r["T"], r[key]) for r in result["runs"]
+                       if r["variant"] == variant and r["budget"] == budget and r["mode"] == "guided"]
+                if pts:
+                    ax.plot(*zip(*pts), styles[b % 4], marker="o", markersize=4, color=f"C{v}")
+        ax.set_xscale("log")
+        ticks = result["config"]["task_counts"]
         ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.set(xlim=(min(ticks) / 1.25, max(*ticks, *caps.values()) * 1.25), ylim=(-0.03, 1.05),
-               xlabel="stored tasks T", ylabel=label)
+        ax.set(ylim=(-0.03, 1.05), xlabel="stored tasks T", ylabel=label)
         ax.grid(alpha=0.3)
-    modes = [Line2D([], [], color=colours[m], marker="o", label=m) for m in result["config"]["modes"]]
-    modes.append(Line2D([], [], color="black", marker="x", label="noisy cue, shuffled masks (control)"))
-    sizes = {r["budget"]: r["network_size"] for r in result["reservoirs"]}
-    styles_legend = [Line2D([], [], color="grey", linestyle=styles[b % 4], label=f"{budget} (N={sizes[budget]})")
-                     for b, budget in enumerate(budgets)]
-    fig.legend(handles=modes + styles_legend, loc="outside lower center", ncol=len(modes), fontsize=8,
-               title="colour: recall mode; line style: budget (N = units per network)", title_fontsize=8)
-    fig.suptitle("HopSupSup capacity sweep: recall from a fixed-size Storkey reservoir (BNNet, permuted SplitMNIST)")
+    handles = [Line2D([], [], color=f"C{v}", marker="o", label=variant) for v, variant in enumerate(variants)]
+    handles += [Line2D([], [], color="grey", linestyle=styles[b % 4], label=budget) for b, budget in enumerate(budgets)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8,
+               title="colour: variant (guided recall); line style: budget", title_fontsize=8)
+    fig.suptitle(f"HopSupSup: guided recall from a fixed-size reservoir (BNNet, {result['config']['stream']['stream']})")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def _csv(text: str, parse) -> list:
+    return [parse(x.strip()) for x in text.split(",") if x.strip()]
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Train, encode, recall, and write ``hopsupsup.json``, ``.md`` and ``.png``; return the results dict."""
+    """Train (or reuse a bank), encode, recall, and write the json, md and png results; return the results dict."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 5 batches per task, T = 5 and 10")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 5 batches per task, T = 5 and 10, 1MB")
+    parser.add_argument("--stream", default="permuted-split-mnist", choices=["permuted-split-mnist", "rotated-mnist"])
+    parser.add_argument("--bank", type=Path, help="reuse this bank (BNNet masks of the stream) instead of training")
+    parser.add_argument("--tasks", default=",".join(map(str, TASK_COUNTS)))
+    parser.add_argument("--budgets", default=",".join(BUDGETS))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--blocks-max-tasks", type=int, default=40)
     parser.add_argument("--batches-per-task", type=int, default=50)
-    parser.add_argument("--budget", default="1MB", help="the fixed budget of the claim")
-    parser.add_argument("--small-budget", default="256KiB,128KiB", help="smaller budgets, comma-separated")
-    parser.add_argument("--no-score-descent", action="store_true", help="skip guided score descent")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see the comment in main)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    for name in ("batches_per_task", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')}: expected a positive integer, received {getattr(args, name)}")
-    budgets = [args.budget, *(b.strip() for b in args.small_budget.split(",") if b.strip())]
+    task_counts = (5, 10) if args.quick else tuple(_csv(args.tasks, int))
+    budgets = ["1MB"] if args.quick else _csv(args.budgets, str)
+    variants = _csv(args.variants, str)
     for budget in budgets:
         parse_budget(budget)  # fail before training on a malformed budget
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not task_counts or min(task_counts) < 1 or args.batches_per_task < 1 or args.threads < 1:
+        parser.error(f"bad --variants {unknown}, --tasks, --batches-per-task or --threads")
     batches = 5 if args.quick else args.batches_per_task
-    task_counts = (5, 10) if args.quick else TASK_COUNTS
-    # One thread by default: on a small shared machine torch's intra-op pool competes with the other
-    # processes for the cores, and a 64 x 2048 batch norm measured 400x slower with 2 threads than with 1.
     torch.set_num_threads(args.threads)
-    modes = [m for m in MODES if not (args.no_score_descent and m == "guided-score-descent")]
     torch.manual_seed(args.seed)  # nothing should draw from the global RNG, but pin it anyway
 
     started = time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
     with tempfile.TemporaryDirectory() as tmp, Progress(*columns, console=Console(stderr=True)) as progress:
         work = Path(tmp)
-        model, stream = train_bank(work / "full.h5", max(task_counts), batches, args.seed, args.device, progress)
+        full = args.bank
+        if full is None:
+            full = work / "full.h5"
+            train_bank(full, args.stream, max(task_counts), batches, args.seed, args.device, progress)
         train_s = time.perf_counter() - started
-        masks = mask_statistics(stored_states(work / "full.h5"), len(SplitMNIST.TASK_DIGITS))
-        reservoirs, runs = sweep(work / "full.h5", work, model, stream, budgets, task_counts, modes, args.seed,
-                                 progress)
-    config = {"seed": args.seed, "batches_per_task": batches, "budgets": budgets, "task_counts": list(task_counts),
-              "modes": modes, "mode_definitions": {m: dict(zip(("guided", "method", "cue", "restarts"), MODES[m])) for m in modes},
-              "rule": RULE, "stream": stream.describe(), "transductive": False,
+        model, metadata = load_model(full, device=args.device)
+        stream = open_stream(metadata)
+        if len(stored_states(full)) < max(task_counts):
+            parser.error(f"--bank {full} holds fewer than {max(task_counts)} tasks")
+        masks = mask_statistics(stored_states(full)[: max(task_counts)], len(SplitMNIST.TASK_DIGITS))
+        reservoirs, runs = sweep(full, work, model, stream, budgets, task_counts, variants, args.blocks_max_tasks,
+                                 args.seed, progress)
+    config = {"seed": args.seed, "batches_per_task": batches if args.bank is None else "from --bank",
+              "budgets": budgets, "task_counts": list(task_counts), "variants": variants,
+              "variant_definitions": {v: {"encode": VARIANTS[v][0].__dict__, "guided": VARIANTS[v][1],
+                                          "unguided": VARIANTS[v][2]} for v in variants},
+              "stream": stream.describe(), "transductive": False,
               "model": {"arch": "bnnet", "output_size": 10, "seed": args.seed}}
     result = {"benchmark": "hopsupsup", "machine": machine(args.device), "config": config,
               "command": " ".join(["python benchmarks/bench_hopsupsup.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -398,7 +399,8 @@ def main(argv: list[str] | None = None) -> dict:
               "timings_s": {"train": round(train_s, 1), "sweep": round(time.perf_counter() - started - train_s, 1)},
               "wall_s": round(time.perf_counter() - started, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "hopsupsup_quick" if args.quick else "hopsupsup"
+    stem = "hopsupsup_quick" if args.quick else ("hopsupsup" if args.stream == "permuted-split-mnist"
+                                                 else "hopsupsup_rotated")
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(result))
     plot(result, args.out / f"{stem}.png")

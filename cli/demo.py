@@ -37,27 +37,33 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for masks.h5 (the bank, with its reservoir).")] = Path("demo_out"),
     budget: Annotated[str, typer.Option("--budget", help="Reservoir byte budget.")] = "1MB",
     batches_per_task: Annotated[int | None, typer.Option("--batches-per-task", help="Training batches of 128 per task [default: 50].")] = None,
-    method: Annotated[str, typer.Option("--method", help="Recall: dynamics (guided Hopfield sweeps) or score-descent (the reference's).")] = "dynamics",
+    method: Annotated[str, typer.Option("--method", help="Guided recall: keyed (task keys recall one candidate per task; the entropy picks one), dynamics (guided Hopfield sweeps per block) or score-descent (the reference's).")] = "keyed",
     transductive: Annotated[bool, typer.Option("--transductive", help="Guide and score on the same test images (the reference's protocol).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the base network, training and recall.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda.")] = "auto",
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="MNIST IDX folder instead of the embedded subset.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing <out>/masks.h5.")] = False,
 ) -> None:
     """Train BNNet unit masks on 5 SplitMNIST tasks, save them, encode them under the budget, recall them with and without entropy guidance."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from hopfield_masks._files import check_output_file
     from hopfield_masks.budget import parse_budget
     from supsup_core.demo import DEMO_BATCHES_PER_TASK, run_demo
     from supsup_core.errors import ConfigError
-    from supsup_core.hopsupsup import RECALL_METHODS, summarise
+    from supsup_core.hopsupsup import summarise
+    from supsup_core.recaller import RecallConfig
+
+    from ._parsing import options_named
 
     from .train import resolve_device
 
     parse_budget(budget, name="--budget")
+    check_output_file(out / "masks.h5", overwrite=overwrite, argument="--out", folder_may_be_created=True)
     # checked here, not after minutes of training
-    if method not in RECALL_METHODS:
-        raise ConfigError("--method", f"one of {', '.join(RECALL_METHODS)}", repr(method))
+    with options_named():
+        recall = RecallConfig(method=method, guided=True, transductive=transductive, seed=seed)
     if batches_per_task is not None and batches_per_task < 1:
         raise ConfigError("--batches-per-task", "a positive number of batches", batches_per_task)
     dev = resolve_device(device)
@@ -71,8 +77,8 @@ def demo(
             progress.update(bars[stage], completed=done, total=total)
 
         batches = DEMO_BATCHES_PER_TASK if batches_per_task is None else batches_per_task
-        result = run_demo(out, budget=budget, batches_per_task=batches, seed=seed, device=dev, method=method,
-                          transductive=transductive, data_dir=data_dir, progress=report)
+        result = run_demo(out, budget=budget, batches_per_task=batches, seed=seed, device=dev, recall=recall,
+                          data_dir=data_dir, progress=report)
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
         return

@@ -203,8 +203,13 @@ class HopfieldNetwork:
 
     @property
     def capacity(self) -> float:
-        """The rule's theoretical capacity for ``N`` units."""
-        return float(self._rule.capacity(self._size))
+        """The rule's theoretical capacity for ``N`` units; sign couplings: at most ``0.1 N``.
+
+        ``0.1 N`` is the figure for clipped (sign) Hebbian couplings; no rule
+        stores more than ``0.83 N`` random patterns in ±1 couplings (REFERENCE.md §8).
+        """
+        theory = float(self._rule.capacity(self._size))
+        return min(theory, 0.1 * self._size) if self._dtype == "sign" else theory
 
     @property
     def load(self) -> float:

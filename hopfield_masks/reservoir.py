@@ -217,8 +217,9 @@ class Reservoir:
 
     @property
     def capacity(self) -> float:
-        """Tasks storable in theory: the rule's capacity for ``N`` units (every network holds every task)."""
-        return float(self.rule.capacity(self.network_size))
+        """Tasks storable in theory: a network's capacity (every network holds every task; see
+        :attr:`HopfieldNetwork.capacity`, which caps sign couplings at ``0.1 N``)."""
+        return float(self._networks[0].capacity) if self._networks else float(self.rule.capacity(self.network_size))
 
     @property
     def exact_storage_bytes_per_task(self) -> int:

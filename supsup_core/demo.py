@@ -22,22 +22,24 @@ from typing import Any
 
 
 from hopfield_masks.encoding import EncodeReport, encode_bank
-from hopfield_masks.reservoir import size_for_budget
+from hopfield_masks.reservoir import Reservoir
 from hopfield_masks.rules import get_rule
 
 from .config import ModelConfig
 from .data import load_mnist, make_stream
 from .errors import ConfigError
 from .guidance import model_layout
-from .hopsupsup import RECALL_METHODS, TaskRecall, recall_all, summarise
+from .hopsupsup import TaskRecall, summarise
+from .recaller import EncodeSettings, RecallConfig, Recaller
 from .models import build_model
 from .persistence import benchmark_metadata, save_masks
 from .training import TrainConfig, train_stream
 
 __all__ = ["DemoResult", "run_demo", "DEMO_BATCHES_PER_TASK"]
 
-#: Training batches of 128 per task: ~8 epochs of the subset's 800 images per digit pair.
-DEMO_BATCHES_PER_TASK = 50
+#: Training batches of 128 per task: the ``hopsupsup`` preset's (about 8 epochs of the subset's digit pair),
+#: so ``supsup-store train --model bnnet`` followed by ``recall`` gives the demo's numbers.
+DEMO_BATCHES_PER_TASK = TrainConfig.for_scenario("hopsupsup").batches_per_task
 
 Progress = Callable[[str, int, int], Any]
 
@@ -52,9 +54,18 @@ class DemoResult:
     true_accuracy: dict[int, float]
     guided: list[TaskRecall]
     unguided: list[TaskRecall]
-    method: str
-    transductive: bool
+    recall: RecallConfig
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        """The guided recall method."""
+        return self.recall.method
+
+    @property
+    def transductive(self) -> bool:
+        """Whether guidance and scoring used the same test images."""
+        return self.recall.transductive
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary, per-task rows included."""
@@ -63,6 +74,7 @@ class DemoResult:
             "device": self.device,
             "method": self.method,
             "transductive": self.transductive,
+            "recall": self.recall.to_dict(),
             "encode": self.encode.to_dict(),
             "train_accuracy_gg": {str(k): v for k, v in self.true_accuracy.items()},
             "guided": [r.to_dict() for r in self.guided],
@@ -79,26 +91,29 @@ def run_demo(
     batches_per_task: int = DEMO_BATCHES_PER_TASK,
     seed: int = 0,
     device: str = "cpu",
-    method: str = "dynamics",
-    rule: str = "storkey",
-    transductive: bool = False,
+    recall: RecallConfig | None = None,
+    encode: EncodeSettings | None = None,
     data_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> DemoResult:
     """Run the whole pipeline in ``out_dir`` (created if needed) and return what it measured.
 
+    ``recall`` configures the guided recall (default: keyed, seeded with ``seed``);
+    the unguided comparison is plain block-wise Hopfield dynamics from the mean cue.
+
     Raises
     ------
     ConfigError, UnknownRuleError, BudgetError
-        Bad settings (batch count, recall method, rule, ``out_dir`` a file, a budget too small
+        Bad settings (batch count, recall config, rule, ``out_dir`` a file, a budget too small
         for BNNet's masks), all raised before training starts and before anything is written.
     """
     if batches_per_task < 1:
         raise ConfigError("batches_per_task", "a positive number of batches", batches_per_task)
-    # bad recall settings must fail now, not after minutes of training
-    if method not in RECALL_METHODS:
-        raise ConfigError("method", f"one of {RECALL_METHODS}", repr(method))
-    get_rule(rule)  # UnknownRuleError lists the known rules
+    recall = recall if recall is not None else RecallConfig(seed=seed)
+    encode = encode if encode is not None else EncodeSettings()
+    if not isinstance(recall, RecallConfig):
+        raise ConfigError("recall", "a RecallConfig", type(recall).__name__)
+    get_rule(encode.rule)  # UnknownRuleError lists the known rules
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError("out_dir", "a folder (created when missing)", f"the existing file {out}")
@@ -108,7 +123,8 @@ def run_demo(
     # 1. train one unit mask per SplitMNIST task
     t0 = time.perf_counter()
     model = build_model(ModelConfig(arch="bnnet", output_size=10, seed=seed), device=device)
-    size_for_budget(budget, model_layout(model).length)  # BudgetError (with the smallest budget) before training
+    # BudgetError (with the smallest budget) before training
+    Reservoir.from_budget(budget, model_layout(model), encode.rule, encode.dtype, key_units=encode.key_units)
     stream = make_stream("split-mnist", 5, load_mnist(data_dir))
     out.mkdir(parents=True, exist_ok=True)
     bank_path = out / "masks.h5"
@@ -130,20 +146,21 @@ def run_demo(
                training={"scenario": "hopsupsup", "config": config.to_dict(), "device": device})
 
     # 3. encode into a reservoir under the budget
-    reservoir, encoded = encode_bank(bank_path, budget, rule=rule, progress=lambda d, n: report("encode", d, n))
+    _, encoded = encode_bank(bank_path, budget, rule=encode.rule, dtype=encode.dtype, key_units=encode.key_units,
+                             progress=lambda d, n: report("encode", d, n))
     timings["save_and_encode"] = time.perf_counter() - t0
 
-    # 4. recall, with and without guidance, from the mean cue
+    # 4. recall with guidance (no task identity given), and plain Hopfield dynamics from the mean cue
+    unguided = RecallConfig(method="dynamics", guided=False, cue="mean", transductive=recall.transductive,
+                            seed=recall.seed)
     rows: dict[bool, list[TaskRecall]] = {}
-    for guided in (True, False):
+    for guided, config in ((True, RecallConfig.from_dict({**recall.to_dict(), "guided": True})), (False, unguided)):
         t0 = time.perf_counter()
         stage = "recall (guided)" if guided else "recall (unguided)"
-        rows[guided] = recall_all(
-            bank_path, reservoir, model=model, stream=stream, guided=guided, method=method, cue="mean",
-            transductive=transductive, seed=seed, progress=lambda d, n, s=stage: report(s, d, n),
-        )
+        recaller = Recaller(bank_path, budget, config, model=model, stream=stream, encode_missing=None)
+        rows[guided] = recaller.recall_all(progress=lambda d, n, s=stage: report(s, d, n))
         timings[stage] = time.perf_counter() - t0
     return DemoResult(
         bank_path=str(bank_path), device=str(device), encode=encoded, true_accuracy=true_accuracy,
-        guided=rows[True], unguided=rows[False], method=method, transductive=transductive, timings=timings,
+        guided=rows[True], unguided=rows[False], recall=recall, timings=timings,
     )

@@ -241,6 +241,30 @@ def _exact_objectives(model: SupSupNet, candidates: np.ndarray, rows: list[int],
     return out
 
 
+def _screen_objectives(model: SupSupNet, candidates: np.ndarray, x: torch.Tensor, objective: str,
+                       real_classes: int, chunk: int = 64) -> np.ndarray:
+    """Mean objective on one batch ``x`` of every candidate, ``(T,)``: vectorised over candidates with ``vmap``.
+
+    What does not depend on the mask (the first layer's pre-activations) is
+    computed once per chunk.  A model whose forward cannot be vectorised is
+    scored one candidate at a time, with the same result.
+    """
+    layout = model_layout(model)
+
+    def one(flat: torch.Tensor) -> torch.Tensor:
+        return objective_values(model(x, masks=_unflatten(layout, flat)), objective, real_classes).mean()
+
+    masks01 = torch.from_numpy((np.asarray(candidates, np.float32) + 1.0) / 2.0).to(model.device)  # (T, P)
+    out = []
+    with torch.no_grad():
+        for part in torch.split(masks01, chunk):
+            try:
+                out.append(torch.func.vmap(one)(part))
+            except RuntimeError:  # an op without a batching rule: score one by one
+                out.append(torch.stack([one(m) for m in part]))
+    return torch.cat(out).double().cpu().numpy()
+
+
 #: How keyed recall narrows the candidates before scoring the shortlist on every adaptation image.
 SELECTIONS = ("screen", "one-shot")
 
@@ -264,8 +288,7 @@ def select_candidate(model: SupSupNet, candidates: np.ndarray, batches: list[tor
         if selection == "one-shot":
             scores = rank_candidates(model, candidates, batches, objective=objective, real_classes=real_classes)
         else:
-            first = _exact_objectives(model, candidates, rows, batches[:1], objective, real_classes)
-            scores = np.array([first[i] for i in rows])
+            scores = _screen_objectives(model, candidates, batches[0].to(model.device), objective, real_classes)
         rows = np.argsort(scores, kind="stable")[:shortlist].tolist()
     exact = _exact_objectives(model, candidates, rows, batches, objective, real_classes)
     best = min(exact, key=lambda i: (exact[i], i))
