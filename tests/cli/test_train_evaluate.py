@@ -103,6 +103,16 @@ class TestEvaluate:
         assert payload["gg"]["accuracy"] == payload["stored_gg"]
         assert payload["inferred"]["mean_task_inference_accuracy"] is None
 
+    def test_rerank_method_with_per_image_protocol(self, bank):
+        """--method rerank runs with the per-image protocol; every image's inferred task is scored."""
+        path, _ = bank
+        result = runner.invoke(app, ["evaluate", str(path), "--json", "--method", "rerank", "--protocol", "per-image",
+                                     "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        inferred = json.loads(result.stdout)["inferred"]
+        assert inferred["method"] == "rerank" and inferred["protocol"] == "per-image"
+        assert 0.0 <= inferred["mean_task_inference_accuracy"] <= 1.0
+
     def test_missing_file_exits_2_naming_the_path(self, tmp_path):
         """Evaluating a missing file exits 2 with a message naming it."""
         result = runner.invoke(app, ["evaluate", str(tmp_path / "nope.h5")])

@@ -139,6 +139,26 @@ class TestTrainToBank:
             _train(tmp_path / "missing.h5", 2, _setup(2), resume=True)
 
 
+class TestChunkedLoading:
+    def test_equals_load_model_and_checks_the_fingerprint(self, tmp_path, monkeypatch):
+        """load_model_chunked rebuilds the same packed masks as load_model; other base weights are refused."""
+        import torch
+
+        from supsup_core import bank_loading
+        from supsup_core.errors import BaseNetworkMismatchError
+
+        path = tmp_path / "b.h5"
+        _train(path, 5, _setup(5))
+        whole, _ = load_model(path)
+        chunked, metadata = bank_loading.load_model_chunked(path, chunk=2)
+        assert chunked.num_tasks == 5 and not chunked.training
+        for a, b in zip(whole.masked_layers().values(), chunked.masked_layers().values()):
+            assert torch.equal(a.packed[:, :5], b.packed[:, :5]) and torch.equal(a.mask_sum, b.mask_sum)
+        other = build_model(ModelConfig(arch="lenet", hidden=(24, 12), output_size=20, seed=4))
+        with pytest.raises(BaseNetworkMismatchError, match="fingerprint"):
+            bank_loading.import_bank_masks(other, path, metadata)
+
+
 class TestConfigAndEngines:
     def test_bank_training_config_validates(self):
         """Bad task counts, checkpoints and worker counts raise ConfigError naming the option."""
