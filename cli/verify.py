@@ -45,7 +45,7 @@ def verify(
         console.print(
             f"{len(report.items)} objects, {report.bytes_checked:,} B of data checked"
             + (f"; {unchecked} without checksums (format version 1: bit rot cannot be detected)" if unchecked else ""),
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
     if not report.ok:
         first = report.damaged[0]
