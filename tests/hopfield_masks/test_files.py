@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import pytest
 
@@ -109,3 +111,94 @@ class TestOpenH5Read:
             open_h5_read(tmp_path / "e.h5")
         with pytest.raises(StorageFormatError, match="folder"):
             open_h5_read(tmp_path)
+
+
+class TestNoDestructiveSurprises:
+    def _bank(self, path):
+        import numpy as np
+
+        from hopfield_masks.backends import create_bank
+
+        with create_bank(path, overwrite=True) as bank:
+            bank.write_task("0", {"x": np.ones(5, bool)})
+
+    def test_symlink_is_followed_and_kept(self, tmp_path):
+        """Writing through a symlink replaces its target; the link stays a link."""
+        from hopfield_masks.backends import open_bank
+
+        target, link = tmp_path / "real.h5", tmp_path / "link.h5"
+        self._bank(target)
+        link.symlink_to(target)
+        self._bank(link)  # create_bank(overwrite=True) through the link
+        with open_bank(link, "a") as bank:
+            bank.write_task("1", {"x": __import__("numpy").zeros(3, bool)})
+        assert link.is_symlink() and link.resolve() == target
+        with open_bank(target) as bank:
+            assert bank.tasks() == ["0", "1"]
+
+    @pytest.mark.parametrize("kind", ["fifo", "folder"])
+    def test_special_files_are_never_replaced(self, tmp_path, kind):
+        """A FIFO or a folder at the path: a clear error, the thing left as it was."""
+        import stat
+
+        from hopfield_masks.backends import create_bank, open_bank
+        from hopfield_masks.errors import HopfieldMasksError
+
+        path = tmp_path / "bank.h5"
+        os.mkfifo(path) if kind == "fifo" else path.mkdir()
+        with pytest.raises(HopfieldMasksError, match="special file|folder"):
+            create_bank(path, overwrite=True)
+        with pytest.raises(HopfieldMasksError, match="special file|folder"):
+            open_bank(path)  # never blocks on the FIFO
+        mode = path.stat().st_mode
+        assert stat.S_ISFIFO(mode) if kind == "fifo" else stat.S_ISDIR(mode)
+
+    def test_read_only_bank_is_not_changed(self, tmp_path):
+        """A 0444 bank is refused for appending and for replacing (even for root), byte-identical after."""
+        from hopfield_masks.backends import create_bank, open_bank
+        from hopfield_masks.errors import FileWriteError
+
+        path = tmp_path / "bank.h5"
+        self._bank(path)
+        path.chmod(0o444)
+        before = path.read_bytes()
+        with pytest.raises(FileWriteError, match="read-only"):
+            open_bank(path, "a")
+        with pytest.raises(FileWriteError, match="read-only"):
+            create_bank(path, overwrite=True)
+        assert path.read_bytes() == before and oct(path.stat().st_mode & 0o777) == "0o444"
+
+    def test_repack_keeps_mode_and_foreign_groups(self, tmp_path):
+        """A session that deletes (and so rewrites the file) keeps its mode and a group another tool added."""
+        import h5py
+
+        from hopfield_masks.backends import open_bank
+
+        path = tmp_path / "bank.h5"
+        self._bank(path)
+        with h5py.File(path, "r+") as f:
+            f.create_group("provenance").attrs["tool"] = "other"
+        path.chmod(0o640)
+        with open_bank(path, "a") as bank:
+            bank.write_task("1", {"x": __import__("numpy").zeros(3, bool)})
+            bank.delete_task("0")
+        assert oct(path.stat().st_mode & 0o777) == "0o640"
+        with h5py.File(path, "r") as f:
+            assert f["provenance"].attrs["tool"] == "other"
+
+    def test_output_precheck(self, tmp_path):
+        """check_output_file: refuses folders, existing files without overwrite, missing folders; accepts the rest."""
+        from hopfield_masks._files import check_output_file
+        from hopfield_masks.errors import InvalidArgumentError
+
+        with pytest.raises(InvalidArgumentError, match="--out: .*is a folder"):
+            check_output_file(tmp_path, overwrite=True, argument="--out")
+        (tmp_path / "old.h5").write_bytes(b"x")
+        with pytest.raises(InvalidArgumentError, match="pass --overwrite"):
+            check_output_file(tmp_path / "old.h5", overwrite=False, argument="--out")
+        with pytest.raises(InvalidArgumentError, match="does not exist"):
+            check_output_file(tmp_path / "no" / "b.h5", overwrite=False, argument="--out")
+        with pytest.raises(InvalidArgumentError, match="B free"):
+            check_output_file(tmp_path / "b.h5", overwrite=False, expected_bytes=1 << 62, argument="--out")
+        assert check_output_file(tmp_path / "no" / "b.h5", overwrite=False, folder_may_be_created=True).name == "b.h5"
+        assert check_output_file(tmp_path / "old.h5", overwrite=True) == (tmp_path / "old.h5").resolve()
