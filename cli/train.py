@@ -129,6 +129,7 @@ def train(
     """Train one supermask per task and save them, with the benchmark's description, to a mask bank."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from hopfield_masks._files import check_output_file
     from supsup_core.config import ModelConfig
     from supsup_core.data import load_mnist, make_stream
     from supsup_core.errors import ConfigError
@@ -147,6 +148,7 @@ def train(
         raise ConfigError("--out", "a new file (or pass --overwrite, or --resume to continue it)", f"existing file {out}")
     if not out.expanduser().parent.is_dir():  # checked now, not after all the training
         raise ConfigError("--out", "a file in an existing folder", f"{out} (folder {out.parent} does not exist)")
+    check_output_file(out, overwrite=overwrite or resume, argument="--out")  # folder/special file, writable folder, free space
     dev = resolve_device(device)
     if scenario == "auto":
         scenario = "hopsupsup" if model == "bnnet" else "gnu"
