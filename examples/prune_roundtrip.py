@@ -7,7 +7,7 @@
    time) and stores every checkpoint's ``*_mask`` buffers as one task of an ``hdf5-entropy`` bank,
    next to the same tasks in ``hdf5-packed`` and ``hdf5-sparse`` banks (bytes compared);
 3. prunes four fresh copies with ``prune.random_unstructured`` (50 %, four seeds: four "tasks"),
-   stores them in a bank, encodes it into a 16 MB Hopfield reservoir and recalls every task's masks
+   stores them in a bank, encodes it into a 32 MB Hopfield reservoir (int8 couplings) and recalls every task's masks
    from a cue with 5 % of its bits flipped (``Reservoir.recall``);
 4. puts each recalled task back onto a fresh copy of the dense model with
    ``prune.custom_from_mask`` and checks masks and test accuracy against the original.
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             tasks.append(prune_masks(model))
             task_accuracy.append(accuracy(model, xt, yt))
             write_prune_task(bank, str(task), model)
-    reservoir, _ = hm.encode_bank(args.out / "random.h5", budget="16MB")
+    reservoir, _ = hm.encode_bank(args.out / "random.h5", budget="32MB", dtype="int8")
     print(f"reservoir: {reservoir.n_blocks} networks of {reservoir.network_size} units, {reservoir.nbytes:,} B, "
           f"{reservoir.n_tasks} tasks")
     # 4. each recalled task back onto a fresh dense copy, as prune masks
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
               f"test accuracy {accuracy(model, xt, yt):.3f} (original {task_accuracy[task]:.3f})")
 
     # the nested checkpoints in a reservoir of the same budget, for comparison
-    reservoir, _ = hm.encode_bank(args.out / "hdf5-entropy.h5", budget="16MB")
+    reservoir, _ = hm.encode_bank(args.out / "hdf5-entropy.h5", budget="32MB", dtype="int8")
     wrong = []
     for step, masks in enumerate(checkpoints):
         recalled, _ = reservoir.recall(cue=reservoir.cue("noisy:0.05", seed=step, reference=masks), method="dynamics")
