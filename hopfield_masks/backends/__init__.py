@@ -4,7 +4,8 @@ Backends (``available_backends()``):
 
 - ``"memory"`` -- in Python objects, not persistent; the test oracle;
 - ``"hdf5-packed"`` -- 1 bit per mask entry (the default);
-- ``"hdf5-sparse"`` -- CSC of the kept entries, 16-bit row indices (small for sparse masks).
+- ``"hdf5-sparse"`` -- CSC of the kept entries, 16-bit row indices (small for sparse masks);
+- ``"hdf5-entropy"`` -- range-coded with ``constriction``, near ``n * H(p)`` bits (below it for predictable masks).
 
 :func:`create_bank` and :func:`open_bank` are the usual entry points; an
 opened file says which backend wrote it, so :func:`open_bank` needs no backend
