@@ -306,10 +306,51 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+PER_IMAGE_FILE = "scale_per_image.json"  # written by --per-image-bank runs, merged into scale.md
+
+
+def _merged(result: dict) -> dict:
+    """``result`` with the per-image results of a separate ``--per-image-bank`` run folded in."""
+    extra = RESULTS / PER_IMAGE_FILE
+    if not extra.exists():
+        return result
+    per_image = json.loads(extra.read_text())
+    merged = json.loads(json.dumps(result))
+    merged["runs"].setdefault(str(per_image["tasks"]), {}).setdefault("per-image", per_image)
+    return merged
+
+
+def _merged_all(result: dict) -> dict:
+    """Fold in the per-image file and the ``--only workers`` / ``--only fc1024`` files of separate runs."""
+    merged = _merged(result) if (RESULTS / PER_IMAGE_FILE).exists() else json.loads(json.dumps(result))
+    for key in ("workers", "fc1024"):
+        extra = RESULTS / f"scale_{key}.json"
+        if extra.exists() and not merged.get(key):
+            merged[key] = json.loads(extra.read_text())
+    return merged
+
+
 def _write(result: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "scale.md").write_text(markdown(result))
+    (RESULTS / "scale.md").write_text(markdown(_merged_all(result)))
+
+
+def _check_bank_settings(bank: str, tasks: int) -> None:
+    """A bank given with --per-image-bank must hold exactly what this benchmark's train phase would write."""
+    from supsup_core.persistence import read_bank_metadata
+
+    setup, bench = _setup(tasks)
+    meta = read_bank_metadata(bank)
+    training = meta.get("training") or {}
+    wanted = {"model": dict(setup.model), "config": dict(setup.train), "scenario": "gnu", "n_tasks": tasks,
+              "stream": bench["stream"], "seed": bench["seed"], "train_seed": bench["train_seed"]}
+    found = {"model": meta.get("model"), "config": training.get("config"), "scenario": training.get("scenario"),
+             "n_tasks": meta.get("n_tasks"), "stream": meta["benchmark"].get("stream"),
+             "seed": meta["benchmark"].get("seed"), "train_seed": meta["benchmark"].get("train_seed")}
+    differences = [k for k in wanted if wanted[k] != found[k]]
+    if differences:
+        raise SystemExit(f"--per-image-bank {bank}: not this benchmark's settings ({', '.join(differences)} differ)")
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -320,6 +361,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--per-image-at", type=int, default=250, help="task count at which the per-image phase runs")
     parser.add_argument("--fc-tasks", type=int, default=250)
     parser.add_argument("--fc-batches", type=int, default=16)
+    parser.add_argument("--per-image-bank", help="only the per-image phase, on this bank (trained with the same "
+                        "settings, e.g. by supsup-store train); writes results/" + PER_IMAGE_FILE)
+    parser.add_argument("--only", choices=("workers", "fc1024"), help="run one of these phases alone (results/scale_<phase>.json)")
+    parser.add_argument("--render", action="store_true", help="only rewrite scale.md from the JSON results")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--bank", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -327,6 +372,25 @@ def main(argv: list[str] | None = None) -> dict | None:
         args.phase, args.tasks = args.child, int(args.tasks)
         _child(args)
         return None
+    if args.render:
+        _write(json.loads((RESULTS / "scale.json").read_text()))
+        return None
+    if args.only in ("workers", "fc1024"):  # one phase in its own run, merged into scale.md by --render
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.only == "workers":
+                out = _run_child("workers", tmp, 20, args.workers, args.fc_batches)
+            else:
+                out = _run_child("fc1024", os.path.join(tmp, "fc1024.h5"), args.fc_tasks, 1, args.fc_batches)
+                out["batches_per_task"] = args.fc_batches
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"scale_{args.only}.json").write_text(json.dumps(out, indent=2) + "\n")
+        return out
+    if args.per_image_bank:
+        _check_bank_settings(args.per_image_bank, args.per_image_at)
+        out = _run_child("per-image", args.per_image_bank, args.per_image_at, args.workers, args.fc_batches)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / PER_IMAGE_FILE).write_text(json.dumps(out, indent=2) + "\n")
+        return out
     import torch
 
     phases = args.phases.split(",")
