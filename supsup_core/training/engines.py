@@ -13,8 +13,9 @@ Because every task is trained from its own seeds on one intra-op thread
 - :class:`RayEngine`: ``workers`` Ray actors, on a local Ray instance or an
   existing cluster (``address``); needs the optional extra ``supsup-store[ray]``.
 
-At most ``workers + 1`` outcomes are in flight beyond the one the driver waits
-for, so the driver's memory stays bounded however long the stream.
+At most ``2 workers + 1`` tasks are submitted ahead of the one the driver commits
+next (enough to keep every worker busy while results arrive out of order), so the
+driver's memory stays bounded however long the stream.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class ProcessEngine(Engine):
         self._pool = None
 
     def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
-        """Run tasks on the pool, ``workers + 1`` ahead of the one awaited."""
+        """Run tasks on the pool, up to ``2 workers + 1`` submitted ahead."""
         ctx = multiprocessing.get_context("spawn")
         self._pool = ctx.Pool(self.workers, initializer=_process_init, initargs=(setup.to_dict(),))
         pool = self._pool
@@ -215,7 +216,7 @@ class RayEngine(Engine):
             raise RayUnavailableError(f"--ray: no Ray cluster reachable at {address} ({exc})") from None
 
     def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
-        """Run tasks on the actors round-robin, ``workers + 1`` ahead of the one awaited."""
+        """Run tasks on the actors round-robin, up to ``2 workers + 1`` submitted ahead."""
         ray = self._connect()
         actor_cls = ray.remote(num_cpus=1)(_RayTaskActor)
         self._actors = [actor_cls.remote(setup.to_dict()) for _ in range(self.workers)]
