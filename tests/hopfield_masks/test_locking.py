@@ -19,7 +19,7 @@ from tests.hopfield_masks.bank_worker import masks_for
 
 WORKER = Path(__file__).with_name("bank_worker.py")
 ROOT = Path(__file__).parents[2]
-ROUNDS = 3  # parallel rounds per pair in the default run
+ROUNDS = 2  # parallel rounds per pair in the default run (TestManyRounds: 20, slow)
 
 
 def start(*args: str, timeout: float = 60) -> subprocess.Popen:
@@ -48,10 +48,10 @@ def assert_exact(bank, names) -> None:
 
 
 class TestParallelWriters:
-    def test_append_and_append(self, tmp_path):
+    def test_append_and_append(self, tmp_path, rounds=ROUNDS):
         """Two processes appending 6 tasks each, session by session: all 12 arrive, bit-exactly."""
         path = tmp_path / "bank.h5"
-        for _round in range(ROUNDS):
+        for _round in range(rounds):
             seed_bank(path)
             a, b = start("append", str(path), "a", "6"), start("append", str(path), "b", "6")
             finish(a), finish(b)
@@ -60,33 +60,32 @@ class TestParallelWriters:
                 assert sorted(bank.tasks()) == sorted([f"seed-{i}" for i in range(3)] + names)
                 assert_exact(bank, names)
 
-    def test_encode_and_encode(self, tmp_path):
+    def test_encode_and_encode(self, tmp_path, rounds=1):
         """Two encodes of different budgets at once: both reservoirs end up in the bank (none silently lost)."""
         path = tmp_path / "bank.h5"
-        for _round in range(ROUNDS):
+        for _round in range(rounds):
             seed_bank(path)
             a, b = start("encode", str(path), "64KB"), start("encode", str(path), "96KB")
             finish(a), finish(b)
             assert sorted(bank_reservoirs(path)) == ["reservoir-64000", "reservoir-96000"]
             assert reservoir_is_current(path, "64KB") and reservoir_is_current(path, "96KB")
 
-    def test_encode_and_append(self, tmp_path):
+    def test_encode_and_append(self, tmp_path, rounds=1):
         """An encode racing an append: the task always arrives and the reservoir is current or detected stale."""
         path = tmp_path / "bank.h5"
-        seen = set()
-        for _round in range(ROUNDS):
+        for _round in range(rounds):
             seed_bank(path)
             a, b = start("encode", str(path), "64KB"), start("append", str(path), "late", "1")
             finish(a), finish(b)
             with open_bank(path) as bank:
                 assert "late-0" in bank.tasks() and "reservoir-64000" in bank.attachments()
                 assert_exact(bank, ["late-0"])
-            seen.add(reservoir_is_current(path, "64KB"))  # False = encoded before the append, and said so
+            # False = encoded before the append, and detected as stale: never a silent stale reservoir
             assert reservoir_is_current(path, "64KB") in (True, False)
 
-    def test_create_and_create(self, tmp_path):
+    def test_create_and_create(self, tmp_path, rounds=ROUNDS):
         """Two writers creating the same new bank (as two 'train --out X' do): one wins, the other is refused."""
-        for round_ in range(ROUNDS):
+        for round_ in range(rounds):
             path = tmp_path / f"new{round_}.h5"
             a, b = start("create", str(path), "a"), start("create", str(path), "b")
             outs = sorted([finish(a).strip(), finish(b).strip()])
@@ -102,7 +101,7 @@ class TestParallelWriters:
         assert holder.stdout.readline().strip() == "holding"
         started = time.monotonic()
         with pytest.raises(BankLockedError, match=rf"{path.name}.*pid {holder.pid}.*waited 0.5 s"):
-            open_bank(path, "a").close() if False else _open_with_timeout(path, "a", 0.5)
+            _open_with_timeout(path, "a", 0.5)
         assert time.monotonic() - started >= 0.45
         with pytest.raises(BankLockedError, match="in use by a writer"):
             _open_with_timeout(path, "r", 0.3)  # the holder modifies the file in place: readers wait too
@@ -118,6 +117,16 @@ def _open_with_timeout(path: Path, mode: str, timeout: float) -> None:
     HDF5PackedBank(path, mode, lock_timeout=timeout).close()
 
 
+@pytest.mark.slow
+class TestManyRounds:
+    """The same races, 20 rounds each (slow)."""
+
+    @pytest.mark.parametrize("race", ["test_append_and_append", "test_encode_and_encode", "test_encode_and_append",
+                                      "test_create_and_create"])
+    def test_race(self, tmp_path, race):
+        getattr(TestParallelWriters(), race)(tmp_path, rounds=20)
+
+
 class TestLockSemantics:
     def test_reentrant_in_one_process(self, tmp_path):
         """Holding the writer lock, the same process may still open the bank to read and to append."""
@@ -131,8 +140,23 @@ class TestLockSemantics:
         assert not lock_path(path).exists()
 
     def test_encode_holds_the_lock_for_the_whole_cycle(self, tmp_path, monkeypatch):
-        """A writer arriving while encode computes waits for it (the reservoir is never made stale unseen)."""
+        """While encode computes the reservoir (after reading the masks), another writer cannot get in."""
+        import hopfield_masks.encoding as encoding
+
         path = tmp_path / "bank.h5"
         seed_bank(path)
+        seen = []
+        real = encoding.bank_digest
+
+        def digest_then_try_a_writer(bank):
+            probe = start("append", str(path), "intruder", "1", timeout=0.3)
+            out, err = probe.communicate(timeout=120)
+            seen.append((probe.returncode, err))
+            return real(bank)
+
+        monkeypatch.setattr(encoding, "bank_digest", digest_then_try_a_writer)
         encode_bank(path, "64KB")
+        (code, err), = seen
+        assert code != 0 and "BankLockedError" in err and "waited 0.3 s" in err
+        monkeypatch.undo()
         assert reservoir_is_current(path, "64KB")
