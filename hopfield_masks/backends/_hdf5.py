@@ -619,6 +619,7 @@ class HDF5MaskBank(MaskBank):
             raise
         assert self._target is not None
         self._fh = JournaledFile(self._target)
+        self._flock = FileLock(self.path, self._fh.fileno(), exclusive=True)  # from now on changed in place
         self._h5 = h5py.File(self._fh, "r+", libver=LIBVER)
 
     def _close_files(self) -> None:

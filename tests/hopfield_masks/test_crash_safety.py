@@ -160,3 +160,29 @@ class TestDiskFull:
         assert lines[-1].startswith("Error:") and "Traceback" not in proc.stderr
         assert "File too large" in proc.stderr
         assert path.read_bytes() == before and litter(tmp_path) == []
+
+
+class TestCommit:
+    def test_commit_in_a_new_bank_publishes_it_and_continues_in_place(self, tmp_path):
+        """create_bank + commit(): the file exists with the committed tasks; later ones arrive at close."""
+        path = tmp_path / "bank.h5"
+        with create_bank(path) as bank:
+            bank.write_task("a", masks_for("a"))
+            bank.commit()
+            with open_bank(path) as other:  # a reader sees the committed state (the writer is between writes)
+                assert other.tasks() == ["a"]
+            bank.write_task("b", masks_for("b"))
+        check_after_crash(path, ["a", "b"])
+
+    def test_exception_after_commit_keeps_the_committed_tasks(self, tmp_path):
+        """An error after commit() rolls back to the commit, not to the start of the session."""
+        path = tmp_path / "bank.h5"
+        seed_bank(path)
+        with pytest.raises(RuntimeError), open_bank(path, "a") as bank:
+            bank.write_task("kept", masks_for("kept"))
+            bank.commit()
+            bank.write_task("lost", masks_for("lost"))
+            raise RuntimeError
+        with open_bank(path) as bank:
+            assert "kept" in bank.tasks() and "lost" not in bank.tasks()
+        check_after_crash(path, ["kept"])
