@@ -181,7 +181,8 @@ def keyed_size_for_budget(
     networks fit the budget and ``K = N - ceil(P / B)`` the units left over
     for the key; the first ``B`` whose key takes at least ``key_fraction`` of
     the units wins (fewer, larger networks: the key then ties fewer blocks
-    together, and a larger ``N`` holds more tasks).
+    together, and a larger ``N`` holds more tasks).  The key never gets more
+    units than the mask part (``N <= 2 ceil(P / B)``).
 
     Raises
     ------
@@ -213,10 +214,18 @@ def keyed_size_for_budget(
             size = int(math.isqrt(int(room // ITEMSIZE[dtype])))
         if size <= mask_units:
             continue
+        size = min(size, 2 * mask_units)  # a key wider than the mask part adds cost, not distinction
         if size - mask_units >= key_fraction * size:
             return size, size - mask_units
-    raise BudgetError("budget", f"room for {length} mask entries plus a key of {key_fraction:.0%} of each network's "
-                                f"units (dtype {dtype})", f"{budget!r} = {n_bytes} bytes")
+    # the smallest budget that works: for each B the smallest N whose key takes key_fraction of the units
+    blocks = np.arange(1, length + 1, dtype=np.int64)
+    mask_units = -(-length // blocks)
+    sizes = np.maximum(np.ceil(mask_units / (1.0 - key_fraction)).astype(np.int64), mask_units + 1)
+    per_network = -(-sizes * (sizes - 1) // 16) if ITEMSIZE[dtype] < 1 else sizes * sizes * int(ITEMSIZE[dtype])
+    minimum = int(np.min(blocks * per_network + 4 * blocks + 4 * length))
+    raise BudgetError("budget", f"at least {minimum} bytes ({format_bytes(minimum)}) for {length} mask entries plus "
+                                f"a key of {key_fraction:.0%} of each network's units (dtype {dtype})",
+                      f"{budget!r} = {n_bytes} bytes", minimum=minimum)
 
 
 def flat_state(state: object, length: int, name: str) -> np.ndarray:

@@ -151,6 +151,9 @@ class RecallConfig:
             raise ConfigError("selection", f"one of {', '.join(SELECTIONS)}", repr(self.selection))
         if not _is_int(self.restarts) or self.restarts < 0:
             raise ConfigError("restarts", "an integer >= 0", repr(self.restarts))
+        if self.restarts and self.guided is False:
+            raise ConfigError("restarts", "0 for unguided recall (restarts are ranked by the guidance objective)",
+                              repr(self.restarts))
         if self.restarts and self.method == "keyed":
             raise ConfigError("restarts", "0 for keyed recall (every task's candidate is already scored)",
                               repr(self.restarts))
@@ -350,6 +353,8 @@ class Recaller:
         if self.guided and self.config.objective == "G" and self.model.config.output_size <= self._real_classes():
             raise ConfigError("objective", f"H for a model with {self.model.config.output_size} outputs (G needs "
                                            "superfluous outputs beyond the real classes)", "'G'")
+        if self.config.restarts and not self.guided:
+            raise ConfigError("restarts", "0 unless recall is guided (a model and its data)", repr(self.config.restarts))
         if self.model is not None and model_layout(self.model) != self.layout:
             raise ConfigError("model", f"masked layers {self.layout.to_dict()}", model_layout(self.model).to_dict())
         self.encoded: EncodeReport | None = None

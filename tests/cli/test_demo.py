@@ -19,7 +19,7 @@ from supsup_core.data import load_mnist, make_stream
 from supsup_core.demo import DEMO_BATCHES_PER_TASK, DemoResult, run_demo
 from supsup_core.errors import ConfigError
 from supsup_core.guidance import model_layout
-from supsup_core.hopsupsup import recall_all
+from supsup_core.recaller import EncodeSettings, RecallConfig, Recaller
 from supsup_core.models import build_model
 from supsup_core.persistence import save_masks
 from supsup_store_cli.app import app
@@ -43,12 +43,13 @@ def tiny_result(tmp_path_factory) -> DemoResult:
     model.eval()
     path = tmp_path_factory.mktemp("demo") / "masks.h5"
     save_masks(model, path, benchmark=stream.describe())
-    reservoir, report = encode_bank(path, "1MB")
-    rows = {guided: recall_all(path, reservoir, model=model, stream=stream, guided=guided, method="dynamics",
-                               knobs={"max_sweeps": 2}) for guided in (True, False)}
+    _, report = encode_bank(path, "1MB")
+    configs = {True: RecallConfig(method="keyed", guided=True),
+               False: RecallConfig(method="dynamics", guided=False, steps=2)}
+    rows = {guided: Recaller(path, "1MB", config, model=model, stream=stream).recall_all()
+            for guided, config in configs.items()}
     return DemoResult(bank_path=str(path), device="cpu", encode=report, true_accuracy={t: 0.5 for t in range(5)},
-                      guided=rows[True], unguided=rows[False], method="dynamics", transductive=False,
-                      timings={"train": 1.0})
+                      guided=rows[True], unguided=rows[False], recall=configs[True], timings={"train": 1.0})
 
 
 @pytest.fixture
@@ -76,14 +77,14 @@ def _arguments(calls) -> tuple[tuple, dict]:
 
 class TestDemoCommand:
     def test_defaults_are_forwarded(self, fake_run_demo):
-        """No options: run_demo gets demo_out, 1MB, 50 batches, seed 0, dynamics, non-transductive, embedded data."""
+        """No options: run_demo gets demo_out, 1MB, 50 batches, seed 0, keyed non-transductive recall, embedded data."""
         result = runner.invoke(app, ["demo"])
         assert result.exit_code == 0, result.output
         args, kwargs = _arguments(fake_run_demo)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         assert args == (Path("demo_out"),)
         assert kwargs == {"budget": "1MB", "batches_per_task": DEMO_BATCHES_PER_TASK, "seed": 0, "device": device,
-                          "method": "dynamics", "transductive": False, "data_dir": None}
+                          "recall": RecallConfig(method="keyed", guided=True), "data_dir": None}
 
     def test_every_option_is_forwarded(self, fake_run_demo, tmp_path):
         """--out, --budget, --batches-per-task, --method, --transductive, --seed, --device and --data-dir arrive."""
@@ -94,7 +95,8 @@ class TestDemoCommand:
         args, kwargs = _arguments(fake_run_demo)
         assert args == (tmp_path / "o",)
         assert kwargs == {"budget": "512KiB", "batches_per_task": 7, "seed": 3, "device": "cpu",
-                          "method": "score-descent", "transductive": True, "data_dir": tmp_path / "idx"}
+                          "recall": RecallConfig(method="score-descent", guided=True, transductive=True, seed=3),
+                          "data_dir": tmp_path / "idx"}
 
     def test_table_and_summary(self, fake_run_demo, tiny_result):
         """The output has the reservoir table, one row per task with its digits, and the guided/unguided summary."""
@@ -105,7 +107,7 @@ class TestDemoCommand:
         for t in range(5):
             assert f"{2 * t},{2 * t + 1}" in out
         exact = sum(r.exact for r in tiny_result.guided)
-        assert f"Guided recall (dynamics): exact for {exact} of 5 masks" in out
+        assert f"Guided recall (keyed): exact for {exact} of 5 masks" in out
         assert "Unguided recall: exact for" in out and "held-out test images" in out
         assert f"Reservoir {tiny_result.encode.reservoir_bytes:,} B for 5 masks" in out
 
@@ -150,8 +152,8 @@ class TestDemoCommand:
 class TestRunDemoChecks:
     @pytest.mark.parametrize(
         "kwargs, error",
-        [({"batches_per_task": 0}, ConfigError), ({"method": "annealing"}, ConfigError),
-         ({"rule": "oja"}, UnknownRuleError), ({"budget": "1kB"}, BudgetError)],
+        [({"batches_per_task": 0}, ConfigError), ({"recall": "keyed"}, ConfigError),
+         ({"encode": EncodeSettings(rule="oja")}, UnknownRuleError), ({"budget": "1kB"}, BudgetError)],
     )
     def test_bad_settings_fail_before_anything_is_written(self, tmp_path, kwargs, error):
         """Bad settings raise before training, and the output folder is not even created."""
@@ -188,3 +190,12 @@ class TestRunDemo:
         assert all(r.true_accuracy is not None and r.recalled_accuracy is not None for r in result.guided)
         assert set(result.true_accuracy) == {0, 1, 2, 3, 4}
         json.dumps(result.to_dict(), allow_nan=False)
+
+    def test_readme_claims_hold(self, tmp_path):
+        """The README's demo claims: with the defaults every one of the 5 masks comes back exactly, guided,
+        with no accuracy lost, while plain dynamics from the mean cue recalls none of them exactly."""
+        result = run_demo(tmp_path)
+        assert sum(r.exact for r in result.guided) == 5
+        assert all(r.recalled_accuracy == r.true_accuracy for r in result.guided)
+        assert sum(r.exact for r in result.unguided) == 0
+        assert result.encode.reservoir_bytes <= 1_000_000 and result.encode.n_tasks == 5

@@ -46,9 +46,10 @@ def _library_bank(path, n_tasks: int, length: int = 40, seed: int = 0):
     return path
 
 
-def _minimum_budget(length: int) -> int:
+def _minimum_budget(length: int, key_units: int | str = "auto") -> int:
+    """The smallest budget for ``length`` mask entries (the default keyed reservoir, or ``key_units=0``)."""
     with pytest.raises(BudgetError) as info:
-        Reservoir.from_budget(1, MaskLayout(("w",), ((length,),)))
+        Reservoir.from_budget(1, MaskLayout(("w",), ((length,),)), key_units=key_units)
     return info.value.minimum
 
 
@@ -113,8 +114,9 @@ class TestEncode:
         result = runner.invoke(app, ["encode", str(unit_bank)])
         assert result.exit_code == 0, result.output
         out = _flat(result.stdout)
-        for needle in ("1,000,000 B", "reservoir bytes", "networks 1 × 64 units (float32 couplings)", "storkey",
-                       "load vs capacity 5 /", "hdf5-packed bank file:", "(8 B of bits)"):
+        for needle in ("1,000,000 B", "reservoir bytes", "networks 1 × 128 units, 64 of them task-key units (sign "
+                       "couplings)", "pseudo-inverse", "load vs capacity 5 /", "hdf5-packed bank file:",
+                       "(8 B of bits)", "float32 accumulators, not kept"):
             assert needle in out, needle
         assert bank_reservoirs(unit_bank) == ["reservoir-1000000"]
 
@@ -164,7 +166,8 @@ class TestRecall:
         assert out["mode"]["guided"] is True and out["mode"]["transductive"] is False and out["note"] is None
         assert "held-out" in out["mode"]["scored_on"]
         row = out["tasks"][0]
-        assert set(row["bits_wrong"]) == {"unit1", "unit2"} and row["guidance_calls"] == 1
+        assert set(row["bits_wrong"]) == {"unit1", "unit2"} and row["method"] == "keyed" and row["candidates"] == 5
+        assert out["mode"]["method"] == "keyed" and out["mode"]["cue"] == "key" and row["guidance_calls"] >= 5
         assert 0 <= row["true_accuracy"] <= 1 and 0 <= row["recalled_accuracy"] <= 1
         assert out["summary"]["tasks"] == 5
 
@@ -193,8 +196,8 @@ class TestRecall:
 
     @pytest.mark.parametrize("cue", ["mean", "random", "noisy:0.1"])
     def test_cues(self, recall_json, cue):
-        """--cue mean|random|noisy:0.1 is used for every task."""
-        out = recall_json("--cue", cue)
+        """--cue mean|random|noisy:0.1 is used for every task (block-wise dynamics)."""
+        out = recall_json("--method", "dynamics", "--cue", cue)
         assert out["mode"]["cue"] == cue and {r["cue"] for r in out["tasks"]} == {cue}
 
     def test_method_steps_and_seed(self, recall_json):
@@ -205,8 +208,8 @@ class TestRecall:
 
     def test_restarts_are_passed_to_every_task_and_said_in_the_mode(self, recall_json):
         """--restarts 2 runs three guided recalls per task, keeps one of them, and the JSON mode says so."""
-        out = recall_json("--restarts", "2")
-        assert out["mode"]["restarts"] == 2 and recall_json()["mode"]["restarts"] == 0
+        out = recall_json("--method", "dynamics", "--restarts", "2")
+        assert out["mode"]["restarts"] == 2 and recall_json("--method", "dynamics")["mode"]["restarts"] == 0
         for row in out["tasks"]:
             assert row["restarts"] == 2 and 0 <= row["chosen_start"] <= 2
             assert row["guidance_calls"] == 3  # --steps 2: one guided sweep per start
@@ -248,18 +251,20 @@ class TestRecall:
     def test_library_bank_recalls_bits_only(self, tmp_path):
         """A bank without a model gets unguided recall, exact from a noisy cue at low load, with a note."""
         path = _library_bank(tmp_path / "lib.h5", 3)
-        result = runner.invoke(app, ["recall", str(path), "--cue", "noisy:0.1", "--json"])
+        block_wise = ["--method", "dynamics", "--rule", "storkey", "--key-units", "0"]
+        result = runner.invoke(app, ["recall", str(path), "--cue", "noisy:0.1", "--json", *block_wise])
         assert result.exit_code == 0, result.output
         out = json.loads(result.stdout)
         assert out["summary"]["exact"] == 3 and out["mode"]["guided"] is False and "supsup_core model" in out["note"]
-        text = runner.invoke(app, ["recall", str(path), "--cue", "noisy:0.1"])
+        text = runner.invoke(app, ["recall", str(path), "--cue", "noisy:0.1", *block_wise])
         assert text.exit_code == 0 and "exact: 3 of 3 tasks" in _flat(text.stdout)
         assert "only bits wrong" in _flat(text.stderr)
 
     def test_over_capacity_warning(self, tmp_path):
         """Recall from a reservoir holding more tasks than its capacity warns that exact recall is not expected."""
         path = _library_bank(tmp_path / "lib.h5", 30)
-        result = runner.invoke(app, ["recall", str(path), "--budget", str(_minimum_budget(40)), "--steps", "3"])
+        result = runner.invoke(app, ["recall", str(path), "--budget", str(_minimum_budget(40, 0)), "--steps", "3",
+                                     "--method", "dynamics", "--rule", "storkey", "--key-units", "0"])
         assert result.exit_code == 0, result.output
         assert "the reservoir is over capacity, so exact recall is not expected" in _flat(result.stderr)
         out = json.loads(runner.invoke(app, ["recall", str(path), "--budget", str(_minimum_budget(40)),

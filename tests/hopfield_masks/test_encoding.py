@@ -64,8 +64,9 @@ def _snapshot(path) -> tuple[bytes, int]:
 
 
 def _minimum_budget(length: int = LENGTH) -> int:
+    """The smallest budget of the default (keyed, sign) reservoir for ``length`` mask entries."""
     with pytest.raises(BudgetError) as info:
-        Reservoir.from_budget(1, MaskLayout(("w",), ((length,),)))
+        Reservoir.from_budget(1, MaskLayout(("w",), ((length,),)), key_units="auto")
     return info.value.minimum
 
 
@@ -125,7 +126,7 @@ class TestEncodeBank:
     def test_report_fields_describe_the_reservoir(self, tmp_path, backend):
         """Every report field matches the reservoir built, for both file backends, and is JSON-safe."""
         path = _make_bank(tmp_path / "bank.h5", 4, backend)
-        reservoir, report = encode_bank(path, "3kB")
+        reservoir, report = encode_bank(path, "3kB", rule="storkey", key_units=0)
         n = reservoir.network_size
         assert isinstance(report, EncodeReport)
         assert report.path == str(path) and report.attachment == "reservoir-3000" and report.budget_bytes == 3000
@@ -136,6 +137,17 @@ class TestEncodeBank:
         assert report.capacity_tasks == pytest.approx(get_rule("storkey").capacity(n))
         assert report.load == pytest.approx(4 / report.capacity_tasks) and report.over_capacity is False
         assert json.loads(json.dumps(report.to_dict(), allow_nan=False)) == report.to_dict()
+        assert report.key_units == 0 and report.write_accumulator_bytes == 0
+
+    def test_default_is_keyed_sign_pseudo_inverse(self, tmp_path):
+        """The default reservoir has task keys, 1-bit couplings and the projection rule; the report says so,
+        including the float32 accumulator that encoding needed and did not keep."""
+        path = _make_bank(tmp_path / "bank.h5", 4, "hdf5-packed")
+        reservoir, report = encode_bank(path, "3kB")
+        assert report.rule == "pseudo-inverse" and report.dtype == "sign" and report.key_units == reservoir.key_units > 0
+        assert report.reservoir_bytes == reservoir.nbytes <= 3000
+        assert report.write_accumulator_bytes == reservoir.n_blocks * 4 * reservoir.network_size ** 2
+        assert read_bank_reservoir(path, "3kB").networks[0].frozen
 
     def test_honest_alternative_counts_the_file_overhead(self, bank):
         """The exact alternative counts the packed bits plus the measured per-task and header bytes of a bank file."""

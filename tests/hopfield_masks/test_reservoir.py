@@ -337,7 +337,8 @@ class TestFiles:
         res.save(tmp_path / "r.h5")
         with h5py.File(tmp_path / "r.h5", "r") as fh:
             attrs = dict(fh.attrs)
-            assert attrs["kind"] == "reservoir" and attrs["format_version"] == 1 and attrs["budget"] == 40_000
+            assert attrs["kind"] == "reservoir" and attrs["format_version"] == 2 and attrs["budget"] == 40_000
+            assert attrs["key_units"] == 0 and attrs["key_seed"] == 0
             assert json.loads(attrs["rule"]) == {"id": "hebbian"} and attrs["dtype"] == "int8"
             assert json.loads(attrs["mask_layout"]) == LAYOUT.to_dict() and attrs["n_tasks"] == 1
             assert json.loads(attrs["block_layout"])["block_size"] == attrs["network_size"] == res.network_size

@@ -23,7 +23,6 @@ from supsup_core.hopsupsup import (
     TaskData,
     TaskRecall,
     masks_accuracy,
-    recall_all,
     recall_task,
     restart_cues,
     summarise,
@@ -31,6 +30,7 @@ from supsup_core.hopsupsup import (
 )
 from supsup_core.models import SupSupNet, build_model
 from supsup_core.persistence import save_masks
+from supsup_core.recaller import RecallConfig, Recaller
 
 N_TASKS = 4
 
@@ -67,12 +67,18 @@ def unit_model():
 
 @pytest.fixture(scope="module")
 def unit_bank(tmp_path_factory, unit_model, stream):
-    """The tiny BNNet's masks saved to a bank with the stream's description, and its 1 MB reservoir."""
+    """The tiny BNNet's masks saved to a bank with the stream's description, and its 1 MB block-wise reservoir
+    (Storkey, no task keys: the procedures of hopsupsup.recall_task), plus a keyed one of 512KiB."""
     model, _ = unit_model
     path = tmp_path_factory.mktemp("hopsupsup") / "masks.h5"
     save_masks(model, path, benchmark=stream.describe())
-    reservoir, _ = encode_bank(path, "1MB")
+    reservoir, _ = encode_bank(path, "1MB", rule="storkey", key_units=0)
+    encode_bank(path, "512KiB")  # the default: keyed, pseudo-inverse, sign couplings
     return path, reservoir
+
+
+def _recall(path, config: RecallConfig, budget: str = "1MB", **kwargs) -> list[TaskRecall]:
+    return Recaller(path, budget, config, encode_missing=None, **kwargs).recall_all()
 
 
 @pytest.fixture(scope="module")
@@ -297,11 +303,10 @@ class TestRestarts:
     def test_recall_all_passes_restarts_and_refuses_them_without_guidance(self, unit_bank, unit_model, stream):
         """recall_all restarts every task when guided, and refuses restarts for unguided recall."""
         path, reservoir = unit_bank
-        rows = recall_all(path, reservoir, model=unit_model[0], stream=stream, method="dynamics",
-                          knobs={"max_sweeps": 2}, restarts=1)
+        rows = _recall(path, RecallConfig(method="dynamics", steps=2, restarts=1), model=unit_model[0], stream=stream)
         assert all(r.restarts == 1 and r.guidance_calls == 2 for r in rows)
         with pytest.raises(ConfigError, match="restarts"):
-            recall_all(path, reservoir, restarts=1)
+            RecallConfig(method="dynamics", guided=False, restarts=1)
 
 
 class TestRecallAll:
@@ -310,8 +315,8 @@ class TestRecallAll:
         """Non-transductive rows score on the held-out half; transductive rows on the whole test set."""
         path, reservoir = unit_bank
         model, masks = unit_model
-        rows = recall_all(path, reservoir, model=model, stream=stream, guided=False, cue="noisy:0.1",
-                          transductive=transductive)
+        rows = _recall(path, RecallConfig(method="dynamics", guided=False, cue="noisy:0.1", transductive=transductive),
+                       model=model, stream=stream)
         assert [r.task for r in rows] == [str(t) for t in range(N_TASKS)] and all(r.exact for r in rows)
         for t, row in enumerate(rows):
             split = task_data(stream, t, transductive=transductive)
@@ -322,32 +327,40 @@ class TestRecallAll:
         """Guided recall of every task calls progress after each task and marks every row guided."""
         path, reservoir = unit_bank
         calls = []
-        rows = recall_all(path, reservoir, model=unit_model[0], stream=stream, method="dynamics",
-                          knobs={"max_sweeps": 2},
-                          progress=lambda done, total: calls.append((done, total)))
+        rows = Recaller(path, "1MB", RecallConfig(method="dynamics", steps=2), model=unit_model[0],
+                        stream=stream).recall_all(progress=lambda done, total: calls.append((done, total)))
         assert calls == [(t + 1, N_TASKS) for t in range(N_TASKS)]
         assert all(r.guided and r.guidance_calls == 1 for r in rows)
 
-    def test_without_model_recall_is_unguided_and_unscored(self, unit_bank):
-        """Without a model the rows are unguided and carry bits wrong only."""
-        path, reservoir = unit_bank
-        rows = recall_all(path, reservoir, cue="noisy:0.1")
-        assert len(rows) == N_TASKS and not any(r.guided for r in rows)
+    def test_without_model_recall_is_unguided_and_unscored(self, tmp_path):
+        """A bank written by the storage library alone (no model in its metadata): unguided rows with bits wrong only,
+        and a note saying why; asking for guidance is refused."""
+        rng = np.random.default_rng(5)
+        path = tmp_path / "plain.h5"
+        with create_bank(path) as bank:
+            for t in range(3):
+                bank.write_task(str(t), {"w": rng.random(40) < 0.5})
+        encode_bank(path, "1MB", rule="storkey", key_units=0)
+        recaller = Recaller(path, "1MB", RecallConfig(method="dynamics", cue="noisy:0.1"))
+        rows = recaller.recall_all()
+        assert len(rows) == 3 and not any(r.guided for r in rows) and "metadata" in recaller.note
         assert all(r.true_accuracy is None for r in rows)
+        with pytest.raises(ConfigError, match="guided"):
+            Recaller(path, "1MB", RecallConfig(method="dynamics", guided=True))
 
     def test_a_model_with_other_layers_is_refused(self, unit_bank):
         """A model whose masked layers are not the reservoir's raises ConfigError naming 'model'."""
         path, reservoir = unit_bank
         other = build_model(ModelConfig(arch="bnnet", hidden=(16, 16), output_size=10))
         with pytest.raises(ConfigError, match="model"):
-            recall_all(path, reservoir, model=other)
+            _recall(path, RecallConfig(method="dynamics", guided=False), model=other, stream=None)
 
     def test_a_task_without_data_in_the_stream_is_a_data_error(self, unit_bank, unit_model):
         """Bank task 3 of a 2-task stream raises DataError naming the task."""
         path, reservoir = unit_bank
         short = make_stream("split-mnist", 2, load_mnist("embedded"))
-        with pytest.raises(DataError, match="'2'"):
-            recall_all(path, reservoir, model=unit_model[0], stream=short, guided=False)
+        with pytest.raises(DataError, match="task 2 "):
+            _recall(path, RecallConfig(method="dynamics", guided=False), model=unit_model[0], stream=short)
 
     def test_library_bank_with_other_task_names(self, tmp_path):
         """A bank with non-numeric task names is recalled in bank order."""
@@ -356,8 +369,9 @@ class TestRecallAll:
         with create_bank(path) as bank:
             for name in ("alpha", "beta"):
                 bank.write_task(name, {"w": rng.random(40) < 0.5})
-        reservoir, _ = encode_bank(path, "1MB")
-        assert [r.task for r in recall_all(path, reservoir, cue="noisy:0.1")] == ["alpha", "beta"]
+        encode_bank(path, "1MB", rule="storkey", key_units=0)
+        rows = _recall(path, RecallConfig(method="dynamics", cue="noisy:0.1"))
+        assert [r.task for r in rows] == ["alpha", "beta"]
 
 
 class TestSummarise:
