@@ -184,11 +184,11 @@ def open_h5_read(path: str | os.PathLike) -> h5py.File:
         ``path`` is a folder, is not an HDF5 file, or is truncated or corrupt.
     """
     p = Path(path).expanduser()
-    if not p.exists():
-        raise BankFileNotFoundError(p)
     try:
         st = p.stat()
-    except OSError as exc:  # e.g. a folder on the way that cannot be searched
+    except FileNotFoundError:
+        raise BankFileNotFoundError(p) from None
+    except OSError as exc:  # e.g. a folder on the way that cannot be searched (PermissionError)
         raise StorageFormatError(p, f"cannot be read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(st.st_mode):
         raise StorageFormatError(p, "is a folder, expected an HDF5 file")
