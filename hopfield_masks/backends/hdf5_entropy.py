@@ -128,6 +128,32 @@ def adaptive_probabilities(counts: np.ndarray, n_before: int | np.ndarray, densi
     return (counts.astype(np.float64) + weight * density) / (np.asarray(n_before, dtype=np.float64) + weight)
 
 
+def _rows_bits(column_ones: np.ndarray, layer: _Layer, weight: float) -> float:
+    """Ideal length of a layer under the rows model, in closed form (the order of a column's entries is irrelevant).
+
+    Coding column ``j`` row by row with ``(c + a p) / (r + a)`` is a Polya urn with pseudo-counts
+    ``a p`` and ``a (1 - p)``: the sequence's probability is ``B(k + a p, R - k + a (1 - p)) / B(a p, a (1 - p))``.
+    """
+    from scipy.special import gammaln
+
+    one, zero = weight * float(layer.density), weight * (1.0 - float(layer.density))
+    k = column_ones.astype(np.float64)
+    rows = float(layer.rows)
+    log_p = (gammaln(k + one) - gammaln(one) + gammaln(rows - k + zero) - gammaln(zero)
+             - gammaln(rows + weight) + gammaln(weight))
+    return float(-log_p.sum() / math.log(2.0))
+
+
+def _chain_bits(x: np.ndarray, counts: np.ndarray, n_before: int, density: float, weight: float) -> float:
+    """Ideal length of a layer under the chain model, from histograms of the counts (no per-entry logarithm)."""
+    ones = np.bincount(counts[x], minlength=n_before + 1)  # (N + 1,) entries with c_j = c that are 1
+    zeros = np.bincount(counts[~x], minlength=n_before + 1)
+    q = adaptive_probabilities(np.arange(n_before + 1), n_before, density, weight)  # P(1) for each count
+    with np.errstate(divide="ignore"):
+        log_one, log_zero = np.log2(q), np.log2(1.0 - q)
+    return float(-(ones[ones > 0] * log_one[ones > 0]).sum() - (zeros[zeros > 0] * log_zero[zeros > 0]).sum())
+
+
 class _Layer:
     """One layer of a task as the coder sees it: flat bounds, matrix view, ones, density."""
 
@@ -266,14 +292,13 @@ class HDF5EntropyBank(HDF5MaskBank):
         bits = {_STATIC: ideal_bits(flat, p),
                 _LAYERS: sum(ideal_bits(flat[q.start:q.stop], q.density) for q in coded)}
         matrices = [flat[q.start:q.stop].reshape(q.rows, q.cols) for q in coded]
+        column_ones = [x.sum(axis=0) for x in matrices]  # (cols,) per coded layer
         for i, weight in enumerate(PRIOR_WEIGHTS):
-            bits[_ROWS + i] = sum(ideal_bits(x.ravel(), _row_probabilities(x, q, weight))
-                                  for q, x in zip(coded, matrices))
+            bits[_ROWS + i] = sum(_rows_bits(k, q, weight) for q, k in zip(coded, column_ones))
         if n_before:
             for i, weight in enumerate(PRIOR_WEIGHTS):
                 bits[_CHAIN + i] = sum(
-                    ideal_bits(flat[q.start:q.stop],
-                               adaptive_probabilities(self._chain_counts[q.start:q.stop], n_before, q.density, weight))
+                    _chain_bits(flat[q.start:q.stop], self._chain_counts[q.start:q.stop], n_before, q.density, weight)
                     for q in coded
                 )
         # the counts are stored whatever the model, so the shortest ideal code wins (ties: the simpler model)

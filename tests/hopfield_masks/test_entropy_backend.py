@@ -17,6 +17,10 @@ pytest.importorskip("constriction")
 from hopfield_masks.backends import create_bank, open_bank  # noqa: E402
 from hopfield_masks.backends.hdf5_entropy import (  # noqa: E402
     PRIOR_WEIGHTS,
+    _chain_bits,
+    _Layer,
+    _row_probabilities,
+    _rows_bits,
     HDF5EntropyBank,
     MissingExtraError,
     adaptive_probabilities,
@@ -193,6 +197,25 @@ def test_random_edit_sequences_match_a_dict(data):
         with open_bank(path) as bank:
             for name in reversed(list(model)):
                 np.testing.assert_array_equal(bank.read_task(name)["m"], model[name])
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 40), st.integers(1, 30), st.floats(0.02, 0.98), st.sampled_from(PRIOR_WEIGHTS),
+       st.integers(0, 2**16))
+def test_closed_form_lengths_match_the_per_entry_sums(rows, cols, density, weight, seed):
+    """The model choice uses closed forms; they equal -sum log2 P(x) of the probabilities actually coded."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((rows, cols)) < density
+    k = int(x.sum())
+    if k in (0, x.size):
+        return
+    layer = _Layer(0, x.shape, k)
+    per_entry = ideal_bits(x.ravel(), _row_probabilities(x, layer, weight))
+    assert _rows_bits(x.sum(axis=0), layer, weight) == pytest.approx(per_entry, rel=1e-9, abs=1e-6)
+    n_before = int(rng.integers(1, 6))
+    counts = rng.integers(0, n_before + 1, size=x.size)
+    chain = ideal_bits(x.ravel(), adaptive_probabilities(counts, n_before, layer.density, weight))
+    assert _chain_bits(x.ravel(), counts, n_before, layer.density, weight) == pytest.approx(chain, rel=1e-9, abs=1e-6)
 
 
 def test_adaptive_probabilities_are_the_formula():
