@@ -35,7 +35,7 @@ from supsup_core.inference import infer_task  # noqa: E402
 from supsup_core.interop import avalanche as sa  # noqa: E402
 from supsup_core.models import build_model  # noqa: E402
 from supsup_core.persistence import benchmark_metadata, load_model, stored_accuracies, stream_from_metadata  # noqa: E402
-from supsup_core.training import TrainConfig, evaluate_gg  # noqa: E402
+from supsup_core.training import TrainConfig, evaluate_gg, evaluate_inferred  # noqa: E402
 from supsup_store_cli.app import app  # noqa: E402
 
 runner = CliRunner()
@@ -154,7 +154,8 @@ def small():
     probe = _Probe()
     strategy.plugins.insert(0, probe)  # runs before SupSupPlugin's hooks
     rows, _ = run_stream(strategy, benchmark)
-    return {"strategy": strategy, "benchmark": benchmark, "rows": rows, "probe": probe}
+    free = sa.experience_metric(strategy.eval(benchmark.test_task_free_stream), "Top1_Acc_Exp", sa.TASK_FREE_STREAM)
+    return {"strategy": strategy, "benchmark": benchmark, "rows": rows, "probe": probe, "free": free, "stream": stream}
 
 
 class TestLifeCycle:
@@ -187,6 +188,13 @@ class TestLifeCycle:
                 expected = model.net(x[chosen == mask])
             assert torch.equal(got[chosen == mask], expected)
         assert (chosen == 1).float().mean() > 0.5
+
+    def test_task_free_stream_is_supsups_one_shot_gns(self, small):
+        """Avalanche's accuracy on the stream without task labels = supsup_core's GNs, one-shot per image, exactly."""
+        net = small["strategy"].model.net
+        gns = evaluate_inferred(net, small["stream"], protocol="per-image", scenario="gns", measure_task_inference=False)
+        assert small["free"] == pytest.approx(gns.accuracy, abs=1e-12)
+        assert min(small["free"].values()) > 0.5  # most images find their own mask (a random pick finds it half the time)
 
     def test_task_labels_select_their_masks(self, small):
         """A batch mixing task labels is split by label, each part through its own mask."""
