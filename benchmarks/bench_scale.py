@@ -146,7 +146,7 @@ def phase_ksweep(bank: str) -> dict:
             "forward_ms_per_candidate": round(1000 * forward_s / (n * max(KS)), 3)}
 
 
-def phase_per_image(bank: str) -> dict:
+def phase_per_image(bank: str, every: int = 1) -> dict:
     from supsup_core.bank_loading import load_model_chunked as load_model
     from supsup_core.persistence import stream_from_metadata
     from supsup_core.training import evaluate_inferred
@@ -154,9 +154,11 @@ def phase_per_image(bank: str) -> dict:
     model, meta = load_model(bank)
     stream = stream_from_metadata(meta)
     t0 = time.perf_counter()
-    r = evaluate_inferred(model, stream, method="oneshot", protocol="per-image", measure_task_inference=False)
+    r = evaluate_inferred(model, stream, range(0, model.num_tasks, every), method="oneshot", protocol="per-image",
+                          measure_task_inference=False)
     images = sum(r.n_images.values())
     return {"time_s": round(time.perf_counter() - t0, 2), "images": images, "tasks": model.num_tasks,
+            "stream_tasks_evaluated": len(r.n_images), "every": every,
             "gnu_accuracy": r.mean_accuracy,
             "single_image_task_inference": sum(r.decision_accuracy.values()) / len(r.decision_accuracy)}
 
@@ -210,7 +212,7 @@ def _child(args: argparse.Namespace) -> None:
     elif args.phase == "ksweep":
         out = phase_ksweep(args.bank)
     elif args.phase == "per-image":
-        out = phase_per_image(args.bank)
+        out = phase_per_image(args.bank, args.per_image_every)
     elif args.phase == "workers":
         out = phase_workers(args.bank)
     else:
@@ -220,9 +222,9 @@ def _child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def _run_child(phase: str, bank: str, tasks: int, workers: int, fc_batches: int) -> dict:
+def _run_child(phase: str, bank: str, tasks: int, workers: int, fc_batches: int, every: int = 1) -> dict:
     cmd = [sys.executable, __file__, "--child", phase, "--bank", bank, "--tasks", str(tasks), "--workers", str(workers),
-           "--fc-batches", str(fc_batches)]
+           "--fc-batches", str(fc_batches), "--per-image-every", str(every)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -285,6 +287,16 @@ def markdown(result: dict) -> str:
                           f"({1000 * pi['time_s'] / pi['images']:.2f} ms per image): single-image task inference "
                           f"{_pct(pi['single_image_task_inference'])}, GNu accuracy {_pct(pi['gnu_accuracy'])}; peak RSS "
                           f"{pi['peak_rss_mb']:.0f} MB; load {pi['load_before']} → {pi['load_after']}."]
+    for t, run in sorted(result["runs"].items(), key=lambda kv: int(kv[0])):
+        for key, pi in run.items():
+            if key.startswith("per-image-every"):
+                lines += ["", f"## Per-image protocol, T = {t}, every {pi['every']}th task's test images "
+                          f"({pi['stream_tasks_evaluated']} tasks), all {pi['tasks']} masks as candidates", "",
+                          f"{pi['images']:,} images in {pi['time_s']:.0f} s ({1000 * pi['time_s'] / pi['images']:.2f} ms "
+                          f"per image; all {pi['tasks']} tasks' images at this rate: "
+                          f"{pi['time_s'] * pi['tasks'] / pi['stream_tasks_evaluated'] / 60:.1f} min): single-image task "
+                          f"inference {_pct(pi['single_image_task_inference'])}, GNu accuracy {_pct(pi['gnu_accuracy'])}; "
+                          f"peak RSS {pi['peak_rss_mb']:.0f} MB; load {pi['load_before']} → {pi['load_after']}."]
     w = result.get("workers")
     if w:
         lines += ["", f"## {w['tasks']} tasks: workers and engines", "",
@@ -323,6 +335,9 @@ def _merged(result: dict) -> dict:
 def _merged_all(result: dict) -> dict:
     """Fold in the per-image file and the ``--only workers`` / ``--only fc1024`` files of separate runs."""
     merged = _merged(result) if (RESULTS / PER_IMAGE_FILE).exists() else json.loads(json.dumps(result))
+    for extra in sorted(RESULTS.glob("scale_per_image_every*.json")):
+        part = json.loads(extra.read_text())
+        merged["runs"].setdefault(str(part["tasks"]), {}).setdefault(f"per-image-every{part['every']}", part)
     for key in ("workers", "fc1024"):
         extra = RESULTS / f"scale_{key}.json"
         if extra.exists() and not merged.get(key):
@@ -364,6 +379,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--per-image-bank", help="only the per-image phase, on this bank (trained with the same "
                         "settings, e.g. by supsup-store train); writes results/" + PER_IMAGE_FILE)
     parser.add_argument("--only", choices=("workers", "fc1024"), help="run one of these phases alone (results/scale_<phase>.json)")
+    parser.add_argument("--per-image-every", type=int, default=1,
+                        help="per-image phase on every N-th stream task's test images only (all masks are candidates)")
     parser.add_argument("--render", action="store_true", help="only rewrite scale.md from the JSON results")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--bank", help=argparse.SUPPRESS)
@@ -387,9 +404,11 @@ def main(argv: list[str] | None = None) -> dict | None:
         return out
     if args.per_image_bank:
         _check_bank_settings(args.per_image_bank, args.per_image_at)
-        out = _run_child("per-image", args.per_image_bank, args.per_image_at, args.workers, args.fc_batches)
+        out = _run_child("per-image", args.per_image_bank, args.per_image_at, args.workers, args.fc_batches,
+                         args.per_image_every)
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / PER_IMAGE_FILE).write_text(json.dumps(out, indent=2) + "\n")
+        name = PER_IMAGE_FILE if args.per_image_every == 1 else f"scale_per_image_every{args.per_image_every}.json"
+        (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
         return out
     import torch
 
