@@ -24,7 +24,7 @@ import pytest
 
 from hopfield_masks import journal
 from hopfield_masks.backends import create_bank, open_bank, verify_file
-from hopfield_masks.errors import FileWriteError
+from hopfield_masks.errors import BankFileNotFoundError, FileWriteError
 from tests.hopfield_masks.bank_worker import masks_for
 
 WORKER = Path(__file__).with_name("bank_worker.py")
@@ -70,29 +70,51 @@ def check_after_crash(path: Path, committed: list[str]) -> None:
     assert litter(path.parent) == []
 
 
+def _check_created(path: Path) -> None:
+    with open_bank(path) as bank:
+        assert bank.tasks() == ["0", "1", "2"]
+        for i in range(3):
+            got = bank.read_task(str(i))
+            for layer, mask in masks_for(f"c-{i}").items():
+                np.testing.assert_array_equal(got[layer], mask)
+    assert verify_file(path).ok and litter(path.parent) == []
+
+
 def trials(tmp_path: Path, n: int, seed: int) -> None:
     rng = np.random.default_rng(np.random.SeedSequence(seed))
-    commands = [["append", "k", "1000"], ["session", "s", "1000"], ["encode", "200KB"]]
+    commands = [["append", "k", "1000"], ["session", "s", "1000"]]
     for trial in range(n):
         folder = tmp_path / f"t{trial}"
         folder.mkdir()
         path = folder / "bank.h5"
+        if trial % 4 == 3:  # a new bank being written, as 'train' saves one: absent or complete, never torn
+            proc = start("create", str(path), "c")
+            time.sleep(float(rng.uniform(0.2, 1.5)))
+            proc.kill()
+            proc.communicate(timeout=60)
+            if path.exists():
+                _check_created(path)
+            else:
+                with pytest.raises(BankFileNotFoundError):
+                    open_bank(path)
+                assert litter(folder) == []
+            continue
         seed_bank(path, n=4)
-        if trial % 3 == 2:  # encode reports nothing before it finishes: kill it while it works
+        if trial % 4 == 2:  # encode reports nothing before it finishes: kill it while it works
             proc = start("encode", str(path), "200KB")
             time.sleep(float(rng.uniform(0.3, 2.0)))
             proc.kill()
             proc.communicate(timeout=60)
             committed = [f"seed-{i}" for i in range(4)]
         else:
-            committed = kill_at_random(path, commands[trial % 3], float(rng.uniform(0.0, 0.4)))
+            committed = kill_at_random(path, commands[trial % 4], float(rng.uniform(0.0, 0.4)))
         check_after_crash(path, [*committed, *(f"seed-{i}" for i in range(4))])
 
 
 class TestKill9:
     def test_a_few_random_kills(self, tmp_path):
-        """3 seeded kill -9 trials (append sessions, commit() in one session, encode)."""
-        trials(tmp_path, 3, seed=1)
+        """4 seeded kill -9 trials (append sessions, commit() in one session, encode, a new bank being created)."""
+        trials(tmp_path, 4, seed=1)
 
     @pytest.mark.slow
     def test_sixty_random_kills(self, tmp_path):
