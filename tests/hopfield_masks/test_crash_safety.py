@@ -219,3 +219,39 @@ def test_litter_of_a_killed_writer_goes_at_the_next_open(tmp_path):
     with open_bank(path) as bank:
         assert len(bank) == 3
     assert litter(tmp_path) == [".other.h5.q.tmp"]  # another bank's files are not ours to judge
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 512 KiB tmpfs (needs the right to mount: root in a container); skipped where that is not allowed."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+class TestRealDiskFull:
+    def test_encode_on_a_full_tmpfs(self, small_tmpfs):
+        """'encode' of a 1 MB reservoir onto a 512 KiB tmpfs: exit 2 naming ENOSPC, bank unchanged, no litter."""
+        path = small_tmpfs / "bank.h5"
+        seed_bank(path)
+        before = path.read_bytes()
+        proc = subprocess.run([sys.executable, "-m", "supsup_store_cli", "encode", str(path), "--budget", "1MB"],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+        assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+        assert path.read_bytes() == before and litter(small_tmpfs) == []
+
+    def test_new_bank_larger_than_the_disk(self, small_tmpfs):
+        """A new bank that does not fit: FileWriteError, no temporary file left, nothing at the path."""
+        path = small_tmpfs / "big.h5"
+        with pytest.raises(FileWriteError, match="No space left on device"):
+            with create_bank(path) as bank:
+                for i in range(3):
+                    bank.write_task(str(i), {"w": np.ones(2_000_000, bool)})  # 250 kB each
+        assert not path.exists() and litter(small_tmpfs) == []
