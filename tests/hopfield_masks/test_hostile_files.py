@@ -335,3 +335,27 @@ class TestBitFlips:
                         bank.read_attachment("notes", lambda g: g["values"][()])
                 with pytest.raises(StorageFormatError, match="CRC-32"), create_bank(None) as copy:
                     bank.copy_to(copy)
+
+
+def test_flipped_coupling_bit_in_a_real_reservoir_is_caught(tmp_path):
+    """A bank encoded with encode_bank, one bit of its couplings flipped: every reader and verify say CRC-32."""
+    from hopfield_masks.backends import verify_file
+    from hopfield_masks.encoding import read_bank_reservoir
+
+    path = tmp_path / "bank.h5"
+    make_bank(path, n_tasks=3)
+    encode_bank(path, "64KB")
+    assert read_bank_reservoir(path, "64KB") is not None
+    with h5py.File(path, "r") as f:
+        group = f["attachments"]["reservoir-64000"]
+        name = max((k for k in group if isinstance(group[k], h5py.Dataset)), key=lambda k: group[k].nbytes)
+        offset = group[name].id.get_offset() + group[name].id.get_storage_size() // 2
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x04
+    path.write_bytes(bytes(data))
+    with pytest.raises(StorageFormatError, match=f"reservoir-64000/{name}.*CRC-32"):
+        read_bank_reservoir(path, "64KB")
+    report = verify_file(path)
+    assert [item[0] for item in report.damaged] == ["attachment 'reservoir-64000'"]
+    row = read_all([path])[str(path)]
+    assert row["outcome"] == "error" and "CRC-32" in row["message"]
