@@ -133,7 +133,7 @@ def phase_ksweep(bank: str) -> dict:
             with torch.no_grad():
                 values = []
                 for c in ranked:
-                    masks = {name: layer.task_mask(c).float() for name, layer in model.masked_layers().items()}
+                    masks = {name: unpack_tasks(layer, c, c + 1)[0] for name, layer in model.masked_layers().items()}
                     values.append(float(objective_values(model(first, masks=masks), "H").mean()))
             forward_s += time.perf_counter() - b
             oneshot_s += b - a

@@ -22,9 +22,10 @@ layers: values agree with the exact contraction to about 1e-6 relative.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from ..layers import MaskedLinear
+from ..layers import MaskedLayer, MaskedLinear
 from ..models import SupSupNet
 from .objectives import objective_values
 
@@ -40,9 +41,12 @@ def supports_rank_one(model: SupSupNet) -> bool:
     return bool(layers) and not model.has_batch_statistics and all(isinstance(layer, MaskedLinear) for layer in layers.values())
 
 
-def unpack_tasks(layer: MaskedLinear, start: int, stop: int) -> torch.Tensor:
+def unpack_tasks(layer: MaskedLayer, start: int, stop: int) -> torch.Tensor:
     """Tasks ``start..stop-1`` of ``layer`` as float32 masks ``(stop - start, *mask_shape)`` (MSB-first bits)."""
     packed = layer.packed[:, start:stop].T.contiguous()  # (c, nbytes)
+    if packed.device.type == "cpu":  # numpy's unpackbits (MSB first) is several times faster than torch shifts
+        bits = torch.from_numpy(np.unpackbits(packed.numpy(), axis=1, count=layer.mask_numel))  # (c, P) uint8
+        return bits.to(torch.float32).reshape(packed.shape[0], *layer.mask_shape)
     shifts = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)  # bit 7 is entry 8 j
     bits = (packed.unsqueeze(-1) >> shifts) & 1  # (c, nbytes, 8)
     flat = bits.reshape(packed.shape[0], -1)[:, : layer.mask_numel]  # (c, P)

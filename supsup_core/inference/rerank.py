@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..models import SupSupNet
 from .objectives import check_objective, objective_values
 from .oneshot import _check_model, coefficient_gradients, per_image_coefficient_gradients
+from .rank_one import unpack_tasks
 
 __all__ = ["rerank_task", "DEFAULT_CANDIDATES"]
 
@@ -30,7 +31,7 @@ DEFAULT_CANDIDATES = 8  # chosen by benchmarks/bench_scale.py's k sweep (results
 
 
 def _task_masks(model: SupSupNet, task: int) -> dict[str, torch.Tensor]:
-    return {name: layer.task_mask(task).to(torch.float32) for name, layer in model.masked_layers().items()}
+    return {name: unpack_tasks(layer, task, task + 1)[0] for name, layer in model.masked_layers().items()}
 
 
 def rerank_task(
