@@ -113,9 +113,10 @@ def phase_first(bank: str, binary: bool) -> dict:
 def phase_ksweep(bank: str) -> dict:
     import torch
 
+    from supsup_core.bank_loading import load_model_chunked as load_model
     from supsup_core.inference import coefficient_gradients
     from supsup_core.inference.objectives import objective_values
-    from supsup_core.bank_loading import load_model_chunked as load_model
+    from supsup_core.inference.rank_one import unpack_tasks
     from supsup_core.persistence import stream_from_metadata
 
     model, meta = load_model(bank)
