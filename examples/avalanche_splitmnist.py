@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from avalanche.core import SupervisedPlugin
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -31,8 +32,6 @@ from supsup_core.interop import avalanche as sa  # imports Avalanche (quietly)
 from supsup_core.models import build_model
 from supsup_core.persistence import benchmark_metadata
 from supsup_core.training import TrainConfig
-
-from avalanche.core import SupervisedPlugin  # noqa: E402  (after supsup_core.interop.avalanche, which imports it quietly)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

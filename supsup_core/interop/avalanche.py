@@ -77,6 +77,7 @@ else:
 
 __all__ = [
     "AVALANCHE_INSTALL",
+    "TASK_FREE_STREAM",
     "AvalancheOptions",
     "MaskBankBytes",
     "SupSupModel",
@@ -84,11 +85,10 @@ __all__ = [
     "SupSupStrategy",
     "avalanche_benchmark",
     "experience_metric",
-    "TASK_FREE_STREAM",
 ]
 
-AVALANCHE_INSTALL = 'pip install torch==2.14.1 torchvision==0.29.1 && pip install "supsup-store[avalanche]"'
-"""The install line that makes this module work (the torchvision wheel must match the torch build)."""
+AVALANCHE_INSTALL = 'pip install torch==2.14.1 torchvision==0.29.1 "supsup-store[avalanche]"'
+"""The install line that makes this module work (PyPI's torchvision wheel needs PyPI's CUDA build of torch)."""
 
 TASK_FREE_STREAM = "test_task_free"
 """Name of the benchmark stream whose experiences carry no task labels (the model infers the task)."""

@@ -19,24 +19,24 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # Avalanche's optional solvers (jaxopt) announce their deprecation
     pytest.importorskip("avalanche")
 
-import torch  # noqa: E402
-from avalanche.benchmarks import benchmark_from_datasets, task_incremental_benchmark, with_classes_timeline  # noqa: E402
-from avalanche.core import SupervisedPlugin  # noqa: E402
-from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics  # noqa: E402
-from avalanche.logging import TextLogger  # noqa: E402
-from avalanche.training.plugins import EvaluationPlugin  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+import torch
+from avalanche.benchmarks import benchmark_from_datasets, task_incremental_benchmark, with_classes_timeline
+from avalanche.core import SupervisedPlugin
+from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
+from avalanche.logging import TextLogger
+from avalanche.training.plugins import EvaluationPlugin
+from supsup_store_cli.app import app
+from typer.testing import CliRunner
 
-from hopfield_masks.backends import describe_file  # noqa: E402
-from supsup_core.config import ModelConfig  # noqa: E402
-from supsup_core.data import make_stream  # noqa: E402
-from supsup_core.errors import ConfigError, SupSupError  # noqa: E402
-from supsup_core.inference import infer_task  # noqa: E402
-from supsup_core.interop import avalanche as sa  # noqa: E402
-from supsup_core.models import build_model  # noqa: E402
-from supsup_core.persistence import benchmark_metadata, load_model, stored_accuracies, stream_from_metadata  # noqa: E402
-from supsup_core.training import TrainConfig, evaluate_gg, evaluate_inferred  # noqa: E402
-from supsup_store_cli.app import app  # noqa: E402
+from hopfield_masks.backends import describe_file
+from supsup_core.config import ModelConfig
+from supsup_core.data import make_stream
+from supsup_core.errors import ConfigError, SupSupError
+from supsup_core.inference import infer_task
+from supsup_core.interop import avalanche as sa
+from supsup_core.models import build_model
+from supsup_core.persistence import benchmark_metadata, load_model, stored_accuracies, stream_from_metadata
+from supsup_core.training import TrainConfig, evaluate_gg, evaluate_inferred
 
 runner = CliRunner()
 
@@ -246,7 +246,8 @@ class TestBadInput:
         strategy = make_strategy(stream, 10, TrainConfig.for_scenario("gnu", batches_per_task=2), bank)
         with pytest.raises(SupSupError) as info:
             strategy.train(bm.train_stream[0])
-        assert str(info.value) == "experience 0: expected class labels in 0..9 (the head has 10 outputs), received labels 0..11"
+        expected = "experience 0: expected class labels in 0..9 (the head has 10 outputs), received labels 0..11"
+        assert str(info.value) == expected
         assert strategy.model.net.num_tasks == 0 and strategy.model.net.training_task is None
         assert not bank.exists()
 
@@ -254,7 +255,8 @@ class TestBadInput:
         """A second experience with task label 0 is refused before anything changes (mask count and bank kept)."""
         bm = _labelled_benchmark([[0, 1], [2, 3]], [0, 0])
         bank = tmp_path / "masks.h5"
-        strategy = make_strategy(make_stream("split-mnist", 2), 10, TrainConfig.for_scenario("gnu", batches_per_task=2), bank)
+        train = TrainConfig.for_scenario("gnu", batches_per_task=2)
+        strategy = make_strategy(make_stream("split-mnist", 2), 10, train, bank)
         strategy.train(bm.train_stream[0])
         before = bank.read_bytes()
         with pytest.raises(SupSupError) as info:
