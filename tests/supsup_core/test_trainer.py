@@ -50,12 +50,15 @@ class TestTrainConfig:
         assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.batches_per_task) == ("rmsprop", 1e-4, 128, 1000)
         assert cfg.momentum == 0.0 and cfg.weight_decay == 0.0
 
-    def test_hopsupsup_preset_is_sgd_for_one_epoch(self):
-        """The HopSupSup preset is SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128, one epoch (None)."""
+    def test_hopsupsup_preset_is_sgd_for_the_demo_batches(self):
+        """The HopSupSup preset is SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128, 50 batches (the demo's)."""
+        from supsup_core.demo import DEMO_BATCHES_PER_TASK
+
         cfg = TrainConfig.for_scenario("hopsupsup")
         assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batches_per_task) == (
-            "sgd", 0.1, 0.9, 1e-4, None,
+            "sgd", 0.1, 0.9, 1e-4, 50,
         )
+        assert DEMO_BATCHES_PER_TASK == cfg.batches_per_task
 
     def test_overrides_apply_on_top_of_a_preset(self):
         """for_scenario applies keyword overrides to the preset."""
