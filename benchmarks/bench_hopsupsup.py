@@ -357,6 +357,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--name", help="results file stem (default: hopsupsup, hopsupsup_rotated or hopsupsup_quick)")
     args = parser.parse_args(argv)
     task_counts = (5, 10) if args.quick else tuple(_csv(args.tasks, int))
     budgets = ["1MB"] if args.quick else _csv(args.budgets, str)
@@ -399,8 +400,8 @@ def main(argv: list[str] | None = None) -> dict:
               "timings_s": {"train": round(train_s, 1), "sweep": round(time.perf_counter() - started - train_s, 1)},
               "wall_s": round(time.perf_counter() - started, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "hopsupsup_quick" if args.quick else ("hopsupsup" if args.stream == "permuted-split-mnist"
-                                                 else "hopsupsup_rotated")
+    stem = args.name or ("hopsupsup_quick" if args.quick else ("hopsupsup" if args.stream == "permuted-split-mnist"
+                                                               else "hopsupsup_rotated"))
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(result))
     plot(result, args.out / f"{stem}.png")

@@ -100,8 +100,10 @@ class RecallConfig:
         Keyed: candidates scored on every adaptation image after the first narrowing.
     selection : str
         Keyed: how the candidates are narrowed to the shortlist, ``"screen"`` (each
-        scored on the first adaptation batch) or ``"one-shot"`` (one gradient over
-        their superposition; see :func:`select_candidate`).
+        scored on the first ``screen_images`` adaptation images) or ``"one-shot"``
+        (one gradient over their superposition; see :func:`select_candidate`).
+    screen_images : int
+        Keyed, screening: images each candidate is scored on before the shortlist.
     restarts, restart_noise
         Dynamics and score-descent: extra starts with that share of the cue's signs flipped.
     transductive : bool
@@ -128,6 +130,7 @@ class RecallConfig:
     steps: int | None = None
     shortlist: int = 8
     selection: str = "screen"
+    screen_images: int = 32
     restarts: int = 0
     restart_noise: float = 0.2
     transductive: bool = False
@@ -149,6 +152,9 @@ class RecallConfig:
             raise ConfigError("shortlist", "a positive number of candidates", repr(self.shortlist))
         if self.selection not in SELECTIONS:
             raise ConfigError("selection", f"one of {', '.join(SELECTIONS)}", repr(self.selection))
+        if not _is_int(self.screen_images) or self.screen_images < 2:
+            raise ConfigError("screen_images", "an integer >= 2 (batch-statistics models need two images)",
+                              repr(self.screen_images))
         if not _is_int(self.restarts) or self.restarts < 0:
             raise ConfigError("restarts", "an integer >= 0", repr(self.restarts))
         if self.restarts and self.guided is False:
@@ -274,11 +280,11 @@ SELECTIONS = ("screen", "one-shot")
 
 def select_candidate(model: SupSupNet, candidates: np.ndarray, batches: list[torch.Tensor], *,
                      objective: str = "H", real_classes: int = 10, shortlist: int = 8,
-                     selection: str = "screen") -> tuple[int, dict[int, float]]:
+                     selection: str = "screen", screen_images: int = 32) -> tuple[int, dict[int, float]]:
     """The candidate with the lowest mean objective on ``batches``, among a shortlist when there are many.
 
     With more than ``shortlist`` candidates they are first narrowed down:
-    ``"screen"`` scores every candidate exactly on the first batch only,
+    ``"screen"`` scores every candidate on the first ``screen_images`` images of the first batch,
     ``"one-shot"`` ranks them by :func:`rank_candidates` (one gradient);
     the ``shortlist`` best are then scored on all of ``batches``.  Returns the
     chosen row and the objective of every candidate scored on all batches.
@@ -291,7 +297,8 @@ def select_candidate(model: SupSupNet, candidates: np.ndarray, batches: list[tor
         if selection == "one-shot":
             scores = rank_candidates(model, candidates, batches, objective=objective, real_classes=real_classes)
         else:
-            scores = _screen_objectives(model, candidates, batches[0].to(model.device), objective, real_classes)
+            x = batches[0][:max(2, screen_images)].to(model.device)  # batch statistics need two images
+            scores = _screen_objectives(model, candidates, x, objective, real_classes)
         rows = np.argsort(scores, kind="stable")[:shortlist].tolist()
     exact = _exact_objectives(model, candidates, rows, batches, objective, real_classes)
     best = min(exact, key=lambda i: (exact[i], i))
@@ -439,10 +446,10 @@ class Recaller:
         if guided:
             chosen, scored = select_candidate(self.model, candidates, data.adapt, objective=cfg.objective,
                                               real_classes=self._real_classes(), shortlist=cfg.shortlist,
-                                              selection=cfg.selection)
+                                              selection=cfg.selection, screen_images=cfg.screen_images)
             narrowed = len(candidates) > cfg.shortlist
             first = (len(data.adapt) if cfg.selection == "one-shot" else len(candidates)) if narrowed else 0
-            calls = first + len(data.adapt) * len(scored)  # forward passes over one adaptation batch
+            calls = first + len(data.adapt) * len(scored)  # forward passes (screen: of screen_images images)
         else:  # no guidance, no task identity: the candidate nearest to the cue
             cue = np.where(self.reservoir.cue("mean" if cfg.start == "key" else cfg.start, seed=cfg.seed) >= 0, 1, -1)
             chosen = int(np.argmin((candidates != cue[None, :].astype(np.int8)).sum(1)))
