@@ -35,7 +35,13 @@ from supsup_core.errors import ConfigError, SupSupError
 from supsup_core.inference import infer_task
 from supsup_core.interop import avalanche as sa
 from supsup_core.models import build_model
-from supsup_core.persistence import benchmark_metadata, load_model, stored_accuracies, stream_from_metadata
+from supsup_core.persistence import (
+    benchmark_metadata,
+    load_model,
+    read_bank_metadata,
+    stored_accuracies,
+    stream_from_metadata,
+)
 from supsup_core.training import TrainConfig, evaluate_gg, evaluate_inferred
 
 runner = CliRunner()
@@ -74,10 +80,14 @@ def acceptance(request, tmp_path_factory):
     native = folder / "native.h5"
     result = runner.invoke(app, ["train", "--benchmark", name, "--out", str(native), "--device", "cpu"])
     assert result.exit_code == 0, result.output
+    recorded = read_bank_metadata(native)  # the settings the command used, so both runs train alike
+    assert recorded["model"] == ModelConfig(arch="lenet", output_size=outputs, seed=0).to_dict()
+    train = TrainConfig.from_dict(recorded["training"]["config"])
+    assert train == TrainConfig.for_scenario("gnu", seed=0)  # the command's defaults: the paper's GNu preset
     stream = make_stream(name, n_tasks)
     benchmark = sa.avalanche_benchmark(stream)
     bank = folder / "avalanche.h5"
-    strategy = make_strategy(stream, outputs, TrainConfig.for_scenario("gnu", seed=0), bank)
+    strategy = make_strategy(stream, outputs, train, bank)
     rows, metrics = run_stream(strategy, benchmark)
     native_acc = {t: acc["gg"] for t, acc in stored_accuracies(native).items()}
     return {"name": name, "n": n_tasks, "native": native_acc, "rows": rows, "metrics": metrics, "bank": bank,
