@@ -67,21 +67,29 @@ def guarded(func: F) -> F:
             raise fail(_as_cli_message(func, exc)) from None
         finally:
             if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGTERM, previous[0])
+                signal.signal(signal.SIGINT, previous[1])
 
     return wrapper  # type: ignore[return-value]
 
 
 def _terminated(signum: int, frame: Any) -> None:
+    from hopfield_masks.journal import defer_signal
+
+    if defer_signal(signum):  # a bank is inside HDF5 work: raised again the moment it is done
+        return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise SystemExit(128 + signum)  # unwinds: open banks roll back, temporary files are removed
 
 
 def _catch_sigterm() -> Any:
-    """Make SIGTERM unwind the command like an exception (so cleanup runs); return the previous handler."""
+    """Make SIGTERM (and SIGINT) unwind the command like an exception, never inside a bank write; return the
+    previous (SIGTERM, SIGINT) handlers."""
     if threading.current_thread() is not threading.main_thread():
         return None
     try:
-        return signal.signal(signal.SIGTERM, _terminated)
+        return signal.signal(signal.SIGTERM, _terminated), signal.signal(signal.SIGINT, _terminated)
     except (ValueError, OSError):  # pragma: no cover - no signals here
         return None
 

@@ -35,6 +35,7 @@ import contextlib
 import errno
 import io
 import os
+import signal
 import struct
 import zlib
 from pathlib import Path
@@ -42,12 +43,47 @@ from pathlib import Path
 from ._files import fsync_folder
 from .errors import FileWriteError, StorageFormatError
 
-__all__ = ["JournaledFile", "PlainFile", "journal_path", "recover", "fsync_folder", "stale_temporaries", "clean_temporaries"]
+__all__ = ["JournaledFile", "PlainFile", "journal_path", "recover", "fsync_folder", "stale_temporaries", "clean_temporaries",
+           "signals_deferred", "defer_signal"]
 
 PAGE = 4096
 _MAGIC = b"HMJRNL02"
 _HEADER = struct.Struct("<8sQQQqq")  # magic, st_dev, st_ino, original size, atime_ns, mtime_ns
 _RECORD = struct.Struct("<QII")  # offset, length, crc32 of the page bytes
+
+
+_DEPTH = [0]  # nesting of signals_deferred() blocks in this process
+_PENDING: list[int] = []  # signals that arrived inside one, delivered again when the outermost ends
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Mark a block in which HDF5 runs, so that a cooperating signal handler waits for its end.
+
+    A Python signal handler that raises (the CLI turns SIGTERM into ``SystemExit`` and SIGINT into
+    ``KeyboardInterrupt`` so that cleanup runs) would otherwise raise *inside* HDF5's callbacks into
+    :class:`PlainFile` or between a flush and its commit record.  Handlers call :func:`defer_signal`
+    first: inside such a block the signal is recorded and raised again (``signal.raise_signal``) when the
+    outermost block ends, between two bank operations, where the bank rolls back cleanly.
+    (``kill -9`` cannot be caught; the journal covers it.)
+    """
+    _DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        _DEPTH[0] -= 1
+        if _DEPTH[0] == 0 and _PENDING:
+            signum = _PENDING.pop(0)
+            _PENDING.clear()
+            signal.raise_signal(signum)
+
+
+def defer_signal(signum: int) -> bool:
+    """For a signal handler: True (and the signal is kept for later) while a bank is inside HDF5 work."""
+    if _DEPTH[0] > 0:
+        _PENDING.append(signum)
+        return True
+    return False
 
 
 def journal_path(path: str | os.PathLike) -> Path:

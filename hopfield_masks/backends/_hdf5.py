@@ -83,7 +83,9 @@ from ..errors import FileWriteError, HopfieldMasksError, InvalidArgumentError, S
 from ..integrity import (
     CHECKSUM_ATTR, attrs_crc, check_dataset, check_link, max_array_bytes, record_group_checksum, verify_dataset,
 )
-from ..journal import JournaledFile, PlainFile, clean_temporaries, journal_path, recover, stale_temporaries
+from ..journal import (
+    JournaledFile, PlainFile, clean_temporaries, journal_path, recover, signals_deferred, stale_temporaries,
+)
 from ..locking import BankLock, FileLock, lock_path
 from ._h5attrs import (
     ATTACHMENTS,
@@ -250,7 +252,8 @@ def _guard(method, *, writes: bool = False):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
-            result = method(self, *args, **kwargs)
+            with self._critical():
+                result = method(self, *args, **kwargs)
         except HopfieldMasksError:
             raise
         except _H5_ERRORS as exc:
@@ -442,6 +445,10 @@ class HDF5MaskBank(MaskBank):
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return StorageFormatError(self.path, f"cannot be read: HDF5 reports {text!r} (damaged file)")
 
+    def _critical(self):
+        """Writable banks: SIGTERM/SIGINT wait while HDF5 works (see :func:`hopfield_masks.journal.signals_deferred`)."""
+        return signals_deferred() if self.mode != "r" else contextlib.nullcontext()
+
     def _check_write_errors(self) -> None:
         """Raise the first failed write of the session (full disk...), if any: the session cannot commit."""
         if self._fh is not None and self._fh.error is not None:
@@ -632,6 +639,10 @@ class HDF5MaskBank(MaskBank):
             h5.close()
 
     def _close(self, commit: bool) -> None:
+        with self._critical():
+            self._close_deferred(commit)
+
+    def _close_deferred(self, commit: bool) -> None:
         if commit and self.mode != "r":
             try:
                 self._seal_root()

@@ -226,6 +226,10 @@ class MaskBank(ABC):
     def _check_write_errors(self) -> None:
         """Raise if a write of this session already failed (file backends: a full disk)."""
 
+    def _critical(self) -> contextlib.AbstractContextManager:
+        """A context in which storage code runs undisturbed by signals (file backends defer SIGTERM/SIGINT)."""
+        return contextlib.nullcontext()
+
     @property
     def _where(self) -> str:
         """What error messages name: the file, or the kind of bank."""
@@ -381,6 +385,10 @@ class MaskBank(ABC):
         check_name(name, "name")
         if not callable(writer):
             raise InvalidArgumentError("writer", "a callable taking an h5py.Group", type(writer).__name__)
+        with self._critical():  # HDF5 writes throughout: signals wait for the attachment to be complete
+            self._write_attachment(name, writer, overwrite)
+
+    def _write_attachment(self, name: str, writer: Callable[[h5py.Group], None], overwrite: bool) -> None:
         root = self._attachments_root()
         if name in root:
             if not overwrite:
