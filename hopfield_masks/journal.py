@@ -183,6 +183,9 @@ class PlainFile(io.RawIOBase):
         self._fh = open(self.path, mode, buffering=0)  # noqa: SIM115 - closed by close()
         self.error: OSError | None = None
 
+    def __repr__(self) -> str:  # h5py names the file by this (File.filename, error messages)
+        return str(self.path)
+
     def readable(self) -> bool:
         return True
 
