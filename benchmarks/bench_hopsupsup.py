@@ -63,7 +63,6 @@ from hopfield_masks.encoding import encode_bank
 from hopfield_masks.errors import CapacityWarning
 from supsup_core.config import ModelConfig
 from supsup_core.data import RotatedMNIST, SplitMNIST, TaskStream, load_mnist, permutation_for_task, permute_pixels
-from supsup_core.hopsupsup import summarise as summarise_rows
 from supsup_core.models import build_model
 from supsup_core.persistence import load_model, save_masks, stream_from_metadata
 from supsup_core.recaller import EncodeSettings, RecallConfig, Recaller
@@ -262,7 +261,6 @@ def machine(device: str) -> dict:
 
 def markdown(result: dict) -> str:
     """The results table, reservoir sizes and mask statistics as Markdown."""
-    res = {(r["variant"], r["budget"], r["T"]): r for r in result["reservoirs"]}
     ms, m = result["mask_statistics"], result["machine"]
     lines = [f"# HopSupSup capacity sweep (BNNet unit masks, {result['config']['stream']['stream']})", "",
              f"`{result['command']}` on {m['processor']} ({m['device']}, {m['torch_threads']} torch thread(s), "

@@ -200,7 +200,8 @@ def markdown(result: dict) -> str:
             "",
             f"## Protocol: {name} ({part['images_deciding']} image(s) decide the batch's task)",
             "",
-            "| tasks | ours (MB) | float stack (MB) | memory ratio | ours (ms/batch) | float stack (ms/batch) | speedup | same task | reading the packed masks once (ms) |",
+            "| tasks | ours (MB) | float stack (MB) | memory ratio | ours (ms/batch) | float stack (ms/batch) | speedup "
+            "| same task | reading the packed masks once (ms) |",
             "|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
         ]
         for r in part["runs"]:

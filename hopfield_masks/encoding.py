@@ -35,7 +35,10 @@ from .locking import bank_lock
 from .patterns import pack_bits, packed_nbytes
 from .reservoir import Reservoir, read_reservoir, write_reservoir
 
-__all__ = ["bank_digest", "reservoir_is_current", "exact_storage_cost", "EncodeReport", "reservoir_name", "encode_bank", "read_bank_reservoir", "bank_reservoirs"]
+__all__ = [
+    "bank_digest", "reservoir_is_current", "exact_storage_cost", "EncodeReport", "reservoir_name", "encode_bank",
+    "read_bank_reservoir", "bank_reservoirs",
+]
 
 _PREFIX = "reservoir-"
 _EXTRA_COPIES = 32  # tasks added to measure the per-task file cost

@@ -361,10 +361,10 @@ def _verify(p: Path) -> VerifyReport:
         try:
             with open_bank(p) as bank:
                 try:
-                    bank.metadata
+                    _ = bank.metadata  # reading it validates it
                 except HopfieldMasksError as exc:
                     items.append(("metadata", "damaged", _reason(exc)))
-                for i, (obj, status, detail) in enumerate(items):
+                for i, (obj, status, _detail) in enumerate(items):
                     if obj.startswith("task ") and status != "damaged":
                         task = obj[len("task '"):-1]
                         try:

@@ -166,7 +166,7 @@ class TestLifeCycle:
         """The packed mask of a finished task is 1[scores >= 0] of its training scores."""
         model = _tiny()
         model.add_task()
-        expected = {n: (l.scores.detach() >= 0).numpy() for n, l in model.masked_layers().items()}
+        expected = {n: (layer.scores.detach() >= 0).numpy() for n, layer in model.masked_layers().items()}
         model.finish_task()
         got = model.export_masks(0)
         assert all(np.array_equal(got[n], expected[n]) for n in expected)
