@@ -182,12 +182,8 @@ def mask_statistics(states: np.ndarray, pairs: int) -> dict:
 def run_summary(rows, stored: np.ndarray, reservoir_bytes: int, bank_bytes: int, keyed: bool) -> dict:
     """Metrics of one (variant, budget, T, mode) from its rows (``stored``: true states, row ``i`` = task ``"i"``)."""
     own = np.array([int(r.task) for r in rows])
-    if keyed:
-        nearest = np.array([r.chosen_task for r in rows])
-    else:  # where each recall ended: the stored mask it is closest to
-        layout_bits = stored.shape[1]
-        nearest = np.array([int(np.argmin([sum(r.bits_wrong.values()) if j == int(r.task) else layout_bits
-                                           for j in range(len(stored))])) for r in rows])
+    # keyed: the candidate chosen is the task's own; block-wise rows carry no recalled state to compare (None)
+    nearest = np.array([r.chosen_task for r in rows]) if keyed else None
     true = np.array([r.true_accuracy for r in rows])
     acc = np.array([r.recalled_accuracy for r in rows])
     exact = int(sum(r.exact for r in rows))
@@ -195,7 +191,7 @@ def run_summary(rows, stored: np.ndarray, reservoir_bytes: int, bank_bytes: int,
     return {
         "tasks": len(rows), "exact": exact, "fraction_exact": exact / len(rows),
         "mean_bits_wrong": float(np.mean([r.total_bits_wrong for r in rows])),
-        "fraction_nearest_true": float(np.mean(nearest == own)),
+        "fraction_nearest_true": float(np.mean(nearest == own)) if keyed else None,
         "mean_true_accuracy": float(true.mean()), "mean_recalled_accuracy": float(acc.mean()),
         "mean_accuracy_retained": float(np.mean(acc / np.maximum(true, 1e-12))),
         "mean_drop_points": float(100.0 * np.mean(true - acc)), "max_drop_points": float(100.0 * np.max(true - acc)),
@@ -259,6 +255,12 @@ def machine(device: str) -> dict:
             "load_average_at_end": os.getloadavg()}
 
 
+def _fraction(run: dict) -> str:
+    """nearest = true for keyed rows; block-wise rows have none (results written before this fix are re-read as such)."""
+    return "n/a" if not run["variant"].startswith("keyed") or run["fraction_nearest_true"] is None \
+        else f"{run['fraction_nearest_true']:.2f}"
+
+
 def markdown(result: dict) -> str:
     """The results table, reservoir sizes and mask statistics as Markdown."""
     ms, m = result["mask_statistics"], result["machine"]
@@ -287,13 +289,13 @@ def markdown(result: dict) -> str:
               "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run in result["runs"]:
         lines.append(f"| {run['variant']} | {run['budget']} | {run['T']} | {run['mode']} | {run['exact']}/{run['tasks']} "
-                     f"| {run['fraction_nearest_true']:.2f} | {run['tasks_within_1_point']}/{run['tasks']} "
+                     f"| {_fraction(run)} | {run['tasks_within_1_point']}/{run['tasks']} "
                      f"| {run['mean_accuracy_retained']:.3f} | {run['max_drop_points']:.1f} "
                      f"| {run['mean_steps_to_final']:.1f} | {run['wall_s']:.1f} | {run['s_per_task']:.3f} "
                      f"| {run['recalled_bits_per_byte']:.3f} | {run['bank_bits_per_byte']:.2f} |")
     lines += ["", "Accuracies are on the evaluation half of each task's test images; guidance saw only the other "
-              "half, without labels. *nearest = true*: keyed, the candidate chosen is the task's own; blocks, the "
-              "recall ended closer to the task's own mask than to any other stored mask. *recalled bits / byte*: "
+              "half, without labels. *nearest = true*: keyed, the candidate chosen is the task's own (n/a for block-wise "
+              "recall). *recalled bits / byte*: "
               "exactly recalled mask bits per reservoir byte; *bank bits / byte*: the same masks in an hdf5-packed "
               "bank file, header included (at most 8)."]
     return "\n".join(lines) + "\n"
@@ -356,7 +358,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--name", help="results file stem (default: hopsupsup, hopsupsup_rotated or hopsupsup_quick)")
+    parser.add_argument("--render", type=Path, help="only write the Markdown of an existing results JSON")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        result = json.loads(args.render.read_text())
+        args.render.with_suffix(".md").write_text(markdown(result))
+        return result
     task_counts = (5, 10) if args.quick else tuple(_csv(args.tasks, int))
     budgets = ["1MB"] if args.quick else _csv(args.budgets, str)
     variants = _csv(args.variants, str)
