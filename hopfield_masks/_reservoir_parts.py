@@ -87,11 +87,15 @@ def reservoir_nbytes(length: int, network_size: int, dtype: str, key_units: int 
         + 4 * n_blocks + 4 * length
 
 
+def _network_bytes(sizes: np.ndarray, itemsize: float) -> np.ndarray:
+    """Coupling bytes of one network per size (sign: the packed upper triangle), int64."""
+    return -(-sizes * (sizes - 1) // 16) if itemsize < 1 else sizes * sizes * int(itemsize)
+
+
 def _sizes_bytes(length: int, sizes: np.ndarray, itemsize: float, key_units: int = 0) -> np.ndarray:
     """:func:`reservoir_nbytes` for many network sizes at once (int64, exact)."""
     blocks = -(-length // (sizes - key_units))  # ceil division, (n,)
-    per_network = -(-sizes * (sizes - 1) // 16) if itemsize < 1 else sizes * sizes * int(itemsize)
-    return blocks * per_network + 4 * blocks + 4 * length
+    return blocks * _network_bytes(sizes, itemsize) + 4 * blocks + 4 * length
 
 
 def _best_size(length: int, budget: int, itemsize: float, min_size: int, key_units: int = 0) -> tuple[int | None, int]:
@@ -221,8 +225,7 @@ def keyed_size_for_budget(
     blocks = np.arange(1, length + 1, dtype=np.int64)
     mask_units = -(-length // blocks)
     sizes = np.maximum(np.ceil(mask_units / (1.0 - key_fraction)).astype(np.int64), mask_units + 1)
-    per_network = -(-sizes * (sizes - 1) // 16) if ITEMSIZE[dtype] < 1 else sizes * sizes * int(ITEMSIZE[dtype])
-    minimum = int(np.min(blocks * per_network + 4 * blocks + 4 * length))
+    minimum = int(np.min(blocks * _network_bytes(sizes, ITEMSIZE[dtype]) + 4 * blocks + 4 * length))
     raise BudgetError("budget", f"at least {minimum} bytes ({format_bytes(minimum)}) for {length} mask entries plus "
                                 f"a key of {key_fraction:.0%} of each network's units (dtype {dtype})",
                       f"{budget!r} = {n_bytes} bytes", minimum=minimum)
