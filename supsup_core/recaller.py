@@ -391,6 +391,9 @@ class Recaller:
             if encode_missing is None:
                 raise StorageFormatError(self.bank, f"has no reservoir for {self.budget}; run 'supsup-store encode "
                                                     f"{self.bank} --budget {self.budget}' first")
+            if self.config.method == "keyed" and encode_missing.key_units == 0:  # refused before anything is written
+                raise ConfigError("method", "dynamics or score-descent for a reservoir without task keys (or "
+                                            "key units > 0)", "'keyed'")
             reservoir, self.encoded = encode_bank(self.bank, self.budget, rule=encode_missing.rule,
                                                   dtype=encode_missing.dtype, key_units=encode_missing.key_units)
         elif (reservoir_is_current(self.bank, self.budget) is False or reservoir.n_tasks != len(self.tasks)

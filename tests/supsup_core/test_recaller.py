@@ -16,6 +16,7 @@ from supsup_core.guidance import model_layout
 from supsup_core.models import build_model
 from supsup_core.persistence import save_masks
 from supsup_core.recaller import (
+    EncodeSettings,
     RecallConfig,
     Recaller,
     _exact_objectives,
@@ -148,6 +149,16 @@ class TestRecaller:
         encode_bank(path, "200kB", rule="storkey", key_units=0)
         with pytest.raises(ConfigError, match="method"):
             Recaller(path, "200kB", RecallConfig(), model=model, stream=stream)
+
+    def test_keyed_without_keys_is_refused_before_encoding(self, tmp_path, trained, stream):
+        """Asking for keyed recall with key_units=0 fails before a reservoir is encoded: the bank is unchanged."""
+        model, path = trained
+        copy = tmp_path / "copy.h5"
+        copy.write_bytes(path.read_bytes())
+        before = copy.read_bytes()
+        with pytest.raises(ConfigError, match="method"):
+            Recaller(copy, "300kB", model=model, stream=stream, encode_missing=EncodeSettings(key_units=0))
+        assert copy.read_bytes() == before
 
     def test_a_stale_reservoir_is_refused(self, tmp_path, trained, stream):
         """After a task is overwritten the reservoir no longer holds the bank's masks: recall refuses it."""
