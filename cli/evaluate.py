@@ -60,8 +60,7 @@ def evaluate(
 ) -> None:
     """Evaluate the masks of a bank: GG accuracy, inferred-task accuracy and task-inference accuracy per task."""
     from supsup_core.inference.objectives import check_objective
-    from supsup_core.bank_loading import load_model_chunked
-    from supsup_core.persistence import stored_accuracies, stream_from_metadata
+    from supsup_core.persistence import load_model, stored_accuracies, stream_from_metadata
     from supsup_core.training import evaluate_gg, evaluate_inferred, results_table
 
     _choice("--method", method, ("oneshot", "binary", "rerank"))
@@ -69,7 +68,7 @@ def evaluate(
     _choice("--protocol", protocol, ("auto", "first-image", "per-image", "batch"))
     _choice("--scenario", scenario, ("auto", "gnu", "gns"))
     dev = resolve_device(device)
-    model, metadata = load_model_chunked(path, device=dev)
+    model, metadata = load_model(path, device=dev)
     stream = stream_from_metadata(metadata, data_dir)
     check_objective(objective, stream.output_classes, model.config.output_size)  # before any evaluation
     training = metadata.get("training") or {}

@@ -120,8 +120,8 @@ def train(
     full_matrix: Annotated[
         bool, typer.Option("--full-matrix", help="Evaluate every learned task after every task (O(T²); a check).")
     ] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Tasks trained at once (local processes, or Ray actors).")] = 1,
-    ray: Annotated[bool, typer.Option("--ray", help="Train on Ray (needs supsup-store[ray]); a local instance unless --ray-address.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Tasks trained at once: this process and N-1 local processes, or N Ray actors.")] = 1,
+    ray: Annotated[bool, typer.Option("--ray", help="Train on Ray (needs the extra supsup-store\\[ray]); a local instance unless --ray-address.")] = False,
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="An existing Ray cluster, e.g. ray://head:10001 (implies --ray).")
     ] = None,
@@ -234,7 +234,8 @@ def _train_into_bank(
         data_dir=None if data_dir is None else str(data_dir.resolve()),
     )
     engine = f"Ray ({run.ray_address or 'local instance'})" if run.ray else (
-        f"{run.workers} worker processes" if run.workers > 1 else "this process")
+        f"this process and {run.workers - 1} worker process{'es' if run.workers > 2 else ''}" if run.workers > 1
+        else "this process")
     err_console.print(
         f"Training {run.n_tasks} × {per_task} batches: {model_config.arch} (s = {model_config.output_size}) on "
         f"{stream.name}, scenario {scenario}, {config.optimizer} lr {config.lr:g}, device {dev}, {engine}"

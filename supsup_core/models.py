@@ -255,6 +255,13 @@ class SupSupNet(nn.Module):
             raise ConfigError("task", f"a finished task in [0, {self._num_tasks})", repr(task))
         return {name: layer.task_mask(int(task)).cpu().numpy() for name, layer in self.masked_layers().items()}
 
+    def reserve_tasks(self, n_tasks: int) -> None:
+        """Make room for ``n_tasks`` finished tasks in every layer's packed buffer at once (no regrowth copies)."""
+        if isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 0:
+            raise ConfigError("n_tasks", "an integer >= 0", n_tasks)
+        for layer in self.masked_layers().values():
+            layer.reserve(n_tasks)
+
     def import_masks(self, masks: list[dict[str, np.ndarray]]) -> list[int]:
         """Append finished tasks from ``[{layer name: 0/1 array}, ...]``; return their indices.
 

@@ -195,8 +195,16 @@ def _config_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -
     ]
 
 
-def load_masks_into(model: SupSupNet, path: str | os.PathLike) -> dict[str, Any]:
+#: Tasks read and unpacked at a time when a bank is loaded (the rest are held packed, P / 8 bytes each).
+TASKS_PER_CHUNK = 16
+
+
+def load_masks_into(model: SupSupNet, path: str | os.PathLike, chunk: int = TASKS_PER_CHUNK) -> dict[str, Any]:
     """Append the masks of the bank at ``path`` to ``model`` after checking it has the same base network.
+
+    Tasks are read ``chunk`` at a time and packed straight into the model's buffers (reserved
+    once), so loading needs the packed bank plus ``chunk`` unpacked tasks, never a boolean
+    stack of every task (775 MB for 250 LeNet tasks, against 8.3 MB packed).
 
     Raises
     ------
@@ -211,6 +219,8 @@ def load_masks_into(model: SupSupNet, path: str | os.PathLike) -> dict[str, Any]
     """
     if not isinstance(model, SupSupNet):
         raise ConfigError("model", "a SupSupNet", type(model).__name__)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError("chunk", "an integer >= 1", chunk)
     with open_bank(path, "r") as bank:
         metadata = dict(bank.metadata)
         _check_producer(metadata, str(path))
@@ -226,12 +236,16 @@ def load_masks_into(model: SupSupNet, path: str | os.PathLike) -> dict[str, Any]
                 f"{metadata['base_fingerprint'][:16]}..., model has {fingerprint[:16]}...; torch "
                 f"{metadata.get('torch_version')} wrote the file, this is torch {torch.__version__})"
             )
-        masks = [bank.read_task(name) for name in _bank_task_names(bank, str(path))]
-    model.import_masks(masks)
+        names = _bank_task_names(bank, str(path))
+        model.reserve_tasks(model.num_tasks + len(names))
+        for start in range(0, len(names), chunk):  # a few tasks unpacked at a time: memory O(packed bank)
+            model.import_masks([bank.read_task(name) for name in names[start : start + chunk]])
     return metadata
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SupSupNet, dict[str, Any]]:
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", chunk: int = TASKS_PER_CHUNK
+) -> tuple[SupSupNet, dict[str, Any]]:
     """Rebuild the model described by the bank at ``path`` (base network from its config) with all its masks.
 
     Returns
@@ -245,7 +259,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     config = ModelConfig.from_dict(dict(metadata["model"]))
     check_declared_model(config, path)  # a crafted config could ask for a model of any size
     model = build_model(config).to(device)
-    load_masks_into(model, path)
+    load_masks_into(model, path, chunk)
     model.eval()
     return model, metadata
 

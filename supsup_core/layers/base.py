@@ -151,10 +151,15 @@ class MaskedLayer(nn.Module):
         capacity = self.packed.shape[1]
         if needed <= capacity:
             return
-        new_capacity = max(needed, capacity + min(max(capacity, 8), _MAX_GROWTH))
-        new_capacity = -(-new_capacity // 8) * 8  # whole 64-bit words of tasks for the contraction kernel
-        grown = torch.zeros((self.packed.shape[0], new_capacity), dtype=torch.uint8, device=self.packed.device)
-        grown[:, : self.num_tasks] = self.packed[:, : self.num_tasks]  # (nbytes, new_capacity)
+        self.reserve(max(needed, capacity + min(max(capacity, 8), _MAX_GROWTH)))
+
+    def reserve(self, n_tasks: int) -> None:
+        """Hold room for ``n_tasks`` finished tasks (rounded up to whole 64-bit words of tasks)."""
+        capacity = self.packed.shape[1]
+        if n_tasks <= capacity:
+            return
+        grown = torch.zeros((self.packed.shape[0], -(-n_tasks // 8) * 8), dtype=torch.uint8, device=self.packed.device)
+        grown[:, : self.num_tasks] = self.packed[:, : self.num_tasks]  # (nbytes, new capacity)
         self.packed = grown
 
     def append_masks(self, masks: torch.Tensor) -> None:

@@ -16,7 +16,9 @@ and HopSupSup scenarios:
    so after every task (the O(T^2) check).
 
 The cost of a task does not grow with the tasks learned: workers train on a
-scratch model holding no finished masks; the driver appends O(P/8) bytes.
+scratch model holding no finished masks; the driver appends O(P/8) bytes and
+holds no finished masks either (checkpoints read them back from the bank one
+task at a time), so memory does not grow with the tasks learned.
 
 **Resume.** ``resume=True`` on an existing bank checks that it was made with the
 same settings (base network and its fingerprint, benchmark, scenario, training
@@ -43,7 +45,7 @@ from .. import __version__
 from ..errors import ConfigError, SupSupError
 from ..models import build_model
 from .engines import make_engine
-from .evaluation import evaluate_gg
+from .evaluation import gg_accuracy_of_masks
 from .jobs import TaskOutcome, TrainingSetup
 
 __all__ = ["BankTrainingConfig", "BankTrainingResult", "TaskProgress", "train_to_bank", "ResumeMismatchError"]
@@ -245,6 +247,20 @@ def _metadata(setup: TrainingSetup, fingerprint: str, benchmark: Mapping[str, An
     }
 
 
+def _checkpoint_row(model: Any, stream: Any, path: Path, latest: TaskOutcome, batch_size: int) -> dict[int, float]:
+    """GG accuracy of every task up to ``latest``: earlier masks read back from the bank one task at a time.
+
+    The driver never holds the finished masks (memory O(one task)); reading them back
+    from the file also checks what was committed, not a copy in memory.
+    """
+    row = {}
+    with open_bank(path, "r") as bank:
+        for t in range(latest.task):
+            row[t] = gg_accuracy_of_masks(model, stream, t, bank.read_task(str(t)), batch_size)[0]
+    row[latest.task] = gg_accuracy_of_masks(model, stream, latest.task, latest.masks, batch_size)[0]
+    return row
+
+
 def train_to_bank(
     path: str | os.PathLike,
     setup: TrainingSetup,
@@ -291,8 +307,7 @@ def train_to_bank(
         The bank exists without ``resume``/``overwrite``, holds more tasks than ``run.n_tasks``,
         or is not a supsup_core bank.
     """
-    from ..bank_loading import import_bank_masks
-    from ..persistence import stream_from_metadata  # local: persistence imports training-free modules
+    from ..persistence import check_declared_model, stream_from_metadata  # local: persistence imports training-free modules
 
     start_time = time.perf_counter()
     path = Path(path)
@@ -323,8 +338,12 @@ def train_to_bank(
             raise ResumeMismatchError(str(path), differences)
         if len(names) > run.n_tasks:
             raise ConfigError("--tasks", f"at least the {len(names)} tasks the bank already holds", run.n_tasks)
-        if names:
-            import_bank_masks(model, path, stored)  # names 0..k-1, the fingerprint; a few tasks at a time
+        if names != [str(i) for i in range(len(names))]:
+            raise ConfigError(str(path), f"tasks named 0..{len(names) - 1} in order", names[:5])
+        check_declared_model(setup.model_config, path)  # the stored masks' layers are this model's
+        with open_bank(path, "r") as bank:
+            for name in names:  # every committed task reads back (checksums), one at a time
+                bank.read_task(name)
         for i, a in enumerate(attrs):
             if "gg" in (a.get("accuracy") or {}):
                 gg[i] = float(a["accuracy"]["gg"])
@@ -335,7 +354,7 @@ def train_to_bank(
         metadata["training"].update(extra_keys)  # keep what the first run recorded
     elif path.exists() and not run.overwrite:
         raise ConfigError("--out", "a new file (or pass --overwrite, or --resume to continue it)", f"existing file {path}")
-    start = model.num_tasks
+    start = int(metadata["n_tasks"]) if run.resume else 0
     checkpoints = set(run.checkpoints())
     result = BankTrainingResult(str(path), run.n_tasks, gg, rows, start)
     engine = make_engine(run.workers, run.ray, run.ray_address, device=device, callbacks=batch_callbacks)
@@ -347,14 +366,13 @@ def train_to_bank(
                 pass  # the empty bank with its settings: a crash before the first task still leaves a resumable file
         for outcome in engine.outcomes(setup, range(start, run.n_tasks)):
             t = outcome.task
-            model.import_masks([outcome.masks])
             gg[t] = outcome.gg_accuracy
             task_attrs: dict[str, Any] = {"accuracy": {"gg": outcome.gg_accuracy}}
             if t + 1 in checkpoints:
                 if on_checkpoint is not None:
                     on_checkpoint(t + 1)
                 c0 = time.perf_counter()
-                row = evaluate_gg(model, stream, range(t + 1), batch_size=setup.eval_batch_size).accuracy
+                row = _checkpoint_row(model, stream, path, outcome, setup.eval_batch_size)
                 result.checkpoint_seconds[t + 1] = time.perf_counter() - c0
                 rows[t + 1] = dict(row)
                 task_attrs["gg_row"] = [row[j] for j in range(t + 1)]

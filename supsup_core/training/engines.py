@@ -8,8 +8,8 @@ Because every task is trained from its own seeds on one intra-op thread
 (:mod:`.jobs`), the masks are the same for every engine and worker count.
 
 - :class:`InlineEngine`: the driver trains each task itself (``--workers 1``).
-- :class:`ProcessEngine`: ``workers`` local processes (``multiprocessing``, spawn
-  start method: no torch state is inherited through fork).
+- :class:`ProcessEngine`: the driver and ``workers - 1`` local processes
+  (``multiprocessing``, spawn start method: no torch state is inherited through fork).
 - :class:`RayEngine`: ``workers`` Ray actors, on a local Ray instance or an
   existing cluster (``address``); needs the optional extra ``supsup-store[ray]``.
 
@@ -82,6 +82,12 @@ _PROCESS_WORKER: TaskWorker | None = None
 def _process_init(setup_dict: dict) -> None:
     global _PROCESS_WORKER
     _PROCESS_WORKER = TaskWorker(TrainingSetup.from_dict(setup_dict), "cpu")
+    _PROCESS_WORKER.warm_up()
+
+
+def _process_ready() -> bool:
+    """Answered by a child once its initializer has run (it can train at full speed)."""
+    return _PROCESS_WORKER is not None
 
 
 def _process_run(task: int) -> TaskOutcome:
@@ -113,23 +119,75 @@ def _ordered(submit, tasks: Sequence[int], window: int) -> Iterator[TaskOutcome]
 
 
 class ProcessEngine(Engine):
-    """``workers`` local processes (CPU), each with its own copy of the base network and stream."""
+    """``workers`` tasks at once on the CPU: the driver itself and ``workers - 1`` local processes.
 
-    def __init__(self, workers: int) -> None:
+    The driver trains too (on its own :class:`TaskWorker`), so no core idles while the
+    child processes start (a spawned process needs seconds to import torch, build the
+    stream and warm up the optimiser) and one process fewer competes for the cores.
+    Tasks are handed out in order, and only to children that have started (each
+    answers a ping once its initializer ran): up to two tasks per started child.
+    Whenever the next task to commit is not running elsewhere, the driver trains it;
+    otherwise it trains the next unassigned task while it waits, as long as fewer than
+    ``2 workers + 1`` tasks are held beyond the next one (bounded memory).
+
+    ``driver_trains=False`` keeps the driver to committing: ``workers`` child processes
+    train every task (the same masks; slower to start).  :attr:`trained_by` records,
+    per task of the last run, ``"driver"`` or ``"child"``.
+    """
+
+    def __init__(self, workers: int, callbacks: tuple = (), *, driver_trains: bool = True) -> None:
         self.workers = _check_workers(workers)
+        if driver_trains and self.workers < 2:
+            raise ConfigError("workers", "an integer >= 2 when the driver trains too (one worker trains inline)", workers)
+        if not isinstance(driver_trains, bool):
+            raise ConfigError("driver_trains", "a bool", driver_trains)
+        self.callbacks, self.driver_trains = tuple(callbacks), driver_trains
+        self.trained_by: dict[int, str] = {}
         self._pool = None
 
     def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
-        """Run tasks on the pool, up to ``2 workers + 1`` submitted ahead."""
+        """Train ``tasks`` on the driver and the pool; yield their outcomes in order."""
         ctx = multiprocessing.get_context("spawn")
-        self._pool = ctx.Pool(self.workers, initializer=_process_init, initargs=(setup.to_dict(),))
+        children = self.workers - 1 if self.driver_trains else self.workers
+        self.trained_by = {}
+        self._pool = ctx.Pool(children, initializer=_process_init, initargs=(setup.to_dict(),))
         pool = self._pool
-
-        def submit(task: int):
-            return pool.apply_async(_process_run, (task,)).get
-
+        pings = [pool.apply_async(_process_ready) for _ in range(children)]
+        local = TaskWorker(setup, "cpu", self.callbacks) if self.driver_trains else None
+        order = [int(t) for t in tasks]
+        window = 2 * self.workers + 1
+        running: dict[int, Any] = {}  # task -> AsyncResult (children)
+        done: dict[int, TaskOutcome] = {}
+        cursor = 0  # next unassigned position in order
         try:
-            yield from _ordered(submit, tasks, 2 * self.workers + 1)
+            for want in order:
+                while want not in done:
+                    ready = sum(p.ready() for p in pings)  # children not yet started get no task
+                    while cursor < len(order) and len(running) < 2 * ready and len(running) + len(done) < window:
+                        running[order[cursor]] = pool.apply_async(_process_run, (order[cursor],))
+                        cursor += 1
+                    for task in [t for t, r in running.items() if r.ready()]:
+                        done[task] = running.pop(task).get()
+                        self.trained_by[task] = "child"
+                    if want in done:
+                        break
+                    if not self.driver_trains:
+                        if want in running:
+                            running[want].wait()
+                        else:
+                            pings[0].wait()  # no child has started yet
+                        continue
+                    if want not in running:  # unassigned (the lowest one): the driver trains it now
+                        task = want
+                    elif cursor < len(order) and len(running) + len(done) < window:
+                        task = order[cursor]
+                    else:
+                        running[want].wait()
+                        continue
+                    done[task] = local.run(task)
+                    self.trained_by[task] = "driver"
+                    cursor += 1
+                yield done.pop(want)
         finally:
             self.close()
 
@@ -267,4 +325,4 @@ def make_engine(
         return InlineEngine(device, callbacks)
     if device != "cpu":
         raise ConfigError("--workers", "1 on a GPU (worker processes train on CPU)", workers)
-    return ProcessEngine(workers)
+    return ProcessEngine(workers, callbacks)

@@ -35,7 +35,7 @@ import torch
 from ..errors import ConfigError
 from ..inference import METHODS, OBJECTIVES, infer_task
 
-__all__ = ["GGResult", "InferredResult", "evaluate_gg", "evaluate_inferred", "PROTOCOLS", "METHODS", "OBJECTIVES"]
+__all__ = ["GGResult", "InferredResult", "evaluate_gg", "gg_accuracy_of_masks", "evaluate_inferred", "PROTOCOLS", "METHODS", "OBJECTIVES"]
 
 PROTOCOLS = ("first-image", "per-image", "batch")
 _SCENARIOS = ("gnu", "gns")
@@ -219,6 +219,29 @@ def evaluate_gg(
             accuracy[t] = int(correct) / n if n else float("nan")
             n_images[t] = n
     return GGResult(accuracy, n_images)
+
+
+def gg_accuracy_of_masks(
+    model: Any, stream: Any, task: int, masks: Mapping[str, Any], batch_size: int = 128
+) -> tuple[float, int]:
+    """GG accuracy of explicit ``masks`` (``{layer: 0/1 array}``) on stream task ``task``'s test set, and its size.
+
+    The model's own finished tasks and selection are not used or changed, so this
+    evaluates a mask the model does not hold (a task just trained, or one read from a bank).
+    """
+    device = _device_of(model)
+    explicit = {name: torch.as_tensor(m).to(device, torch.float32) for name, m in masks.items()}
+    was_training = model.training
+    model.eval()
+    correct, n = 0, 0
+    try:
+        with torch.no_grad():
+            for x, y, _ in stream.test_batches(task, batch_size, device=device):
+                correct += int((model(x, masks=explicit).argmax(dim=1) == y).sum())
+                n += y.shape[0]
+    finally:
+        model.train(was_training)
+    return (correct / n if n else float("nan")), n
 
 
 def evaluate_inferred(

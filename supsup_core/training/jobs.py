@@ -34,6 +34,7 @@ from ..errors import ConfigError
 from ..models import SupSupNet, build_model, task_seed
 from .callbacks import attach_callbacks
 from .config import TrainConfig
+from .evaluation import gg_accuracy_of_masks
 from .trainer import Trainer
 
 __all__ = ["TrainingSetup", "TaskOutcome", "TaskWorker", "single_thread"]
@@ -197,6 +198,16 @@ class TaskWorker:
         self.model = build_model(setup.model_config).to(device)
         self.callbacks = tuple(callbacks)
 
+    def warm_up(self) -> None:
+        """Pay the one-off costs of a first task now (torch.optim imports ``torch._dynamo`` on first use, ~1 s).
+
+        Builds and discards an optimiser over a throw-away parameter: nothing of the
+        model or its random state is touched, so the masks do not depend on it.
+        """
+        from .trainer import make_optimizer
+
+        make_optimizer([torch.nn.Parameter(torch.zeros(1))], self.config)
+
     def run(self, task: int) -> TaskOutcome:
         """Train stream task ``task`` from its own seeds, measure its GG accuracy once, return the masks."""
         if isinstance(task, bool) or not isinstance(task, int) or not 0 <= task < self.stream.n_tasks:
@@ -219,17 +230,4 @@ class TaskWorker:
 
     def _gg(self, task: int, masks: dict[str, np.ndarray]) -> tuple[float, int]:
         """GG accuracy of ``masks`` on task ``task``'s test set (explicit masks: the model's state is untouched)."""
-        model = self.model
-        device = model.device
-        explicit = {name: torch.from_numpy(m).to(device, torch.float32) for name, m in masks.items()}
-        was_training = model.training
-        model.eval()
-        correct, n = 0, 0
-        try:
-            with torch.no_grad():
-                for x, y, _ in self.stream.test_batches(task, self.setup.eval_batch_size, device=device):
-                    correct += int((model(x, masks=explicit).argmax(dim=1) == y).sum())
-                    n += y.shape[0]
-        finally:
-            model.train(was_training)
-        return (correct / n if n else float("nan")), n
+        return gg_accuracy_of_masks(self.model, self.stream, task, masks, self.setup.eval_batch_size)

@@ -87,6 +87,20 @@ class TestTrainToBank:
         _train(tmp_path / "two.h5", 4, pair, workers=2)
         _same_banks(tmp_path / "one.h5", tmp_path / "two.h5")
 
+    def test_child_processes_train_the_same_masks_as_the_driver(self):
+        """Tasks trained in spawned children (driver_trains=False) equal the inline engine's, mask for mask."""
+        setup, _ = _setup(3)
+        inline = list(InlineEngine().outcomes(setup, range(3)))
+        engine = ProcessEngine(2, driver_trains=False)
+        children = list(engine.outcomes(setup, range(3)))
+        assert engine.trained_by == {0: "child", 1: "child", 2: "child"}
+        assert [o.task for o in children] == [0, 1, 2]
+        for a, b in zip(inline, children):
+            assert a.gg_accuracy == b.gg_accuracy and a.masks.keys() == b.masks.keys()
+            assert all(np.array_equal(a.masks[k], b.masks[k]) for k in a.masks)
+        with pytest.raises(ConfigError, match="workers"):
+            ProcessEngine(1)
+
     def test_resume_equals_an_uninterrupted_run(self, tmp_path):
         """3 tasks, then resume to 6: the bank equals a 6-task run's (masks, attrs, metadata)."""
         pair = _setup(6)
@@ -140,23 +154,26 @@ class TestTrainToBank:
 
 
 class TestChunkedLoading:
-    def test_equals_load_model_and_checks_the_fingerprint(self, tmp_path, monkeypatch):
-        """load_model_chunked rebuilds the same packed masks as load_model; other base weights are refused."""
+    def test_chunks_give_the_same_model_and_the_fingerprint_is_checked(self, tmp_path):
+        """load_model reads a few tasks at a time: any chunk size rebuilds the same packed masks; other bases are refused."""
         import torch
 
-        from supsup_core import bank_loading
         from supsup_core.errors import BaseNetworkMismatchError
+        from supsup_core.persistence import load_masks_into
 
         path = tmp_path / "b.h5"
         _train(path, 5, _setup(5))
-        whole, _ = load_model(path)
-        chunked, metadata = bank_loading.load_model_chunked(path, chunk=2)
+        whole, _ = load_model(path, chunk=5)
+        chunked, _ = load_model(path, chunk=2)
         assert chunked.num_tasks == 5 and not chunked.training
         for a, b in zip(whole.masked_layers().values(), chunked.masked_layers().values()):
             assert torch.equal(a.packed[:, :5], b.packed[:, :5]) and torch.equal(a.mask_sum, b.mask_sum)
+            assert a.packed.shape[1] == 8  # reserved once, rounded up to whole words of tasks
         other = build_model(ModelConfig(arch="lenet", hidden=(24, 12), output_size=20, seed=4))
-        with pytest.raises(BaseNetworkMismatchError, match="fingerprint"):
-            bank_loading.import_bank_masks(other, path, metadata)
+        with pytest.raises(BaseNetworkMismatchError):
+            load_masks_into(other, path)
+        with pytest.raises(ConfigError, match="chunk"):
+            load_model(path, chunk=0)
 
 
 class TestConfigAndEngines:
