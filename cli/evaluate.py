@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import app, console, guarded
+from ._app import app, console, err_console, guarded
 from .train import _choice, resolve_device
 
 __all__ = ["evaluate"]
@@ -60,6 +60,8 @@ def evaluate(
 ) -> None:
     """Evaluate the masks of a bank: GG accuracy, inferred-task accuracy and task-inference accuracy per task."""
     from supsup_core.inference.objectives import check_objective
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     from supsup_core.persistence import load_model, stored_accuracies, stream_from_metadata
     from supsup_core.training import evaluate_gg, evaluate_inferred, results_table
 
@@ -80,11 +82,19 @@ def evaluate(
         protocol = "batch" if model.has_batch_statistics else "first-image"
     measure = task_inference and not model.has_batch_statistics
 
-    gg = evaluate_gg(model, stream, task_to_mask=task_to_mask, batch_size=batch_size)
-    inferred = evaluate_inferred(
-        model, stream, method=method, objective=objective, protocol=protocol, scenario=scenario,
-        task_to_mask=task_to_mask, batch_size=batch_size, measure_task_inference=measure,
-    )
+    n_eval = len(task_to_mask) if task_to_mask is not None else min(model.num_tasks, stream.n_tasks)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        bar = progress.add_task("GG (task given)", total=n_eval)
+        gg = evaluate_gg(model, stream, task_to_mask=task_to_mask, batch_size=batch_size,
+                         progress=lambda n: progress.advance(bar, n))
+        progress.reset(bar, total=n_eval, description=f"{scenario.upper()} ({method}, {protocol})")
+        inferred = evaluate_inferred(
+            model, stream, method=method, objective=objective, protocol=protocol, scenario=scenario,
+            task_to_mask=task_to_mask, batch_size=batch_size, measure_task_inference=measure,
+            progress=lambda n: progress.advance(bar, n),
+        )
     stored = {t: acc["gg"] for t, acc in stored_accuracies(path).items() if "gg" in acc}
     reproduced = all(gg.accuracy.get(t) == a for t, a in stored.items()) if stored else None
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .errors import ConfigError
 
-__all__ = ["pack_bool", "pack_rows", "unpack_bool", "packed_nbytes", "BIT_WEIGHTS"]
+__all__ = ["pack_bool", "pack_rows", "pack_rows_torch", "unpack_bool", "packed_nbytes", "BIT_WEIGHTS"]
 
 BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
 """Value of each of the 8 entries in a byte, first entry = most significant bit."""
@@ -114,6 +115,18 @@ def pack_rows(masks: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.ndim != 2:
         raise ConfigError("masks", "a 2-D bool torch.Tensor", getattr(masks, "shape", type(masks).__name__))
+    if masks.device.type == "cpu":  # numpy's packbits: MSB first, zero-padded, no temporaries beyond the result
+        return torch.from_numpy(np.packbits(masks.numpy(), axis=1))  # (n, nbytes)
+    return pack_rows_torch(masks)
+
+
+def pack_rows_torch(masks: torch.Tensor) -> torch.Tensor:
+    """:func:`pack_rows` in torch ops on any device (the path for CUDA; 8x the mask in temporaries).
+
+    >>> import torch
+    >>> pack_rows_torch(torch.tensor([[True, False, True]])).tolist()
+    [[160]]
+    """
     n, p = masks.shape
     nbytes = packed_nbytes(p)
     padded = torch.zeros((n, nbytes * 8), dtype=torch.uint8, device=masks.device)  # (n, 8 * nbytes)

@@ -35,6 +35,7 @@ from hopfield_masks.backends import create_bank, open_bank
 from . import __version__
 from .config import ModelConfig
 from .errors import BaseNetworkMismatchError, ConfigError
+from .heap import release_free_memory
 from .models import SupSupNet, build_model
 
 __all__ = [
@@ -195,16 +196,19 @@ def _config_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -
     ]
 
 
-#: Tasks read and unpacked at a time when a bank is loaded (the rest are held packed, P / 8 bytes each).
+#: Most tasks read and unpacked at a time when a bank is loaded (the rest are held packed, P / 8 bytes each) ...
 TASKS_PER_CHUNK = 16
+#: ... and most mask entries unpacked at a time (4 FC 1024-1024 tasks, 16 LeNet 300-100 tasks).
+CHUNK_ENTRIES = 1 << 23
 
 
 def load_masks_into(model: SupSupNet, path: str | os.PathLike, chunk: int = TASKS_PER_CHUNK) -> dict[str, Any]:
     """Append the masks of the bank at ``path`` to ``model`` after checking it has the same base network.
 
-    Tasks are read ``chunk`` at a time and packed straight into the model's buffers (reserved
-    once), so loading needs the packed bank plus ``chunk`` unpacked tasks, never a boolean
-    stack of every task (775 MB for 250 LeNet tasks, against 8.3 MB packed).
+    Tasks are read ``chunk`` at a time (fewer for large models, :data:`CHUNK_ENTRIES`) and
+    packed straight into the model's buffers (reserved once), so loading needs the packed
+    bank plus a few unpacked tasks, never a boolean stack of every task (775 MB for 250
+    LeNet tasks, against 8.3 MB packed).
 
     Raises
     ------
@@ -238,8 +242,11 @@ def load_masks_into(model: SupSupNet, path: str | os.PathLike, chunk: int = TASK
             )
         names = _bank_task_names(bank, str(path))
         model.reserve_tasks(model.num_tasks + len(names))
-        for start in range(0, len(names), chunk):  # a few tasks unpacked at a time: memory O(packed bank)
-            model.import_masks([bank.read_task(name) for name in names[start : start + chunk]])
+        entries = sum(layer.mask_numel for layer in model.masked_layers().values())
+        step = max(1, min(chunk, CHUNK_ENTRIES // max(entries, 1)))
+        for start in range(0, len(names), step):  # a few tasks unpacked at a time: memory O(packed bank)
+            model.import_masks([bank.read_task(name) for name in names[start : start + step]])
+            release_free_memory()  # the unpacked chunk's pages go back to the OS (supsup_core.heap)
     return metadata
 
 

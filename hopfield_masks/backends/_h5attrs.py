@@ -24,8 +24,9 @@ __all__ = [
     "json_safe", "read_header", "check_mask_bank", "file_bytes",
 ]
 
-#: Mask-bank format version written and the newest one read (2: CRC-32 checksums, ``docs/FORMAT.md``).
-FORMAT_VERSION = 2
+#: Newest mask-bank format version read (2: CRC-32 checksums; 3: ``hdf5-entropy`` tasks as byte strings,
+#: ``docs/FORMAT.md``).  Each backend writes its own ``write_version`` (hdf5-packed and hdf5-sparse: 2).
+FORMAT_VERSION = 3
 #: The root ``kind`` attribute of a mask bank.
 KIND = "mask-bank"
 #: Group holding one dataset per task.

@@ -318,6 +318,8 @@ class HDF5MaskBank(MaskBank):
     """
 
     persistent = True
+    #: The ``format_version`` this backend writes into a new bank (appends keep the bank's own version).
+    write_version: int = 2
 
     def __init__(self, path: str | os.PathLike, mode: str = "r", *, overwrite: bool = True,
                  lock_timeout: float | None = None, **options: Any) -> None:
@@ -335,7 +337,7 @@ class HDF5MaskBank(MaskBank):
         self._fh: PlainFile | None = None  # the file object h5py writes through (writable modes)
         self._target: Path | None = None  # the real file written (symlinks resolved)
         self._dirty = False  # something was deleted: repack before publishing
-        self._version = FORMAT_VERSION
+        self._version = self.write_version
         self._h5: h5py.File | None = None
         self._scratch: h5py.File | None = None  # in-memory file where task datasets are built (writable modes)
         self._tasks_group: h5py.Group | None = None  # /tasks of the open file, looked up once
@@ -402,7 +404,7 @@ class HDF5MaskBank(MaskBank):
 
     def _create_layout(self, f: h5py.File, options: dict[str, Any]) -> None:
         write_str_attr(f.attrs, "kind", KIND)
-        f.attrs["format_version"] = np.int64(FORMAT_VERSION)
+        f.attrs["format_version"] = np.int64(self.write_version)
         write_str_attr(f.attrs, "backend", self.backend_id)
         write_str_attr(f.attrs, "metadata", "{}")
         self._set_options(f, options)

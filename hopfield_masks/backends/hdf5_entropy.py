@@ -74,7 +74,10 @@ from ..errors import HopfieldMasksError
 from ..patterns import pack_bits, unpack_bits
 from ._hdf5 import HDF5MaskBank
 
-__all__ = ["HDF5EntropyBank", "MissingExtraError", "PRIOR_WEIGHTS", "ideal_bits", "adaptive_probabilities"]
+__all__ = [
+    "HDF5EntropyBank", "MissingExtraError", "PRIOR_WEIGHTS", "ideal_bits", "adaptive_probabilities", "coding_nbytes",
+    "pack_coding", "unpack_coding",
+]
 
 #: Pseudo-count weights ``a`` of the layer density in the adaptive models; part of the format.
 PRIOR_WEIGHTS = (0.5, 2.0, 8.0, 32.0)
@@ -82,8 +85,11 @@ PRIOR_WEIGHTS = (0.5, 2.0, 8.0, 32.0)
 _STATIC, _LAYERS, _ROWS = 0, 1, 2
 _CHAIN = _ROWS + len(PRIOR_WEIGHTS)
 _N_MODELS = _CHAIN + len(PRIOR_WEIGHTS)
-_WORD = np.dtype(np.uint32)
+_WORD = np.dtype(np.uint32)  # format versions 1 and 2: the coder's words as stored
+_BYTE = np.dtype(np.uint8)  # format version 3: the shortest byte string that decodes exactly
+_BYTES_VERSION = 3  # first mask-bank format_version whose task datasets are byte strings
 _COUNT_DTYPES = (np.uint16, np.uint32, np.uint64)
+_CODER_ERRORS = (ValueError, RuntimeError, AssertionError, OverflowError)  # what constriction raises on bad input
 
 
 class MissingExtraError(HopfieldMasksError, ImportError):
@@ -187,6 +193,108 @@ def _row_probabilities(x: np.ndarray, layer: _Layer, weight: float) -> np.ndarra
     return adaptive_probabilities(above, r, layer.density, weight).ravel()
 
 
+def _coding_radices(layout: MaskLayout) -> list[int]:
+    """Radices of the version-3 ``coding`` number: the model, then ``n_l + 1`` per layer."""
+    return [_N_MODELS, *(math.prod(shape) + 1 for shape in layout.shapes)]
+
+
+def coding_nbytes(layout: MaskLayout) -> int:
+    """Bytes of the version-3 ``coding`` attribute for ``layout``: enough for every model and every count.
+
+    Examples
+    --------
+    >>> coding_nbytes(MaskLayout(("unit1", "unit2"), ((2048,), (2048,))))    # 10 * 2049 ** 2 < 2 ** 32
+    4
+    """
+    return max(1, -(-(math.prod(_coding_radices(layout)) - 1).bit_length() // 8))
+
+
+def pack_coding(layout: MaskLayout, model: int, ones: list[int]) -> np.ndarray:
+    """The version-3 ``coding`` attribute: ``[model, k_1, ..., k_L]`` as one mixed-radix number, little-endian bytes.
+
+    ``value = model + M * (k_1 + (n_1 + 1) * (k_2 + (n_2 + 1) * ...))`` with ``M`` the number of models, so
+    the attribute costs ``log2(M * prod(n_l + 1))`` bits rounded up to a byte (4 bytes for BNNet's
+    ``2 x 2048`` unit masks, 6 for LeNet 300-100, where one unsigned integer per count took 6 and 8 or 16).
+
+    Examples
+    --------
+    >>> layout = MaskLayout(("a", "b"), ((3,), (2, 2)))
+    >>> pack_coding(layout, 1, [2, 4]).tolist(), unpack_coding(layout, pack_coding(layout, 1, [2, 4]))
+    ([181], (1, [2, 4]))
+    """
+    value = 0
+    for digit, radix in zip(reversed([model, *ones]), reversed(_coding_radices(layout))):
+        value = value * radix + int(digit)
+    return np.frombuffer(value.to_bytes(coding_nbytes(layout), "little"), dtype=_BYTE).copy()
+
+
+def unpack_coding(layout: MaskLayout, coding: np.ndarray) -> tuple[int, list[int]]:
+    """``(model, [k_1, ..., k_L])`` of a version-3 ``coding`` attribute; ValueError if it is out of range."""
+    value = int.from_bytes(np.asarray(coding, dtype=_BYTE).tobytes(), "little")
+    radices = _coding_radices(layout)
+    if value >= math.prod(radices):
+        raise ValueError(f"holds {value}, beyond {_N_MODELS} models and layers of "
+                         f"{[r - 1 for r in radices[1:]]} entries")
+    digits = []
+    for radix in radices:
+        value, digit = divmod(value, radix)
+        digits.append(digit)
+    return digits[0], digits[1:]
+
+
+def _words_of(code: bytes) -> np.ndarray:
+    """The decoder's ``uint32`` words of a byte code: zero bytes appended to a whole word, big-endian.
+
+    Examples
+    --------
+    >>> _words_of(bytes([1, 2, 3, 4, 5])).tolist() == [0x01020304, 0x05000000]
+    True
+    """
+    padded = code + bytes(-len(code) % 4)
+    return np.frombuffer(padded, dtype=">u4").astype(_WORD)
+
+
+def _shortest_code(words: np.ndarray, decodes_exactly, ideal: float) -> np.ndarray:
+    """The shortest byte string that, followed by zero bytes, decodes like the coder's ``words`` (format version 3).
+
+    The range coder ends its output with a whole word; the decoder reads zeros after the end of its
+    input.  ``words`` as big-endian bytes, with their trailing zero bytes dropped, is ``S``.  A byte
+    string of ``L < len(S)`` bytes that decodes to the same mask must be ``S[:L]`` rounded *up* in its
+    last byte (``int(S[:L]) + 1``: rounding down falls below the coder's final interval, since
+    ``S`` is the lowest word-aligned point in it), and if ``L`` bytes work, ``L + 1`` do.  So the
+    search tries ``L`` from the ideal length ``ceil(ideal / 8)`` down (or up) and stops at the first
+    change; each candidate is checked by decoding it (``decodes_exactly``), and so is ``S`` when
+    nothing shorter decodes.  Typically 2 or 3 decodes; the code is then within about a byte of
+    ``ideal`` bits.
+    """
+    full = words.astype(">u4").tobytes().rstrip(b"\0")
+
+    def candidate(size: int) -> bytes | None:
+        value = int.from_bytes(full[:size], "big") + 1
+        if value >> (8 * size):  # the prefix is all 0xff bytes (or empty): no rounding up
+            return None
+        code = value.to_bytes(size, "big").rstrip(b"\0")
+        return code if decodes_exactly(code) else None
+
+    best = None
+    size = min(max(math.ceil(ideal / 8), 0), len(full) - 1)
+    if size >= 0:
+        found = candidate(size)
+        if found is not None:  # shorten while it decodes
+            best = found
+            while size > 0 and (found := candidate(size - 1)) is not None:
+                best, size = found, size - 1
+        else:  # lengthen until it decodes (the first success is the shortest)
+            while best is None and size + 1 < len(full):
+                size += 1
+                best = candidate(size)
+    if best is None:
+        if not decodes_exactly(full):  # an internal invariant: constriction decodes its own output
+            raise RuntimeError("hdf5-entropy: the range coder's output does not decode to the mask it encoded")
+        best = full
+    return np.frombuffer(best, dtype=_BYTE).copy()
+
+
 class HDF5EntropyBank(HDF5MaskBank):
     """Mask bank storing each task range-coded (static or adaptive Bernoulli model) in an HDF5 file.
 
@@ -195,6 +303,7 @@ class HDF5EntropyBank(HDF5MaskBank):
     """
 
     backend_id = "hdf5-entropy"
+    write_version = _BYTES_VERSION
 
     def __init__(self, *args, **kwargs) -> None:
         # chain state, valid for one open bank: decoded chain tasks (packed) and their summed ones
@@ -277,16 +386,19 @@ class HDF5EntropyBank(HDF5MaskBank):
         ones = np.array([int(np.count_nonzero(flat[part])) for part in layout.slices().values()], dtype=np.int64)
         layers = _layers(layout, ones)
         n_before = len(self._chain_bits) if self._pending_chain else 0
-        model, words = self._best_code(flat, layers, n_before)
+        model, code = self._best_code(flat, layers, n_before)
+        if self._version >= _BYTES_VERSION:
+            return code, {"coding": pack_coding(layout, model, ones.tolist())}
         top = max([model, *ones.tolist()])
         dtype = next(d for d in _COUNT_DTYPES if top <= np.iinfo(d).max)  # the narrowest that holds the counts
-        return words, {"coding": np.array([model, *ones.tolist()], dtype=dtype)}
+        return code, {"coding": np.array([model, *ones.tolist()], dtype=dtype)}
 
     def _best_code(self, flat: np.ndarray, layers: list[_Layer], n_before: int) -> tuple[int, np.ndarray]:
-        """The model with the shortest ideal code for ``flat`` and the range coder's words under it."""
+        """The model with the shortest ideal code for ``flat`` and its code: bytes (version 3) or the coder's words."""
         length, total = flat.shape[0], sum(layer.ones for layer in layers)
-        if total in (0, length):
-            return _STATIC, np.zeros(0, dtype=_WORD)  # constant masks: the counts say everything
+        by_bytes = self._version >= _BYTES_VERSION
+        if total in (0, length):  # constant masks: the counts say everything
+            return _STATIC, np.zeros(0, dtype=_BYTE if by_bytes else _WORD)
         coded = [layer for layer in layers if layer.coded]
         p = np.float64(total) / np.float64(length)
         bits = {_STATIC: ideal_bits(flat, p),
@@ -318,7 +430,18 @@ class HDF5EntropyBank(HDF5MaskBank):
                 prob = adaptive_probabilities(self._chain_counts[q.start:q.stop], n_before, q.density,
                                               PRIOR_WEIGHTS[model - _CHAIN])
                 encoder.encode(symbols, family, prob)
-        return model, np.asarray(encoder.get_compressed(), dtype=_WORD)
+        words = np.asarray(encoder.get_compressed(), dtype=_WORD)
+        if not by_bytes:
+            return model, words
+
+        def decodes_exactly(code: bytes) -> bool:
+            try:
+                got = self._uncode(_words_of(code), layers, model, length, n_before, exhaustive=False)
+            except _CODER_ERRORS:
+                return False
+            return got is not None and np.array_equal(got, flat)
+
+        return model, _shortest_code(words, decodes_exactly, bits[model])
 
     def _decode(self, ds: h5py.Dataset, length: int) -> np.ndarray:
         name = ds.name.rsplit("/", 1)[-1]
@@ -337,20 +460,27 @@ class HDF5EntropyBank(HDF5MaskBank):
         """Decode one task dataset; ``position`` is its chain position (None: not in the chain)."""
         layout = self._layout(ds)
         model, ones = self._coding(ds, layout)
-        if ds.ndim != 1 or ds.dtype != _WORD:
-            raise self._corrupt(ds, f"expected 1-D uint32 code words, found {ds.dtype} {ds.shape}")
-        words = ds[()]
+        by_bytes = self._version >= _BYTES_VERSION
+        unit, what = (_BYTE, "code bytes") if by_bytes else (_WORD, "code words")
+        if ds.ndim != 1 or ds.dtype != unit:
+            raise self._corrupt(ds, f"expected 1-D {unit} {what} (format_version {self._version}), "
+                                f"found {ds.dtype} {ds.shape}")
+        code = ds[()]
         layers = _layers(layout, ones)
         total = int(ones.sum())
         if total in (0, length):
-            if words.size:
-                raise self._corrupt(ds, f"a constant mask has no code words, found {words.size}")
+            if code.size:
+                raise self._corrupt(ds, f"a constant mask has no {what}, found {code.size}")
             return np.full(length, total == length, dtype=bool)
         if model >= _CHAIN and not position:
             raise self._corrupt(ds, "the adaptive chain model needs earlier tasks of the chain, and there are none")
+        if by_bytes and code.size and code[-1] == 0:
+            raise self._corrupt(ds, "the code ends in a zero byte (zero bytes after the code are implied, "
+                                "a writer never stores them)")
         try:
-            flat = self._uncode(words, layers, model, length, position)
-        except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:  # the coder refuses the stream
+            words = _words_of(code.tobytes()) if by_bytes else code
+            flat = self._uncode(words, layers, model, length, position, exhaustive=not by_bytes)
+        except _CODER_ERRORS as exc:  # the coder refuses the stream
             raise self._corrupt(ds, f"the range coder cannot decode it ({exc})") from None
         if flat is None:
             raise self._corrupt(ds, "code words are left over after the last entry")
@@ -360,8 +490,13 @@ class HDF5EntropyBank(HDF5MaskBank):
         return flat
 
     def _uncode(self, words: np.ndarray, layers: list[_Layer], model: int, length: int,
-                position: int | None) -> np.ndarray | None:
-        """Run the range decoder over every coded layer, in the encoder's order; None if words are left."""
+                position: int | None, *, exhaustive: bool) -> np.ndarray | None:
+        """Run the range decoder over every coded layer, in the encoder's order.
+
+        ``exhaustive`` (the coder's own words, versions 1 and 2): None if words are left over.  A byte code
+        (version 3) ends inside the coder's last interval but not where the coder would end, so constriction
+        cannot tell whether it was consumed; there the counts, the canonical end and the CRC-32 check it.
+        """
         constriction = _constriction()
         decoder = constriction.stream.queue.RangeDecoder(words)
         family = constriction.stream.model.Bernoulli(perfect=False)
@@ -388,11 +523,23 @@ class HDF5EntropyBank(HDF5MaskBank):
                 prob = adaptive_probabilities(self._chain_counts[q.start:q.stop], position, q.density,
                                               PRIOR_WEIGHTS[model - _CHAIN])
                 flat[q.start:q.stop] = decoder.decode(family, prob) != 0
-        return flat if decoder.maybe_exhausted() else None
+        return flat if not exhaustive or decoder.maybe_exhausted() else None
 
     def _coding(self, ds: h5py.Dataset, layout: MaskLayout) -> tuple[int, np.ndarray]:
-        """The ``coding`` attribute ``[model, k_1, ..., k_L]``, checked against the task's layers."""
+        """The model and the ones per layer from the ``coding`` attribute, checked against the task's layers."""
         coding = ds.attrs.get("coding")
+        if self._version >= _BYTES_VERSION:
+            size = coding_nbytes(layout)
+            if not isinstance(coding, np.ndarray) or coding.dtype != _BYTE or coding.shape != (size,):
+                found = "none" if coding is None else f"{getattr(coding, 'dtype', type(coding).__name__)} {np.shape(coding)}"
+                raise self._corrupt(
+                    ds, f"expected a uint8 'coding' attribute of {size} bytes (model and ones per layer), found {found}"
+                )
+            try:
+                model, ones = unpack_coding(layout, coding)
+            except ValueError as exc:
+                raise self._corrupt(ds, f"'coding' {exc}") from None
+            return model, np.array(ones, dtype=np.int64)
         n_layers = len(layout.shapes)
         if (not isinstance(coding, np.ndarray) or coding.shape != (n_layers + 1,)
                 or coding.dtype not in _COUNT_DTYPES):

@@ -56,6 +56,10 @@ def init_base_weight(shape: tuple[int, ...], fan_in: int, init: str, generator: 
     >>> sorted(set(w.abs().flatten().tolist())) == [0.5]
     True
     """
+    if torch.empty(0).device.type == "meta":  # shapes only (a model built under torch.device("meta")): draw nothing
+        if init not in ("signed_constant", "kaiming_normal"):
+            raise ConfigError("init", "'signed_constant' or 'kaiming_normal'", repr(init))
+        return torch.empty(shape)
     if init == "signed_constant":
         signs = torch.randint(0, 2, shape, generator=generator, dtype=torch.int64) * 2 - 1  # shape, ±1
         return signs.to(torch.float32) * math.sqrt(2.0 / fan_in)

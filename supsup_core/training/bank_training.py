@@ -357,7 +357,7 @@ def train_to_bank(
     start = int(metadata["n_tasks"]) if run.resume else 0
     checkpoints = set(run.checkpoints())
     result = BankTrainingResult(str(path), run.n_tasks, gg, rows, start)
-    engine = make_engine(run.workers, run.ray, run.ray_address, device=device, callbacks=batch_callbacks)
+    engine = make_engine(run.workers, run.ray, run.ray_address, device=device, callbacks=batch_callbacks, model=model)
     with engine:
         if start < run.n_tasks:
             engine.prepare()  # an unreachable cluster fails here, before the bank is touched

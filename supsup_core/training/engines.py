@@ -66,12 +66,12 @@ class InlineEngine(Engine):
     ``callbacks`` are attached to every task's trainer (e.g. a per-batch progress bar).
     """
 
-    def __init__(self, device: str = "cpu", callbacks: tuple = ()) -> None:
-        self.device, self.callbacks = device, tuple(callbacks)
+    def __init__(self, device: str = "cpu", callbacks: tuple = (), model: Any = None) -> None:
+        self.device, self.callbacks, self.model = device, tuple(callbacks), model
 
     def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
-        """Train each task in turn."""
-        worker = TaskWorker(setup, self.device, self.callbacks)
+        """Train each task in turn (on ``model`` when one was given: see :class:`TaskWorker`)."""
+        worker = TaskWorker(setup, self.device, self.callbacks, self.model)
         for task in tasks:
             yield worker.run(int(task))
 
@@ -135,13 +135,13 @@ class ProcessEngine(Engine):
     per task of the last run, ``"driver"`` or ``"child"``.
     """
 
-    def __init__(self, workers: int, callbacks: tuple = (), *, driver_trains: bool = True) -> None:
+    def __init__(self, workers: int, callbacks: tuple = (), *, driver_trains: bool = True, model: Any = None) -> None:
         self.workers = _check_workers(workers)
         if driver_trains and self.workers < 2:
             raise ConfigError("workers", "an integer >= 2 when the driver trains too (one worker trains inline)", workers)
         if not isinstance(driver_trains, bool):
             raise ConfigError("driver_trains", "a bool", driver_trains)
-        self.callbacks, self.driver_trains = tuple(callbacks), driver_trains
+        self.callbacks, self.driver_trains, self.model = tuple(callbacks), driver_trains, model
         self.trained_by: dict[int, str] = {}
         self._pool = None
 
@@ -153,7 +153,7 @@ class ProcessEngine(Engine):
         self._pool = ctx.Pool(children, initializer=_process_init, initargs=(setup.to_dict(),))
         pool = self._pool
         pings = [pool.apply_async(_process_ready) for _ in range(children)]
-        local = TaskWorker(setup, "cpu", self.callbacks) if self.driver_trains else None
+        local = TaskWorker(setup, "cpu", self.callbacks, self.model) if self.driver_trains else None
         order = [int(t) for t in tasks]
         window = 2 * self.workers + 1
         running: dict[int, Any] = {}  # task -> AsyncResult (children)
@@ -313,16 +313,20 @@ class _RayTaskActor:
 
 
 def make_engine(
-    workers: int = 1, ray: bool = False, address: str | None = None, *, device: str = "cpu", callbacks: tuple = ()
+    workers: int = 1, ray: bool = False, address: str | None = None, *, device: str = "cpu", callbacks: tuple = (),
+    model: Any = None,
 ) -> Engine:
-    """The engine for ``--workers`` / ``--ray``: inline for one local worker, else processes or Ray."""
+    """The engine for ``--workers`` / ``--ray``: inline for one local worker, else processes or Ray.
+
+    ``model`` (a base network with no finished tasks) is trained on in this process instead of a new copy.
+    """
     workers = _check_workers(workers)
     if ray:
         return RayEngine(workers, address)
     if address is not None:
         raise ConfigError("address", "None unless ray=True", repr(address))
     if workers == 1:
-        return InlineEngine(device, callbacks)
+        return InlineEngine(device, callbacks, model)
     if device != "cpu":
         raise ConfigError("--workers", "1 on a GPU (worker processes train on CPU)", workers)
-    return ProcessEngine(workers, callbacks)
+    return ProcessEngine(workers, callbacks, model=model)

@@ -26,13 +26,14 @@ inference picks the right task (independent of the protocol).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
+from ..heap import release_free_memory
 from ..inference import METHODS, OBJECTIVES, infer_task
 
 __all__ = ["GGResult", "InferredResult", "evaluate_gg", "gg_accuracy_of_masks", "evaluate_inferred", "PROTOCOLS", "METHODS", "OBJECTIVES"]
@@ -187,6 +188,7 @@ def evaluate_gg(
     *,
     task_to_mask: Mapping[int, int] | None = None,
     batch_size: int = 128,
+    progress: Callable[[int], Any] | None = None,
 ) -> GGResult:
     """GG accuracy: each task's test set classified with its own (given) mask.
 
@@ -202,6 +204,8 @@ def evaluate_gg(
         The mask of each stream task when it is not the identity (e.g. after NNs training).
     batch_size : int
         Test batch size (does not change the result, only memory and speed).
+    progress : callable, optional
+        Called with ``1`` after each task (e.g. to advance a progress bar).
     """
     chosen, expected = _check_tasks(model, stream, tasks, task_to_mask, need_mask=True)
     device = _device_of(model)
@@ -218,6 +222,9 @@ def evaluate_gg(
                 n += y.shape[0]
             accuracy[t] = int(correct) / n if n else float("nan")
             n_images[t] = n
+            release_free_memory()
+            if progress is not None:
+                progress(1)
     return GGResult(accuracy, n_images)
 
 
@@ -257,6 +264,7 @@ def evaluate_inferred(
     task_to_mask: Mapping[int, int] | None = None,
     batch_size: int = 128,
     measure_task_inference: bool | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> InferredResult:
     """Accuracy when the task must be inferred at test time (GNu or GNs), per task.
 
@@ -281,6 +289,8 @@ def evaluate_inferred(
         Also run single-image inference on every test image (the task-inference accuracy).
         Default: yes, except for models with batch statistics (BNNet), where a lone image
         has no statistics; those models also need ``protocol="batch"``.
+    progress : callable, optional
+        Called with ``1`` after each task.
     """
     for name, value, allowed in (
         ("method", method, METHODS),
@@ -350,4 +360,7 @@ def evaluate_inferred(
             if measure_task_inference:
                 inference[t] = right_images / n if known else float("nan")
             n_images[t] = n
+            release_free_memory()
+            if progress is not None:
+                progress(1)
     return InferredResult(scenario, method, objective, protocol, accuracy, decisions, inference, n_images)

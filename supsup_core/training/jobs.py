@@ -31,6 +31,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from ..heap import release_free_memory
 from ..models import SupSupNet, build_model, task_seed
 from .callbacks import attach_callbacks
 from .config import TrainConfig
@@ -185,9 +186,14 @@ class TaskWorker:
         Torch device of the scratch model.
     callbacks : iterable
         Trainer callbacks attached to every task's trainer (in-process use only).
+    model : SupSupNet, optional
+        A base network of ``setup``'s configuration holding no finished tasks, to train on
+        instead of building one (the driver shares its own: one copy of the weights).
     """
 
-    def __init__(self, setup: TrainingSetup, device: str | torch.device = "cpu", callbacks: tuple = ()) -> None:
+    def __init__(
+        self, setup: TrainingSetup, device: str | torch.device = "cpu", callbacks: tuple = (), model: SupSupNet | None = None
+    ) -> None:
         from ..persistence import stream_from_metadata  # local: persistence imports models, not training
 
         if not isinstance(setup, TrainingSetup):
@@ -195,7 +201,12 @@ class TaskWorker:
         self.setup = setup
         self.config = setup.train_config
         self.stream = stream_from_metadata({"benchmark": dict(setup.benchmark)}, setup.data_dir)
-        self.model = build_model(setup.model_config).to(device)
+        if model is None:
+            model = build_model(setup.model_config).to(device)
+        elif not isinstance(model, SupSupNet) or model.config != setup.model_config or model.num_tasks:
+            got = type(model).__name__ if not isinstance(model, SupSupNet) else f"{model.config.arch} with {model.num_tasks} tasks"
+            raise ConfigError("model", "a SupSupNet of the setup's configuration with no finished tasks", got)
+        self.model = model
         self.callbacks = tuple(callbacks)
 
     def warm_up(self) -> None:
@@ -225,6 +236,7 @@ class TaskWorker:
             masks = take_masks(model)
             trained = time.perf_counter()
             accuracy, n = self._gg(task, masks)
+            release_free_memory()  # this task's temporaries go back to the OS (supsup_core.heap)
             done = time.perf_counter()
         return TaskOutcome(task, masks, accuracy, n, trained - start, done - trained)
 

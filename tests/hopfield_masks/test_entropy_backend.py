@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,23 +15,30 @@ from hypothesis import strategies as st
 
 pytest.importorskip("constriction")
 
-from hopfield_masks.backends import create_bank, open_bank  # noqa: E402
+from hopfield_masks.backends import create_bank, open_bank, verify_file  # noqa: E402
 from hopfield_masks.backends.hdf5_entropy import (  # noqa: E402
+    _CHAIN,
     PRIOR_WEIGHTS,
     _chain_bits,
     _Layer,
     _row_probabilities,
     _rows_bits,
+    _shortest_code,
+    _words_of,
     HDF5EntropyBank,
     MissingExtraError,
     adaptive_probabilities,
     ideal_bits,
+    pack_coding,
+    unpack_coding,
 )
+from hopfield_masks.blocks import MaskLayout  # noqa: E402
 from hopfield_masks.errors import StorageFormatError  # noqa: E402
 from hopfield_masks.integrity import CHECKSUM_ATTR, write_checksums  # noqa: E402
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 LENET = {"fc1": (300, 784), "fc2": (100, 300), "fc3": (10, 100)}  # 266,200 entries
+LENET_LAYOUT = MaskLayout(tuple(LENET), tuple(LENET.values()))
 
 
 def entropy_bits(p: float) -> float:
@@ -47,7 +55,7 @@ def flip(masks: dict[str, np.ndarray], rng: np.random.Generator, fraction: float
 
 @pytest.mark.parametrize("density", [0.45, 0.1, 0.02, 0.005])
 def test_static_code_is_within_one_percent_of_n_h(tmp_path, rng, density):
-    """Within 1 % at the densities SupSup masks have; below 0.5 % the fixed 16 + 8 bytes are more than 1 %."""
+    """Within 1 % at the densities SupSup masks have, down to 0.5 % (a fixed 6 bytes of counts, a byte-granular end)."""
     masks = lenet_masks(rng, density)
     n = sum(m.size for m in masks.values())
     p = sum(int(m.sum()) for m in masks.values()) / n
@@ -55,9 +63,9 @@ def test_static_code_is_within_one_percent_of_n_h(tmp_path, rng, density):
         bank.write_task("0", masks)
     with open_bank(tmp_path / "b.h5") as bank:
         assert bank.task_model("0") in ("static", "layers")
-        nbytes = bank.task_nbytes("0")  # code words + the 16-byte [model, k_1, k_2, k_3] attribute
+        nbytes = bank.task_nbytes("0")  # code bytes + the 6-byte [model, k_1, k_2, k_3] attribute
     bound = n * entropy_bits(p) / 8
-    assert bound <= nbytes <= (1.01 * bound if density >= 0.02 else bound + 24)
+    assert bound <= nbytes <= 1.01 * bound
 
 
 def test_predictable_checkpoints_cost_less_than_n_h(tmp_path, rng):
@@ -79,6 +87,49 @@ def test_predictable_checkpoints_cost_less_than_n_h(tmp_path, rng):
     for size, masks in zip(sizes[1:], tasks[1:]):
         p = sum(int(m.sum()) for m in masks.values()) / n
         assert size < 0.5 * n * entropy_bits(p) / 8
+
+
+@pytest.mark.parametrize("densities", [(0.45, 0.45), (0.35, 0.53), (0.48, 0.44)])
+def test_small_masks_pay_about_five_bytes_beyond_their_ideal_code(tmp_path, rng, densities):
+    """A BNNet-sized task (2 x 2048 entries): 4 bytes of counts, and a code within 2 bytes of its ideal length."""
+    masks = {"unit1": rng.random(2048) < densities[0], "unit2": rng.random(2048) < densities[1]}
+    with create_bank(tmp_path / "b.h5", "hdf5-entropy") as bank:
+        bank.write_task("0", masks)
+        assert bank.task_model("0") == "layers"
+        nbytes = bank.task_nbytes("0")
+    ideal = sum(ideal_bits(m, m.mean()) for m in masks.values()) / 8
+    assert ideal + 4 <= nbytes + 1 and nbytes <= ideal + 4 + 2
+
+
+@settings(max_examples=40)
+@given(st.integers(1, 3000), st.floats(0.001, 0.999), st.integers(-64, 64), st.integers(0, 2**16))
+def test_shortest_code_is_shortest_and_decodes(n, density, guess_offset, seed):
+    """From any starting guess, the search returns a byte code that decodes exactly, and one byte less never does."""
+    import constriction
+
+    rng = np.random.default_rng(seed)
+    x = (rng.random(n) < density).astype(np.int32)
+    k = int(x.sum())
+    if k in (0, n):
+        return
+    model = constriction.stream.model.Bernoulli(k / n, perfect=False)
+    encoder = constriction.stream.queue.RangeEncoder()
+    encoder.encode(x, model)
+    words = encoder.get_compressed()
+
+    def decodes_exactly(code: bytes) -> bool:
+        try:
+            return bool(np.array_equal(constriction.stream.queue.RangeDecoder(_words_of(code)).decode(model, n), x))
+        except AssertionError:  # constriction: not a valid stream for this model
+            return False
+
+    code = _shortest_code(words, decodes_exactly, ideal_bits(x.astype(bool), k / n) + guess_offset).tobytes()
+    assert decodes_exactly(code) and len(code) <= 4 * len(words) and not code.endswith(b"\0")
+    if code:
+        shorter = code[:-1]
+        rounded_up = (int.from_bytes(shorter, "big") + 1).to_bytes(len(shorter) + 1, "big").lstrip(b"\0")
+        assert not decodes_exactly(shorter)
+        assert len(rounded_up) > len(shorter) or not decodes_exactly(rounded_up)
 
 
 def test_layers_of_different_density_cost_less_than_n_h(tmp_path, rng):
@@ -227,10 +278,20 @@ def test_adaptive_probabilities_are_the_formula():
 
 
 # ---------------------------------------------------------------------- damaged files
-def _bank_with_one_task(path: Path, rng) -> dict[str, np.ndarray]:
+def _bank_with_one_task(path: Path, rng, version: int = 3) -> dict[str, np.ndarray]:
+    """A bank holding one LeNet task at 10 %: a new bank (version 3, bytes) or an old one (version 2, words)."""
     masks = lenet_masks(rng, 0.1)
-    with create_bank(path, "hdf5-entropy") as bank:
-        bank.write_task("0", masks)
+    if version == 3:
+        with create_bank(path, "hdf5-entropy") as bank:
+            bank.write_task("0", masks)
+        return masks
+    shutil.copyfile(golden_path("entropy_v2"), path)  # a bank written by the code that wrote words
+    with open_bank(path, "a") as bank:
+        for name in bank.tasks():
+            bank.delete_task(name)
+        bank.write_task("0", masks)  # an append keeps the bank's version, hence its encoding
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == version and f["tasks/0"].dtype == np.uint32
     return masks
 
 
@@ -251,39 +312,68 @@ def _edit_task(path: Path, edit, *, reseal: bool = True) -> None:
             new.attrs[CHECKSUM_ATTR] = stored  # the checksums of the bytes before the edit
 
 
-@pytest.mark.parametrize(
-    "edit, reason",
-    [
-        (lambda w, a: (w[: len(w) // 2], a), "cannot decode|ones"),  # truncated stream
-        (lambda w, a: (np.concatenate([w, w[:4]]), a), "left over"),  # extra words
-        (lambda w, a: (w.astype(np.uint16), a), "uint32"),
-        (lambda w, a: (w, {k: v for k, v in a.items() if k != "coding"}), "coding"),
-        (lambda w, a: (w, {**a, "coding": np.array([1, 10**9, 0, 0], np.uint32)}), "does not fit"),
-        (lambda w, a: (w, {**a, "coding": np.array([0, 10**9, 0, 0, 0], np.uint32)}), "4 entries"),
-        (lambda w, a: (w, {**a, "coding": np.array([1, 5, 5, 5], np.uint64)}), "ones|left over|cannot decode"),
-        (lambda w, a: (w, {**a, "coding": np.array([2, *a["coding"][1:]], np.uint32)}), "no"),  # adaptive, no chain
-    ],
-    ids=["truncated", "extra-words", "dtype", "no-coding", "bad-k", "bad-length", "wrong-k", "adaptive-without-chain"],
-)
-def test_damaged_task_is_a_storage_format_error(tmp_path, rng, edit, reason):
+# edits of a task's code and attributes, resealed (valid checksums): the decoder's own checks must see them
+_CODING_EDITS = [
+    ("no-coding", lambda w, a: (w, {k: v for k, v in a.items() if k != "coding"}), "coding"),
+    ("bad-k", lambda w, a: (w, {**a, "coding": np.array([1, 10**9, 0, 0], np.uint32)}), "does not fit"),
+    ("bad-length", lambda w, a: (w, {**a, "coding": np.array([0, 10**9, 0, 0, 0], np.uint32)}), "4 entries"),
+    ("wrong-k", lambda w, a: (w, {**a, "coding": np.array([1, 5, 5, 5], np.uint64)}), "ones|left over|cannot decode"),
+    ("adaptive-without-chain", lambda w, a: (w, {**a, "coding": np.array([2, *a["coding"][1:]], np.uint32)}), "no"),
+]
+def _recoded(attrs: dict, model: int | None = None, extra_one: int = 0) -> dict:
+    """``attrs`` with a version-3 ``coding`` of another model or one more one in the first layer (valid bytes)."""
+    old_model, ones = unpack_coding(LENET_LAYOUT, attrs["coding"])
+    ones[0] += extra_one
+    return {**attrs, "coding": pack_coding(LENET_LAYOUT, old_model if model is None else model, ones)}
+
+
+_CODING_BYTES_EDITS = [  # format version 3: coding is one mixed-radix number in 6 bytes (for LeNet)
+    ("no-coding", lambda w, a: (w, {k: v for k, v in a.items() if k != "coding"}), "coding"),
+    ("coding-length", lambda w, a: (w, {**a, "coding": a["coding"][:-1]}), "of 6 bytes"),
+    ("coding-of-version-2", lambda w, a: (w, {**a, "coding": np.array([1, 5, 5, 5], np.uint32)}), "uint8 'coding'"),
+    ("coding-beyond-range", lambda w, a: (w, {**a, "coding": np.full(6, 255, np.uint8)}), "beyond"),
+    ("wrong-k", lambda w, a: (w, _recoded(a, extra_one=1)), "ones|cannot decode"),
+    ("adaptive-without-chain", lambda w, a: (w, _recoded(a, model=_CHAIN)), "no"),
+]
+_BYTE_EDITS = [  # format version 3: the code is the shortest byte string that decodes exactly
+    ("truncated", lambda w, a: (w[: len(w) // 2], a), "cannot decode|ones"),
+    ("last-byte-dropped", lambda w, a: (w[:-1], a), "cannot decode|ones"),  # shorter never decodes the same
+    ("trailing-zero", lambda w, a: (np.concatenate([w, np.zeros(1, np.uint8)]), a), "zero byte"),
+    ("dtype", lambda w, a: (w.view(np.uint32) if w.size % 4 == 0 else w[: w.size // 4 * 4].view(np.uint32), a),
+     "expected 1-D uint8 code bytes"),
+]
+_WORD_EDITS = [  # format versions 1 and 2: the coder's own words
+    ("truncated", lambda w, a: (w[: len(w) // 2], a), "cannot decode|ones"),
+    ("extra-words", lambda w, a: (np.concatenate([w, w[:4]]), a), "left over"),
+    ("dtype", lambda w, a: (w.astype(np.uint16), a), "expected 1-D uint32 code words"),
+]
+_DAMAGE = [pytest.param(3, edit, reason, id=f"v3-{name}") for name, edit, reason in _BYTE_EDITS + _CODING_BYTES_EDITS] + [
+    pytest.param(2, edit, reason, id=f"v2-{name}") for name, edit, reason in _WORD_EDITS + _CODING_EDITS
+]
+
+
+@pytest.mark.parametrize("version, edit, reason", _DAMAGE)
+def test_damaged_task_is_a_storage_format_error(tmp_path, rng, version, edit, reason):
+    """Each edit is reported as damage of that task, on one line naming the file, in both encodings."""
     path = tmp_path / "b.h5"
-    _bank_with_one_task(path, rng)
+    _bank_with_one_task(path, rng, version)
     _edit_task(path, edit)
     with open_bank(path) as bank, pytest.raises(StorageFormatError, match=reason) as info:
         bank.read_task("0")
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("version", [3, 2])
 @pytest.mark.parametrize("reseal", [False, True], ids=["checksum-catches-it", "decoder-catches-it"])
-def test_bit_flip_is_detected(tmp_path, rng, reseal):
+def test_bit_flip_is_detected(tmp_path, rng, reseal, version):
     """A flipped code bit: the task's CRC-32 reports it; with the checksum rewritten, the decoder's own checks do."""
     path = tmp_path / "b.h5"
-    _bank_with_one_task(path, rng)
+    _bank_with_one_task(path, rng, version)
     before = path.read_bytes()
 
     def flip_bit(words, attrs):
         words = words.copy()
-        words[len(words) // 3] ^= np.uint32(1 << 7)
+        words[len(words) // 3] ^= words.dtype.type(1 << 7)
         return words, attrs
 
     _edit_task(path, flip_bit, reseal=reseal)
@@ -292,6 +382,8 @@ def test_bit_flip_is_detected(tmp_path, rng, reseal):
         bank.read_task("0")
     assert str(path) in str(e.value) and "\n" not in str(e.value)
     assert path.read_bytes() == edited != before  # reading changed nothing
+    report = verify_file(path)  # what supsup-store verify lists
+    assert not report.ok and [obj for obj, status, _ in report.items if status == "damaged"] == ["task '0'"]
 
 
 def test_missing_constriction_names_the_package(tmp_path, monkeypatch):
@@ -302,16 +394,36 @@ def test_missing_constriction_names_the_package(tmp_path, monkeypatch):
     assert not (tmp_path / "b.h5").exists()
 
 
-# ---------------------------------------------------------------------- golden file
-def test_golden_file_reads_bit_exactly():
-    with np.load(FIXTURES / "golden_entropy_v1_expected.npz", allow_pickle=False) as npz:
+# ---------------------------------------------------------------------- golden files
+ENTROPY_REVISIONS = {"entropy_v1": (1, np.uint32), "entropy_v2": (2, np.uint32), "entropy_v3": (3, np.uint8)}
+CURRENT = "entropy_v3"  # what the current writer produces
+
+
+def golden_path(revision: str) -> Path:
+    return FIXTURES / f"golden_{revision}_hdf5-entropy.h5"
+
+
+def golden_expected(revision: str) -> tuple[dict, dict, dict, dict]:
+    """Masks, attrs, models and metadata recorded beside the golden bank of ``revision``."""
+    with np.load(FIXTURES / f"golden_{revision}_expected.npz", allow_pickle=False) as npz:
         layers = json.loads(str(npz["__tasks__"]))
         masks = {task: {layer: npz[f"{task}/{layer}"] for layer in names} for task, names in layers.items()}
         attrs = json.loads(str(npz["__attrs__"]))
         models = json.loads(str(npz["__models__"]))
         metadata = json.loads(str(npz["__metadata__"]))
+    return masks, attrs, models, metadata
+
+
+@pytest.mark.parametrize("revision", list(ENTROPY_REVISIONS))
+def test_golden_file_reads_bit_exactly(revision):
+    """Banks of every released encoding (words at format versions 1 and 2, bytes at 3) read bit-exactly."""
+    masks, attrs, models, metadata = golden_expected(revision)
+    version, dtype = ENTROPY_REVISIONS[revision]
+    with h5py.File(golden_path(revision), "r") as f:
+        assert f.attrs["format_version"] == version
+        assert {f["tasks"][task].dtype for task in f["tasks"]} == {np.dtype(dtype)}
     assert set(models.values()) == {"static", "layers", "rows", "adaptive"}
-    with open_bank(FIXTURES / "golden_entropy_v1_hdf5-entropy.h5") as bank:
+    with open_bank(golden_path(revision)) as bank:
         assert bank.backend_id == "hdf5-entropy" and bank.metadata == metadata
         assert bank.tasks() == list(masks)
         for task in reversed(list(masks)):  # the chain is rebuilt from the last task backwards
@@ -322,3 +434,58 @@ def test_golden_file_reads_bit_exactly():
                 np.testing.assert_array_equal(got[layer], mask)
             assert bank.task_attrs(task) == attrs[task]
             assert bank.task_model(task) == models[task]
+    assert verify_file(golden_path(revision)).ok
+
+
+def test_current_writer_produces_the_current_golden(tmp_path):
+    """Re-writing the current golden's tasks gives byte-identical code and coding attributes (no drift)."""
+    masks, attrs, _models, metadata = golden_expected(CURRENT)
+    path = tmp_path / "now.h5"
+    with create_bank(path, "hdf5-entropy", metadata=metadata) as bank:
+        for task, layers in masks.items():
+            bank.write_task(task, layers, attrs=attrs[task])
+    with h5py.File(golden_path(CURRENT), "r") as old, h5py.File(path, "r") as new:
+        assert old.attrs["format_version"] == new.attrs["format_version"] == 3
+        for task in masks:
+            a, b = old["tasks"][task], new["tasks"][task]
+            assert a.dtype == b.dtype == np.uint8 and a.shape == b.shape
+            np.testing.assert_array_equal(a[()], b[()])
+            np.testing.assert_array_equal(a.attrs["coding"], b.attrs["coding"])
+            assert a.attrs["coding"].dtype == b.attrs["coding"].dtype
+
+
+def test_byte_code_is_the_word_code_rounded_up_in_a_last_byte():
+    """Each version-3 code is the version-2 words of the same task (big-endian), or a prefix of them plus one."""
+    masks, _attrs, _models, _metadata = golden_expected(CURRENT)
+    with h5py.File(golden_path("entropy_v2"), "r") as words, h5py.File(golden_path(CURRENT), "r") as code:
+        for task in masks:
+            full = words["tasks"][task][()].astype(">u4").tobytes().rstrip(b"\0")
+            b = code["tasks"][task][()].tobytes()
+            assert not b.endswith(b"\0")
+            rounded_up = any(int.from_bytes(full[:size], "big") + 1 == int.from_bytes(b.ljust(size, b"\0"), "big")
+                             for size in range(len(b), len(full)))
+            assert b == full or rounded_up
+
+
+@pytest.mark.parametrize("revision", ["entropy_v1", "entropy_v2"])
+def test_appending_to_an_old_bank_keeps_its_version(tmp_path, rng, revision):
+    """An append (and a deletion's re-coding) writes the bank's own encoding; every task still reads back."""
+    masks, _attrs, _models, _metadata = golden_expected(revision)
+    path = tmp_path / "old.h5"
+    shutil.copyfile(golden_path(revision), path)
+    version, dtype = ENTROPY_REVISIONS[revision]
+    new = {name: rng.random(m.shape) < 0.3 for name, m in masks["dense"].items()}  # a chain task
+    with open_bank(path, "a") as bank:
+        bank.write_task("new", new)
+        bank.delete_task("checkpoint-0")  # checkpoint-1, -2 and new are re-coded
+    del masks["checkpoint-0"]
+    masks["new"] = new
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == version
+        assert {f["tasks"][task].dtype for task in f["tasks"]} == {np.dtype(dtype)}
+    with open_bank(path) as bank:
+        assert bank.tasks() == list(masks)
+        for task in reversed(list(masks)):
+            got = bank.read_task(task)
+            assert all(np.array_equal(got[k], v) for k, v in masks[task].items())
+    assert verify_file(path).ok

@@ -9,7 +9,7 @@ from hypothesis import given
 
 from hopfield_masks.patterns import pack_bits
 from supsup_core.errors import ConfigError
-from supsup_core.packing import pack_bool, pack_rows, packed_nbytes, unpack_bool
+from supsup_core.packing import pack_bool, pack_rows, pack_rows_torch, packed_nbytes, unpack_bool
 from tests.strategies import masks
 
 
@@ -47,6 +47,12 @@ class TestPackRows:
         for i in range(5):
             assert torch.equal(rows[i], pack_bool(t[i]))
         assert torch.equal(unpack_bool(rows, 11), t)
+
+    @given(masks((4, 19)))
+    def test_numpy_path_equals_the_torch_reference(self, mask):
+        """CPU rows are packed with numpy's packbits; the torch path (used on CUDA) gives the same bytes."""
+        t = torch.from_numpy(mask)
+        assert torch.equal(pack_rows(t), pack_rows_torch(t))
 
     def test_wrong_byte_count_is_refused(self):
         """Unpacking with a byte count that does not match the entry count raises ConfigError."""
