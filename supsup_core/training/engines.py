@@ -82,7 +82,6 @@ _PROCESS_WORKER: TaskWorker | None = None
 def _process_init(setup_dict: dict) -> None:
     global _PROCESS_WORKER
     _PROCESS_WORKER = TaskWorker(TrainingSetup.from_dict(setup_dict), "cpu")
-    _PROCESS_WORKER.warm_up()
 
 
 def _process_ready() -> bool:
@@ -122,8 +121,8 @@ class ProcessEngine(Engine):
     """``workers`` tasks at once on the CPU: the driver itself and ``workers - 1`` local processes.
 
     The driver trains too (on its own :class:`TaskWorker`), so no core idles while the
-    child processes start (a spawned process needs seconds to import torch, build the
-    stream and warm up the optimiser) and one process fewer competes for the cores.
+    child processes start (a spawned process needs seconds to import torch and build the
+    stream) and one process fewer competes for the cores.
     Tasks are handed out in order, and only to children that have started (each
     answers a ping once its initializer ran): up to two tasks per started child.
     Whenever the next task to commit is not running elsewhere, the driver trains it;

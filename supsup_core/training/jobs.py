@@ -209,16 +209,6 @@ class TaskWorker:
         self.model = model
         self.callbacks = tuple(callbacks)
 
-    def warm_up(self) -> None:
-        """Pay the one-off costs of a first task now (torch.optim imports ``torch._dynamo`` on first use, ~1 s).
-
-        Builds and discards an optimiser over a throw-away parameter: nothing of the
-        model or its random state is touched, so the masks do not depend on it.
-        """
-        from .trainer import make_optimizer
-
-        make_optimizer([torch.nn.Parameter(torch.zeros(1))], self.config)
-
     def run(self, task: int) -> TaskOutcome:
         """Train stream task ``task`` from its own seeds, measure its GG accuracy once, return the masks."""
         if isinstance(task, bool) or not isinstance(task, int) or not 0 <= task < self.stream.n_tasks:

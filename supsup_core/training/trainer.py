@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .config import TrainConfig
+from .optimizers import ScoreOptimizer
 
 __all__ = ["Trainer", "RunSummary", "EVENTS", "make_optimizer"]
 
@@ -38,7 +39,10 @@ Callback = Callable[["Trainer"], None]
 
 
 def make_optimizer(params: Sequence[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser ``config`` names, over ``params`` (PyTorch defaults for unlisted settings).
+    """The ``torch.optim`` optimiser ``config`` names, over ``params`` (PyTorch defaults for unlisted settings).
+
+    For code that needs a ``torch.optim.Optimizer`` (the Avalanche strategy); :class:`Trainer`
+    uses :class:`~supsup_core.training.optimizers.ScoreOptimizer`, the same updates bit for bit.
 
     Examples
     --------
@@ -110,7 +114,7 @@ class Trainer:
         self.model = model
         self.config = config
         self.device = torch.device(device) if device is not None else self.params[0].device
-        self.optimizer = make_optimizer(self.params, config)
+        self.optimizer = ScoreOptimizer(self.params, config)  # torch.optim's arithmetic, without its import
         self.callbacks: dict[str, list[Callback]] = defaultdict(list)
         self.iter_num = 0
         self.loss: torch.Tensor | None = None
