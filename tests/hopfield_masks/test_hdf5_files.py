@@ -22,6 +22,7 @@ from hopfield_masks.backends import (
 )
 from hopfield_masks.backends import _hdf5
 from hopfield_masks.backends.hdf5_sparse import csc_decode, csc_encode
+from hopfield_masks.backends._h5attrs import FORMAT_VERSION
 from hopfield_masks.errors import BankFileNotFoundError, InvalidArgumentError, StorageFormatError
 from hopfield_masks.integrity import record_group_checksum, seal_tree
 from tests.strategies import masks as mask_arrays
@@ -205,9 +206,9 @@ class TestDamagedFiles:
         path = tmp_path / "bank.h5"
         make_bank(path, "hdf5-packed", n_tasks=1)
         with h5py.File(path, "r+") as f:
-            f.attrs["format_version"] = 3
+            f.attrs["format_version"] = FORMAT_VERSION + 1
             record_group_checksum(f)  # a consistent file of a newer writer, not a damaged one
-        with pytest.raises(StorageFormatError, match="format_version 3"):
+        with pytest.raises(StorageFormatError, match=f"format_version {FORMAT_VERSION + 1}; .* versions 1 to {FORMAT_VERSION}"):
             open_bank(path)
 
     def test_wrong_backend_class(self, tmp_path):

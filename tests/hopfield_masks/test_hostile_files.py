@@ -53,9 +53,9 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def make_bank(path: Path, n_tasks: int = 2) -> None:
+def make_bank(path: Path, n_tasks: int = 2, backend: str = "hdf5-packed") -> None:
     rng = np.random.default_rng(0)
-    with create_bank(path, metadata={"seed": 0}) as bank:
+    with create_bank(path, backend, metadata={"seed": 0}) as bank:
         for i in range(n_tasks):
             bank.write_task(str(i), {"fc": rng.random((12, 10)) < 0.3, "out": rng.random(7) < 0.5}, attrs={"i": i})
         bank.write_attachment("notes", lambda g: g.create_dataset("values", data=np.arange(16, dtype=np.float32)))
@@ -282,9 +282,9 @@ def flipped_copies(path: Path, folder: Path, n: int, seed: int) -> list[Path]:
     return out
 
 
-def check_flips(tmp_path: Path, n: int, seed: int) -> dict[str, int]:
+def check_flips(tmp_path: Path, n: int, seed: int, backend: str = "hdf5-packed") -> dict[str, int]:
     original = tmp_path / "bank.h5"
-    make_bank(original)
+    make_bank(original, backend=backend)
     flips = tmp_path / "flips"
     flips.mkdir()
     paths = flipped_copies(original, flips, n, seed)
@@ -309,15 +309,24 @@ class TestBitFlips:
         counts = check_flips(tmp_path, N_FLIPS, seed=20261201)
         assert counts["error"] >= N_FLIPS // 2  # most metadata bytes matter (HDF5 checksums plus ours)
 
+    def test_entropy_bank_flips_read_exactly_or_fail_clearly(self, tmp_path):
+        """The same for an hdf5-entropy bank (its counts attribute is metadata too): 24 seeded flips."""
+        pytest.importorskip("constriction")
+        counts = check_flips(tmp_path, 24, seed=20261202, backend="hdf5-entropy")
+        assert counts["error"] >= 12
+
     @pytest.mark.slow
     def test_many_metadata_flips(self, tmp_path):
         """400 more flips (slow)."""
         check_flips(tmp_path, 400, seed=7)
 
-    def test_flips_in_task_data_and_attachment_arrays_are_caught_by_every_read_path(self, tmp_path):
+    @pytest.mark.parametrize("backend", ["hdf5-packed", "hdf5-entropy"])
+    def test_flips_in_task_data_and_attachment_arrays_are_caught_by_every_read_path(self, tmp_path, backend):
         """A flipped bit in a task's bytes or an attachment array: read_task, read_attachment, copy_to and verify."""
+        if backend == "hdf5-entropy":
+            pytest.importorskip("constriction")
         path = tmp_path / "bank.h5"
-        make_bank(path)
+        make_bank(path, backend=backend)
         with h5py.File(path, "r") as f:
             task_at = f["tasks"]["1"].id.get_offset()
             array_at = f["attachments"]["notes"]["values"].id.get_offset() + 5
