@@ -21,11 +21,13 @@ import typer
 
 from ._app import app, console, err_console, guarded
 
-__all__ = ["train", "resolve_device", "default_output_size", "BENCHMARKS", "MODELS", "TRAIN_SCENARIOS"]
+__all__ = ["train", "resolve_device", "default_output_size", "BENCHMARKS", "MODELS", "TRAIN_SCENARIOS", "BACKENDS"]
 
 BENCHMARKS = ("permuted-mnist", "rotated-mnist", "split-mnist")
 MODELS = ("lenet", "fc1024", "bnnet")
 TRAIN_SCENARIOS = ("auto", "gg", "gnu", "gns", "nns", "hopsupsup")
+BACKENDS = ("hdf5-packed", "hdf5-sparse", "hdf5-entropy")
+_DEFAULT_BACKEND = "hdf5-packed"
 _TABLE_LIMIT = 20  # tasks up to which the whole accuracy matrix is printed
 
 
@@ -54,6 +56,18 @@ def resolve_device(device: str) -> str:
 def default_output_size(benchmark: str, model: str) -> int:
     """Outputs ``s``: 10 for split-mnist and BNNet (unshared 10-way labels), else 100 (superfluous neurons, §3.3)."""
     return 10 if benchmark == "split-mnist" or model == "bnnet" else 100
+
+
+def _resumed_backend(out: Path, backend: str | None) -> str:
+    """The backend of the bank ``--resume`` continues; a different ``--backend`` is refused before anything runs."""
+    from hopfield_masks.backends import open_bank
+    from supsup_core.errors import ConfigError
+
+    with open_bank(out, "r") as bank:  # not a bank: a one-line StorageFormatError naming the file
+        stored = bank.backend_id
+    if backend is not None and backend != stored:
+        raise ConfigError("--backend", f"the backend of the bank to resume, {stored!r} (or no --backend)", repr(backend))
+    return stored
 
 
 def _parse_eval_at(text: str | None) -> tuple[int, ...] | None:
@@ -107,7 +121,12 @@ def train(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Folder of MNIST IDX files (default: the embedded 5k subset).")
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", help="Mask bank backend: hdf5-packed or hdf5-sparse.")] = "hdf5-packed",
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="Mask bank backend: hdf5-packed (1 bit per entry), hdf5-sparse (16-bit indices "
+                     "of the kept entries) or hdf5-entropy (range-coded, within 1% of n·H(p); appends decode the "
+                     "tasks already stored). Default hdf5-packed; with --resume, the bank's own."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the bank at --out (same settings), from its first missing task.")
@@ -141,9 +160,11 @@ def train(
     _choice("--benchmark", benchmark, BENCHMARKS)
     _choice("--model", model, MODELS)
     _choice("--scenario", scenario, TRAIN_SCENARIOS)
-    _choice("--backend", backend, ("hdf5-packed", "hdf5-sparse"))
+    if backend is not None:
+        _choice("--backend", backend, BACKENDS)
     if resume and not out.is_file():
         raise ConfigError("--resume", "an existing bank at --out to continue", f"{out} (no such file)")
+    backend = _resumed_backend(out, backend) if resume else (backend or _DEFAULT_BACKEND)
     if out.exists() and not (overwrite or resume):
         raise ConfigError("--out", "a new file (or pass --overwrite, or --resume to continue it)", f"existing file {out}")
     if not out.expanduser().parent.is_dir():  # checked now, not after all the training

@@ -50,7 +50,7 @@ from .jobs import TaskOutcome, TrainingSetup
 
 __all__ = ["BankTrainingConfig", "BankTrainingResult", "TaskProgress", "train_to_bank", "ResumeMismatchError"]
 
-_BACKENDS = ("hdf5-packed", "hdf5-sparse")
+_BACKENDS = ("hdf5-packed", "hdf5-sparse", "hdf5-entropy")
 
 
 class ResumeMismatchError(SupSupError, ValueError):
@@ -88,7 +88,10 @@ class BankTrainingConfig:
     overwrite : bool
         Replace an existing bank instead (ignored with ``resume``).
     backend : str
-        ``hdf5-packed`` or ``hdf5-sparse``.
+        ``hdf5-packed`` (1 bit per entry), ``hdf5-sparse`` (16-bit indices of the kept entries) or
+        ``hdf5-entropy`` (range-coded, within 1 % of ``n * H(p)``; each append first decodes the tasks
+        already in the bank, about 4 ms per LeNet 300-100 task here, so its commits grow with the bank).
+        Used when the bank is created; ``resume`` continues the bank's own backend.
 
     Examples
     --------

@@ -76,6 +76,29 @@ class TestTrain:
         assert evaluated.exit_code == 0, evaluated.output
         assert json.loads(evaluated.stdout)["inferred"]["protocol"] == "batch"
 
+    def test_entropy_backend_trains_evaluates_and_verifies(self, bank, tmp_path):
+        """--backend hdf5-entropy: the same masks and accuracies as hdf5-packed; evaluate and verify read the bank."""
+        from hopfield_masks.backends import open_bank
+
+        packed, _ = bank
+        path = tmp_path / "entropy.h5"
+        result = runner.invoke(app, ["train", "--out", str(path), *TINY, "--backend", "hdf5-entropy"])
+        assert result.exit_code == 0, result.output
+        assert "Saved 2 masks" in result.stdout and "(hdf5-entropy)" in result.stdout
+        with open_bank(path) as coded, open_bank(packed) as plain:
+            assert coded.backend_id == "hdf5-entropy" and coded.tasks() == plain.tasks() == ["0", "1"]
+            for task in coded.tasks():  # the backend changes how masks are stored, never which
+                got, want = coded.read_task(task), plain.read_task(task)
+                assert list(got) == list(want) and all((got[k] == want[k]).all() for k in want)
+                assert coded.task_attrs(task) == plain.task_attrs(task)
+        evaluated = runner.invoke(app, ["evaluate", str(path), "--json", "--no-task-inference", "--device", "cpu"])
+        assert evaluated.exit_code == 0, evaluated.output
+        payload = json.loads(evaluated.stdout)
+        assert payload["stored_reproduced"] is True and payload["gg"]["accuracy"] == payload["stored_gg"]
+        verified = runner.invoke(app, ["verify", str(path), "--json"])
+        assert verified.exit_code == 0, verified.output
+        assert json.loads(verified.stdout)["ok"] is True
+
     def test_default_output_sizes(self):
         """Output size defaults to 100 for permuted/rotated LeNet and 10 for split-mnist or BNNet."""
         assert default_output_size("permuted-mnist", "lenet") == 100

@@ -87,6 +87,32 @@ def test_resume_with_other_settings_exits_2_naming_the_mismatch(small_bank, opti
     assert small_bank.read_bytes() == before
 
 
+def test_resume_of_an_entropy_bank_continues_in_its_backend(small_bank, tmp_path):
+    """An hdf5-entropy bank resumed without --backend stays hdf5-entropy; its tasks equal a packed run's."""
+    path = tmp_path / "entropy.h5"
+    args = ["--batches-per-task", "3", "--hidden", "16,8", "--device", "cpu"]
+    first = runner.invoke(app, ["train", "--out", str(path), "--tasks", "2", *args, "--backend", "hdf5-entropy"])
+    assert first.exit_code == 0, first.output
+    before = path.read_bytes()
+    refused = runner.invoke(app, ["train", "--out", str(path), "--tasks", "3", *args, "--resume", "--backend",
+                                  "hdf5-packed"])
+    assert refused.exit_code == 2 and "--backend" in refused.output and "'hdf5-entropy'" in refused.output
+    assert path.read_bytes() == before  # nothing modified
+    resumed = runner.invoke(app, ["train", "--out", str(path), "--tasks", "3", *args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    text = " ".join(resumed.stdout.split())
+    assert "Saved 3 masks" in text and "(hdf5-entropy)" in text and "resumed after 2" in text
+    meta, masks, attrs = _contents(path)
+    meta_p, masks_p, attrs_p = _contents(small_bank)  # the same settings, 2 tasks, hdf5-packed
+    assert meta["n_tasks"] == 3 and len(masks) == 3 and attrs[:2] == attrs_p
+    for a, b in zip(masks[:2], masks_p):
+        assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    with open_bank(path) as bank:
+        assert bank.backend_id == "hdf5-entropy"
+    verified = runner.invoke(app, ["verify", str(path)])
+    assert verified.exit_code == 0, verified.output
+
+
 def test_resume_of_a_missing_bank_exits_2(tmp_path):
     """--resume needs an existing bank."""
     result = runner.invoke(app, ["train", "--out", str(tmp_path / "nope.h5"), "--tasks", "2", "--resume"])

@@ -31,8 +31,8 @@ WORKER = Path(__file__).with_name("bank_worker.py")
 ROOT = Path(__file__).parents[2]
 
 
-def seed_bank(path: Path, n: int = 3) -> None:
-    with create_bank(path, overwrite=True) as bank:
+def seed_bank(path: Path, n: int = 3, backend: str = "hdf5-packed") -> None:
+    with create_bank(path, backend, overwrite=True) as bank:
         for i in range(n):
             bank.write_task(f"seed-{i}", masks_for(f"seed-{i}"))
 
@@ -120,6 +120,20 @@ class TestKill9:
     def test_sixty_random_kills(self, tmp_path):
         """60 seeded kill -9 trials."""
         trials(tmp_path, 60, seed=2)
+
+    def test_kills_of_appends_to_an_entropy_bank(self, tmp_path):
+        """hdf5-entropy (each append decodes the chain, then writes): kill -9 of append sessions and commit()s."""
+        pytest.importorskip("constriction")
+        rng = np.random.default_rng(np.random.SeedSequence(3))
+        for trial, command in enumerate([["append", "k", "1000"], ["session", "s", "1000"]]):
+            folder = tmp_path / f"e{trial}"
+            folder.mkdir()
+            path = folder / "bank.h5"
+            seed_bank(path, n=4, backend="hdf5-entropy")
+            committed = kill_at_random(path, command, float(rng.uniform(0.05, 0.4)))
+            check_after_crash(path, [*committed, *(f"seed-{i}" for i in range(4))])
+            with open_bank(path) as bank:
+                assert bank.backend_id == "hdf5-entropy"
 
 
 class TestSigterm:

@@ -110,6 +110,19 @@ class TestTrainToBank:
         assert result.resumed_from == 3 and sorted(result.train_seconds) == [3, 4, 5]
         _same_banks(tmp_path / "full.h5", tmp_path / "part.h5")
 
+    def test_entropy_bank_resumed_equals_an_uninterrupted_packed_run(self, tmp_path):
+        """hdf5-entropy: 2 tasks, then resume to 4 (appends decode the chain), equals a 4-task hdf5-packed run."""
+        pair = _setup(4)
+        _train(tmp_path / "packed.h5", 4, pair, eval_at=(4,))
+        _train(tmp_path / "coded.h5", 2, pair, eval_at=(), backend="hdf5-entropy")
+        result = _train(tmp_path / "coded.h5", 4, pair, eval_at=(4,), resume=True)  # the bank's backend, not the default
+        assert result.resumed_from == 2
+        _same_banks(tmp_path / "packed.h5", tmp_path / "coded.h5")
+        with open_bank(tmp_path / "coded.h5") as bank:
+            assert bank.backend_id == "hdf5-entropy"
+        model, _ = load_model(tmp_path / "coded.h5")  # what evaluate loads
+        assert model.num_tasks == 4
+
     def test_resume_of_a_complete_bank_trains_nothing(self, tmp_path):
         """Resuming a bank that holds every task leaves it unchanged."""
         pair = _setup(2)
@@ -185,6 +198,9 @@ class TestConfigAndEngines:
             BankTrainingConfig(n_tasks=3, eval_at=(0,))
         with pytest.raises(ConfigError, match="--workers"):
             BankTrainingConfig(n_tasks=3, workers=0)
+        with pytest.raises(ConfigError, match="--backend: expected one of hdf5-packed, hdf5-sparse, hdf5-entropy"):
+            BankTrainingConfig(n_tasks=3, backend="zip")
+        assert BankTrainingConfig(n_tasks=3, backend="hdf5-entropy").backend == "hdf5-entropy"
         assert BankTrainingConfig(n_tasks=3, eval_at=(3, 1, 3)).checkpoints() == (1, 3)
         assert BankTrainingConfig(n_tasks=3, full_matrix=True).checkpoints() == (1, 2, 3)
 
