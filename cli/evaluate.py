@@ -62,7 +62,7 @@ def evaluate(
     from supsup_core.inference.objectives import check_objective
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from supsup_core.persistence import load_model, stored_accuracies, stream_from_metadata
+    from supsup_core.persistence import load_model, read_bank_metadata, stored_accuracies, stream_from_metadata
     from supsup_core.training import evaluate_gg, evaluate_inferred, results_table
 
     _choice("--method", method, ("oneshot", "binary", "rerank"))
@@ -70,8 +70,9 @@ def evaluate(
     _choice("--protocol", protocol, ("auto", "first-image", "per-image", "batch"))
     _choice("--scenario", scenario, ("auto", "gnu", "gns"))
     dev = resolve_device(device)
+    metadata = read_bank_metadata(path)
+    stream = stream_from_metadata(metadata, data_dir)  # first: the data's parsing temporaries are gone before the masks load
     model, metadata = load_model(path, device=dev)
-    stream = stream_from_metadata(metadata, data_dir)
     check_objective(objective, stream.output_classes, model.config.output_size)  # before any evaluation
     training = metadata.get("training") or {}
     nns = training.get("nns")

@@ -140,6 +140,7 @@ def train(
         bool, typer.Option("--full-matrix", help="Evaluate every learned task after every task (O(T²); a check).")
     ] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Tasks trained at once: this process and N-1 local processes, or N Ray actors.")] = 1,
+    batched: Annotated[int, typer.Option("--batched", min=1, help="Tasks trained at once in one batched step on --device (for a GPU; MLP masks bit-identical to one at a time on CPU).")] = 1,
     ray: Annotated[bool, typer.Option("--ray", help="Train on Ray (needs the extra supsup-store\\[ray]); a local instance unless --ray-address.")] = False,
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="An existing Ray cluster, e.g. ray://head:10001 (implies --ray).")
@@ -174,9 +175,9 @@ def train(
     if scenario == "auto":
         scenario = "hopsupsup" if model == "bnnet" else "gnu"
     use_ray = ray or ray_address is not None
-    if scenario == "nns" and (resume or workers > 1 or use_ray or eval_at is not None or full_matrix):
+    if scenario == "nns" and (resume or workers > 1 or batched > 1 or use_ray or eval_at is not None or full_matrix):
         raise ConfigError(
-            "--scenario", "gg, gnu, gns or hopsupsup with --resume/--workers/--ray/--eval-at/--full-matrix "
+            "--scenario", "gg, gnu, gns or hopsupsup with --resume/--workers/--batched/--ray/--eval-at/--full-matrix "
             "(NNs picks each batch's mask from the masks trained so far: it is sequential)", "'nns'",
         )
     if use_ray:
@@ -198,6 +199,7 @@ def train(
         run = BankTrainingConfig(
             n_tasks=n_tasks, eval_at=_parse_eval_at(eval_at), full_matrix=full_matrix, workers=workers,
             ray=use_ray, ray_address=ray_address, resume=resume, overwrite=overwrite, backend=backend,
+            batched=batched,
         )
         _train_into_bank(out, stream, model_config, config, run, scenario, dev, data_dir, seed, per_task)
         return
@@ -254,9 +256,14 @@ def _train_into_bank(
         model_config, stream.describe(), config, drop_last=drop_last,
         data_dir=None if data_dir is None else str(data_dir.resolve()),
     )
-    engine = f"Ray ({run.ray_address or 'local instance'})" if run.ray else (
-        f"this process and {run.workers - 1} worker process{'es' if run.workers > 2 else ''}" if run.workers > 1
-        else "this process")
+    if run.ray:
+        engine = f"Ray ({run.ray_address or 'local instance'})"
+    elif run.batched > 1:
+        engine = f"{run.batched} tasks per batched step"
+    elif run.workers > 1:
+        engine = f"this process and {run.workers - 1} worker process{'es' if run.workers > 2 else ''}"
+    else:
+        engine = "this process"
     err_console.print(
         f"Training {run.n_tasks} × {per_task} batches: {model_config.arch} (s = {model_config.output_size}) on "
         f"{stream.name}, scenario {scenario}, {config.optimizer} lr {config.lr:g}, device {dev}, {engine}"

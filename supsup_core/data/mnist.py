@@ -164,12 +164,12 @@ def embedded_mnist_path() -> Path:
 def _parse_embedded(path: str) -> MNISTData:
     """Parse and split the embedded csv once per path (the arrays are shared, hence read-only)."""
     try:
-        table = np.loadtxt(path, delimiter=",", dtype=np.int64)  # (5000, 785): 784 pixels then the label
+        table = np.loadtxt(path, delimiter=",", dtype=np.int16)  # (5000, 785): 784 pixels then the label
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: expected a gzipped csv of 785 integers per row, could not parse it ({exc})") from exc
     if table.ndim != 2 or table.shape[1] != _IMAGE_SIDE * _IMAGE_SIDE + 1:
         raise DataError(f"{path}: expected rows of 785 values (784 pixels + label), received shape {table.shape}")
-    pixels, labels = table[:, :-1], table[:, -1]
+    pixels, labels = table[:, :-1], table[:, -1].astype(np.int64)
     if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
         raise DataError(f"{path}: expected pixels in 0-255 and labels in 0-9, received values out of range")
     per_digit = EMBEDDED_TRAIN_PER_DIGIT + EMBEDDED_TEST_PER_DIGIT

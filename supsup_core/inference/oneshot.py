@@ -53,7 +53,7 @@ def _mask_leaves(model: SupSupNet, alphas: torch.Tensor | None) -> dict[str, tor
     leaves = {}
     for name, layer in model.masked_layers().items():
         mask = layer.mean_mask() if alphas is None else layer.superposed_mask(alphas)  # mask_shape
-        leaves[name] = mask.detach().clone().requires_grad_(True)
+        leaves[name] = mask.detach().requires_grad_(True)  # a new leaf over the same storage (never written)
     return leaves
 
 

@@ -15,7 +15,8 @@
 from .bank_training import BankTrainingConfig, BankTrainingResult, ResumeMismatchError, TaskProgress, train_to_bank
 from .callbacks import LossHistory, ProgressCallback, StopAfter, attach_callbacks
 from .config import OPTIMIZERS, SCENARIOS, TrainConfig
-from .engines import ENGINES, Engine, InlineEngine, ProcessEngine, RayEngine, RayUnavailableError, make_engine
+from .batched import BatchedTaskTrainer
+from .engines import ENGINES, BatchedEngine, Engine, InlineEngine, ProcessEngine, RayEngine, RayUnavailableError, make_engine
 from .evaluation import GGResult, InferredResult, evaluate_gg, evaluate_inferred
 from .jobs import TaskOutcome, TaskWorker, TrainingSetup
 from .metrics import AccuracyMatrix, accuracy_table, results_table
@@ -24,6 +25,8 @@ from .tasks import train_stream, train_task
 from .trainer import EVENTS, RunSummary, Trainer, make_optimizer
 
 __all__ = [
+    "BatchedTaskTrainer",
+    "BatchedEngine",
     "AccuracyMatrix",
     "BankTrainingConfig",
     "BankTrainingResult",

@@ -87,6 +87,8 @@ class BankTrainingConfig:
         Continue an existing bank made with the same settings.
     overwrite : bool
         Replace an existing bank instead (ignored with ``resume``).
+    batched : int
+        Tasks trained at once in one batched step on the device (1: one task per step).
     backend : str
         ``hdf5-packed`` (1 bit per entry), ``hdf5-sparse`` (16-bit indices of the kept entries) or
         ``hdf5-entropy`` (range-coded, within 1 % of ``n * H(p)``; each append first decodes the tasks
@@ -112,6 +114,7 @@ class BankTrainingConfig:
     resume: bool = False
     overwrite: bool = False
     backend: str = "hdf5-packed"
+    batched: int = 1
 
     def __post_init__(self) -> None:
         n = self.n_tasks
@@ -128,6 +131,11 @@ class BankTrainingConfig:
         for name in ("full_matrix", "ray", "resume", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, "a bool", getattr(self, name))
+        b = self.batched
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError("--batched", "an integer >= 1", b)
+        if b > 1 and (self.ray or self.workers > 1):
+            raise ConfigError("--batched", "1 with --workers or --ray (a batched step already fills one device)", b)
         if self.ray_address is not None and not self.ray:
             raise ConfigError("ray_address", "None unless ray=True", repr(self.ray_address))
         if self.backend not in _BACKENDS:
@@ -360,7 +368,8 @@ def train_to_bank(
     start = int(metadata["n_tasks"]) if run.resume else 0
     checkpoints = set(run.checkpoints())
     result = BankTrainingResult(str(path), run.n_tasks, gg, rows, start)
-    engine = make_engine(run.workers, run.ray, run.ray_address, device=device, callbacks=batch_callbacks, model=model)
+    engine = make_engine(run.workers, run.ray, run.ray_address, device=device, callbacks=batch_callbacks, model=model,
+                         batched=run.batched, scenario=scenario)
     with engine:
         if start < run.n_tasks:
             engine.prepare()  # an unreachable cluster fails here, before the bank is touched

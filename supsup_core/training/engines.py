@@ -10,6 +10,7 @@ Because every task is trained from its own seeds on one intra-op thread
 - :class:`InlineEngine`: the driver trains each task itself (``--workers 1``).
 - :class:`ProcessEngine`: the driver and ``workers - 1`` local processes
   (``multiprocessing``, spawn start method: no torch state is inherited through fork).
+- :class:`BatchedEngine`: ``k`` tasks per batched step on one device (a GPU), :mod:`.batched`.
 - :class:`RayEngine`: ``workers`` Ray actors, on a local Ray instance or an
   existing cluster (``address``); needs the optional extra ``supsup-store[ray]``.
 
@@ -29,9 +30,9 @@ from typing import Any
 from ..errors import ConfigError, SupSupError
 from .jobs import TaskOutcome, TaskWorker, TrainingSetup
 
-__all__ = ["Engine", "InlineEngine", "ProcessEngine", "RayEngine", "RayUnavailableError", "make_engine", "ENGINES"]
+__all__ = ["Engine", "InlineEngine", "ProcessEngine", "RayEngine", "BatchedEngine", "RayUnavailableError", "make_engine", "ENGINES"]
 
-ENGINES = ("inline", "processes", "ray")
+ENGINES = ("inline", "processes", "ray", "batched")
 
 _RAY_HINT = "pip install 'supsup-store[ray]' (or pip install ray)"
 
@@ -198,6 +199,26 @@ class ProcessEngine(Engine):
             self._pool = None
 
 
+class BatchedEngine(Engine):
+    """``k`` tasks at a time in one batched training step on one device (:mod:`.batched`): the path for a GPU.
+
+    Masks of MLPs (LeNet, FC) are bit-identical to the inline engine's on CPU; for conv
+    and BNNet models the batched kernels may round differently (see :mod:`.batched`).
+    """
+
+    def __init__(self, k: int, device: str = "cpu", scenario: str = "gnu", model: Any = None) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError("--batched", "an integer >= 1 (tasks per batched step)", k)
+        self.k, self.device, self.scenario, self.model = k, device, scenario, model
+
+    def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
+        """Train ``k`` tasks per stack; yield them in order."""
+        from .batched import BatchedTaskTrainer  # local: only this engine needs it
+
+        trainer = BatchedTaskTrainer(setup, self.k, self.device, scenario=self.scenario, model=self.model)
+        yield from trainer.outcomes([int(t) for t in tasks])
+
+
 def import_ray() -> Any:
     """The ``ray`` module, or :class:`RayUnavailableError` saying how to install it."""
     try:
@@ -313,13 +334,18 @@ class _RayTaskActor:
 
 def make_engine(
     workers: int = 1, ray: bool = False, address: str | None = None, *, device: str = "cpu", callbacks: tuple = (),
-    model: Any = None,
+    model: Any = None, batched: int = 1, scenario: str = "gnu",
 ) -> Engine:
-    """The engine for ``--workers`` / ``--ray``: inline for one local worker, else processes or Ray.
+    """The engine for ``--workers`` / ``--ray`` / ``--batched``: inline for one local worker, else processes, Ray
+    or batched steps of ``batched`` tasks on ``device``.
 
     ``model`` (a base network with no finished tasks) is trained on in this process instead of a new copy.
     """
     workers = _check_workers(workers)
+    if batched != 1:
+        if ray or workers != 1:
+            raise ConfigError("--batched", "1 with --workers or --ray (a batched step already fills one device)", batched)
+        return BatchedEngine(batched, device, scenario, model)
     if ray:
         return RayEngine(workers, address)
     if address is not None:

@@ -141,3 +141,18 @@ def test_nns_refuses_parallel_and_resume_options(tmp_path):
     """NNs is sequential: --workers 2 with --scenario nns exits 2 saying why."""
     result = runner.invoke(app, ["train", "--out", str(tmp_path / "m.h5"), "--scenario", "nns", "--workers", "2"])
     assert result.exit_code == 2 and "sequential" in result.output
+
+
+def test_batched_steps_give_the_same_bank_and_refuse_workers(tmp_path):
+    """--batched 3 (three tasks per training step) writes the masks one task at a time writes; with --workers it exits 2."""
+    small = ["--tasks", "4", "--batches-per-task", "4", "--hidden", "32,16", "--device", "cpu", "--eval-at", "none"]
+    one, three = tmp_path / "one.h5", tmp_path / "three.h5"
+    assert runner.invoke(app, ["train", "--out", str(one), *small]).exit_code == 0
+    result = runner.invoke(app, ["train", "--out", str(three), *small, "--batched", "3"])
+    assert result.exit_code == 0, result.output
+    _, masks_one, attrs_one = _contents(one)
+    _, masks_three, attrs_three = _contents(three)
+    assert attrs_one == attrs_three
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(masks_one, masks_three) for k in a)
+    refused = runner.invoke(app, ["train", "--out", str(tmp_path / "x.h5"), *small, "--batched", "2", "--workers", "2"])
+    assert refused.exit_code == 2 and "--batched" in refused.output and not (tmp_path / "x.h5").exists()
