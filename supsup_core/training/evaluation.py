@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -228,6 +229,13 @@ def evaluate_gg(
     return GGResult(accuracy, n_images)
 
 
+def _mask_tensor(mask: Any, device: Any) -> torch.Tensor:
+    """``mask`` as a float32 tensor on ``device``; NumPy arrays are copied (they may be read-only, e.g. from Ray)."""
+    if isinstance(mask, torch.Tensor):
+        return mask.to(device, torch.float32)
+    return torch.from_numpy(np.array(mask, dtype=np.float32)).to(device)
+
+
 def gg_accuracy_of_masks(
     model: Any, stream: Any, task: int, masks: Mapping[str, Any], batch_size: int = 128
 ) -> tuple[float, int]:
@@ -237,7 +245,7 @@ def gg_accuracy_of_masks(
     evaluates a mask the model does not hold (a task just trained, or one read from a bank).
     """
     device = _device_of(model)
-    explicit = {name: torch.as_tensor(m).to(device, torch.float32) for name, m in masks.items()}
+    explicit = {name: _mask_tensor(m, device) for name, m in masks.items()}
     was_training = model.training
     model.eval()
     correct, n = 0, 0
