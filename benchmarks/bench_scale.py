@@ -347,8 +347,9 @@ def markdown(result: dict) -> str:
             lines.append(f"| {name} | {r['wall_s']:.1f} s | {r['speed_up_vs_workers_1']:.2f}× | "
                          f"{'yes' if r['identical_to_workers_1'] else 'NO'} |")
         lines.append(f"\nLoad before: {w['load_before']}, after: {w['load_after']}. With `--workers 2` the driver trains "
-                     "too, beside one spawned process that needs about 2.5 s to start (torch, the stream, the optimiser's "
-                     "first use); that fixed cost is why the speed-up grows with the task count.")
+                     "too, beside one child process forked from it (Linux: it inherits the base network and the stream, "
+                     "so it trains within milliseconds). Timings on this shared 2-core machine are noisy; the 1-worker "
+                     "run's seconds per task vary between runs, which is how a speed-up above 2× can appear.")
     fc = result.get("fc1024")
     if fc and "train_peak_rss_mb" in fc:
         lines += ["", f"## FC 1024-1024, {fc['tasks']} tasks ({fc['batches_per_task']} batches per task)", "",

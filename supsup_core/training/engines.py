@@ -9,7 +9,9 @@ Because every task is trained from its own seeds on one intra-op thread
 
 - :class:`InlineEngine`: the driver trains each task itself (``--workers 1``).
 - :class:`ProcessEngine`: the driver and ``workers - 1`` local processes
-  (``multiprocessing``, spawn start method: no torch state is inherited through fork).
+  (``multiprocessing``: forked on Linux while CUDA is not initialised, so a child
+  starts in milliseconds with the driver's base network and stream; spawned
+  elsewhere, where each child imports torch and rebuilds them).
 - :class:`BatchedEngine`: ``k`` tasks per batched step on one device (a GPU), :mod:`.batched`.
 - :class:`RayEngine`: ``workers`` Ray actors, on a local Ray instance or an
   existing cluster (``address``); needs the optional extra ``supsup-store[ray]``.
@@ -22,7 +24,9 @@ driver's memory stays bounded however long the stream.
 from __future__ import annotations
 
 import collections
+import copy
 import multiprocessing
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -85,6 +89,29 @@ def _process_init(setup_dict: dict) -> None:
     _PROCESS_WORKER = TaskWorker(TrainingSetup.from_dict(setup_dict), "cpu")
 
 
+def _process_adopt(worker: TaskWorker) -> None:
+    """Initializer of a forked child: train on the driver's base network and stream (inherited), no callbacks."""
+    global _PROCESS_WORKER
+    import torch
+
+    torch.set_num_threads(1)  # before any op: the parent's OpenMP pool did not survive the fork
+    _PROCESS_WORKER = copy.copy(worker)
+    _PROCESS_WORKER.callbacks = ()
+
+
+def default_start_method() -> str:
+    """``"fork"`` on Linux while CUDA is not initialised in this process, else ``"spawn"``.
+
+    Forking is safe there: a child runs torch on one intra-op thread and never touches
+    CUDA, the bank or the terminal; it exits without running the parent's finalisers.
+    """
+    import torch
+
+    if sys.platform.startswith("linux") and not torch.cuda.is_initialized():
+        return "fork"
+    return "spawn"
+
+
 def _process_ready() -> bool:
     """Answered by a child once its initializer has run (it can train at full speed)."""
     return _PROCESS_WORKER is not None
@@ -131,12 +158,17 @@ class ProcessEngine(Engine):
     ``2 workers + 1`` tasks are held beyond the next one (bounded memory).
 
     ``driver_trains=False`` keeps the driver to committing: ``workers`` child processes
-    train every task (the same masks; slower to start).  :attr:`trained_by` records,
-    per task of the last run, ``"driver"`` or ``"child"``.
+    train every task (the same masks).  :attr:`trained_by` records, per task of the
+    last run, ``"driver"`` or ``"child"``.  ``start_method`` is ``"fork"`` or
+    ``"spawn"`` (default: :func:`default_start_method`); the masks are the same with either.
     """
 
-    def __init__(self, workers: int, callbacks: tuple = (), *, driver_trains: bool = True, model: Any = None) -> None:
+    def __init__(self, workers: int, callbacks: tuple = (), *, driver_trains: bool = True, model: Any = None,
+                 start_method: str | None = None) -> None:
         self.workers = _check_workers(workers)
+        if start_method not in (None, "fork", "spawn"):
+            raise ConfigError("start_method", "'fork', 'spawn' or None", start_method)
+        self.start_method = start_method
         if driver_trains and self.workers < 2:
             raise ConfigError("workers", "an integer >= 2 when the driver trains too (one worker trains inline)", workers)
         if not isinstance(driver_trains, bool):
@@ -147,13 +179,17 @@ class ProcessEngine(Engine):
 
     def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
         """Train ``tasks`` on the driver and the pool; yield their outcomes in order."""
-        ctx = multiprocessing.get_context("spawn")
+        method = self.start_method or default_start_method()
         children = self.workers - 1 if self.driver_trains else self.workers
         self.trained_by = {}
-        self._pool = ctx.Pool(children, initializer=_process_init, initargs=(setup.to_dict(),))
+        local = TaskWorker(setup, "cpu", self.callbacks, self.model)
+        if method == "fork":
+            initializer, initargs = _process_adopt, (local,)
+        else:
+            initializer, initargs = _process_init, (setup.to_dict(),)
+        self._pool = multiprocessing.get_context(method).Pool(children, initializer=initializer, initargs=initargs)
         pool = self._pool
         pings = [pool.apply_async(_process_ready) for _ in range(children)]
-        local = TaskWorker(setup, "cpu", self.callbacks, self.model) if self.driver_trains else None
         order = [int(t) for t in tasks]
         window = 2 * self.workers + 1
         running: dict[int, Any] = {}  # task -> AsyncResult (children)

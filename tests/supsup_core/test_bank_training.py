@@ -81,17 +81,18 @@ class TestTrainToBank:
         assert len(attrs[4]["gg_row"]) == 5 and attrs[4]["gg_row"][1] == attrs[1]["accuracy"]["gg"]
 
     def test_two_worker_processes_give_the_same_bank(self, tmp_path):
-        """--workers 2 (spawned processes) commits the same bank as the inline engine."""
+        """--workers 2 (the driver and a forked process) commits the same bank as the inline engine."""
         pair = _setup(4)
         _train(tmp_path / "one.h5", 4, pair)
         _train(tmp_path / "two.h5", 4, pair, workers=2)
         _same_banks(tmp_path / "one.h5", tmp_path / "two.h5")
 
-    def test_child_processes_train_the_same_masks_as_the_driver(self):
-        """Tasks trained in spawned children (driver_trains=False) equal the inline engine's, mask for mask."""
+    @pytest.mark.parametrize("start_method", ["fork", "spawn"])
+    def test_child_processes_train_the_same_masks_as_the_driver(self, start_method):
+        """Tasks trained in forked or spawned children (driver_trains=False) equal the inline engine's, mask for mask."""
         setup, _ = _setup(3)
         inline = list(InlineEngine().outcomes(setup, range(3)))
-        engine = ProcessEngine(2, driver_trains=False)
+        engine = ProcessEngine(2, driver_trains=False, start_method=start_method)
         children = list(engine.outcomes(setup, range(3)))
         assert engine.trained_by == {0: "child", 1: "child", 2: "child"}
         assert [o.task for o in children] == [0, 1, 2]
@@ -100,6 +101,8 @@ class TestTrainToBank:
             assert all(np.array_equal(a.masks[k], b.masks[k]) for k in a.masks)
         with pytest.raises(ConfigError, match="workers"):
             ProcessEngine(1)
+        with pytest.raises(ConfigError, match="start_method"):
+            ProcessEngine(2, start_method="forkserver")
 
     def test_resume_equals_an_uninterrupted_run(self, tmp_path):
         """3 tasks, then resume to 6: the bank equals a 6-task run's (masks, attrs, metadata)."""
