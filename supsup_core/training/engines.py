@@ -31,6 +31,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import torch
+
 from ..errors import ConfigError, SupSupError
 from .jobs import TaskOutcome, TaskWorker, TrainingSetup
 
@@ -92,8 +94,6 @@ def _process_init(setup_dict: dict) -> None:
 def _process_adopt(worker: TaskWorker) -> None:
     """Initializer of a forked child: train on the driver's base network and stream (inherited), no callbacks."""
     global _PROCESS_WORKER
-    import torch
-
     torch.set_num_threads(1)  # before any op: the parent's OpenMP pool did not survive the fork
     _PROCESS_WORKER = copy.copy(worker)
     _PROCESS_WORKER.callbacks = ()
@@ -105,8 +105,6 @@ def default_start_method() -> str:
     Forking is safe there: a child runs torch on one intra-op thread and never touches
     CUDA, the bank or the terminal; it exits without running the parent's finalisers.
     """
-    import torch
-
     if sys.platform.startswith("linux") and not torch.cuda.is_initialized():
         return "fork"
     return "spawn"
