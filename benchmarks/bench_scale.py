@@ -378,7 +378,7 @@ def _merged(result: dict) -> dict:
         return result
     per_image = json.loads(extra.read_text())
     merged = json.loads(json.dumps(result))
-    merged["runs"].setdefault(str(per_image["tasks"]), {}).setdefault("per-image", per_image)
+    merged["runs"].setdefault(str(per_image["tasks"]), {})["per-image"] = per_image  # the separate run is the newer one
     return merged
 
 

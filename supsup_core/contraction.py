@@ -24,7 +24,6 @@ import sys
 
 import numpy as np
 
-from . import _kernels
 
 __all__ = ["contract_packed", "fixed_point_shifts", "row_abs_sums", "scale_factors", "uint64_words", "use_row_vector_kernel"]
 
@@ -76,6 +75,7 @@ def row_abs_sums(flat: np.ndarray) -> np.ndarray:
     >>> row_abs_sums(np.array([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]], dtype=np.float32)).tolist()
     [3.5, 0.0]
     """
+    from . import _kernels  # Numba (and LLVM) load on first use, not on import
     partial = np.empty((flat.shape[0], max(1, min(N_BLOCKS, flat.shape[1]))), dtype=np.float64)
     _kernels.abs_sums_kernel(flat, partial)
     total = np.zeros(flat.shape[0], dtype=np.float64)
@@ -121,6 +121,7 @@ def contract_packed(packed: np.ndarray, ntasks: int, planes: np.ndarray, abs_sum
     abs_sums : numpy.ndarray
         ``(R,)`` float64 ``sum |planes[r]|`` from :func:`row_abs_sums` (it picks the scales).
     """
+    from . import _kernels  # Numba (and LLVM) load on first use, not on import
     n_rhs, nbytes = planes.shape[0], planes.shape[1]
     nblocks = max(1, min(N_BLOCKS, nbytes))
     shifts = fixed_point_shifts(abs_sums)  # (R,)

@@ -29,3 +29,22 @@ class TestLayering:
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == ""
+
+
+class TestImportCost:
+    def test_numba_loads_only_when_a_kernel_runs(self):
+        """The CLI, the models and the training code import without Numba (its LLVM costs about 130 MB of RSS).
+
+        ``supsup-store train`` never runs a kernel; Numba loads at the first contraction or recall.
+        """
+        code = (
+            "import sys, supsup_store_cli.app, supsup_core.models, supsup_core.training, supsup_core.persistence\n"
+            "import hopfield_masks.rules, hopfield_masks.recall\n"
+            "print('numba' in sys.modules)\n"
+            "from supsup_core.contraction import row_abs_sums\n"
+            "import numpy as np\n"
+            "row_abs_sums(np.ones((1, 4), np.float32))\n"
+            "print('numba' in sys.modules)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.split() == ["False", "True"]

@@ -41,7 +41,6 @@ import numpy as np
 
 from ..errors import ConvergenceWarning, InvalidArgumentError
 from ..patterns import validate_states
-from . import _kernels
 from .energy import _products, validate_couplings, validate_scale
 
 __all__ = ["RecallResult", "recall", "recall_async", "recall_sync", "async_sweep"]
@@ -130,6 +129,7 @@ def _recall_trusted(
     warn: bool = False,
 ) -> RecallResult:
     """Recall with couplings already validated (symmetric, C-contiguous); everything else is checked here."""
+    from . import _kernels  # Numba (and LLVM) load on first use, not on import
     if mode not in _MODES:
         raise InvalidArgumentError("mode", f"one of {list(_MODES)}", repr(mode))
     steps_max = _check_max_steps(max_steps)
@@ -174,6 +174,7 @@ def _sweep_trusted(
     w: np.ndarray, scale: float, state: object, external_field: object = None, rng_or_seed: object = 0
 ) -> tuple[np.ndarray, int]:
     """One asynchronous sweep with couplings already validated."""
+    from . import _kernels  # Numba (and LLVM) load on first use, not on import
     s = validate_states(state, size=w.shape[0], name="state")
     if s.ndim != 1:
         raise InvalidArgumentError("state", "one state of shape (N,)", f"shape {s.shape}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _kernels
 from .base import LearningRule, _log_capacity
 
 __all__ = ["HebbianRule"]
@@ -46,6 +45,7 @@ class HebbianRule(LearningRule):
     rule_id = "hebbian"
 
     def _update(self, weights: np.ndarray, patterns: np.ndarray) -> None:
+        from . import _kernels  # Numba (and LLVM) load on first use, not on import
         _kernels.hebbian_update(weights, patterns, 1.0 / weights.shape[0])
 
     def capacity(self, n: int) -> float:

@@ -26,7 +26,6 @@ import math
 import numpy as np
 
 from ..errors import InvalidArgumentError
-from . import _kernels
 from .base import LearningRule, _field, check_units
 
 __all__ = ["PseudoInverseRule"]
@@ -68,6 +67,7 @@ class PseudoInverseRule(LearningRule):
         return {"tol": self.tol}
 
     def _update(self, weights: np.ndarray, patterns: np.ndarray) -> None:
+        from . import _kernels  # Numba (and LLVM) load on first use, not on import
         n = weights.shape[0]
         threshold2 = (self.tol * math.sqrt(n)) ** 2
         for x in patterns:

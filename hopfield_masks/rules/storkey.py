@@ -21,7 +21,6 @@ import math
 
 import numpy as np
 
-from . import _kernels
 from .base import LearningRule, _field, _log_capacity
 
 __all__ = ["StorkeyRule"]
@@ -45,6 +44,7 @@ class StorkeyRule(LearningRule):
     rule_id = "storkey"
 
     def _update(self, weights: np.ndarray, patterns: np.ndarray) -> None:
+        from . import _kernels  # Numba (and LLVM) load on first use, not on import
         inv_n = 1.0 / weights.shape[0]
         for x in patterns:  # incremental: each pattern sees the weights left by the previous one
             _kernels.storkey_update(weights, x, _field(weights, x), inv_n)

@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 
-from . import _kernels
 from .base import LearningRule, _field, _log_capacity
 
 __all__ = ["StorkeyReferenceRule"]
@@ -41,6 +40,7 @@ class StorkeyReferenceRule(LearningRule):
     rule_id = "storkey-reference"
 
     def _update(self, weights: np.ndarray, patterns: np.ndarray) -> None:
+        from . import _kernels  # Numba (and LLVM) load on first use, not on import
         inv_d = 1.0 / weights.shape[0]
         for x in patterns:
             _kernels.storkey_reference_update(weights, x, _field(weights, x), inv_d)

@@ -144,6 +144,10 @@ class TaskStream(ABC):
 
     # -- public API ------------------------------------------------------------------------
 
+    def release_cache(self) -> None:
+        """Drop the cached per-task tensors (the normalised splits stay): a worker done with a task calls it."""
+        self._cache.clear()
+
     def train_size(self, task: int) -> int:
         """Number of training samples of ``task``."""
         return int(self._task_tensors(self._check_task(task), "train")[1].shape[0])

@@ -31,7 +31,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import _kernels
 from ..contraction import N_BLOCKS, contract_packed, row_abs_sums
 from ..errors import ConfigError
 from ..packing import pack_rows, packed_nbytes, unpack_bool
@@ -263,6 +262,7 @@ class MaskedLayer(nn.Module):
         ConfigError
             ``alphas`` is not a 1-D tensor of length ``num_tasks``.
         """
+        from .. import _kernels  # Numba (and LLVM) load on first use, not on import
         if not isinstance(alphas, torch.Tensor) or tuple(alphas.shape) != (self.num_tasks,):
             raise ConfigError("alphas", f"a tensor of shape ({self.num_tasks},)", tuple(getattr(alphas, "shape", ())))
         nbytes = self.packed.shape[0]

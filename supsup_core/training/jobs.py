@@ -226,6 +226,7 @@ class TaskWorker:
             masks = take_masks(model)
             trained = time.perf_counter()
             accuracy, n = self._gg(task, masks)
+            self.stream.release_cache()  # the next task builds its own tensors: hold one task's data at a time
             release_free_memory()  # this task's temporaries go back to the OS (supsup_core.heap)
             done = time.perf_counter()
         return TaskOutcome(task, masks, accuracy, n, trained - start, done - trained)

@@ -269,6 +269,14 @@ class TestPermutedMNIST:
         assert len(stream._cache) == 2
         assert torch.equal(next(iter(stream.test_batches(0, 4)))[0], first)
 
+    def test_release_cache_rebuilds_identically(self, toy):
+        """release_cache empties the per-task cache; the next request rebuilds the same tensors."""
+        stream = PermutedMNIST(toy, 3)
+        first = next(iter(stream.test_batches(2, 4)))[0]
+        stream.release_cache()
+        assert len(stream._cache) == 0
+        assert torch.equal(next(iter(stream.test_batches(2, 4)))[0], first)
+
 
 class TestRotatedMNIST:
     def test_task_angles(self, toy):
