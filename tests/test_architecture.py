@@ -33,7 +33,7 @@ class TestLayering:
 
 class TestImportCost:
     def test_numba_loads_only_when_a_kernel_runs(self):
-        """The CLI, the models and the training code import without Numba (its LLVM costs about 130 MB of RSS).
+        """The CLI, the models and the training code import without Numba (it and its first kernel add about 120 MB of RSS).
 
         ``supsup-store train`` never runs a kernel; Numba loads at the first contraction or recall.
         """

@@ -262,11 +262,11 @@ class MaskedLayer(nn.Module):
         ConfigError
             ``alphas`` is not a 1-D tensor of length ``num_tasks``.
         """
-        from .. import _kernels  # Numba (and LLVM) load on first use, not on import
         if not isinstance(alphas, torch.Tensor) or tuple(alphas.shape) != (self.num_tasks,):
             raise ConfigError("alphas", f"a tensor of shape ({self.num_tasks},)", tuple(getattr(alphas, "shape", ())))
         nbytes = self.packed.shape[0]
         if self._check_backend(backend):
+            from .. import _kernels  # Numba (and LLVM) load on first use, and never for the torch backend
             out = np.empty((nbytes, 8), dtype=np.float64)
             a = np.ascontiguousarray(alphas.detach().cpu().to(torch.float64).numpy())
             _kernels.superpose_kernel(self.packed.numpy(), self.num_tasks, a, out, max(1, min(N_BLOCKS, nbytes)))
