@@ -13,7 +13,11 @@ Phases
 ``ksweep``     first-image decisions of ``rerank`` for k = 1..16 candidates (k = 1 is one-shot).
 ``per-image``  every test image infers its own task (one-shot, batched rank-one gradients); time, accuracy.
 ``workers``    20 tasks with --workers 1 and 2 (and Ray with 2 actors when installed): time, identical banks.
-``fc1024``     FC 1024-1024 at 250 tasks: train + first-image evaluation in one process, peak RSS.
+``fc1024``     FC 1024-1024 at 250 tasks: ``supsup-store train`` then ``evaluate``, each its own process, peak RSS.
+
+``--per-image-bank BANK`` and ``--first-bank BANK`` run the per-image phase, or the first-image phase
+without binary search, alone on a bank trained with these settings (``--child train --bank BANK --tasks T``)
+and write their own results files, folded into ``scale.md``.
 
 The machine is shared (2 cores, other jobs running): every phase records ``os.getloadavg()``
 before and after; timings are only comparable within a run.
@@ -237,6 +241,8 @@ def _child(args: argparse.Namespace) -> None:
         out = phase_train(args.bank, args.tasks, args.workers)
     elif args.phase == "first":
         out = phase_first(args.bank, binary=args.tasks <= 250)  # binary at 2500: ~12 gradient rounds per decision
+    elif args.phase == "first-without-binary":
+        out = phase_first(args.bank, binary=False)
     elif args.phase == "ksweep":
         out = phase_ksweep(args.bank)
     elif args.phase == "per-image":
@@ -339,6 +345,16 @@ def markdown(result: dict) -> str:
                           f"{pi['time_s'] * pi['tasks'] / pi['stream_tasks_evaluated'] / 60:.1f} min): single-image task "
                           f"inference {_pct(pi['single_image_task_inference'])}, GNu accuracy {_pct(pi['gnu_accuracy'])}; "
                           f"peak RSS {pi['peak_rss_mb']:.0f} MB; load {pi['load_before']} → {pi['load_after']}."]
+    for t, fi in sorted((result.get("first_separate") or {}).items(), key=lambda kv: int(kv[0])):
+        lines += ["", f"## First-image evaluation at T = {t}, re-measured on the current evaluation code", "",
+                  "A separate run (`--first-bank`) on a bank trained with this benchmark's settings: every decision "
+                  "through `infer_groups` (one batched rank-one pass per window of tasks; binary search not re-run).", "",
+                  "| method | GG | GNu accuracy | batch-level task inference | time | peak RSS |", "|---|---|---|---|---|---|"]
+        for method in ("oneshot", "rerank"):
+            m = fi[method]
+            lines.append(f"| {method} | {_pct(fi['gg']['mean_accuracy'])} | {_pct(m['gnu_accuracy'])} | "
+                         f"{_pct(m['batch_task_inference'])} | {m['time_s']:.1f} s | {fi['peak_rss_mb']:.0f} MB |")
+        lines.append(f"\nGG over every task: {fi['gg']['time_s']:.1f} s. Load {fi['load_before']} → {fi['load_after']}.")
     parts = result.get("workers")
     for w in ([parts] if isinstance(parts, dict) else parts or []):
         lines += ["", f"## {w['tasks']} tasks: workers and engines", "",
@@ -388,6 +404,9 @@ def _merged_all(result: dict) -> dict:
     for extra in sorted(RESULTS.glob("scale_per_image_every*.json")):
         part = json.loads(extra.read_text())
         merged["runs"].setdefault(str(part["tasks"]), {}).setdefault(f"per-image-every{part['every']}", part)
+    for extra in sorted(RESULTS.glob("scale_first_T*.json")):
+        part = json.loads(extra.read_text())
+        merged.setdefault("first_separate", {})[str(part["tasks"])] = part
     for key in ("workers", "fc1024"):
         extra = RESULTS / f"scale_{key}.json"
         if extra.exists() and not merged.get(key):
@@ -402,7 +421,7 @@ def _write(result: dict) -> None:
 
 
 def _check_bank_settings(bank: str, tasks: int) -> None:
-    """A bank given with --per-image-bank must hold exactly what this benchmark's train phase would write."""
+    """A bank given with --per-image-bank or --first-bank must hold exactly what this benchmark's train phase would write."""
     from supsup_core.persistence import read_bank_metadata
 
     setup, bench = _setup(tasks)
@@ -415,7 +434,7 @@ def _check_bank_settings(bank: str, tasks: int) -> None:
              "seed": meta["benchmark"].get("seed"), "train_seed": meta["benchmark"].get("train_seed")}
     differences = [k for k in wanted if wanted[k] != found[k]]
     if differences:
-        raise SystemExit(f"--per-image-bank {bank}: not this benchmark's settings ({', '.join(differences)} differ)")
+        raise SystemExit(f"{bank}: not this benchmark's settings ({', '.join(differences)} differ)")
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -428,6 +447,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--fc-batches", type=int, default=16)
     parser.add_argument("--per-image-bank", help="only the per-image phase, on this bank (trained with the same "
                         "settings, e.g. by supsup-store train); writes results/" + PER_IMAGE_FILE)
+    parser.add_argument("--first-bank", help="only the first-image phase without binary search (one-shot, rerank) on "
+                        "this bank (trained with the same settings, e.g. by --child train); writes results/scale_first_T<T>.json")
+    parser.add_argument("--first-at", type=int, default=250, help="task count of the --first-bank bank")
     parser.add_argument("--only", choices=("workers", "fc1024"), help="run one of these phases alone (results/scale_<phase>.json)")
     parser.add_argument("--per-image-every", type=int, default=1,
                         help="per-image phase on every N-th stream task's test images only (all masks are candidates)")
@@ -451,6 +473,13 @@ def main(argv: list[str] | None = None) -> dict | None:
                 out["batches_per_task"] = args.fc_batches
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"scale_{args.only}.json").write_text(json.dumps(out, indent=2) + "\n")
+        return out
+    if args.first_bank:
+        _check_bank_settings(args.first_bank, args.first_at)
+        out = _run_child("first-without-binary", args.first_bank, args.first_at, args.workers, args.fc_batches)
+        out["tasks"] = args.first_at
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"scale_first_T{args.first_at}.json").write_text(json.dumps(out, indent=2) + "\n")
         return out
     if args.per_image_bank:
         _check_bank_settings(args.per_image_bank, args.per_image_at)

@@ -48,3 +48,27 @@ class TestImportCost:
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.split() == ["False", "True"]
+
+    def test_mlp_evaluation_never_loads_numba(self):
+        """Inferred-task evaluation of an MLP (one-shot, rerank, single-image inference) stays in PyTorch.
+
+        Its decisions go through the batched rank-one pass (supsup_core.inference.groups), which is what keeps
+        ``supsup-store evaluate`` of 250 FC 1024-1024 tasks under 500 MB.
+        """
+        code = (
+            "import sys, torch\n"
+            "from supsup_core.config import ModelConfig\n"
+            "from supsup_core.data import load_mnist, make_stream\n"
+            "from supsup_core.models import build_model\n"
+            "from supsup_core.training import evaluate_gg, evaluate_inferred\n"
+            "model = build_model(ModelConfig(arch='lenet', hidden=(8, 6), output_size=10))\n"
+            "for _ in range(3):\n"
+            "    model.add_task(); model.finish_task()\n"
+            "stream = make_stream('permuted-mnist', 3, load_mnist(None))\n"
+            "evaluate_gg(model, stream)\n"
+            "for method in ('oneshot', 'rerank'):\n"
+            "    evaluate_inferred(model, stream, method=method)\n"
+            "print('numba' in sys.modules)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.split() == ["False"]

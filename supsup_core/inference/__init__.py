@@ -1,10 +1,12 @@
 """Task inference: objectives H and G, one-shot, binary search and one-shot re-ranking via the mean-mask identity.
 
-Entry point: :func:`infer_task`.  Diagnostics: :func:`coefficient_gradients`
-(packed contraction) and its dense reference :func:`float_stack_coefficient_gradients`.
+Entry points: :func:`infer_task`, and :func:`infer_groups` for many groups of images at once (evaluation).
+Diagnostics: :func:`coefficient_gradients` (packed contraction) and its dense reference
+:func:`float_stack_coefficient_gradients`.
 """
 
 from .binary import METHODS, BinarySearchResult, binary_search, infer_task
+from .groups import infer_groups
 from .rank_one import rank_one_coefficient_gradients, supports_rank_one
 from .rerank import DEFAULT_CANDIDATES, rerank_task
 from .objectives import OBJECTIVES, entropy, objective_values, superfluous_logsumexp
@@ -18,6 +20,7 @@ from .oneshot import (
 
 __all__ = [
     "infer_task",
+    "infer_groups",
     "rerank_task",
     "DEFAULT_CANDIDATES",
     "rank_one_coefficient_gradients",

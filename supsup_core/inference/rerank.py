@@ -20,18 +20,16 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from ..heap import release_free_memory
 from ..models import SupSupNet
 from .objectives import check_objective, objective_values
 from .oneshot import _check_model, coefficient_gradients, per_image_coefficient_gradients
-from .rank_one import unpack_tasks
+from .rank_one import packed_rows, unpack_rows
 
-__all__ = ["rerank_task", "DEFAULT_CANDIDATES"]
+__all__ = ["rerank_task", "rerank_groups", "check_candidates", "DEFAULT_CANDIDATES"]
 
 DEFAULT_CANDIDATES = 8  # chosen by benchmarks/bench_scale.py's k sweep (results/scale.md)
-
-
-def _task_masks(model: SupSupNet, task: int) -> dict[str, torch.Tensor]:
-    return {name: unpack_tasks(layer, task, task + 1)[0] for name, layer in model.masked_layers().items()}
+_BYTES_PER_GATHER = 4 << 20  # packed bytes of the candidate masks gathered at once, per layer
 
 
 def rerank_task(
@@ -60,32 +58,73 @@ def rerank_task(
     >>> rerank_task(model, x, candidates=1) == int(torch.argmin(coefficient_gradients(model, x)))
     True
     """
-    k = _check_model(model)
+    _check_model(model)
     check_objective(objective, real_classes, model.config.output_size)
-    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-        raise ConfigError("candidates", "an integer >= 1", candidates)
-    n = min(candidates, k)
+    check_candidates(candidates)
     if per == "batch":
-        g = coefficient_gradients(model, x, objective, real_classes=real_classes).cpu()  # (k,)
-        ranked = torch.sort(g, stable=True).indices[:n].tolist()
-        if n == 1:
-            return int(ranked[0])
-        with torch.no_grad():
-            scores = [float(objective_values(model(x, masks=_task_masks(model, t)), objective, real_classes).mean())
-                      for t in ranked]
-        best = min(range(n), key=lambda i: (scores[i], i))
-        return int(ranked[best])
+        g = coefficient_gradients(model, x, objective, real_classes=real_classes)  # (k,)
+        return int(rerank_groups(model, x, g.unsqueeze(0), [x.shape[0]], objective, real_classes, candidates)[0])
     if per != "image":
         raise ConfigError("per", "'batch' or 'image'", repr(per))
     g = per_image_coefficient_gradients(model, x, objective, real_classes=real_classes)  # (B, k)
-    ranked = torch.sort(g.cpu(), dim=1, stable=True).indices[:, :n]  # (B, n)
+    return rerank_groups(model, x, g, [1] * x.shape[0], objective, real_classes, candidates)
+
+
+def check_candidates(candidates: object) -> int:
+    """``candidates`` as a positive int, or ConfigError naming it."""
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise ConfigError("candidates", "an integer >= 1", candidates)
+    return candidates
+
+
+def rerank_groups(
+    model: SupSupNet,
+    x: torch.Tensor,
+    g: torch.Tensor,
+    sizes: list[int],
+    objective: str,
+    real_classes: int,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> torch.Tensor:
+    """Re-rank each group's one-shot ranking; LongTensor ``(G,)``, one task per group.
+
+    ``x`` holds the groups' images one group after the other (``sizes[j]`` images
+    for group ``j``) and ``g`` ``(G, k)`` their coefficient gradients.  A group's
+    candidates are the ``candidates`` lowest entries of its row (stable: ties go
+    to the lower task); each candidate is scored by the group's mean objective
+    under its own mask, and the lowest score wins (ties: the better one-shot rank).
+    Every candidate mask is unpacked once, for all the groups that rank it.
+    """
+    if model.has_batch_statistics and len(sizes) > 1:  # one forward would mix the groups' batch statistics
+        raise ConfigError("sizes", "one group for a model with batch-statistics unit masks (bnnet)", f"{len(sizes)} groups")
+    n = min(candidates, g.shape[1])
+    ranked = torch.sort(g.cpu(), dim=1, stable=True).indices[:, :n]  # (G, n)
     if n == 1:
         return ranked[:, 0].to(torch.long)
-    scores = torch.full(ranked.shape, float("inf"), dtype=torch.float64)  # (B, n)
+    counts = torch.as_tensor(sizes, dtype=torch.long)  # (G,)
+    owner = torch.repeat_interleave(torch.arange(len(sizes)), counts)  # (B,) the group of each image
+    scores = torch.full(ranked.shape, float("inf"), dtype=torch.float64)  # (G, n)
+    layers = model.masked_layers()
+    buffers = {  # one mask buffer per layer, reused by every candidate (no heap churn)
+        name: torch.empty((1, *layer.mask_shape), dtype=torch.float32, device=layer.packed.device)
+        for name, layer in layers.items()
+    }
+    step = max(1, _BYTES_PER_GATHER // max(layer.packed.shape[0] for layer in layers.values()))
+    unique = torch.unique(ranked)  # ascending
     with torch.no_grad():
-        for task in torch.unique(ranked).tolist():
-            rows, slots = (ranked == task).nonzero(as_tuple=True)  # images with this candidate, and its rank there
-            values = objective_values(model(x[rows.to(x.device)], masks=_task_masks(model, task)), objective, real_classes)
-            scores[rows, slots] = values.to(torch.float64).cpu()
+        for c0 in range(0, unique.numel(), step):
+            block = unique[c0 : c0 + step]
+            packed = {name: packed_rows(layer, block) for name, layer in layers.items()}  # {name: (c, nbytes)}
+            for j, task in enumerate(block.tolist()):
+                masks = {name: unpack_rows(layers[name], rows[j : j + 1], out=buffers[name])[0] for name, rows in packed.items()}
+                groups, slots = (ranked == task).nonzero(as_tuple=True)  # groups ranking this task, at which rank
+                member = torch.zeros(len(sizes), dtype=torch.bool)
+                member[groups] = True
+                rows_of = member[owner]  # (B,) images of those groups
+                values = objective_values(model(x[rows_of.to(x.device)], masks=masks), objective, real_classes)
+                sums = torch.zeros(len(sizes), dtype=torch.float64).index_add_(0, owner[rows_of], values.to(torch.float64).cpu())
+                scores[groups, slots] = sums[groups] / counts[groups]
+            del packed
+            release_free_memory()  # candidates' masked weights come and go: hand the holes back to the OS
     best = torch.argmin(scores, dim=1)  # first minimum: ties go to the better one-shot rank
     return ranked.gather(1, best.unsqueeze(1)).squeeze(1).to(torch.long)

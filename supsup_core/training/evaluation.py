@@ -21,6 +21,15 @@ task is not its true task (labels are unshared, so a wrong task is a wrong
 Besides the scenario accuracy, :func:`evaluate_inferred` reports the
 *task-inference accuracy*: the fraction of test images for which single-image
 inference picks the right task (independent of the protocol).
+
+Inferred-task evaluation goes through the tasks in *windows* of consecutive
+tasks holding about :data:`DECISION_IMAGES_PER_WINDOW` deciding images: first
+every decision of the window is taken in one
+:func:`~supsup_core.inference.groups.infer_groups` call (for MLPs one batched
+rank-one pass that reads each mask once per window, without Numba), then its
+tasks are scored.  Memory stays bounded by one window, whatever the number of
+tasks; with single-image inference measured, a first-image decision is its first
+image's single-image decision.
 """
 
 from __future__ import annotations
@@ -35,7 +44,8 @@ import torch
 
 from ..errors import ConfigError
 from ..heap import release_free_memory
-from ..inference import METHODS, OBJECTIVES, infer_task
+from ..inference import METHODS, OBJECTIVES
+from ..inference.groups import infer_groups
 
 __all__ = ["GGResult", "InferredResult", "evaluate_gg", "gg_accuracy_of_masks", "evaluate_inferred", "PROTOCOLS", "METHODS", "OBJECTIVES"]
 
@@ -259,6 +269,93 @@ def gg_accuracy_of_masks(
     return (correct / n if n else float("nan")), n
 
 
+#: Test images whose decisions one window of tasks gathers before it scores them: per-image decisions cover
+#: about one task's test set, first-image ones about 64 tasks' test batches (each mask is read once per window).
+DECISION_IMAGES_PER_WINDOW = 512
+
+
+@dataclass(frozen=True)
+class _Decisions:
+    """A task's inferred tasks: per test image (single-image inference) and per test batch (the protocol's)."""
+
+    per_image: torch.Tensor | None
+    per_batch: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Consecutive tasks, the images that decide for them (``x``, one after another) and each task's batch sizes."""
+
+    tasks: list[int]
+    x: torch.Tensor
+    sizes: dict[int, list[int]]
+
+
+def _windows(stream: Any, tasks: list[int], batch_size: int, every_image: bool, device: torch.device) -> Iterator[_Window]:
+    """Runs of ``tasks`` with their deciding images (every image, or each batch's first), each run holding at least
+    :data:`DECISION_IMAGES_PER_WINDOW` of them (the last run may hold fewer).
+
+    One buffer, allocated for the first window and grown only for an unusually large task, holds the images: small
+    per-batch copies between the per-task tensors would fragment the heap.
+    """
+    buffer: torch.Tensor | None = None
+    window: list[int] = []
+    sizes: dict[int, list[int]] = {}
+    rows = 0
+    for t in tasks:
+        n = stream.test_size(t)  # builds the task's test set once: test_batches below reuses it
+        need = n if every_image else -(-n // batch_size)
+        window.append(t)
+        sizes[t] = []
+        for x, _, _ in stream.test_batches(t, batch_size, device=device):
+            part = x if every_image else x[:1]
+            if buffer is None or rows + need > buffer.shape[0]:
+                grown = torch.empty((max(rows + need, DECISION_IMAGES_PER_WINDOW - 1 + need), *x.shape[1:]),
+                                    dtype=x.dtype, device=x.device)
+                if buffer is not None:
+                    grown[:rows] = buffer[:rows]
+                buffer = grown
+            buffer[rows : rows + part.shape[0]] = part
+            rows += part.shape[0]
+            need -= part.shape[0]
+            sizes[t].append(x.shape[0])
+        if rows >= DECISION_IMAGES_PER_WINDOW:
+            yield _Window(window, buffer[:rows], sizes)
+            window, sizes, rows = [], {}, 0
+    if window:
+        yield _Window(window, buffer[:rows] if buffer is not None else torch.empty(0), sizes)
+
+
+def _decide(
+    window: _Window, protocol: str, per_image: bool, infer: Callable[[torch.Tensor, list[int] | None], torch.Tensor]
+) -> dict[int, _Decisions]:
+    """Every decision about the window's tasks, from one ``infer(x, sizes)`` call per kind of decision."""
+    tasks, sizes = window.tasks, window.sizes
+    if window.x.shape[0] == 0:  # no test images at all
+        none = torch.zeros(0, dtype=torch.long)
+        return {t: _Decisions(none if per_image else None, none) for t in tasks}
+    batch_sizes = [b for t in tasks for b in sizes[t]]
+    singles = infer(window.x, None) if per_image else None  # (images,)
+    if protocol == "batch":
+        by_batch = infer(window.x, batch_sizes)
+    elif protocol == "first-image":
+        # the first image decides its batch: with single-image inference at hand, that is its own decision
+        starts = torch.cumsum(torch.tensor([0, *batch_sizes[:-1]]), dim=0)
+        by_batch = singles[starts] if singles is not None else infer(window.x, None)
+    else:
+        by_batch = None  # per-image: every image decides for itself
+    out: dict[int, _Decisions] = {}
+    image_at = batch_at = 0
+    for t in tasks:
+        n, n_batches = sum(sizes[t]), len(sizes[t])
+        out[t] = _Decisions(
+            None if singles is None else singles[image_at : image_at + n],
+            None if by_batch is None else by_batch[batch_at : batch_at + n_batches],
+        )
+        image_at, batch_at = image_at + n, batch_at + n_batches
+    return out
+
+
 def evaluate_inferred(
     model: Any,
     stream: Any,
@@ -280,7 +377,7 @@ def evaluate_inferred(
     ----------
     model, stream, tasks, batch_size
         As :func:`evaluate_gg` (``batch_size`` matters here: it is the group a first-image or batch decision covers).
-    method : {"oneshot", "binary"}
+    method : {"oneshot", "binary", "rerank"}
         Task-inference algorithm (:func:`supsup_core.inference.infer_task`).
     objective : {"H", "G"}
         Entropy, or the superfluous-neuron objective G.
@@ -316,59 +413,53 @@ def evaluate_inferred(
         measure_task_inference = not batch_stats
     real = stream.output_classes if real_classes is None else real_classes
     device = _device_of(model)
+    per_image = measure_task_inference or protocol == "per-image"
 
-    def infer(x: torch.Tensor, per: str) -> torch.Tensor:
-        out = infer_task(model, x, method=method, objective=objective, real_classes=real, per=per)
-        return torch.as_tensor(out, device=device).reshape(-1)  # int or (B,) -> (1,) or (B,)
+
+    def infer(x: torch.Tensor, sizes: list[int] | None) -> torch.Tensor:
+        return infer_groups(model, x, sizes, method, objective, real_classes=real)
 
     accuracy: dict[int, float] = {}
     decisions: dict[int, float] = {}
     inference: dict[int, float] = {}
     n_images: dict[int, int] = {}
     with _evaluating(model):
-        for t in chosen:
-            right = -1 if expected[t] is None else expected[t]  # -1 matches no inferred task
-            correct = right_decisions = n_decisions = right_images = n = 0
-            batches = list(stream.test_batches(t, batch_size, device=device))
-            all_images: torch.Tensor | None = None
-            if (measure_task_inference or protocol == "per-image") and batches:
-                # single-image inference over the whole test set at once: one batched pass (rank-one for MLPs)
-                all_images = infer(torch.cat([x for x, _, _ in batches]), "image")  # (n,)
-            offset = 0
-            for x, y, _ in batches:
-                b = y.shape[0]
-                per_image = None if all_images is None else all_images[offset : offset + b]
-                offset += b
-                if protocol == "per-image":
-                    chosen_tasks = per_image  # (B,)
-                else:
-                    decider = x[:1] if protocol == "first-image" else x
-                    chosen_tasks = infer(decider, "batch").expand(b)  # (1,) -> (B,)
-                model.set_alphas(None)
-                pred = torch.empty_like(y)
-                for task_hat in torch.unique(chosen_tasks).tolist():
-                    rows = chosen_tasks == task_hat  # (B,) bool
-                    pred[rows] = _predict(model, x[rows], task_hat)
-                hit = pred == y
-                if scenario == "gnu":
-                    hit &= chosen_tasks == right
-                correct += int(hit.sum())
-                if protocol == "per-image":
-                    right_decisions += int((chosen_tasks == right).sum())
-                    n_decisions += b
-                else:
-                    right_decisions += int(chosen_tasks[0] == right)
-                    n_decisions += 1
-                if per_image is not None:
-                    right_images += int((per_image == right).sum())
-                n += b
-            accuracy[t] = correct / n if n else float("nan")
-            known = n and expected[t] is not None
-            decisions[t] = right_decisions / n_decisions if known else float("nan")
-            if measure_task_inference:
-                inference[t] = right_images / n if known else float("nan")
-            n_images[t] = n
+        for window in _windows(stream, chosen, batch_size, per_image or protocol == "batch", device):
+            decided = _decide(window, protocol, per_image, infer)
             release_free_memory()
-            if progress is not None:
-                progress(1)
+            for t in window.tasks:
+                right = -1 if expected[t] is None else expected[t]  # -1 matches no inferred task
+                correct = right_decisions = n_decisions = right_images = n = 0
+                made = decided.pop(t)
+                for b, (x, y, _) in enumerate(stream.test_batches(t, batch_size, device=device)):
+                    size = y.shape[0]
+                    singles_b = None if made.per_image is None else made.per_image[n : n + size].to(device)
+                    chosen_tasks = singles_b if protocol == "per-image" else made.per_batch[b].to(device).expand(size)  # (B,)
+                    pred = torch.empty_like(y)
+                    for task_hat in torch.unique(chosen_tasks).tolist():
+                        rows = chosen_tasks == task_hat  # (B,) bool
+                        pred[rows] = _predict(model, x[rows], task_hat)
+                    hit = pred == y
+                    if scenario == "gnu":
+                        hit &= chosen_tasks == right
+                    correct += int(hit.sum())
+                    if protocol == "per-image":
+                        right_decisions += int((chosen_tasks == right).sum())
+                        n_decisions += size
+                    else:
+                        right_decisions += int(chosen_tasks[0] == right)
+                        n_decisions += 1
+                    if singles_b is not None:
+                        right_images += int((singles_b == right).sum())
+                    n += size
+                accuracy[t] = correct / n if n else float("nan")
+                known = n and expected[t] is not None
+                decisions[t] = right_decisions / n_decisions if known else float("nan")
+                if measure_task_inference:
+                    inference[t] = right_images / n if known else float("nan")
+                n_images[t] = n
+                stream.release_cache()
+                release_free_memory()
+                if progress is not None:
+                    progress(1)
     return InferredResult(scenario, method, objective, protocol, accuracy, decisions, inference, n_images)

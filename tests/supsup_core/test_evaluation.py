@@ -80,10 +80,10 @@ class TestInferred:
         """When inference always answers the wrong task, GNu accuracy is 0 while GNs scores with that wrong mask."""
         model, stream = trained
 
-        def wrong(model, x, method, objective, real_classes, per):
-            return 1 if per == "batch" else torch.ones(x.shape[0], dtype=torch.long)
+        def wrong(model, x, sizes, method, objective, real_classes):
+            return torch.ones(x.shape[0] if sizes is None else len(sizes), dtype=torch.long)
 
-        monkeypatch.setattr(evaluation_module, "infer_task", wrong)
+        monkeypatch.setattr(evaluation_module, "infer_groups", wrong)
         gnu = evaluate_inferred(model, stream, [0], scenario="gnu")
         gns = evaluate_inferred(model, stream, [0], scenario="gns")
         assert gnu.accuracy[0] == 0.0 and gnu.decision_accuracy[0] == 0.0 and gnu.task_inference_accuracy[0] == 0.0
@@ -94,33 +94,35 @@ class TestInferred:
         model, stream = trained
         monkeypatch.setattr(
             evaluation_module,
-            "infer_task",
-            lambda model, x, method, objective, real_classes, per: 2 if per == "batch" else torch.full((x.shape[0],), 2),
+            "infer_groups",
+            lambda model, x, sizes, method, objective, real_classes: torch.full((x.shape[0] if sizes is None else len(sizes),), 2),
         )
         assert evaluate_inferred(model, stream, [2]).accuracy[2] == evaluate_gg(model, stream, [2]).accuracy[2]
 
     def test_first_image_protocol_decides_from_the_first_image_only(self, trained, monkeypatch):
-        """The first-image protocol passes one image to batch inference and one decision per test batch."""
+        """The first-image protocol infers from each test batch's first image alone, one decision per batch."""
         model, stream = trained
-        sizes: list[tuple[str, int]] = []
+        calls: list[tuple[object, torch.Tensor]] = []
 
-        def spy(model, x, method, objective, real_classes, per):
-            sizes.append((per, x.shape[0]))
-            return 0 if per == "batch" else torch.zeros(x.shape[0], dtype=torch.long)
+        def spy(model, x, sizes, method, objective, real_classes):
+            calls.append((sizes, x.clone()))
+            return torch.zeros(x.shape[0] if sizes is None else len(sizes), dtype=torch.long)
 
-        monkeypatch.setattr(evaluation_module, "infer_task", spy)
+        monkeypatch.setattr(evaluation_module, "infer_groups", spy)
         result = evaluate_inferred(model, stream, [0], measure_task_inference=False, batch_size=64)
-        assert sizes == [("batch", 1)] * 4  # 200 images in batches of 64
+        firsts = torch.cat([x[:1] for x, _, _ in stream.test_batches(0, 64)])  # 200 images in batches of 64
+        assert len(calls) == 1 and calls[0][0] is None and torch.equal(calls[0][1], firsts)
         assert result.decision_accuracy[0] == 1.0 and result.task_inference_accuracy == {}
 
     def test_per_image_protocol_scores_each_image_with_its_own_mask(self, trained, monkeypatch):
         """Per-image GNu with half the images on the wrong task scores only the right half."""
         model, stream = trained
 
-        def alternate(model, x, method, objective, real_classes, per):
+        def alternate(model, x, sizes, method, objective, real_classes):
+            assert sizes is None  # every image decides for itself
             return (torch.arange(x.shape[0]) % 2).long()  # even images -> task 0 (right), odd -> task 1
 
-        monkeypatch.setattr(evaluation_module, "infer_task", alternate)
+        monkeypatch.setattr(evaluation_module, "infer_groups", alternate)
         result = evaluate_inferred(model, stream, [0], protocol="per-image")
         model.set_task(0)
         right = 0
@@ -143,7 +145,9 @@ class TestInferred:
         model, _ = trained
         stream = _small_stream(4)
         monkeypatch.setattr(
-            evaluation_module, "infer_task", lambda m, x, method, objective, real_classes, per: 0
+            evaluation_module,
+            "infer_groups",
+            lambda m, x, sizes, method, objective, real_classes: torch.zeros(x.shape[0] if sizes is None else len(sizes), dtype=torch.long),
         )
         result = evaluate_inferred(
             model, stream, [3], scenario="gns", measure_task_inference=False, task_to_mask={0: 0, 1: 1, 2: 2}
@@ -175,3 +179,24 @@ class TestInferred:
         model.finish_task()
         with pytest.raises(ConfigError, match="protocol"):
             evaluate_inferred(model, _small_stream(1), protocol="first-image")
+
+
+class TestWindows:
+    def test_window_size_does_not_change_the_result(self, trained, monkeypatch):
+        """One task per window or all tasks in one window: the same accuracies and decisions, for every protocol."""
+        model, stream = trained
+        for protocol in ("first-image", "per-image", "batch"):
+            for method in ("oneshot", "rerank"):
+                monkeypatch.setattr(evaluation_module, "DECISION_IMAGES_PER_WINDOW", 1)
+                small = evaluate_inferred(model, stream, method=method, protocol=protocol, batch_size=64)
+                monkeypatch.setattr(evaluation_module, "DECISION_IMAGES_PER_WINDOW", 10**6)
+                whole = evaluate_inferred(model, stream, method=method, protocol=protocol, batch_size=64)
+                assert small.to_dict() == whole.to_dict(), (protocol, method)
+
+    def test_first_image_decision_is_the_first_images_own(self, trained):
+        """With single-image inference measured, each batch's decision is its first image's single-image decision."""
+        model, stream = trained
+        with_singles = evaluate_inferred(model, stream, batch_size=32)
+        without = evaluate_inferred(model, stream, batch_size=32, measure_task_inference=False)
+        assert with_singles.decision_accuracy == without.decision_accuracy
+        assert with_singles.accuracy == without.accuracy

@@ -215,7 +215,7 @@ class TestRankOne:
     @pytest.mark.parametrize("hidden", [(12, 10), (9,)])
     def test_equals_the_vmap_contraction(self, objective, hidden):
         """The batched rank-one path gives the vmap + packed contraction values (float32 products) for any alphas."""
-        model = _model(hidden=hidden, n_tasks=21)  # more tasks than one chunk of 16
+        model = _model(hidden=hidden, n_tasks=21)
         x = _x(7, 3)
         for alphas in (None, torch.linspace(0.1, 1.0, 21, dtype=torch.float64)):
             fast = per_image_coefficient_gradients(model, x, objective, alphas, real_classes=4, backend="rank-one")
@@ -224,12 +224,15 @@ class TestRankOne:
             torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-7 * float(ref.abs().max()))
 
     def test_image_chunks_do_not_change_the_result(self, monkeypatch):
-        """Splitting the images into chunks gives the values of one pass (up to BLAS blocking, float32)."""
+        """Passes of 4 images and one mask per chunk give the values of one pass (up to BLAS blocking, float32)."""
         from supsup_core.inference import rank_one
 
         model, x = _model(n_tasks=5), _x(9, 4)
         whole = rank_one.rank_one_coefficient_gradients(model, x)
-        monkeypatch.setattr(rank_one, "IMAGES_PER_CHUNK", 4)
+        features = sum(layer.in_features + layer.out_features for layer in model.masked_layers().values())
+        monkeypatch.setattr(rank_one, "FEATURE_BYTES_PER_PASS", 4 * features * 4)  # passes of 4 images
+        monkeypatch.setattr(rank_one, "ENTRIES_PER_CHUNK", 1)  # one mask at a time
+        assert rank_one.images_per_pass(model) == 4
         torch.testing.assert_close(rank_one.rank_one_coefficient_gradients(model, x), whole, rtol=1e-5, atol=1e-8)
 
     def test_unpack_tasks_matches_task_mask(self):
@@ -289,3 +292,101 @@ class TestRerank:
 
         with pytest.raises(ConfigError, match="candidates"):
             rerank_task(_model(n_tasks=2), _x(1, 0), candidates=0)
+
+
+class TestInferGroups:
+    """supsup_core.inference.groups.infer_groups: many decisions at once."""
+
+    @staticmethod
+    def _groups(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+        return list(x.split(sizes))
+
+    @pytest.mark.parametrize("objective", ["H", "G"])
+    def test_group_rows_are_the_mean_objective_gradient(self, objective):
+        """A group's rank-one row is coefficient_gradients of its images (float32 products), so clear decisions agree."""
+        from supsup_core.inference import rank_one
+        from supsup_core.inference.groups import infer_groups
+
+        model, x, sizes = _model(n_tasks=11), _x(12, 21), [3, 1, 5, 2, 1]
+        rows = rank_one.rank_one_coefficient_gradients(model, x, objective, real_classes=4)
+        decided = infer_groups(model, x, sizes, objective=objective, real_classes=4)
+        start = 0
+        for j, part in enumerate(self._groups(x, sizes)):
+            exact = coefficient_gradients(model, part, objective, real_classes=4)
+            mean = rows[start : start + part.shape[0]].mean(dim=0)
+            torch.testing.assert_close(mean, exact, rtol=1e-5, atol=1e-6 * float(exact.abs().max()))
+            top2 = torch.sort(exact).values[:2]
+            if float(top2[1] - top2[0]) > 1e-4 * float(exact.abs().max()):  # a clear winner: the same decision
+                assert int(decided[j]) == int(torch.argmin(exact))
+            start += part.shape[0]
+
+    def test_singleton_groups_are_per_image_inference(self):
+        """sizes of ones, sizes=None and infer_task(per='image') give the same tasks, for one-shot and rerank."""
+        from supsup_core.inference import rerank_task
+        from supsup_core.inference.groups import infer_groups
+
+        model, x = _model(n_tasks=9), _x(7, 22)
+        for method in ("oneshot", "rerank"):
+            ones = infer_groups(model, x, [1] * 7, method)
+            assert torch.equal(ones, infer_groups(model, x, None, method))
+            assert torch.equal(ones, infer_task(model, x, method, per="image"))
+        assert torch.equal(infer_groups(model, x, None, "rerank"), rerank_task(model, x, per="image"))
+
+    def test_rerank_groups_find_the_planted_task(self):
+        """Every group of images finds the planted task through rerank (the candidates of all groups scored at once)."""
+        from supsup_core.inference.groups import infer_groups
+
+        model = _planted(9, 4)
+        assert infer_groups(model, _x(6, 23), [2, 3, 1], "rerank").tolist() == [4, 4, 4]
+
+    def test_rerank_groups_score_each_group_by_its_mean_objective(self):
+        """With every mask a candidate, each group's answer is the mask of lowest mean entropy over its images."""
+        from supsup_core.inference.rerank import rerank_groups
+
+        model, x, sizes = _model(n_tasks=6), _x(7, 24), [4, 3]
+        g = torch.zeros((2, 6), dtype=torch.float64)  # a flat ranking: all 6 candidates kept, ties by task index
+        got = rerank_groups(model, x, g, sizes, "H", 10, candidates=6)
+        with torch.no_grad():
+            for j, part in enumerate(self._groups(x, sizes)):
+                values = []
+                for t in range(6):
+                    model.set_task(t)
+                    values.append(float(entropy(model(part)).double().mean()))
+                assert int(got[j]) == int(np.argmin(values))
+
+    @pytest.mark.parametrize(("arch", "hidden", "method"), [("conv", (2, 3, 5), "oneshot"), ("lenet", (12, 10), "binary")])
+    def test_other_models_and_binary_decide_group_by_group(self, arch, hidden, method):
+        """Conv models and binary search give exactly one infer_task call's answer per group."""
+        from supsup_core.inference.groups import infer_groups
+
+        model, x, sizes = _model(arch=arch, hidden=hidden, n_tasks=5), _x(6, 25), [2, 4]
+        expected = [infer_task(model, part, method) for part in self._groups(x, sizes)]
+        assert infer_groups(model, x, sizes, method).tolist() == expected
+
+    @pytest.mark.parametrize("sizes", [[2, 1], [3, 0, 1], [4.0], [True, 3]])
+    def test_bad_sizes(self, sizes):
+        """Group sizes must be positive ints summing to the images."""
+        from supsup_core.inference.groups import infer_groups
+
+        with pytest.raises(ConfigError, match="^sizes:"):
+            infer_groups(_model(n_tasks=2), _x(4, 0), sizes)
+
+    def test_batch_statistics_models_need_groups(self):
+        """A BNNet cannot decide image by image (sizes=None), but a whole batch decides like infer_task."""
+        from supsup_core.inference.groups import infer_groups
+
+        model, x = _model(arch="bnnet", hidden=(8, 8), n_tasks=3), _x(6, 26)
+        with pytest.raises(ConfigError, match="^sizes:"):
+            infer_groups(model, x)
+        assert infer_groups(model, x, [6]).tolist() == [infer_task(model, x)]
+
+
+def test_packed_rows_gather_any_tasks():
+    """packed_rows + unpack_rows give the masks of any tasks, in the order asked, like task_mask."""
+    from supsup_core.inference.rank_one import packed_rows, unpack_rows
+
+    model = _model(n_tasks=7)
+    tasks = torch.tensor([5, 0, 3])
+    for layer in model.masked_layers().values():
+        stack = unpack_rows(layer, packed_rows(layer, tasks))
+        assert all(torch.equal(stack[i].bool(), layer.task_mask(int(t))) for i, t in enumerate(tasks))
