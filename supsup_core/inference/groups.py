@@ -100,10 +100,12 @@ def infer_groups(
     groups = check_sizes(sizes, x.shape[0])
     if sizes is None and model.has_batch_statistics:
         raise ConfigError("sizes", "groups of a test batch for models with batch-statistics unit masks (bnnet)", None)
+    if not groups:  # no images, no decisions
+        return torch.zeros(0, dtype=torch.long)
     if method != "binary" and supports_rank_one(model):
         g = rank_one_coefficient_gradients(model, x, objective, real_classes=real_classes).cpu()  # (B, k)
         if sizes is not None:
-            owner = torch.repeat_interleave(torch.arange(len(groups)), torch.as_tensor(groups))  # (B,)
+            owner = torch.repeat_interleave(torch.arange(len(groups)), torch.as_tensor(groups, dtype=torch.long))  # (B,)
             g = torch.zeros((len(groups), g.shape[1]), dtype=torch.float64).index_add_(0, owner, g)
             g /= torch.as_tensor(groups, dtype=torch.float64).unsqueeze(1)  # (G, k): each group's mean row
         if method == "oneshot":

@@ -16,9 +16,9 @@ of all ``k``), and no ``(B, P)`` per-image gradient is ever formed -- the path
 :func:`supsup_core.inference.oneshot.per_image_coefficient_gradients` takes for
 other architectures with ``torch.func.vmap`` and the packed contraction.
 
-The products accumulate in float32 (BLAS), the dot products with ``delta`` and
-the sum over layers in float64: values agree with the exact contraction to
-about 1e-6 relative.
+The matrix products and their elementwise products with ``delta`` are float32;
+the sums over outputs and layers are float64: values agree with the exact
+contraction to about 1e-6 relative.
 """
 
 from __future__ import annotations

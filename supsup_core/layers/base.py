@@ -288,8 +288,7 @@ class MaskedLayer(nn.Module):
         if task == self.num_tasks and self.scores is not None:
             self._select(("train",))
         elif 0 <= task < self.num_tasks:
-            if self._selection != ("task", task):  # the same finished task again keeps its cached masked weight
-                self._select(("task", task))
+            self._select(("task", task))
         else:
             raise ConfigError("task", f"a finished task in [0, {self.num_tasks}) or the training task", task)
 

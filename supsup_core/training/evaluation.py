@@ -25,9 +25,9 @@ inference picks the right task (independent of the protocol).
 Inferred-task evaluation goes through the tasks in *windows* of consecutive
 tasks holding about :data:`DECISION_IMAGES_PER_WINDOW` deciding images: first
 every decision of the window is taken in one
-:func:`~supsup_core.inference.groups.infer_groups` call (for MLPs one batched
-rank-one pass that reads each mask once per window, without Numba), then its
-tasks are scored.  Memory stays bounded by one window, whatever the number of
+:func:`~supsup_core.inference.groups.infer_groups` call (for MLPs batched
+rank-one passes without Numba, each reading every mask once), then its tasks
+are scored.  Memory stays bounded by one window, whatever the number of
 tasks; with single-image inference measured, a first-image decision is its first
 image's single-image decision.
 """
@@ -185,13 +185,6 @@ def _evaluating(model: Any) -> Iterator[None]:
         model.train(was_training)
 
 
-def _predict(model: Any, x: torch.Tensor, task: int) -> torch.Tensor:
-    """Class predictions ``(B,)`` of ``x`` with task ``task``'s mask."""
-    model.set_task(int(task))
-    with torch.no_grad():
-        return model(x).argmax(dim=1)  # (B, s) -> (B,)
-
-
 def evaluate_gg(
     model: Any,
     stream: Any,
@@ -269,8 +262,8 @@ def gg_accuracy_of_masks(
     return (correct / n if n else float("nan")), n
 
 
-#: Test images whose decisions one window of tasks gathers before it scores them: per-image decisions cover
-#: about one task's test set, first-image ones about 64 tasks' test batches (each mask is read once per window).
+#: Test images whose decisions one window of tasks gathers before it scores them: with the embedded 1,000-image
+#: test sets, per-image decisions cover about one task, first-image ones about 64 tasks' test batches (8 each).
 DECISION_IMAGES_PER_WINDOW = 512
 
 
@@ -377,6 +370,8 @@ def evaluate_inferred(
     ----------
     model, stream, tasks, batch_size
         As :func:`evaluate_gg` (``batch_size`` matters here: it is the group a first-image or batch decision covers).
+        The stream also needs ``test_size`` and ``release_cache`` (each task's cached tensors are dropped once it
+        is scored).
     method : {"oneshot", "binary", "rerank"}
         Task-inference algorithm (:func:`supsup_core.inference.infer_task`).
     objective : {"H", "G"}
@@ -424,8 +419,11 @@ def evaluate_inferred(
     inference: dict[int, float] = {}
     n_images: dict[int, int] = {}
     with _evaluating(model):
-        for window in _windows(stream, chosen, batch_size, per_image or protocol == "batch", device):
+        selected = None  # the mask the model has selected for scoring
+        unique = list(dict.fromkeys(chosen))  # a task asked twice is evaluated once (results are keyed by task)
+        for window in _windows(stream, unique, batch_size, per_image or protocol == "batch", device):
             decided = _decide(window, protocol, per_image, infer)
+            selected = None  # inference may use the model: select again before scoring
             release_free_memory()
             for t in window.tasks:
                 right = -1 if expected[t] is None else expected[t]  # -1 matches no inferred task
@@ -438,7 +436,11 @@ def evaluate_inferred(
                     pred = torch.empty_like(y)
                     for task_hat in torch.unique(chosen_tasks).tolist():
                         rows = chosen_tasks == task_hat  # (B,) bool
-                        pred[rows] = _predict(model, x[rows], task_hat)
+                        if task_hat != selected:  # consecutive batches mostly pick the same mask: keep its W * M
+                            model.set_task(int(task_hat))
+                            selected = task_hat
+                        with torch.no_grad():
+                            pred[rows] = model(x[rows]).argmax(dim=1)
                     hit = pred == y
                     if scenario == "gnu":
                         hit &= chosen_tasks == right

@@ -200,3 +200,8 @@ class TestWindows:
         without = evaluate_inferred(model, stream, batch_size=32, measure_task_inference=False)
         assert with_singles.decision_accuracy == without.decision_accuracy
         assert with_singles.accuracy == without.accuracy
+
+    def test_a_task_asked_twice_is_evaluated_once(self, trained):
+        """tasks=[0, 0] gives task 0's result (results are keyed by task)."""
+        model, stream = trained
+        assert evaluate_inferred(model, stream, [0, 0]).to_dict() == evaluate_inferred(model, stream, [0]).to_dict()

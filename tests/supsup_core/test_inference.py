@@ -390,3 +390,13 @@ def test_packed_rows_gather_any_tasks():
     for layer in model.masked_layers().values():
         stack = unpack_rows(layer, packed_rows(layer, tasks))
         assert all(torch.equal(stack[i].bool(), layer.task_mask(int(t))) for i, t in enumerate(tasks))
+
+
+def test_no_images_no_decisions():
+    """An empty x with no groups gives an empty answer, for MLPs and conv models."""
+    from supsup_core.inference.groups import infer_groups
+
+    for arch, hidden in (("lenet", (12, 10)), ("conv", (2, 3, 5))):
+        model = _model(arch=arch, hidden=hidden, n_tasks=2)
+        assert infer_groups(model, _x(0, 0), []).shape == (0,)
+        assert infer_groups(model, _x(0, 0)).shape == (0,)

@@ -114,21 +114,6 @@ class TestForward:
         layer.select_task(1)
         assert torch.allclose(layer(x), F.linear(x, layer.weight * masks[1]))
 
-    def test_selecting_the_same_task_again_keeps_the_cached_weight(self):
-        """select_task(t) twice reuses W * M_t; another task, or new masks, rebuild it."""
-        layer = _linear()
-        masks = _random_masks(3, layer.mask_shape, 6)
-        layer.append_masks(masks[:2])
-        layer.select_task(1)
-        cached = layer.masked_weight()
-        layer.select_task(1)
-        assert layer.masked_weight() is cached
-        layer.select_task(0)
-        assert torch.equal(layer.masked_weight(), layer.weight * masks[0])
-        layer.select_task(0)
-        layer.append_masks(masks[2:])  # the stack changed: the cache is dropped
-        assert layer.masked_weight() is not cached and torch.equal(layer.masked_weight(), layer.weight * masks[0])
-
     def test_linear_training_uses_thresholded_scores(self):
         """While training, the forward uses W * 1[scores >= 0] and gradients reach the scores."""
         layer = _linear()
