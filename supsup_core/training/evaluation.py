@@ -410,7 +410,6 @@ def evaluate_inferred(
     device = _device_of(model)
     per_image = measure_task_inference or protocol == "per-image"
 
-
     def infer(x: torch.Tensor, sizes: list[int] | None) -> torch.Tensor:
         return infer_groups(model, x, sizes, method, objective, real_classes=real)
 
@@ -419,11 +418,10 @@ def evaluate_inferred(
     inference: dict[int, float] = {}
     n_images: dict[int, int] = {}
     with _evaluating(model):
-        selected = None  # the mask the model has selected for scoring
         unique = list(dict.fromkeys(chosen))  # a task asked twice is evaluated once (results are keyed by task)
         for window in _windows(stream, unique, batch_size, per_image or protocol == "batch", device):
             decided = _decide(window, protocol, per_image, infer)
-            selected = None  # inference may use the model: select again before scoring
+            selected = None  # the mask selected for scoring (inference may use the model: select again)
             release_free_memory()
             for t in window.tasks:
                 right = -1 if expected[t] is None else expected[t]  # -1 matches no inferred task
