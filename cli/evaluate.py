@@ -73,7 +73,7 @@ def evaluate(
     metadata = read_bank_metadata(path)
     stream = stream_from_metadata(metadata, data_dir)  # first: the data's parsing temporaries are gone before the masks load
     model, metadata = load_model(path, device=dev)
-    check_objective(objective, stream.output_classes, model.config.output_size)  # before any evaluation
+    check_objective(objective, stream.output_classes, model.output_size)  # before any evaluation
     training = metadata.get("training") or {}
     nns = training.get("nns")
     task_to_mask = {int(t): int(m) for t, m in nns["task_to_mask"].items()} if nns else None

@@ -17,24 +17,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from .errors import ConfigError
 
 __all__ = ["ModelConfig", "ARCHITECTURES", "DEFAULT_WIDTHS"]
 
-ARCHITECTURES = ("lenet", "fc1024", "bnnet", "conv")
-"""Architecture names accepted by :class:`ModelConfig`."""
+ARCHITECTURES = ("lenet", "fc1024", "bnnet", "conv", "gemresnet18", "resnet18", "resnet50")
+"""Architecture names accepted by :class:`ModelConfig` (the built-in networks of :mod:`supsup_core.models`)."""
 
 DEFAULT_WIDTHS: dict[str, tuple[int, ...]] = {
     "lenet": (300, 100),  # REFERENCE §3.3: LeNet 300-100
     "fc1024": (1024, 1024),  # REFERENCE §3.3: FC 1024-1024
     "bnnet": (2048, 2048),  # REFERENCE §2.8: BNNet, two unit-masked hidden layers
     "conv": (16, 32, 128),  # conv1 channels, conv2 channels, hidden linear width
+    "gemresnet18": (20,),  # REFERENCE §3.1: nf = 20 channels in the first stage
+    "resnet18": (),  # the standard widths (64-128-256-512)
+    "resnet50": (),
 }
 """Hidden widths of each architecture when ``ModelConfig.hidden`` is None."""
 
 _INITS = ("signed_constant", "kaiming_normal")
 _MASK_MODES = ("threshold", "topk")
+_BATCHNORMS = ("task", "batch")
+_RESNETS = ("gemresnet18", "resnet18", "resnet50")
 
 
 def _is_int(value: object) -> bool:
@@ -69,7 +75,13 @@ class ModelConfig:
         Input geometry; ``in_features`` must equal ``in_channels * image**2``.
     hidden : tuple of int or None
         Overrides the hidden widths (tests use tiny networks).  For ``"conv"`` it is
-        ``(channels1, channels2, linear_width)``; for the MLPs any non-empty tuple of widths.
+        ``(channels1, channels2, linear_width)``; for ``"gemresnet18"`` ``(nf,)``; for the
+        MLPs any non-empty tuple of widths; ResNet-18/50 have none.
+    batchnorm : str
+        The BatchNorm layers of the ResNets: ``"task"`` (per-task running statistics, the
+        reference's ``MultitaskNonAffineBN``) or ``"batch"`` (the batch's statistics at test time too).
+    transfer : bool
+        Start each task's scores at the mean of the earlier tasks' (SupSup Transfer).
     """
 
     arch: str = "lenet"
@@ -83,6 +95,8 @@ class ModelConfig:
     in_channels: int = 1
     image: int = 28
     hidden: tuple[int, ...] | None = None
+    batchnorm: str = "task"
+    transfer: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -108,6 +122,12 @@ class ModelConfig:
             or self.er_sigma <= 0
         ):
             raise ConfigError("er_sigma", "None or a positive finite number", repr(self.er_sigma))
+        if self.batchnorm not in _BATCHNORMS:
+            raise ConfigError("batchnorm", f"one of {_BATCHNORMS}", repr(self.batchnorm))
+        if not isinstance(self.transfer, bool):
+            raise ConfigError("transfer", "True or False", repr(self.transfer))
+        if self.transfer and self.arch == "bnnet":
+            raise ConfigError("transfer", "False for arch 'bnnet' (unit masks)", True)
         if self.in_features != self.in_channels * self.image**2:
             raise ConfigError(
                 "in_features",
@@ -129,6 +149,10 @@ class ModelConfig:
                 raise ConfigError("hidden", "(channels1, channels2, linear_width) for arch 'conv'", repr(self.hidden))
             if self.image < 4:
                 raise ConfigError("image", "at least 4 for arch 'conv' (two 2x2 poolings)", repr(self.image))
+        if self.arch == "gemresnet18" and len(self.hidden) != 1:
+            raise ConfigError("hidden", "(nf,) for arch 'gemresnet18' (channels of the first stage)", repr(self.hidden))
+        if self.arch in ("resnet18", "resnet50"):
+            raise ConfigError("hidden", f"None for arch {self.arch!r} (its widths are fixed)", repr(self.hidden))
         # frozen dataclass: object.__setattr__ is the documented way to normalise a field
         object.__setattr__(self, "hidden", tuple(self.hidden))
 
@@ -136,6 +160,16 @@ class ModelConfig:
     def widths(self) -> tuple[int, ...]:
         """The hidden widths actually used (``hidden`` or the architecture's default)."""
         return self.hidden if self.hidden is not None else DEFAULT_WIDTHS[self.arch]
+
+    def wrap_config(self) -> Any:
+        """The :class:`~supsup_core.wrap.WrapConfig` this built-in network is wrapped with (a seeded base)."""
+        from .wrap.config import WrapConfig  # local: the wrap package imports torch
+
+        return WrapConfig(
+            base="seed", seed=self.seed, init=self.init, masks="units" if self.arch == "bnnet" else "weights",
+            mask_mode=self.mask_mode, density=self.density, er_sigma=self.er_sigma, batchnorm=self.batchnorm,
+            transfer=self.transfer, output_size=self.output_size,
+        )
 
     def layer_density(self, c_in: int, c_out: int, k_h: int = 1, k_w: int = 1) -> float:
         """Kept fraction of a top-k layer: ``density``, or the ER formula when ``er_sigma`` is set.

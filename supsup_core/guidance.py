@@ -67,7 +67,7 @@ class OutputGuidance:
         objective: str = "H",
         real_classes: int = 10,
     ) -> None:
-        check_objective(objective, real_classes, model.config.output_size)
+        check_objective(objective, real_classes, model.output_size)
         own = model_layout(model)
         if layout is not None and layout != own:
             raise BaseNetworkMismatchError(

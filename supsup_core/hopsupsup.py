@@ -265,7 +265,7 @@ def recall_task(
         guidance = None
         if guided:  # a fresh guidance per start: each sees the adaptation batches from the first
             guidance = OutputGuidance(model, data.adapt, reservoir.layout, objective=objective,
-                                      real_classes=min(real_classes, model.config.output_size))
+                                      real_classes=min(real_classes, model.output_size))
         recalled, result = reservoir.recall(cue=begin, guidance=guidance, method=method, seed=_start_seed(seed, j),
                                             **dict(knobs or {}))
         calls += guidance.calls if guidance else 0

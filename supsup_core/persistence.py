@@ -1,16 +1,24 @@
 """Save a model's learned masks to a hopfield_masks mask bank, and rebuild models from banks.
 
-A bank written by :func:`save_masks` holds task ``"0"``, ``"1"``, ... (model task
-order), each with the model's named layer masks, and producer metadata that
-pins down everything needed to rebuild the base network and the benchmark:
+A bank written by :func:`save_masks` (or by :func:`~supsup_core.training.train_to_bank`)
+holds task ``"0"``, ``"1"``, ... (model task order), each with the model's named layer
+masks, and producer metadata that pins down everything needed to rebuild the base
+network and the benchmark:
 
 ``producer``
     ``"supsup_core"`` and ``supsup_core_version``, ``torch_version``;
 ``model``
-    the :class:`~supsup_core.config.ModelConfig` dict (architecture, sizes, seed, init, mask mode);
+    how to rebuild the model: a built-in's :class:`~supsup_core.config.ModelConfig`
+    dict, ``{"factory": "MODULE:FACTORY", "wrap": {...}}``, or ``{"module": class name,
+    "wrap": {...}}`` for a module wrapped in Python.  A bank never makes this toolkit
+    import code: a factory runs only when the user names it again;
+``architecture``
+    every converted layer (name, type, shape, convolution geometry): a model whose
+    layers differ is refused with the first differing layer named;
 ``base_fingerprint``
-    sha256 of the base weights (:meth:`SupSupNet.base_fingerprint`): a rebuilt network
-    whose weights differ in any bit (other seed, other init, another torch RNG) is refused;
+    sha256 of the frozen base tensors (:meth:`SupSupNet.base_fingerprint`): a rebuilt network
+    whose weights differ in any bit (other seed, other init, another torch RNG, other
+    pretrained weights) is refused;
 ``benchmark``
     free-form description of where the masks came from (stream, seeds, split, data source);
 ``training``
@@ -19,16 +27,21 @@ pins down everything needed to rebuild the base network and the benchmark:
     number of tasks.
 
 Each task's attrs carry ``{"accuracy": {"gg": 0.97, ...}}`` when accuracies were given.
+A model with per-task batch norms also stores each task's running statistics, as the
+attachment ``statistics-<task>`` (one float32 ``(2, C)`` dataset per norm layer).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+
+import numpy as np
 
 from hopfield_masks.backends import create_bank, open_bank
 
@@ -36,7 +49,7 @@ from . import __version__
 from .config import ModelConfig
 from .errors import BaseNetworkMismatchError, ConfigError
 from .heap import release_free_memory
-from .models import SupSupNet, build_model
+from .models import SupSupNet, build_model, model_from_spec, spec_kind
 
 __all__ = [
     "benchmark_metadata",
@@ -49,6 +62,10 @@ __all__ = [
     "PRODUCER",
     "MAX_MODEL_ENTRIES",
     "check_declared_model",
+    "model_metadata",
+    "write_bank_task",
+    "read_bank_statistics",
+    "STATISTICS_PREFIX",
 ]
 
 #: Value of the ``producer`` metadata key written by :func:`save_masks`.
@@ -89,9 +106,21 @@ def _task_accuracy_attrs(accuracies: Mapping[Any, Any] | None, n_tasks: int) -> 
 
 def benchmark_metadata(stream: Any, train_seed: int) -> dict[str, Any]:
     """The ``benchmark`` metadata of a bank trained on ``stream``: its description, the training seed and the split."""
-    embedded = str(stream.data.source).startswith("embedded")
-    split = "embedded: first 400 per digit train, last 100 test" if embedded else "IDX train / t10k files"
-    return {**stream.describe(), "train_seed": train_seed, "split": split}
+    description = stream.describe()
+    split = _SPLITS.get(str(description.get("data_source", "")).split(":", 1)[0], "the data's own train / test split")
+    return {**description, "train_seed": train_seed, "split": split}
+
+
+#: How each kind of data is split into training and test images (recorded in banks for readers).
+_SPLITS = {
+    "mnist": "embedded: first 400 per digit train, last 100 test",
+    "mnist-full": "the standard 60,000 train / 10,000 test images",
+    "idx": "IDX train / t10k files",
+    "digits": "per digit, the first 80 % in file order train, the rest test",
+    "cifar10": "the official 50,000 train / 10,000 test images",
+    "cifar100": "the official 50,000 train / 10,000 test images",
+    "imagefolder": "train/ and val/ folders",
+}
 
 
 def save_masks(
@@ -134,11 +163,7 @@ def save_masks(
     if n_tasks == 0:
         raise ConfigError("model", "a model with at least one finished task", "a model with 0 tasks")
     metadata = {
-        "producer": PRODUCER,
-        "supsup_core_version": __version__,
-        "torch_version": torch.__version__,
-        "model": model.config.to_dict(),
-        "base_fingerprint": model.base_fingerprint(),
+        **model_metadata(model),
         "n_tasks": n_tasks,
         "benchmark": _json_safe("benchmark", dict(benchmark) if benchmark is not None else {}),
         "training": _json_safe("training", dict(training) if training is not None else {}),
@@ -148,8 +173,74 @@ def save_masks(
         raise ConfigError("path", "a file path for the mask bank", None)
     with create_bank(path, backend=backend, metadata=metadata, overwrite=overwrite) as bank:
         for task in range(n_tasks):
-            bank.write_task(str(task), model.export_masks(task), attrs=task_attrs.get(task, {}))
+            write_bank_task(bank, str(task), model.export_masks(task), model.export_statistics(task),
+                            attrs=task_attrs.get(task, {}))
     return metadata
+
+
+def model_metadata(model: SupSupNet) -> dict[str, Any]:
+    """The metadata keys that describe ``model`` (producer, versions, model, architecture, base fingerprint)."""
+    return {
+        "producer": PRODUCER,
+        "supsup_core_version": __version__,
+        "torch_version": torch.__version__,
+        "model": _json_safe("model", model.spec),
+        "architecture": model.architecture(),
+        "base_fingerprint": model.base_fingerprint(),
+    }
+
+
+#: Attachments holding a task's per-task batch-norm statistics are named this prefix plus the task's name.
+STATISTICS_PREFIX = "statistics-"
+
+
+def write_bank_task(bank: Any, name: str, masks: Mapping[str, Any], statistics: Mapping[str, Any] | None = None,
+                    *, attrs: Mapping[str, Any] | None = None) -> None:
+    """Write one task: its masks, and its per-task batch-norm statistics (if any) as the attachment beside it."""
+    bank.write_task(name, masks, attrs=attrs)
+    if statistics:
+        layers = list(statistics)
+
+        def writer(group: Any) -> None:
+            group.attrs["layers"] = json.dumps(layers)
+            for i, layer in enumerate(layers):
+                group.create_dataset(str(i), data=np.asarray(statistics[layer], dtype=np.float32))
+
+        bank.write_attachment(STATISTICS_PREFIX + name, writer, overwrite=True)
+
+
+def read_bank_statistics(bank: Any, name: str, expected: Mapping[str, int], source: str) -> dict[str, np.ndarray]:
+    """Task ``name``'s batch-norm statistics ``{layer: float32 (2, C)}`` for the norms ``expected`` ``{layer: C}``.
+
+    Every layer name and shape is checked before any data is read; a missing attachment,
+    another set of layers or a bad shape is a :class:`BaseNetworkMismatchError` naming the file.
+    """
+    if not expected:
+        return {}
+    attachment = STATISTICS_PREFIX + name
+
+    def reader(group: Any) -> dict[str, np.ndarray]:
+        try:
+            layers = json.loads(group.attrs["layers"])
+        except (KeyError, TypeError, ValueError):
+            raise BaseNetworkMismatchError(f"{source}: attachment {attachment!r} has no readable 'layers' list") from None
+        if not isinstance(layers, list) or layers != list(expected):
+            raise BaseNetworkMismatchError(
+                f"{source}: task {name!r} holds statistics of {layers!r}, the model's batch norms are {list(expected)}")
+        out = {}
+        for i, layer in enumerate(layers):
+            ds = group.get(str(i))
+            shape = (2, expected[layer])
+            if ds is None or not hasattr(ds, "shape") or tuple(ds.shape) != shape or ds.dtype != np.float32:
+                got = "nothing" if ds is None else f"{getattr(ds, 'dtype', '?')} {getattr(ds, 'shape', '?')}"
+                raise BaseNetworkMismatchError(f"{source}: statistics of {layer!r} (task {name!r}): expected float32 {shape}, "
+                                               f"received {got}")
+            out[layer] = np.asarray(ds[()], dtype=np.float32)
+        return out
+
+    if attachment not in bank.attachments():
+        raise BaseNetworkMismatchError(f"{source}: task {name!r} has no batch-norm statistics ({attachment!r} is missing)")
+    return bank.read_attachment(attachment, reader)
 
 
 def _check_producer(metadata: Mapping[str, Any], source: str) -> None:
@@ -196,6 +287,61 @@ def _config_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -
     ]
 
 
+def _first_layer_difference(stored: Any, current: list[dict[str, Any]]) -> str | None:
+    """The first layer where a bank's recorded architecture and a model's differ, described; None if equal."""
+    if not isinstance(stored, list):
+        return "the file's 'architecture' is not a list of layers"
+    for i in range(max(len(stored), len(current))):
+        a = stored[i] if i < len(stored) else None
+        b = current[i] if i < len(current) else None
+        if a != b:
+            if a is None:
+                return f"layer {i} {b.get('name')!r} ({b.get('type')}): the file has no such layer"
+            if b is None:
+                return f"layer {i} {a.get('name') if isinstance(a, dict) else a!r}: the model has no such layer"
+            name = a.get("name") if isinstance(a, dict) else a
+            what = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)] if isinstance(a, dict) else ["layer"]
+            return (f"layer {i} {name!r}: file has "
+                    f"{', '.join(f'{k} {a.get(k)!r}' for k in what) if isinstance(a, dict) else repr(a)}, model has "
+                    f"{', '.join(f'{k} {b.get(k)!r}' for k in what)}")
+    return None
+
+
+def check_same_model(model: SupSupNet, metadata: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Refuse a model that is not the one the bank's masks were made for (architecture, description, base weights).
+
+    Raises
+    ------
+    BaseNetworkMismatchError
+        Naming the first layer that differs, the configuration fields that differ, or
+        the base-weight fingerprints.
+    """
+    stored = metadata["model"]
+    if isinstance(stored, Mapping) and spec_kind(stored) == "builtin" and model.config is not None:
+        try:
+            stored_config = ModelConfig.from_dict(dict(stored)).to_dict()  # old banks lack newer fields: their defaults
+        except ConfigError:
+            stored_config = dict(stored)
+        differences = _config_differences(stored_config, model.config.to_dict())
+    elif isinstance(stored, Mapping):
+        differences = _config_differences(dict(stored.get("wrap") or {}), model.wrap_config.to_dict())
+    else:
+        differences = [f"model: file has {stored!r}"]
+    if "architecture" in metadata:  # banks written before it was recorded are compared by configuration only
+        layer = _first_layer_difference(metadata["architecture"], model.architecture())
+        if layer:
+            differences.append(f"first differing {layer}")
+    if differences:
+        raise BaseNetworkMismatchError(f"{path}: masks were made for a different base network ({'; '.join(differences)})")
+    fingerprint = model.base_fingerprint()
+    if fingerprint != metadata["base_fingerprint"]:
+        raise BaseNetworkMismatchError(
+            f"{path}: base weights differ although the configuration matches (fingerprint: file has "
+            f"{str(metadata['base_fingerprint'])[:16]}..., model has {fingerprint[:16]}...; torch "
+            f"{metadata.get('torch_version')} wrote the file, this is torch {torch.__version__})"
+        )
+
+
 #: Most tasks read and unpacked at a time when a bank is loaded (the rest are held packed, P / 8 bytes each) ...
 TASKS_PER_CHUNK = 16
 #: ... and most mask entries unpacked at a time (4 FC 1024-1024 tasks, 16 LeNet 300-100 tasks).
@@ -225,35 +371,31 @@ def load_masks_into(model: SupSupNet, path: str | os.PathLike, chunk: int = TASK
         raise ConfigError("model", "a SupSupNet", type(model).__name__)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ConfigError("chunk", "an integer >= 1", chunk)
+    norms = {name: norm.num_features for name, norm in model.norm_layers().items()}
     with open_bank(path, "r") as bank:
         metadata = dict(bank.metadata)
         _check_producer(metadata, str(path))
-        differences = _config_differences(metadata["model"], model.config.to_dict())
-        if differences:
-            raise BaseNetworkMismatchError(
-                f"{path}: masks were made for a different base network ({'; '.join(differences)})"
-            )
-        fingerprint = model.base_fingerprint()
-        if fingerprint != metadata["base_fingerprint"]:
-            raise BaseNetworkMismatchError(
-                f"{path}: base weights differ although the configuration matches (fingerprint: file has "
-                f"{metadata['base_fingerprint'][:16]}..., model has {fingerprint[:16]}...; torch "
-                f"{metadata.get('torch_version')} wrote the file, this is torch {torch.__version__})"
-            )
+        check_same_model(model, metadata, path)
         names = _bank_task_names(bank, str(path))
         model.reserve_tasks(model.num_tasks + len(names))
         entries = sum(layer.mask_numel for layer in model.masked_layers().values())
         step = max(1, min(chunk, CHUNK_ENTRIES // max(entries, 1)))
         for start in range(0, len(names), step):  # a few tasks unpacked at a time: memory O(packed bank)
-            model.import_masks([bank.read_task(name) for name in names[start : start + step]])
+            part = names[start : start + step]
+            statistics = [read_bank_statistics(bank, name, norms, str(path)) for name in part] if norms else None
+            model.import_masks([bank.read_task(name) for name in part], statistics)
             release_free_memory()  # the unpacked chunk's pages go back to the OS (supsup_core.heap)
     return metadata
 
 
 def load_model(
-    path: str | os.PathLike, device: str | torch.device = "cpu", chunk: int = TASKS_PER_CHUNK
+    path: str | os.PathLike, device: str | torch.device = "cpu", chunk: int = TASKS_PER_CHUNK, *, factory: str | None = None
 ) -> tuple[SupSupNet, dict[str, Any]]:
-    """Rebuild the model described by the bank at ``path`` (base network from its config) with all its masks.
+    """Rebuild the model described by the bank at ``path`` with all its masks.
+
+    Built-in networks are rebuilt from their configuration; a model a user's factory made
+    needs that ``factory`` (``"MODULE:FACTORY"``) again; a module wrapped in Python cannot
+    be rebuilt here (wrap it again and call :func:`load_masks_into`).
 
     Returns
     -------
@@ -261,11 +403,16 @@ def load_model(
         The model on ``device`` (eval mode, no current task), and the bank's metadata.
     """
     metadata = read_bank_metadata(path)
-    if not isinstance(metadata.get("model"), Mapping):
-        raise ConfigError(str(path), "a 'model' entry that is a JSON object", type(metadata.get("model")).__name__)
-    config = ModelConfig.from_dict(dict(metadata["model"]))
-    check_declared_model(config, path)  # a crafted config could ask for a model of any size
-    model = build_model(config).to(device)
+    spec = metadata.get("model")
+    if not isinstance(spec, Mapping):
+        raise ConfigError(str(path), "a 'model' entry that is a JSON object", type(spec).__name__)
+    if spec_kind(spec) == "builtin":
+        config = ModelConfig.from_dict(dict(spec))
+        check_declared_model(config, path)  # a crafted config could ask for a model of any size
+        model = build_model(config)
+    else:
+        model = model_from_spec(spec, factory)
+    model = model.to(device)
     load_masks_into(model, path, chunk)
     model.eval()
     return model, metadata
@@ -314,7 +461,7 @@ def check_declared_model(config: ModelConfig, path: str | os.PathLike) -> None:
         )
 
 
-def stream_from_metadata(metadata: Mapping[str, Any], data_dir: str | os.PathLike | None = None) -> Any:
+def stream_from_metadata(metadata: Mapping[str, Any], data_dir: str | os.PathLike | None = None, *, data: Any = None) -> Any:
     """Rebuild the task stream a bank's ``benchmark`` metadata describes (``TaskStream.describe()`` keys).
 
     Parameters
@@ -322,27 +469,26 @@ def stream_from_metadata(metadata: Mapping[str, Any], data_dir: str | os.PathLik
     metadata : mapping
         A bank's metadata (from :func:`load_model` or :func:`read_bank_metadata`).
     data_dir : path-like, optional
-        MNIST IDX folder to use instead of the recorded data source (needed when the
-        recorded folder is not on this machine).
+        The data to use instead of the recorded ``data_source``: a data spec
+        (``"cifar100:/data/cifar-100-python"``) or an MNIST IDX folder (needed when the
+        recorded files are not on this machine).
+    data : ImageData or ImageFolderData, optional
+        Loaded data to use instead (takes precedence over ``data_dir``).
 
     Raises
     ------
     ConfigError
-        The metadata has no usable benchmark description.
+        The metadata has no usable benchmark description, or names a stream made in Python.
+    DataError
+        The recorded data cannot be found or read (the message names it).
     """
-    from .data import load_mnist, make_stream  # local: persistence works without touching the data code
+    from .data import load_data, load_mnist, stream_from_description  # local: persistence works without the data code
 
     bench = metadata.get("benchmark") if isinstance(metadata, Mapping) else None
     if not isinstance(bench, Mapping) or "stream" not in bench or "n_tasks" not in bench:
         raise ConfigError("metadata", "a 'benchmark' entry with 'stream' and 'n_tasks' (written by save_masks)", bench)
-    source = data_dir
-    if source is None:
-        recorded = str(bench.get("data_source", "embedded"))
-        source = None if recorded.startswith("embedded") else recorded
-    options = {}
-    if bench.get("degrees_per_task") is not None:
-        options["degrees_per_task"] = float(bench["degrees_per_task"])
-    seed = bench.get("seed")
-    return make_stream(
-        str(bench["stream"]), int(bench["n_tasks"]), load_mnist(source), seed=1 if seed is None else int(seed), **options
-    )
+    if data is None and data_dir is not None:
+        data = load_mnist(Path(data_dir)) if isinstance(data_dir, os.PathLike) else load_data(str(data_dir))
+    if data is None and "data_source" not in bench:
+        data = load_mnist()  # banks written before data specs: the embedded subset unless a folder was recorded
+    return stream_from_description(bench, data)

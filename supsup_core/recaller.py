@@ -357,8 +357,8 @@ class Recaller:
         if self.guided and (self.model is None or self.stream is None):
             raise ConfigError("guided", "a bank whose metadata describes a supsup_core model and its data "
                                         "(written by 'train' or 'demo'), or unguided recall", f"{self.bank}: {self.note}")
-        if self.guided and self.config.objective == "G" and self.model.config.output_size <= self._real_classes():
-            raise ConfigError("objective", f"H for a model with {self.model.config.output_size} outputs (G needs "
+        if self.guided and self.config.objective == "G" and self.model.output_size <= self._real_classes():
+            raise ConfigError("objective", f"H for a model with {self.model.output_size} outputs (G needs "
                                            "superfluous outputs beyond the real classes)", "'G'")
         if self.config.restarts and not self.guided:
             raise ConfigError("restarts", "0 unless recall is guided (a model and its data)", repr(self.config.restarts))

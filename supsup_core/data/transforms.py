@@ -1,7 +1,7 @@
 """Image transforms for the MNIST task streams: normalisation, pixel permutations, rotations.
 
-* Normalisation uses the reference's MNIST statistics (mean 0.1307, std 0.3081)
-  on pixels scaled to [0, 1].
+* Normalisation is per channel on pixels scaled to [0, 1]; the default
+  statistics are the reference's MNIST ones (mean 0.1307, std 0.3081).
 * :func:`permutation_for_task` reproduces the reference exactly: task ``i``
   uses ``numpy.random.RandomState(i + seed).permutation(784)``.  A private
   ``RandomState`` is used, so NumPy's global RNG is never touched (the
@@ -41,19 +41,32 @@ MNIST_STD = 0.3081
 _MAX_SEED = 2**32 - 1  # numpy's legacy RandomState accepts seeds in [0, 2**32 - 1]
 
 
-def normalize_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Turn images into normalised float32 tensors ``(n, 1, H, W)``.
+def normalize_images(
+    images: np.ndarray | torch.Tensor,
+    mean: float | Sequence[float] = MNIST_MEAN,
+    std: float | Sequence[float] = MNIST_STD,
+    *,
+    max_value: int = 255,
+) -> torch.Tensor:
+    """Turn images into normalised float32 tensors ``(n, C, H, W)``.
 
     Parameters
     ----------
     images : numpy.ndarray or torch.Tensor
-        ``uint8`` images ``(n, H, W)`` with values 0–255, or floating images
-        ``(n, H, W)`` / ``(n, 1, H, W)`` already scaled to [0, 1].
+        ``uint8`` images ``(n, H, W)`` or ``(n, C, H, W)`` with values 0–``max_value``, or
+        floating images of the same shapes already scaled to [0, 1].
+    mean, std : float or sequence of float
+        Per-channel statistics on the [0, 1] scale (one value, or one per channel);
+        the defaults are MNIST's (0.1307, 0.3081).
+    max_value : int
+        The ``uint8`` value that maps to 1.0 (ignored for floating images).
 
     Returns
     -------
     torch.Tensor
-        ``(x - 0.1307) / 0.3081`` as float32 ``(n, 1, H, W)``, a new tensor on the input's device.
+        ``(x / max_value - mean_c) / std_c`` as float32 ``(n, C, H, W)``, a new tensor on the input's device.
+        Each channel is computed with scalar arithmetic, so one-channel results are the same bits
+        whatever the channel count of the call.
 
     Examples
     --------
@@ -61,15 +74,21 @@ def normalize_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     >>> x = normalize_images(np.array([[[0, 255]]], np.uint8))
     >>> tuple(x.shape), round(float(x[0, 0, 0, 1]), 4)
     ((1, 1, 1, 2), 2.8215)
+    >>> rgb = normalize_images(np.full((1, 3, 1, 1), 255, np.uint8), (0.5, 0.5, 0.5), (0.5, 0.25, 1.0))
+    >>> rgb.flatten().tolist()
+    [1.0, 2.0, 0.5]
     """
+    if isinstance(max_value, bool) or not isinstance(max_value, (int, np.integer)) or not 1 <= max_value <= 255:
+        raise ConfigError("max_value", "an integer in [1, 255]", repr(max_value))
+    scale = float(max_value)
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 and images.dtype.kind != "f":
             raise ConfigError("images", "uint8 or floating values", f"dtype {images.dtype}")
         # astype copies, so read-only (cached) arrays never reach torch.from_numpy.
-        images = torch.from_numpy(images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0))
+        images = torch.from_numpy(images.astype(np.float32) / (scale if images.dtype == np.uint8 else 1.0))
     elif isinstance(images, torch.Tensor):
         if images.dtype == torch.uint8:
-            images = images.to(torch.float32) / 255.0
+            images = images.to(torch.float32) / scale
         elif images.is_floating_point():
             images = images.to(torch.float32)
         else:
@@ -78,9 +97,32 @@ def normalize_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
         raise ConfigError("images", "a numpy.ndarray or torch.Tensor", type(images).__name__)
     if images.ndim == 3:
         images = images.unsqueeze(1)  # (n, H, W) -> (n, 1, H, W)
-    if images.ndim != 4 or images.shape[1] != 1:
-        raise ConfigError("images", "shape (n, H, W) or (n, 1, H, W)", tuple(images.shape))
-    return (images - MNIST_MEAN) / MNIST_STD
+    if images.ndim != 4:
+        raise ConfigError("images", "shape (n, H, W) or (n, C, H, W)", tuple(images.shape))
+    channels = images.shape[1]
+    means, stds = _per_channel("mean", mean, channels), _per_channel("std", std, channels)
+    if channels == 1:
+        return (images - means[0]) / stds[0]
+    out = torch.empty_like(images)
+    for c in range(channels):  # python scalars per channel: the same arithmetic as the one-channel case
+        out[:, c] = (images[:, c] - means[c]) / stds[c]
+    return out
+
+
+def _per_channel(name: str, value: float | Sequence[float], channels: int) -> list[float]:
+    """One float per channel (a single value is used for every channel); std must be > 0."""
+    try:
+        values = [value] if isinstance(value, (int, float, np.number)) else list(value)
+        floats = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ConfigError(name, "a number or a sequence of numbers (one per channel)", repr(value)) from None
+    if len(floats) == 1:
+        floats = floats * channels
+    if len(floats) != channels:
+        raise ConfigError(name, f"one value or {channels} (one per channel)", f"{len(floats)} values")
+    if not all(math.isfinite(v) for v in floats) or (name == "std" and min(floats) <= 0):
+        raise ConfigError(name, "finite values" + (" > 0" if name == "std" else ""), floats)
+    return floats
 
 
 def permutation_for_task(task: int, seed: int = 1, size: int = 784) -> np.ndarray:
@@ -128,9 +170,9 @@ def permute_pixels(images: torch.Tensor, permutation: np.ndarray | torch.Tensor)
     Parameters
     ----------
     images : torch.Tensor
-        ``(n, 1, H, W)`` images (any dtype).
+        ``(n, C, H, W)`` images (any dtype).
     permutation : array-like of int
-        A permutation of ``range(H * W)``.
+        A permutation of ``range(C * H * W)`` (the flattened image, channels first).
 
     Examples
     --------
@@ -139,13 +181,13 @@ def permute_pixels(images: torch.Tensor, permutation: np.ndarray | torch.Tensor)
     [3.0, 2.0, 1.0, 0.0]
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ConfigError("images", "a tensor of shape (n, 1, H, W)", getattr(images, "shape", type(images).__name__))
+        raise ConfigError("images", "a tensor of shape (n, C, H, W)", getattr(images, "shape", type(images).__name__))
     index = torch.as_tensor(np.asarray(permutation), dtype=torch.int64, device=images.device)
-    n_pixels = images.shape[-2] * images.shape[-1]
+    n_pixels = images.shape[1] * images.shape[2] * images.shape[3]
     if index.shape != (n_pixels,):
         raise ConfigError("permutation", f"a permutation of {n_pixels} pixels", f"shape {tuple(index.shape)}")
-    flat = images.reshape(images.shape[0], -1)  # (n, 1, H, W) -> (n, H*W)
-    return flat[:, index].reshape(images.shape)  # (n, H*W) -> (n, 1, H, W)
+    flat = images.reshape(images.shape[0], -1)  # (n, C, H, W) -> (n, C*H*W)
+    return flat[:, index].reshape(images.shape)  # (n, C*H*W) -> (n, C, H, W)
 
 
 def rotate_images(images: torch.Tensor, degrees: float | Sequence[float] | torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Task inference: objectives H and G, one-shot, binary search and one-shot re-ranking via the mean-mask identity.
 
-Entry points: :func:`infer_task`, and :func:`infer_groups` for many groups of images at once (evaluation).
+Entry points: :func:`predict` (task, confidence, outputs and an "unknown" flag), :func:`infer_task`, and
+:func:`infer_groups` for many groups of images at once (evaluation).
 Diagnostics: :func:`coefficient_gradients` (packed contraction) and its dense reference
 :func:`float_stack_coefficient_gradients`.
 """
@@ -10,6 +11,7 @@ from .groups import infer_groups
 from .rank_one import rank_one_coefficient_gradients, supports_rank_one
 from .rerank import DEFAULT_CANDIDATES, rerank_task
 from .objectives import OBJECTIVES, entropy, objective_values, superfluous_logsumexp
+from .predict import DEFAULT_METHOD, SIGNALS, Prediction, UnknownThreshold, calibrate_unknown, predict
 from .oneshot import (
     build_float_stacks,
     coefficient_gradients,
@@ -19,6 +21,12 @@ from .oneshot import (
 )
 
 __all__ = [
+    "predict",
+    "calibrate_unknown",
+    "Prediction",
+    "UnknownThreshold",
+    "SIGNALS",
+    "DEFAULT_METHOD",
     "infer_task",
     "infer_groups",
     "rerank_task",

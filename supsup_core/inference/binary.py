@@ -67,7 +67,7 @@ def binary_search(model: SupSupNet, x: torch.Tensor, objective: str = "H", *, re
     (3, (5, 3, 2))
     """
     k = _check_model(model)
-    check_objective(objective, real_classes, model.config.output_size)
+    check_objective(objective, real_classes, model.output_size)
     active = torch.arange(k)  # ascending task indices
     sizes = []
     while active.numel() > 1:

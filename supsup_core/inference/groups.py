@@ -94,7 +94,7 @@ def infer_groups(
     if method not in METHODS:
         raise ConfigError("method", f"one of {METHODS}", repr(method))
     _check_model(model)
-    check_objective(objective, real_classes, model.config.output_size)
+    check_objective(objective, real_classes, model.output_size)
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ConfigError("x", "a batch tensor (B, ...)", getattr(x, "shape", type(x).__name__))
     groups = check_sizes(sizes, x.shape[0])

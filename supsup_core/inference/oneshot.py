@@ -46,12 +46,16 @@ def _check_model(model: SupSupNet) -> int:
 
 
 def _mask_leaves(model: SupSupNet, alphas: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Superposed masks as fresh leaves requiring grad (the mean mask for alphas=None)."""
+    """Superposed task states as fresh leaves requiring grad (the mean mask for alphas=None).
+
+    Masked layers give their superposed mask; per-task batch norms the mixture's mean and
+    second moment (:class:`~supsup_core.layers.norm.TaskBatchNorm`), so the gradient covers both.
+    """
     k = model.num_tasks
     if alphas is not None and (not isinstance(alphas, torch.Tensor) or tuple(alphas.shape) != (k,)):
         raise ConfigError("alphas", f"None or a tensor of shape ({k},)", tuple(getattr(alphas, "shape", ())))
     leaves = {}
-    for name, layer in model.masked_layers().items():
+    for name, layer in model.task_layers().items():
         mask = layer.mean_mask() if alphas is None else layer.superposed_mask(alphas)  # mask_shape
         leaves[name] = mask.detach().requires_grad_(True)  # a new leaf over the same storage (never written)
     return leaves
@@ -76,12 +80,12 @@ def coefficient_gradients(
     torch.Size([3])
     """
     _check_model(model)
-    check_objective(objective, real_classes, model.config.output_size)
+    check_objective(objective, real_classes, model.output_size)
     leaves = _mask_leaves(model, alphas)
     with torch.enable_grad():
         obj = objective_values(model(x, masks=leaves), objective, real_classes).mean()
         grads = torch.autograd.grad(obj, list(leaves.values()))
-    layers = model.masked_layers().values()
+    layers = model.task_layers().values()
     return sum(layer.contract(g.unsqueeze(0))[0] for layer, g in zip(layers, grads))
 
 
@@ -108,7 +112,7 @@ def per_image_coefficient_gradients(
     lone image has no batch statistics.
     """
     _check_model(model)
-    check_objective(objective, real_classes, model.config.output_size)
+    check_objective(objective, real_classes, model.output_size)
     if model.has_batch_statistics:
         raise ConfigError("per", "'batch' for models with batch-statistics unit masks (bnnet)", "'image'")
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
@@ -137,7 +141,7 @@ def per_image_coefficient_gradients(
         chunk = x[start : start + _IMAGES_PER_CHUNK].unsqueeze(1)  # (b, 1, ...): one image per call
         with torch.enable_grad():
             grads = per_sample(leaves, chunk)  # {name: (b, *mask_shape)}
-        rows.append(sum(layer.contract(grads[name]) for name, layer in model.masked_layers().items()))  # (b, k)
+        rows.append(sum(layer.contract(grads[name]) for name, layer in model.task_layers().items()))  # (b, k)
     return torch.cat(rows, dim=0)  # (B, k)
 
 
@@ -182,7 +186,7 @@ def float_stack_coefficient_gradients(
     temporary), then autograd returns ``d Obj / d alpha``.  Costs ``O(k P)`` floats.
     """
     k = _check_model(model)
-    check_objective(objective, real_classes, model.config.output_size)
+    check_objective(objective, real_classes, model.output_size)
     stacks = build_float_stacks(model) if stacks is None else stacks
     start = torch.full((k,), 1.0 / k) if alphas is None else alphas.detach()
     a = start.to(model.device, torch.float32).clone().requires_grad_(True)

@@ -49,9 +49,15 @@ def tasks_per_chunk(layer: MaskedLinear) -> int:
 
 
 def supports_rank_one(model: SupSupNet) -> bool:
-    """True when every masked layer is a :class:`MaskedLinear` and no layer couples the batch (LeNet, FC 1024)."""
+    """True when every task layer is a :class:`MaskedLinear` and no layer couples the batch (LeNet, FC 1024).
+
+    The identity also needs each masked layer to be applied once per image to a ``(B, in)``
+    input; a model that reuses a layer or feeds it sequences is detected during the pass and
+    handed to the per-image ``vmap`` path instead.
+    """
     layers = model.masked_layers()
-    return bool(layers) and not model.has_batch_statistics and all(isinstance(layer, MaskedLinear) for layer in layers.values())
+    return (bool(layers) and not model.has_batch_statistics and not model.norm_layers()
+            and all(isinstance(layer, MaskedLinear) for layer in layers.values()))
 
 
 def unpack_tasks(layer: MaskedLayer, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -86,19 +92,25 @@ def unpack_rows(layer: MaskedLayer, packed: torch.Tensor, out: torch.Tensor | No
 
 def _inputs_and_deltas(
     model: SupSupNet, x: torch.Tensor, objective: str, real_classes: int, alphas: torch.Tensor | None
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per masked layer: the inputs ``h`` (B, in) and per-image output gradients ``delta`` (B, out)."""
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per masked layer: the inputs ``h`` (B, in) and per-image output gradients ``delta`` (B, out).
+
+    None when the forward did not apply every masked layer exactly once to a ``(B, in)`` input.
+    """
     layers = model.masked_layers()
     masks = {
         name: (layer.mean_mask() if alphas is None else layer.superposed_mask(alphas)).detach()
         for name, layer in layers.items()
     }
     captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    calls: dict[str, int] = {}
 
     def hook(name: str):
         def record(module, args, output):
-            output.retain_grad()
-            captured[name] = (args[0].detach(), output)
+            calls[name] = calls.get(name, 0) + 1
+            if args[0].ndim == 2 and output.ndim == 2:
+                output.retain_grad()
+                captured[name] = (args[0].detach(), output)
 
         return record
 
@@ -111,6 +123,8 @@ def _inputs_and_deltas(
     finally:
         for handle in handles:
             handle.remove()
+    if set(captured) != set(layers) or any(c != 1 for c in calls.values()):
+        return None  # a layer reused, skipped or fed more than (B, in): not rank one per image
     return {name: (h, out.grad.detach()) for name, (h, out) in captured.items()}
 
 
@@ -134,6 +148,10 @@ def rank_one_coefficient_gradients(
     step = images_per_pass(model)
     for i in range(0, x.shape[0], step):
         parts = _inputs_and_deltas(model, x[i : i + step], objective, real_classes, alphas)
+        if parts is None:  # the model's forward is not a plain chain of linear layers: per-image gradients by vmap
+            from .oneshot import per_image_coefficient_gradients
+
+            return per_image_coefficient_gradients(model, x, objective, alphas, real_classes=real_classes, backend="vmap")
         for name, layer in model.masked_layers().items():
             h, delta = parts.pop(name)  # (b, in), (b, out)
             chunk = tasks_per_chunk(layer)

@@ -59,7 +59,7 @@ def rerank_task(
     True
     """
     _check_model(model)
-    check_objective(objective, real_classes, model.config.output_size)
+    check_objective(objective, real_classes, model.output_size)
     check_candidates(candidates)
     if per == "batch":
         g = coefficient_gradients(model, x, objective, real_classes=real_classes)  # (k,)
@@ -104,7 +104,7 @@ def rerank_groups(
     counts = torch.as_tensor(sizes, dtype=torch.long)  # (G,)
     owner = torch.repeat_interleave(torch.arange(len(sizes)), counts)  # (B,) the group of each image
     scores = torch.full(ranked.shape, float("inf"), dtype=torch.float64)  # (G, n)
-    layers = model.masked_layers()
+    layers, norms = model.masked_layers(), model.norm_layers()
     buffers = {  # one mask buffer per layer, reused by every candidate (no heap churn)
         name: torch.empty((1, *layer.mask_shape), dtype=torch.float32, device=layer.packed.device)
         for name, layer in layers.items()
@@ -117,6 +117,7 @@ def rerank_groups(
             packed = {name: packed_rows(layer, block) for name, layer in layers.items()}  # {name: (c, nbytes)}
             for j, task in enumerate(block.tolist()):
                 masks = {name: unpack_rows(layers[name], rows[j : j + 1], out=buffers[name])[0] for name, rows in packed.items()}
+                masks.update({name: norm.task_override(task) for name, norm in norms.items()})  # the task's own statistics
                 groups, slots = (ranked == task).nonzero(as_tuple=True)  # groups ranking this task, at which rank
                 member = torch.zeros(len(sizes), dtype=torch.bool)
                 member[groups] = True

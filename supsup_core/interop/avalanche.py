@@ -201,7 +201,7 @@ class SupSupModel(MultiTaskModule):
     @property
     def output_size(self) -> int:
         """Outputs of the head (real classes plus superfluous neurons)."""
-        return self.net.config.output_size
+        return self.net.output_size
 
     @property
     def open_label(self) -> int | None:

@@ -35,10 +35,19 @@ from ..contraction import N_BLOCKS, contract_packed, row_abs_sums
 from ..errors import ConfigError
 from ..packing import pack_rows, packed_nbytes, unpack_bool
 from ..subnet import threshold_mask, topk_mask
+from ..validate import check_choice
 
-__all__ = ["MaskedLayer", "init_base_weight"]
+__all__ = ["MaskedLayer", "init_base_weight", "MASK_MODES", "SCORE_INITS", "CONSTANT_SCORE", "BASE_INITS"]
 
 _BACKENDS = ("auto", "numba", "torch")
+#: How a task's scores become its mask: ``1[S >= 0]``, or the largest ``|S|`` of the layer.
+MASK_MODES = ("threshold", "topk")
+#: How a new task's scores start (:meth:`MaskedLayer.init_scores`).
+SCORE_INITS = ("kaiming-uniform", "constant", "zeros", "weight-magnitude")
+#: The score every entry starts at with ``score_init="constant"`` (Piggyback's choice of a small positive value).
+CONSTANT_SCORE = 1e-2
+#: Distributions a seeded base weight is drawn from (:func:`init_base_weight`).
+BASE_INITS = ("signed_constant", "kaiming_normal")
 _MAX_GROWTH = 64  # most spare task columns a layer's packed buffer ever holds
 
 
@@ -105,13 +114,22 @@ class MaskedLayer(nn.Module):
     ``forward`` overrides it (used for gradients with respect to the mask).
     """
 
-    def __init__(self, mask_shape: tuple[int, ...], fan_in: int, *, mask_mode: str = "threshold", density: float = 0.5):
+    def __init__(
+        self,
+        mask_shape: tuple[int, ...],
+        fan_in: int,
+        *,
+        mask_mode: str = "threshold",
+        density: float = 0.5,
+        score_init: str = "kaiming-uniform",
+    ):
         super().__init__()
-        if mask_mode not in ("threshold", "topk"):
-            raise ConfigError("mask_mode", "'threshold' or 'topk'", repr(mask_mode))
+        check_choice("mask_mode", mask_mode, MASK_MODES)
+        check_choice("score_init", score_init, SCORE_INITS)
         self.mask_shape = tuple(int(s) for s in mask_shape)
         self.mask_numel = math.prod(self.mask_shape)
         self.fan_in, self.mask_mode, self.density = int(fan_in), mask_mode, float(density)
+        self.score_init = score_init
         self.num_tasks = 0
         self.register_buffer("packed", torch.zeros((packed_nbytes(self.mask_numel), 0), dtype=torch.uint8))
         self.register_buffer("mask_sum", torch.zeros(self.mask_shape, dtype=torch.int32))
@@ -119,17 +137,47 @@ class MaskedLayer(nn.Module):
         self._selection: tuple = ("none",)
         self._cache: dict[str, torch.Tensor] = {}
         self._mean: torch.Tensor | None = None
+        # set by the wrapping model for the length of one forward call, never stored:
+        self._override: torch.Tensor | None = None  # an explicit mask (SupSupNet.forward(masks=...))
+        self._stack: torch.Tensor | None = None  # (K, *mask_shape) masks of K tasks trained in one batched step
 
     # ----------------------------------------------------------------- scores
     def init_scores(self, generator: torch.Generator) -> torch.Tensor:
-        """New scores on CPU: Kaiming-uniform with a = sqrt(5), i.e. ``U(-1/sqrt(fan_in), +1/sqrt(fan_in))``."""
-        bound = 1.0 / math.sqrt(self.fan_in)
-        return (torch.rand(self.mask_shape, generator=generator, dtype=torch.float32) * 2 - 1) * bound
+        """New scores on CPU, as ``score_init`` says (:data:`SCORE_INITS`).
 
-    def start_task(self, generator: torch.Generator) -> None:
-        """Create the float scores of a new task (drawn on CPU, then moved) and select them."""
-        scores = self.init_scores(generator).to(self.packed.device)
-        self.scores = nn.Parameter(scores)
+        ``"kaiming-uniform"`` (the paper's): Kaiming-uniform with a = sqrt(5), i.e.
+        ``U(-1/sqrt(fan_in), +1/sqrt(fan_in))``; ``"constant"``: every score
+        :data:`CONSTANT_SCORE` (a threshold mask starts all-on, as Piggyback starts over a
+        pretrained network); ``"zeros"``: all-on threshold masks too (unit masks);
+        ``"weight-magnitude"``: ``|W|`` scaled to a maximum of ``1/sqrt(fan_in)`` (top-k
+        masks over a pretrained network start as magnitude pruning).  The generator is
+        drawn from in every case, so the next layer's draw does not depend on this choice.
+        """
+        bound = 1.0 / math.sqrt(self.fan_in)
+        uniform = (torch.rand(self.mask_shape, generator=generator, dtype=torch.float32) * 2 - 1) * bound
+        if self.score_init == "kaiming-uniform":
+            return uniform
+        if self.score_init == "constant":
+            return torch.full(self.mask_shape, CONSTANT_SCORE, dtype=torch.float32)
+        if self.score_init == "zeros":
+            return torch.zeros(self.mask_shape, dtype=torch.float32)
+        magnitude = self.weight.detach().abs().to("cpu", torch.float32).reshape(self.mask_shape)
+        top = float(magnitude.max()) if magnitude.numel() else 0.0
+        return magnitude * (bound / top) if top > 0 else torch.zeros(self.mask_shape, dtype=torch.float32)
+
+    def start_task(self, generator: torch.Generator, initial: torch.Tensor | None = None) -> None:
+        """Create the float scores of a new task and select them.
+
+        Scores are drawn on CPU from ``generator`` and then moved; ``initial`` (a tensor of
+        ``mask_shape``, e.g. the mean of the earlier tasks' scores for *transfer*) replaces
+        the drawn values, which are still drawn so later layers get the same numbers.
+        """
+        scores = self.init_scores(generator)
+        if initial is not None:
+            if tuple(initial.shape) != self.mask_shape:
+                raise ConfigError("initial", f"scores of shape {self.mask_shape}", tuple(initial.shape))
+            scores = initial.detach().to("cpu", torch.float32).clone()
+        self.scores = nn.Parameter(scores.to(self.packed.device))
         self._select(("train",))
 
     def score_mask(self) -> torch.Tensor:
@@ -322,11 +370,21 @@ class MaskedLayer(nn.Module):
             return self._cache["mask"]
         raise ConfigError("task", "a selected mask (add_task, set_task or set_alphas)", "no selection")
 
+    def forward_mask(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The mask a forward pass applies: ``mask`` if given, else the wrapping model's explicit one, else the selection."""
+        if mask is not None:
+            return mask
+        if self._override is not None:
+            return self._override
+        return self.effective_mask()
+
     def masked_weight(self, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``W * M`` for an explicit ``mask`` or the current selection (cached while it is fixed).
+        """``W * M`` for an explicit ``mask`` (or the model's override) or the current selection (cached while fixed).
 
         For weight-mask layers, which hold their frozen base weights in the ``weight`` buffer.
         """
+        if mask is None:
+            mask = self._override
         if mask is not None:
             return self.weight * mask
         if not self.cacheable():

@@ -37,13 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from hopfield_masks.backends import create_bank, open_bank
 
-from .. import __version__
+from ..config import ModelConfig
 from ..errors import ConfigError, SupSupError
-from ..models import build_model
+from ..models import SupSupNet
 from .engines import make_engine
 from .evaluation import gg_accuracy_of_masks
 from .jobs import TaskOutcome, TrainingSetup
@@ -209,8 +208,14 @@ def _settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
     bench = dict(metadata.get("benchmark") or {})
     bench.pop("n_tasks", None)  # a resumed run may extend the stream; task i is the same task
     training = metadata.get("training") or {}
-    return {
-        "model": metadata.get("model"),
+    model = metadata.get("model")
+    if isinstance(model, Mapping) and "arch" in model:  # a built-in's config: fields added since have their defaults
+        try:
+            model = ModelConfig.from_dict(dict(model)).to_dict()
+        except ConfigError:
+            pass  # reported as a difference below
+    out = {
+        "model": model,
         "base_fingerprint": metadata.get("base_fingerprint"),
         "benchmark": bench,
         "scenario": training.get("scenario"),
@@ -218,11 +223,16 @@ def _settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
         "drop_last": training.get("drop_last"),
         "device": training.get("device"),
     }
+    if "architecture" in metadata:  # banks written before the architecture was recorded are checked without it
+        out["architecture"] = metadata["architecture"]
+    return out
 
 
 def _differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     out = []
     for key in wanted:
+        if key not in stored and key == "architecture":
+            continue
         a, b = stored.get(key), wanted.get(key)
         if a == b:
             continue
@@ -232,20 +242,22 @@ def _differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[s
                     out.append(f"{key}.{k}: bank has {a.get(k)!r}, this run has {b.get(k)!r}")
         elif key == "base_fingerprint":
             out.append(f"base_fingerprint: bank has {str(a)[:16]}..., this run has {str(b)[:16]}...")
+        elif key == "architecture":
+            from ..persistence import _first_layer_difference
+
+            out.append(f"architecture: {_first_layer_difference(a, b)}")
         else:
             out.append(f"{key}: bank has {a!r}, this run has {b!r}")
     return out
 
 
-def _metadata(setup: TrainingSetup, fingerprint: str, benchmark: Mapping[str, Any], scenario: str, device: str,
+def _metadata(model: Any, setup: TrainingSetup, benchmark: Mapping[str, Any], scenario: str, device: str,
               n_tasks: int, extra: Mapping[str, Any] | None) -> dict[str, Any]:
     """The bank metadata, in the layout :func:`supsup_core.persistence.save_masks` writes."""
+    from ..persistence import model_metadata
+
     return {
-        "producer": "supsup_core",
-        "supsup_core_version": __version__,
-        "torch_version": torch.__version__,
-        "model": dict(setup.model),
-        "base_fingerprint": fingerprint,
+        **model_metadata(model),
         "n_tasks": n_tasks,
         "benchmark": dict(benchmark),
         "training": {
@@ -264,11 +276,15 @@ def _checkpoint_row(model: Any, stream: Any, path: Path, latest: TaskOutcome, ba
     The driver never holds the finished masks (memory O(one task)); reading them back
     from the file also checks what was committed, not a copy in memory.
     """
+    from ..persistence import read_bank_statistics
+
+    norms = {name: norm.num_features for name, norm in model.norm_layers().items()}
     row = {}
     with open_bank(path, "r") as bank:
         for t in range(latest.task):
-            row[t] = gg_accuracy_of_masks(model, stream, t, bank.read_task(str(t)), batch_size)[0]
-    row[latest.task] = gg_accuracy_of_masks(model, stream, latest.task, latest.masks, batch_size)[0]
+            stats = read_bank_statistics(bank, str(t), norms, str(path))
+            row[t] = gg_accuracy_of_masks(model, stream, t, bank.read_task(str(t)), batch_size, stats)[0]
+    row[latest.task] = gg_accuracy_of_masks(model, stream, latest.task, latest.masks, batch_size, latest.statistics)[0]
     return row
 
 
@@ -284,6 +300,8 @@ def train_to_bank(
     on_task: Callable[[TaskProgress], Any] | None = None,
     on_checkpoint: Callable[[int], Any] | None = None,
     batch_callbacks: tuple = (),
+    model: Any = None,
+    stream: Any = None,
 ) -> BankTrainingResult:
     """Train stream tasks into the bank at ``path``, committing each one as it finishes (module docstring).
 
@@ -309,6 +327,13 @@ def train_to_bank(
         ``on_checkpoint(task_count)`` before a checkpoint's evaluation starts.
     batch_callbacks : tuple
         Trainer callbacks (inline engine only, e.g. a per-batch progress bar).
+    model : SupSupNet, optional
+        The wrapped model to train (with no finished tasks), instead of one rebuilt from
+        ``setup.model``: what a module wrapped in Python needs.
+    stream : TaskStream, optional
+        The stream, instead of one rebuilt from ``setup.benchmark`` (a stream of the user's own data).
+        Without rebuildable descriptions, worker processes are forked from this one (Linux), and
+        Ray cannot be used.
 
     Raises
     ------
@@ -318,7 +343,7 @@ def train_to_bank(
         The bank exists without ``resume``/``overwrite``, holds more tasks than ``run.n_tasks``,
         or is not a supsup_core bank.
     """
-    from ..persistence import check_declared_model, stream_from_metadata  # local: persistence imports training-free modules
+    from ..persistence import check_declared_model, stream_from_metadata, write_bank_task  # local: no import cycle
 
     start_time = time.perf_counter()
     path = Path(path)
@@ -326,12 +351,20 @@ def train_to_bank(
         raise ConfigError("setup", "a TrainingSetup", type(setup).__name__)
     if not isinstance(run, BankTrainingConfig):
         raise ConfigError("run", "a BankTrainingConfig", type(run).__name__)
-    stream = stream_from_metadata({"benchmark": dict(setup.benchmark)}, setup.data_dir)
+    if stream is None:
+        stream = stream_from_metadata({"benchmark": dict(setup.benchmark)}, setup.data_dir)
     if run.n_tasks > stream.n_tasks:
         raise ConfigError("--tasks", f"at most the stream's {stream.n_tasks} tasks", run.n_tasks)
-    model = build_model(setup.model_config).to(device)
-    fingerprint = model.base_fingerprint()
-    metadata = _metadata(setup, fingerprint, benchmark, scenario, device, 0, extra_training)
+    if model is None:
+        model = setup.build_model()
+    elif not isinstance(model, SupSupNet) or model.num_tasks or model.spec != setup.model:
+        got = type(model).__name__ if not isinstance(model, SupSupNet) else f"a model with {model.num_tasks} tasks"
+        raise ConfigError("model", "a wrapped model of the setup's description with no finished tasks", got)
+    model = model.to(device)
+    if model.wrap_config.transfer and (run.workers > 1 or run.ray or run.batched > 1 or run.resume):
+        raise ConfigError("transfer", "False with workers, Ray, batched steps or resume (each task starts from the "
+                          "scores of every earlier task: they train one after another, in one run)", True)
+    metadata = _metadata(model, setup, benchmark, scenario, device, 0, extra_training)
 
     gg: dict[int, float] = {}
     rows: dict[int, dict[int, float]] = {}
@@ -351,7 +384,8 @@ def train_to_bank(
             raise ConfigError("--tasks", f"at least the {len(names)} tasks the bank already holds", run.n_tasks)
         if names != [str(i) for i in range(len(names))]:
             raise ConfigError(str(path), f"tasks named 0..{len(names) - 1} in order", names[:5])
-        check_declared_model(setup.model_config, path)  # the stored masks' layers are this model's
+        if setup.model_config is not None:
+            check_declared_model(setup.model_config, path)  # the stored masks' layers are this model's
         with open_bank(path, "r") as bank:
             for name in names:  # every committed task reads back (checksums), one at a time
                 bank.read_task(name)
@@ -369,7 +403,7 @@ def train_to_bank(
     checkpoints = set(run.checkpoints())
     result = BankTrainingResult(str(path), run.n_tasks, gg, rows, start)
     engine = make_engine(run.workers, run.ray, run.ray_address, device=device, callbacks=batch_callbacks, model=model,
-                         batched=run.batched, scenario=scenario)
+                         batched=run.batched, scenario=scenario, stream=stream)
     with engine:
         if start < run.n_tasks:
             engine.prepare()  # an unreachable cluster fails here, before the bank is touched
@@ -391,7 +425,7 @@ def train_to_bank(
             c0 = time.perf_counter()
             metadata["n_tasks"] = t + 1
             with open_bank(path, "a") as bank:
-                bank.write_task(str(t), outcome.masks, attrs=task_attrs)
+                write_bank_task(bank, str(t), outcome.masks, outcome.statistics, attrs=task_attrs)
                 bank.set_metadata(metadata)
             result.commit_seconds[t] = time.perf_counter() - c0
             result.train_seconds[t] = outcome.train_seconds

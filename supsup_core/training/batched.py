@@ -107,7 +107,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..heap import release_free_memory
-from ..layers import FixedLinear, MaskedConv2d, MaskedLinear, UnitMask
 from ..models import SupSupNet, task_seed
 from ..subnet import kept_count, threshold_mask
 from .jobs import TaskOutcome, TaskWorker, TrainingSetup, single_thread
@@ -119,10 +118,6 @@ __all__ = ["BatchedTaskTrainer", "StackedTopKMask", "stacked_mask", "BATCHED_SCE
 BATCHED_SCENARIOS = ("gg", "gnu", "gns", "hopsupsup")
 #: ``kernels`` settings: one kernel per layer for all tasks, or the model's own op per task.
 KERNELS = ("batched", "per-task")
-
-# ATen's CPU bmm multiplies with a naive triple loop (other rounding than the GEMM of
-# F.linear) when rows * inner * cols of one product is below this (bmm_out_or_baddbmm_).
-_BMM_NAIVE_BELOW = 400
 
 
 class StackedTopKMask(torch.autograd.Function):
@@ -217,6 +212,7 @@ class BatchedTaskTrainer:
         scenario: str = "gnu",
         kernels: str = "batched",
         model: SupSupNet | None = None,
+        stream=None,
     ) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError("k", "an integer >= 1 (tasks trained at once)", repr(k))
@@ -232,20 +228,26 @@ class BatchedTaskTrainer:
         self.device = _check_device(device)
         if model is not None and isinstance(model, SupSupNet) and model.device.type != self.device.type:
             raise ConfigError("model", f"a base network on {self.device}", f"one on {model.device}")
-        self._worker = TaskWorker(setup, self.device, model=model)  # validates setup and model; builds stream and model
+        self._worker = TaskWorker(setup, self.device, model=model, stream=stream)  # validates setup and model
         self.setup, self.k, self.scenario, self.kernels = setup, k, scenario, kernels
         self.config, self.stream, self.model = self._worker.config, self._worker.stream, self._worker.model
-        _check_layers(self.model)
+        if self.model.wrap_config.transfer:
+            raise ConfigError("transfer", "False for batched training (each task starts from the earlier tasks' scores)", True)
 
     # ---------------------------------------------------------------- scores
     def start_scores(self, tasks: Sequence[int]) -> list[nn.Parameter]:
-        """One ``(len(tasks), *mask_shape)`` score stack per masked layer; row ``i`` is ``start_scores(model, tasks[i])``."""
+        """One ``(len(tasks), *mask_shape)`` score stack per masked layer; row ``i`` is what ``begin_task(tasks[i])`` draws."""
         rows: list[list[torch.Tensor]] = [[] for _ in self.model.masked_layers()]
         for task in tasks:
-            generator = torch.Generator().manual_seed(task_seed(self.model.config.seed, task))
-            for i, layer in enumerate(self.model.masked_layers().values()):  # layer order, as start_scores draws
+            generator = torch.Generator().manual_seed(task_seed(self.model.wrap_config.seed, task))
+            for i, layer in enumerate(self.model.masked_layers().values()):  # layer order, as begin_task draws
                 rows[i].append(layer.init_scores(generator))
         return [nn.Parameter(torch.stack(r).to(self.device)) for r in rows]  # (K, *mask_shape) each
+
+    def start_statistics(self, n_tasks: int) -> dict[str, torch.Tensor]:
+        """Fresh running statistics ``(K, 2, C)`` of every per-task batch norm (mean 0, variance 1)."""
+        return {name: norm.fresh_statistics().unsqueeze(0).repeat(n_tasks, 1, 1).to(self.device)
+                for name, norm in self.model.norm_layers().items()}
 
     def masks(self, scores: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The float mask stacks of ``scores`` (straight-through), one per masked layer."""
@@ -253,58 +255,28 @@ class BatchedTaskTrainer:
         return [stacked_mask(s, layer.mask_mode, layer.density) for s, layer in zip(scores, layers, strict=True)]
 
     # --------------------------------------------------------------- forward
-    def logits(self, x: torch.Tensor, masks: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Logits ``(K, B, output_size)`` of ``x`` ``(K, B, 1, 28, 28)`` (task ``k``'s batch under mask stack row ``k``).
+    def logits(self, x: torch.Tensor, masks: Sequence[torch.Tensor], statistics: Mapping[str, torch.Tensor] | None = None
+               ) -> torch.Tensor:
+        """Logits ``(K, B, output_size)`` of ``x`` ``(K, B, ...)`` (task ``k``'s batch under mask stack row ``k``).
 
-        Walks the model's layer plan as :meth:`SupSupNet.forward` does, each step for all K tasks.
+        The model's own ``forward`` runs once on the K batches one after another
+        (:meth:`SupSupNet.stacked`); with ``kernels="per-task"`` it runs once per task.
+        ``statistics`` holds the per-task batch norms' ``(K, 2, C)`` running statistics (updated in training).
         """
         model = self.model
-        by_layer = dict(zip(model.masked_layers(), masks, strict=True))
-        h = x  # (K, B, C, H, W); the MLPs' plan starts by flattening
-        for op, name in model._plan:
-            if op == "layer":
-                layer = model.layers[name]
-                h = self._layer(layer, h, by_layer.get(name))
-            elif op == "relu":
-                h = F.relu(h)
-            elif op == "swish":
-                h = F.silu(h)
-            elif op == "pool":
-                h = F.max_pool2d(h.flatten(0, 1), 2).unflatten(0, h.shape[:2])  # (K, B, C, H/2, W/2)
-            else:
-                h = h.flatten(2)  # (K, B, features)
-        return h
-
-    def _layer(self, layer: nn.Module, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """One layer for all K tasks: ``h`` is ``(K, B, ...)``, ``mask`` the layer's ``(K, *mask_shape)`` stack."""
-        per_task = self.kernels == "per-task"
-        if isinstance(layer, MaskedLinear):
-            w = layer.weight * mask  # (K, out, in)
-            return _linear(h, w, per_task)  # (K, B, out)
-        if isinstance(layer, FixedLinear):
-            w = layer.weight.expand(h.shape[0], -1, -1)  # (K, out, in), one copy of the weights
-            return _linear(h, w, per_task)
-        if isinstance(layer, MaskedConv2d):
-            w = layer.weight * mask  # (K, O, C, kh, kw)
-            if per_task:
-                return torch.stack([F.conv2d(h[i], w[i], stride=layer.stride, padding=layer.padding) for i in range(len(w))])
-            n_tasks, batch = h.shape[:2]
-            grouped = h.transpose(0, 1).reshape(batch, n_tasks * h.shape[2], *h.shape[3:])  # (B, K C, H, W)
-            out = F.conv2d(grouped, w.flatten(0, 1), stride=layer.stride, padding=layer.padding, groups=n_tasks)  # (B, K O, H', W')
-            return out.unflatten(1, (n_tasks, w.shape[1])).transpose(0, 1)  # (K, B, O, H', W')
-        if isinstance(layer, UnitMask):
-            n_tasks, batch, units = h.shape
-            if batch < 2:
-                raise ConfigError("x", "batches of at least 2 rows (batch statistics)", f"shape {tuple(h.shape)}")
-            if per_task:
-                normed = torch.stack([F.batch_norm(h[i], None, None, training=True, momentum=0.0, eps=layer.eps)
-                                      for i in range(n_tasks)])  # (K, B, units)
-            else:
-                columns = h.transpose(0, 1).reshape(batch, n_tasks * units)  # (B, K units): statistics per task and unit
-                normed = F.batch_norm(columns, None, None, training=True, momentum=0.0, eps=layer.eps)
-                normed = normed.unflatten(1, (n_tasks, units)).transpose(0, 1)  # (K, B, units)
-            return normed * mask.unsqueeze(1)  # mask (K, 1, units)
-        raise ConfigError("model", "masked/fixed Linear, masked Conv2d and unit-mask layers", type(layer).__name__)
+        names = list(model.masked_layers())
+        statistics = {} if statistics is None else statistics
+        n_tasks = x.shape[0]
+        if self.kernels == "per-task":
+            out = []
+            for i in range(n_tasks):
+                with model.stacked({n: m[i : i + 1] for n, m in zip(names, masks, strict=True)},
+                                   {n: s[i : i + 1] for n, s in statistics.items()}):
+                    out.append(model(x[i]))
+            return torch.stack(out)
+        with model.stacked(dict(zip(names, masks, strict=True)), statistics):
+            logits = model(x.flatten(0, 1))  # (K B, s)
+        return logits.view(n_tasks, -1, logits.shape[-1])
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sum over the K tasks of each task's mean cross-entropy (see the module docstring for why the sum)."""
@@ -346,57 +318,70 @@ class BatchedTaskTrainer:
         tasks = [task for task, _, _ in group]
         start = time.perf_counter() - sum(seconds for _, _, seconds in group)
         scores = self.start_scores(tasks)
+        statistics = self.start_statistics(len(tasks))
         optimizer = ScoreOptimizer(scores, self.config)  # what Trainer steps a single task with
-        n_outputs = self.model.config.output_size
+        n_outputs = self.model.output_size
+        self.model.train()
         for step in zip(*(batches for _, batches, _ in group), strict=True):
             x, y = _stack([b[0] for b in step], self.device), torch.stack([b[1] for b in step])  # (K, B, ...), (K, B)
             _check_labels(y, n_outputs)  # on the CPU labels: no device sync
             y = _to_device(y, self.device)
-            loss = self.loss(self.logits(x, self.masks(scores)), y)
+            loss = self.loss(self.logits(x, self.masks(scores), statistics), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         with torch.no_grad():
             masks = [m.detach() for m in self.masks(scores)]  # (K, *mask_shape) float 0/1 each
             stacks = [(m != 0).cpu().numpy() for m in masks]  # bool, on the host
+            stat_stacks = {name: s.detach().cpu().numpy().astype(np.float32) for name, s in statistics.items()}
         del optimizer, scores
         trained = time.perf_counter()
-        accuracies = self.gg_accuracies(tasks, masks)
+        accuracies = self.gg_accuracies(tasks, masks, statistics)
         evaluated = time.perf_counter()
         names = list(self.model.masked_layers())
         out = []
         for i, (task, (accuracy, n)) in enumerate(zip(tasks, accuracies, strict=True)):
-            own = {name: stack[i].copy() for name, stack in zip(names, stacks, strict=True)}  # own arrays, as take_masks
+            own = {name: stack[i].copy() for name, stack in zip(names, stacks, strict=True)}  # own arrays, as end_task
+            stats = {name: stack[i].copy() for name, stack in stat_stacks.items()}
             # the stack's times, shared by its tasks
-            out.append(TaskOutcome(task, own, accuracy, n, (trained - start) / len(tasks), (evaluated - trained) / len(tasks)))
+            out.append(TaskOutcome(task, own, accuracy, n, (trained - start) / len(tasks), (evaluated - trained) / len(tasks),
+                                   stats))
         return out
 
-    def gg_accuracies(self, tasks: Sequence[int], masks: Sequence[torch.Tensor]) -> list[tuple[float, int]]:
+    def gg_accuracies(self, tasks: Sequence[int], masks: Sequence[torch.Tensor],
+                      statistics: Mapping[str, torch.Tensor] | None = None) -> list[tuple[float, int]]:
         """GG accuracy and test size of each task under its row of the mask stacks, on its own test set.
 
         What :func:`~supsup_core.training.evaluation.gg_accuracy_of_masks` measures, with the test
         batches of tasks of equal test-set sizes stacked as in training (``eval_batch_size`` each).
         """
         batch_size = self.setup.eval_batch_size
+        statistics = {} if statistics is None else statistics
         schedules: dict[tuple[int, ...], list[tuple[int, Iterator]]] = {}
         for row, task in enumerate(tasks):
             batches = self.stream.test_batches(task, batch_size)
             sizes = _batch_sizes(self.stream.test_size(task), batch_size, None, False)  # cached by the line above
             schedules.setdefault(sizes, []).append((row, batches))
         out: list[tuple[float, int]] = [(float("nan"), 0)] * len(tasks)
-        with torch.no_grad():
-            for group in schedules.values():
-                rows = [row for row, _ in group]
-                index = torch.tensor(rows, device=self.device)
-                sub = [m.index_select(0, index) for m in masks]  # (K', *mask_shape)
-                correct = torch.zeros(len(rows), dtype=torch.int64, device=self.device)  # summed on the device: no sync
-                n = 0
-                for step in zip(*(batches for _, batches in group), strict=True):
-                    x, y = _stack([b[0] for b in step], self.device), _stack([b[1] for b in step], self.device)  # (K', B, ...), (K', B)
-                    correct += (self.logits(x, sub).argmax(dim=2) == y).sum(dim=1)
-                    n += y.shape[1]
-                for row, c in zip(rows, correct.tolist(), strict=True):
-                    out[row] = (c / n if n else float("nan"), n)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                for group in schedules.values():
+                    rows = [row for row, _ in group]
+                    index = torch.tensor(rows, device=self.device)
+                    sub = [m.index_select(0, index) for m in masks]  # (K', *mask_shape)
+                    sub_stats = {name: s.index_select(0, index) for name, s in statistics.items()}
+                    correct = torch.zeros(len(rows), dtype=torch.int64, device=self.device)  # summed on the device
+                    n = 0
+                    for step in zip(*(batches for _, batches in group), strict=True):
+                        x, y = _stack([b[0] for b in step], self.device), _stack([b[1] for b in step], self.device)
+                        correct += (self.logits(x, sub, sub_stats).argmax(dim=2) == y).sum(dim=1)
+                        n += y.shape[1]
+                    for row, c in zip(rows, correct.tolist(), strict=True):
+                        out[row] = (c / n if n else float("nan"), n)
+        finally:
+            self.model.train(was_training)
         return out
 
     def _check_tasks(self, tasks: Iterable[int]) -> list[int]:
@@ -414,40 +399,6 @@ class BatchedTaskTrainer:
         if len(set(tasks)) != len(tasks):
             raise ConfigError("tasks", "distinct task indices", sorted(t for t in set(tasks) if tasks.count(t) > 1))
         return tasks
-
-
-class _BatchedLinear(torch.autograd.Function):
-    """``y[k] = h[k] @ w[k]^T`` by ``torch.bmm``, differentiated with the products ``F.linear``'s autograd uses.
-
-    ``F.linear(x, W)`` is ``mm(x, W^T)``, and ``mm``'s backward computes the weight's gradient
-    as ``grad^T @ x`` (its rule for a column-major second operand) and the input's as
-    ``grad @ W``.  bmm's own backward would give ``(x^T @ grad)^T`` instead: the same values
-    in a transposed layout, which makes every later elementwise op and the optimiser
-    read the score gradients with strides (about 20 % slower per step on CPU).
-    """
-
-    @staticmethod
-    def forward(ctx, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """``h`` ``(K, B, in)``, ``w`` ``(K, out, in)`` -> ``(K, B, out)``."""
-        ctx.save_for_backward(h, w)
-        return torch.bmm(h, w.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        """``grad @ w`` for ``h`` and ``grad^T @ h`` for ``w`` (contiguous ``(K, out, in)``), each only when needed."""
-        h, w = ctx.saved_tensors
-        grad_h = torch.bmm(grad, w) if ctx.needs_input_grad[0] else None  # (K, B, in)
-        grad_w = torch.bmm(grad.transpose(1, 2), h) if ctx.needs_input_grad[1] else None  # (K, out, in)
-        return grad_h, grad_w
-
-
-def _linear(h: torch.Tensor, w: torch.Tensor, per_task: bool) -> torch.Tensor:
-    """``h[k] @ w[k]^T`` for every task: ``h`` ``(K, B, in)``, ``w`` ``(K, out, in)`` -> ``(K, B, out)``."""
-    n_tasks, batch, inner = h.shape
-    naive = h.device.type == "cpu" and batch * inner * w.shape[1] < _BMM_NAIVE_BELOW  # see _BMM_NAIVE_BELOW
-    if per_task or naive:
-        return torch.stack([F.linear(h[i], w[i]) for i in range(n_tasks)])  # the model's own op per task
-    return _BatchedLinear.apply(h, w)  # (K, B, out)
 
 
 def _stack(xs: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -478,17 +429,3 @@ def _check_device(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "'cpu' (no CUDA device is available)", repr(str(device)))
     return device
-
-
-def _check_layers(model: SupSupNet) -> None:
-    """Every layer of the plan has a batched form here (a new layer type must be added before it is batched)."""
-    known = (MaskedLinear, FixedLinear, MaskedConv2d, UnitMask)
-    unknown = sorted({type(layer).__name__ for layer in model.layers.values() if not isinstance(layer, known)})
-    if unknown:
-        raise ConfigError(
-            "model", f"{model.config.arch!r} made of {[c.__name__ for c in known]} layers (what is batched)",
-            f"layers {unknown}",
-        )
-    ops = {op for op, _ in model._plan} - {"layer", "relu", "swish", "pool", "flatten"}
-    if ops:
-        raise ConfigError("model", "a plan of layer, relu, swish, pool and flatten steps", sorted(ops))

@@ -73,12 +73,12 @@ class InlineEngine(Engine):
     ``callbacks`` are attached to every task's trainer (e.g. a per-batch progress bar).
     """
 
-    def __init__(self, device: str = "cpu", callbacks: tuple = (), model: Any = None) -> None:
-        self.device, self.callbacks, self.model = device, tuple(callbacks), model
+    def __init__(self, device: str = "cpu", callbacks: tuple = (), model: Any = None, stream: Any = None) -> None:
+        self.device, self.callbacks, self.model, self.stream = device, tuple(callbacks), model, stream
 
     def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
-        """Train each task in turn (on ``model`` when one was given: see :class:`TaskWorker`)."""
-        worker = TaskWorker(setup, self.device, self.callbacks, self.model)
+        """Train each task in turn (on ``model`` and ``stream`` when given: see :class:`TaskWorker`)."""
+        worker = TaskWorker(setup, self.device, self.callbacks, self.model, self.stream)
         for task in tasks:
             yield worker.run(int(task))
 
@@ -162,7 +162,7 @@ class ProcessEngine(Engine):
     """
 
     def __init__(self, workers: int, callbacks: tuple = (), *, driver_trains: bool = True, model: Any = None,
-                 start_method: str | None = None) -> None:
+                 start_method: str | None = None, stream: Any = None) -> None:
         self.workers = _check_workers(workers)
         if start_method not in (None, "fork", "spawn"):
             raise ConfigError("start_method", "'fork', 'spawn' or None", start_method)
@@ -171,7 +171,7 @@ class ProcessEngine(Engine):
             raise ConfigError("workers", "an integer >= 2 when the driver trains too (one worker trains inline)", workers)
         if not isinstance(driver_trains, bool):
             raise ConfigError("driver_trains", "a bool", driver_trains)
-        self.callbacks, self.driver_trains, self.model = tuple(callbacks), driver_trains, model
+        self.callbacks, self.driver_trains, self.model, self.stream = tuple(callbacks), driver_trains, model, stream
         self.trained_by: dict[int, str] = {}
         self._pool = None
 
@@ -180,10 +180,11 @@ class ProcessEngine(Engine):
         method = self.start_method or default_start_method()
         children = self.workers - 1 if self.driver_trains else self.workers
         self.trained_by = {}
-        local = TaskWorker(setup, "cpu", self.callbacks, self.model)
+        local = TaskWorker(setup, "cpu", self.callbacks, self.model, self.stream)
         if method == "fork":
             initializer, initargs = _process_adopt, (local,)
         else:
+            check_rebuildable(setup, self.stream, "spawned worker processes")
             initializer, initargs = _process_init, (setup.to_dict(),)
         self._pool = multiprocessing.get_context(method).Pool(children, initializer=initializer, initargs=initargs)
         pool = self._pool
@@ -240,16 +241,16 @@ class BatchedEngine(Engine):
     and BNNet models the batched kernels may round differently (see :mod:`.batched`).
     """
 
-    def __init__(self, k: int, device: str = "cpu", scenario: str = "gnu", model: Any = None) -> None:
+    def __init__(self, k: int, device: str = "cpu", scenario: str = "gnu", model: Any = None, stream: Any = None) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError("--batched", "an integer >= 1 (tasks per batched step)", k)
-        self.k, self.device, self.scenario, self.model = k, device, scenario, model
+        self.k, self.device, self.scenario, self.model, self.stream = k, device, scenario, model, stream
 
     def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
         """Train ``k`` tasks per stack; yield them in order."""
         from .batched import BatchedTaskTrainer  # local: only this engine needs it
 
-        trainer = BatchedTaskTrainer(setup, self.k, self.device, scenario=self.scenario, model=self.model)
+        trainer = BatchedTaskTrainer(setup, self.k, self.device, scenario=self.scenario, model=self.model, stream=self.stream)
         yield from trainer.outcomes([int(t) for t in tasks])
 
 
@@ -276,8 +277,9 @@ class RayEngine(Engine):
         Seconds to wait for a cluster at ``address`` before giving up.
     """
 
-    def __init__(self, workers: int, address: str | None = None, connect_timeout: float = 30.0) -> None:
+    def __init__(self, workers: int, address: str | None = None, connect_timeout: float = 30.0, stream: Any = None) -> None:
         self.workers = _check_workers(workers)
+        self.stream = stream
         if address is not None and (not isinstance(address, str) or not address.strip()):
             raise ConfigError("--ray", "a cluster address such as ray://host:10001 or host:6379", repr(address))
         if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) or connect_timeout <= 0:
@@ -329,6 +331,7 @@ class RayEngine(Engine):
 
     def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
         """Run tasks on the actors round-robin, up to ``2 workers + 1`` submitted ahead."""
+        check_rebuildable(setup, self.stream, "Ray actors")
         ray = self._connect()
         actor_cls = ray.remote(num_cpus=1)(_RayTaskActor)
         self._actors = [actor_cls.remote(setup.to_dict()) for _ in range(self.workers)]
@@ -368,24 +371,38 @@ class _RayTaskActor:
 
 def make_engine(
     workers: int = 1, ray: bool = False, address: str | None = None, *, device: str = "cpu", callbacks: tuple = (),
-    model: Any = None, batched: int = 1, scenario: str = "gnu",
+    model: Any = None, batched: int = 1, scenario: str = "gnu", stream: Any = None,
 ) -> Engine:
     """The engine for ``--workers`` / ``--ray`` / ``--batched``: inline for one local worker, else processes, Ray
     or batched steps of ``batched`` tasks on ``device``.
 
-    ``model`` (a base network with no finished tasks) is trained on in this process instead of a new copy.
+    ``model`` (a base network with no finished tasks) and ``stream`` are trained on in this process (and
+    inherited by forked workers) instead of being rebuilt from the setup.
     """
     workers = _check_workers(workers)
     if batched != 1:
         if ray or workers != 1:
             raise ConfigError("--batched", "1 with --workers or --ray (a batched step already fills one device)", batched)
-        return BatchedEngine(batched, device, scenario, model)
+        return BatchedEngine(batched, device, scenario, model, stream)
     if ray:
-        return RayEngine(workers, address)
+        return RayEngine(workers, address, stream=stream)
     if address is not None:
         raise ConfigError("address", "None unless ray=True", repr(address))
     if workers == 1:
-        return InlineEngine(device, callbacks, model)
+        return InlineEngine(device, callbacks, model, stream)
     if device != "cpu":
         raise ConfigError("--workers", "1 on a GPU (worker processes train on CPU)", workers)
-    return ProcessEngine(workers, callbacks, model=model)
+    return ProcessEngine(workers, callbacks, model=model, stream=stream)
+
+
+def check_rebuildable(setup: TrainingSetup, stream: Any, where: str) -> None:
+    """Refuse to send a setup to processes that rebuild it when its model or stream exists only in this process."""
+    from ..models import spec_kind
+
+    if spec_kind(setup.model) == "module":
+        raise ConfigError("model", f"a built-in network or a MODULE:FACTORY for {where} (they rebuild the model; a "
+                          "module wrapped in Python exists only here: use forked workers on Linux, or one worker)",
+                          setup.model.get("module"))
+    if stream is not None and not getattr(stream, "rebuildable", True):
+        raise ConfigError("stream", f"a stream built from a data spec for {where} (they rebuild it from its description)",
+                          type(stream).__name__)

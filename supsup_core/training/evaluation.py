@@ -46,8 +46,10 @@ from ..errors import ConfigError
 from ..heap import release_free_memory
 from ..inference import METHODS, OBJECTIVES
 from ..inference.groups import infer_groups
+from ..layers.norm import TaskStatistics
 
-__all__ = ["GGResult", "InferredResult", "evaluate_gg", "gg_accuracy_of_masks", "evaluate_inferred", "PROTOCOLS", "METHODS", "OBJECTIVES"]
+__all__ = ["GGResult", "InferredResult", "evaluate_gg", "gg_accuracy_of_masks", "explicit_state", "evaluate_inferred",
+           "PROTOCOLS", "METHODS", "OBJECTIVES"]
 
 PROTOCOLS = ("first-image", "per-image", "batch")
 _SCENARIOS = ("gnu", "gns")
@@ -239,16 +241,33 @@ def _mask_tensor(mask: Any, device: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(mask, dtype=np.float32)).to(device)
 
 
+def explicit_state(model: Any, masks: Mapping[str, Any], statistics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One task's masks (and per-task batch-norm statistics ``(2, C)`` mean and variance) as the explicit overrides
+    ``model(x, masks=...)`` takes: it then computes exactly what selecting that task computes."""
+    device = _device_of(model)
+    explicit: dict[str, Any] = {name: _mask_tensor(m, device) for name, m in masks.items()}
+    norms = model.norm_layers() if hasattr(model, "norm_layers") else {}
+    if norms:
+        if statistics is None or set(statistics) != set(norms):
+            raise ConfigError("statistics", f"the statistics of the batch norms {list(norms)}", sorted(statistics or {}))
+        for name in norms:
+            stats = _mask_tensor(statistics[name], device)  # (2, C)
+            explicit[name] = TaskStatistics(stats[0], stats[1])
+    return explicit
+
+
 def gg_accuracy_of_masks(
-    model: Any, stream: Any, task: int, masks: Mapping[str, Any], batch_size: int = 128
+    model: Any, stream: Any, task: int, masks: Mapping[str, Any], batch_size: int = 128,
+    statistics: Mapping[str, Any] | None = None,
 ) -> tuple[float, int]:
     """GG accuracy of explicit ``masks`` (``{layer: 0/1 array}``) on stream task ``task``'s test set, and its size.
 
     The model's own finished tasks and selection are not used or changed, so this
     evaluates a mask the model does not hold (a task just trained, or one read from a bank).
+    A model with per-task batch norms also needs the task's ``statistics``.
     """
     device = _device_of(model)
-    explicit = {name: _mask_tensor(m, device) for name, m in masks.items()}
+    explicit = explicit_state(model, masks, statistics)
     was_training = model.training
     model.eval()
     correct, n = 0, 0

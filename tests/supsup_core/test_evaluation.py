@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from supsup_core.config import ModelConfig
-from supsup_core.data import MNISTData, load_mnist, make_stream
+from supsup_core.data import ImageData, load_mnist, make_stream
 from supsup_core.errors import ConfigError
 from supsup_core.models import build_model
 from supsup_core.training import TrainConfig, evaluate_gg, evaluate_inferred, train_stream
@@ -16,7 +16,7 @@ from supsup_core.training import evaluation as evaluation_module
 def _small_stream(n_tasks: int = 3):
     """Permuted MNIST over a quarter of the embedded training images and 200 test images."""
     d = load_mnist()
-    small = MNISTData(d.train_images[::4], d.train_labels[::4], d.test_images[::5], d.test_labels[::5], "test-subset")
+    small = ImageData(d.train_images[::4], d.train_labels[::4], d.test_images[::5], d.test_labels[::5], "test-subset")
     return make_stream("permuted-mnist", n_tasks, small)
 
 

@@ -43,8 +43,8 @@ def _smallest_relu_input(config: ModelConfig, x: torch.Tensor, layout: MaskLayou
     model = build_model(config).double()
     flat = _unflatten_float(layout, state.astype(np.float64))
     masks = {n: torch.from_numpy((m + 1.0) / 2.0) for n, m in flat.items()}
-    z1 = x.double().flatten(1) @ (model.layers["fc1"].weight * masks["fc1"]).T  # (B, h1)
-    z2 = torch.relu(z1) @ (model.layers["fc2"].weight * masks["fc2"]).T  # (B, h2)
+    z1 = x.double().flatten(1) @ (model.module.fc1.weight * masks["fc1"]).T  # (B, h1)
+    z2 = torch.relu(z1) @ (model.module.fc2.weight * masks["fc2"]).T  # (B, h2)
     return float(min(z1.abs().min(), z2.abs().min()))
 
 

@@ -14,7 +14,7 @@ from supsup_core.data.streams import eval_order
 from supsup_core.data import (
     MNIST_MEAN,
     MNIST_STD,
-    MNISTData,
+    ImageData,
     PermutedMNIST,
     RotatedMNIST,
     SplitMNIST,
@@ -32,14 +32,14 @@ N_TRAIN, N_TEST = 50, 23
 
 
 @pytest.fixture(scope="module")
-def toy() -> MNISTData:
+def toy() -> ImageData:
     """Small MNIST-shaped data whose pixel (0, 0) holds the sample index (to trace shuffling)."""
     rng = np.random.default_rng(3)
     train = rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8)
     test = rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8)
     train[:, 0, 0] = np.arange(N_TRAIN)
     test[:, 0, 0] = np.arange(N_TEST)
-    return MNISTData(train, np.arange(N_TRAIN) % 10, test, np.arange(N_TEST) % 10, source="toy")
+    return ImageData(train, np.arange(N_TRAIN) % 10, test, np.arange(N_TEST) % 10, source="toy")
 
 
 def sample_ids(x: torch.Tensor) -> list[int]:
@@ -151,7 +151,7 @@ class TestRotateImages:
     def test_matches_pil_bilinear(self):
         """A 10-degree rotation agrees with PIL's bilinear rotate to within one grey level."""
         image_module = pytest.importorskip("PIL.Image")
-        img = load_mnist().train_images[7]
+        img = load_mnist().train_images[7, 0]
         pil = np.asarray(image_module.fromarray(img).rotate(10, resample=image_module.BILINEAR)).astype(np.float32)
         ours = rotate_images(torch.from_numpy(img.astype(np.float32))[None, None], 10.0)[0, 0].numpy()
         assert np.abs(pil - ours).max() <= 1.0
@@ -292,7 +292,7 @@ class TestRotatedMNIST:
     def test_rotates_before_normalising(self, toy):
         """Task 9 with 10-degree steps equals rot90 of the [0, 1] images, then normalised (black padding)."""
         x = torch.cat([b[0] for b in RotatedMNIST(toy, 10).test_batches(9, 8)])
-        raw = torch.from_numpy(toy.test_images.astype(np.float32) / 255).unsqueeze(1)
+        raw = torch.from_numpy(toy.test_images.astype(np.float32) / 255)  # (n, 1, 28, 28)
         expected = normalize_images(torch.rot90(raw, 1, dims=(2, 3)))[eval_order(N_TEST)]
         torch.testing.assert_close(x, expected, atol=1e-4, rtol=0)
 
@@ -329,8 +329,8 @@ class TestMakeStream:
         assert isinstance(stream, cls) and stream.n_tasks == 2 and stream.output_classes == 10
 
     def test_default_data_is_embedded(self):
-        """Without data the embedded subset is used."""
-        assert make_stream("split-mnist", 1).data.source.startswith("embedded")
+        """Without data the embedded subset (data spec 'mnist') is used."""
+        assert make_stream("split-mnist", 1).data.source == "mnist"
 
     @pytest.mark.parametrize(("name", "n_tasks", "argument"), [("mnist", 2, "name"), ("split-mnist", 6, "n_tasks"),
                                                                ("split-mnist", 0, "n_tasks"),

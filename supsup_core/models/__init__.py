@@ -1,0 +1,145 @@
+"""The built-in networks, and every way to get a SupSup model: built-in, a user's factory, or a bank's description.
+
+The built-ins are plain PyTorch modules (:mod:`.mnist`, :mod:`.resnet`) passed through
+:func:`~supsup_core.wrap.wrap` like any user's module; :func:`build_model` does both
+from a :class:`~supsup_core.config.ModelConfig`.
+
+Base weights are drawn on CPU from ``torch.Generator().manual_seed(seed)`` in layer
+order and only then moved to the device, so every machine and device gets
+bit-identical weights; they are buffers, never parameters.  Task ``t``'s scores
+come from a generator seeded with ``(seed, t)``.
+
+Examples
+--------
+>>> import torch
+>>> model = build_model(ModelConfig(arch="lenet", hidden=(8, 4), output_size=5))
+>>> model.add_task(), model.finish_task(), model.num_tasks
+(0, 0, 1)
+>>> model(torch.zeros(2, 1, 28, 28)).shape
+torch.Size([2, 5])
+>>> sorted(model.export_masks(0))
+['fc1', 'fc2', 'fc3']
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+from ..wrap import SupSupNet, WrapConfig, task_seed, wrap
+from .mnist import MLP, BNNet, ConvNet
+from .resnet import GEMResNet18, ResNet, resnet18, resnet50
+
+__all__ = [
+    "SupSupNet",
+    "build_model",
+    "plain_model",
+    "task_seed",
+    "load_factory",
+    "factory_model",
+    "model_from_spec",
+    "spec_kind",
+    "MLP",
+    "BNNet",
+    "ConvNet",
+    "GEMResNet18",
+    "ResNet",
+    "resnet18",
+    "resnet50",
+]
+
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def plain_model(config: ModelConfig) -> nn.Module:
+    """The unwrapped built-in network of ``config`` (PyTorch's default init; :func:`build_model` replaces it)."""
+    if not isinstance(config, ModelConfig):
+        raise ConfigError("config", "a ModelConfig", type(config).__name__)
+    shape = (config.in_channels, config.image, config.image)
+    widths, s = config.widths, config.output_size
+    if config.arch in ("lenet", "fc1024"):
+        return MLP(widths, s, shape)
+    if config.arch == "bnnet":
+        return BNNet(widths, s, shape)
+    if config.arch == "conv":
+        return ConvNet(widths, s, shape)
+    if config.arch == "gemresnet18":
+        return GEMResNet18(s, widths[0], shape)
+    return (resnet18 if config.arch == "resnet18" else resnet50)(s, shape)
+
+
+def build_model(config: ModelConfig, device: str | torch.device | None = None) -> SupSupNet:
+    """Build the built-in network of ``config`` wrapped over its seeded base (weights drawn on CPU), on ``device``."""
+    model = wrap(plain_model(config), config.wrap_config(), spec=config.to_dict())
+    return model if device is None else model.to(device)
+
+
+def load_factory(text: str) -> Callable[[], nn.Module]:
+    """The callable named by ``"package.module:function"`` (imported: only ever from what the user typed).
+
+    Raises
+    ------
+    ConfigError
+        Not of that form, the module cannot be imported, or the name is not callable.
+    """
+    if not isinstance(text, str) or not _FACTORY.match(text):
+        raise ConfigError("model", "a built-in name or MODULE:FACTORY such as mypackage.nets:make_net", repr(text))
+    module_name, _, attr = text.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError("model", f"an importable module for {text!r}", f"{type(exc).__name__}: {exc}") from None
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+    if not callable(target):
+        raise ConfigError("model", f"a callable {attr!r} in module {module_name!r}", type(target).__name__)
+    return target
+
+
+def factory_model(factory: str, config: WrapConfig) -> SupSupNet:
+    """Call the user's ``MODULE:FACTORY`` and wrap the module it returns with ``config``."""
+    module = load_factory(factory)()
+    if not isinstance(module, nn.Module):
+        raise ConfigError("model", f"{factory} returning a torch.nn.Module", type(module).__name__)
+    return wrap(module, config, spec={"factory": factory, "wrap": config.to_dict()})
+
+
+def spec_kind(spec: Mapping[str, Any]) -> str:
+    """``"builtin"``, ``"factory"`` or ``"module"``: how a bank's model description can be rebuilt."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError("model", "a JSON object describing the model", type(spec).__name__)
+    if "arch" in spec:
+        return "builtin"
+    return "factory" if "factory" in spec else "module"
+
+
+def model_from_spec(spec: Mapping[str, Any], factory: str | None = None) -> SupSupNet:
+    """Rebuild the model a bank describes: built-ins from their config; a user's model only through ``factory``.
+
+    A bank never makes this toolkit import or run code: for a model made by a factory
+    the caller passes the factory (``--model MODULE:FACTORY`` again), and the bank's
+    fingerprints then decide whether it is the same model.
+
+    Raises
+    ------
+    ConfigError
+        The description is not rebuildable without a factory, or names another factory.
+    """
+    kind = spec_kind(spec)
+    if kind == "builtin":
+        if factory is not None:
+            raise ConfigError("model", f"no MODULE:FACTORY for a bank of the built-in {spec.get('arch')!r}", repr(factory))
+        return build_model(ModelConfig.from_dict(dict(spec)))
+    wrap_config = WrapConfig.from_dict(spec.get("wrap") or {})
+    if factory is None:
+        made = f"made by {spec['factory']!r}" if kind == "factory" else f"a {spec.get('module', 'Python')} module wrapped in Python"
+        hint = f"pass --model {spec['factory']}" if kind == "factory" else "wrap the same module again and load the masks onto it"
+        raise ConfigError("model", f"the model factory that built the bank's model ({hint})", made)
+    return factory_model(factory, wrap_config)
