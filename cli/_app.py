@@ -94,22 +94,28 @@ def _catch_sigterm() -> Any:
         return None
 
 
+#: Library arguments that a command exposes under another option name (library name -> command parameter).
+LIBRARY_TO_OPTION = {"er_sigma": "sparsity", "classes_per_task": "split", "n_tasks": "tasks", "factory": "model"}
+
+
 def _as_cli_message(func: Callable[..., Any], exc: BaseException) -> str:
     """``str(exc)``, with a leading library argument name replaced by the command's option (``budget`` -> ``--budget``).
 
     The libraries name their Python arguments; the user typed an option.  Only
-    arguments that are options of this command are renamed.
+    arguments that are options of this command are renamed (:data:`LIBRARY_TO_OPTION`
+    maps the ones whose option has another name).
     """
     message, argument = str(exc), getattr(exc, "argument", None)
     if not isinstance(argument, str) or not message.startswith(f"{argument}:"):
         return message
+    parameter = LIBRARY_TO_OPTION.get(argument, argument)
     try:
-        hint = typing.get_type_hints(func, include_extras=True).get(argument)
+        hint = typing.get_type_hints(func, include_extras=True).get(parameter)
     except Exception:  # pragma: no cover - unresolvable annotations: keep the library's wording
         return message
     if not any(isinstance(info, typer.models.OptionInfo) for info in getattr(hint, "__metadata__", ())):
         return message
-    return "--" + argument.replace("_", "-") + message[len(argument) :]
+    return "--" + parameter.replace("_", "-") + message[len(argument) :]
 
 
 def _version_callback(value: bool) -> None:

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import app, console, err_console, guarded
-from .train import _choice, resolve_device
+from .train import _choice, _data_spec, resolve_device
 
 __all__ = ["evaluate"]
 
@@ -53,9 +53,13 @@ def evaluate(
         bool, typer.Option("--task-inference/--no-task-inference", help="Measure single-image task inference per image.")
     ] = True,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    data: Annotated[str | None, typer.Option("--data", help="The bank's data from where it is here, as a data spec "
+                                             "(default: the source recorded in the bank).")] = None,
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="MNIST IDX folder (default: the source recorded in the bank).")
+        Path | None, typer.Option("--data-dir", help="MNIST IDX folder (the same as --data idx:PATH).")
     ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="MODULE:FACTORY that built the bank's model, for banks of "
+                                              "a model of yours (a bank never makes supsup-store import code).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Evaluate the masks of a bank: GG accuracy, inferred-task accuracy and task-inference accuracy per task."""
@@ -71,28 +75,29 @@ def evaluate(
     _choice("--scenario", scenario, ("auto", "gnu", "gns"))
     dev = resolve_device(device)
     metadata = read_bank_metadata(path)
-    stream = stream_from_metadata(metadata, data_dir)  # first: the data's parsing temporaries are gone before the masks load
-    model, metadata = load_model(path, device=dev)
-    check_objective(objective, stream.output_classes, model.output_size)  # before any evaluation
+    spec = None if data is None and data_dir is None else _data_spec(data, data_dir)
+    stream = stream_from_metadata(metadata, spec)  # first: the data's parsing temporaries are gone before the masks load
+    net, metadata = load_model(path, device=dev, factory=model)
+    check_objective(objective, stream.output_classes, net.output_size)  # before any evaluation
     training = metadata.get("training") or {}
     nns = training.get("nns")
     task_to_mask = {int(t): int(m) for t, m in nns["task_to_mask"].items()} if nns else None
     if scenario == "auto":
         scenario = "gns" if nns else "gnu"
     if protocol == "auto":
-        protocol = "batch" if model.has_batch_statistics else "first-image"
-    measure = task_inference and not model.has_batch_statistics
+        protocol = "batch" if net.has_batch_statistics else "first-image"
+    measure = task_inference and not net.has_batch_statistics
 
-    n_eval = len(task_to_mask) if task_to_mask is not None else min(model.num_tasks, stream.n_tasks)
+    n_eval = len(task_to_mask) if task_to_mask is not None else min(net.num_tasks, stream.n_tasks)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         bar = progress.add_task("GG (task given)", total=n_eval)
-        gg = evaluate_gg(model, stream, task_to_mask=task_to_mask, batch_size=batch_size,
+        gg = evaluate_gg(net, stream, task_to_mask=task_to_mask, batch_size=batch_size,
                          progress=lambda n: progress.advance(bar, n))
         progress.reset(bar, total=n_eval, description=f"{scenario.upper()} ({method}, {protocol})")
         inferred = evaluate_inferred(
-            model, stream, method=method, objective=objective, protocol=protocol, scenario=scenario,
+            net, stream, method=method, objective=objective, protocol=protocol, scenario=scenario,
             task_to_mask=task_to_mask, batch_size=batch_size, measure_task_inference=measure,
             progress=lambda n: progress.advance(bar, n),
         )
@@ -103,7 +108,7 @@ def evaluate(
         payload = {
             "path": str(path),
             "device": dev,
-            "n_masks": model.num_tasks,
+            "n_masks": net.num_tasks,
             "benchmark": metadata.get("benchmark"),
             "gg": gg.to_dict(),
             "inferred": inferred.to_dict(),
@@ -119,7 +124,8 @@ def evaluate(
     if stored:
         columns["GG at training"] = stored
     bench = metadata.get("benchmark", {})
-    console.print(results_table(columns, title=f"{path.name}: {bench.get('stream')} × {stream.n_tasks}, {model.config.arch}"))
+    name = net.config.arch if net.config is not None else (model or "model")
+    console.print(results_table(columns, title=f"{path.name}: {bench.get('stream')} × {stream.n_tasks}, {name}"))
     line = f"GG {100 * gg.mean_accuracy:.2f}%  {label} {100 * inferred.mean_accuracy:.2f}%"
     if inferred.task_inference_accuracy:
         line += f"  single-image task inference {100 * inferred.mean_task_inference_accuracy:.2f}%"

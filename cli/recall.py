@@ -52,7 +52,9 @@ def recall(
     restarts: Annotated[int, typer.Option("--restarts", help="dynamics/score-descent, guided: this many extra recalls per task from the cue with 20% of its signs flipped; the lowest objective wins.")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of cues, sweep orders and the adaptation/evaluation split.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="MNIST IDX folder, if the bank was trained on one.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="The bank's data from where it is here, as a data spec (default: the source recorded in the bank).")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="MNIST IDX folder (the same as --data idx:PATH).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="MODULE:FACTORY that built the bank's model, for banks of a model of yours.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Recall every task's mask from the bank's reservoir and print bits wrong and accuracies per task."""
@@ -63,7 +65,7 @@ def recall(
     from supsup_core.recaller import EncodeSettings, RecallConfig, Recaller
 
     from ._parsing import options_named, parse_key_units
-    from .train import resolve_device
+    from .train import _data_spec, resolve_device
 
     # 1. parse and validate everything before writing anything
     parse_budget(budget, name="--budget")
@@ -74,9 +76,10 @@ def recall(
     encode = EncodeSettings(rule=rule, dtype=dtype, key_units=parse_key_units(key_units))
 
     # 2. open bank, model, data and reservoir (encoded now if missing; refused when stale)
+    spec = None if data is None and data_dir is None else _data_spec(data, data_dir)
     with options_named():
-        recaller = Recaller(bank, budget, config, device=resolve_device(device), data_dir=data_dir,
-                            encode_missing=encode)
+        recaller = Recaller(bank, budget, config, device=resolve_device(device), data_dir=spec,
+                            encode_missing=encode, factory=model)
     if recaller.encoded is not None and not as_json:
         err_console.print(f"No reservoir for {budget} in {bank}: encoded one.", highlight=False)
         console.print(encode_table(recaller.encoded))

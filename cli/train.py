@@ -1,7 +1,8 @@
-"""``supsup-store train``: learn one supermask per task of an MNIST benchmark and save them to a mask bank.
+"""``supsup-store train``: learn one supermask per task of any data and save them to a mask bank.
 
-A thin forwarder: it resolves the options into a stream
-(:func:`supsup_core.data.make_stream`), a model config and a
+A thin forwarder: it resolves the options into data (:func:`supsup_core.data.load_data`), a
+stream (:func:`supsup_core.data.benchmark_stream`), a wrapped model (a built-in network or the
+user's ``MODULE:FACTORY``) and a
 :class:`~supsup_core.training.TrainConfig` preset, runs
 :func:`~supsup_core.training.train_to_bank` (every task committed to the bank as it
 finishes; ``--resume`` continues; ``--workers``/``--ray`` train tasks in parallel) or,
@@ -21,10 +22,11 @@ import typer
 
 from ._app import app, console, err_console, guarded
 
-__all__ = ["train", "resolve_device", "default_output_size", "BENCHMARKS", "MODELS", "TRAIN_SCENARIOS", "BACKENDS"]
+__all__ = ["train", "resolve_device", "default_output_size", "BENCHMARKS", "MODELS", "TRAIN_SCENARIOS", "BACKENDS",
+           "parse_split"]
 
-BENCHMARKS = ("permuted-mnist", "rotated-mnist", "split-mnist")
-MODELS = ("lenet", "fc1024", "bnnet")
+BENCHMARKS = ("auto", "permuted", "rotated", "split", "permuted-mnist", "rotated-mnist", "split-mnist")
+MODELS = ("lenet", "fc1024", "bnnet", "conv", "gemresnet18", "resnet18", "resnet50")
 TRAIN_SCENARIOS = ("auto", "gg", "gnu", "gns", "nns", "hopsupsup")
 BACKENDS = ("hdf5-packed", "hdf5-sparse", "hdf5-entropy")
 _DEFAULT_BACKEND = "hdf5-packed"
@@ -54,8 +56,26 @@ def resolve_device(device: str) -> str:
 
 
 def default_output_size(benchmark: str, model: str) -> int:
-    """Outputs ``s``: 10 for split-mnist and BNNet (unshared 10-way labels), else 100 (superfluous neurons, §3.3)."""
+    """Outputs ``s`` of the paper's MNIST runs: 10 for split-mnist and BNNet (unshared 10-way labels), else 100."""
     return 10 if benchmark == "split-mnist" or model == "bnnet" else 100
+
+
+def parse_split(text: str | None) -> tuple[int | None, str | None]:
+    """``--split CLASSES[:ORDER]`` as (classes per task, class order).
+
+    Examples
+    --------
+    >>> parse_split("5:seeded"), parse_split("2"), parse_split(None)
+    ((5, 'seeded'), (2, None), (None, None))
+    """
+    from supsup_core.errors import ConfigError
+
+    if text is None:
+        return None, None
+    count, _, order = text.partition(":")
+    if not count.isdigit() or int(count) < 1 or (order and order not in ("sorted", "seeded")):
+        raise ConfigError("--split", "CLASSES[:ORDER], e.g. 5 or 5:seeded (ORDER sorted or seeded)", repr(text))
+    return int(count), order or None
 
 
 def _resumed_backend(out: Path, backend: str | None) -> str:
@@ -94,32 +114,93 @@ def _parse_hidden(text: str | None) -> tuple[int, ...] | None:
         raise ConfigError("--hidden", "comma-separated widths such as 300,100", repr(text)) from None
 
 
+def _data_spec(data: str | None, data_dir: Path | None) -> str:
+    """The data spec of ``--data`` or the legacy ``--data-dir`` (an MNIST IDX folder)."""
+    from supsup_core.errors import ConfigError
+
+    if data is not None and data_dir is not None:
+        raise ConfigError("--data-dir", "no --data-dir with --data (use --data idx:PATH)", str(data_dir))
+    if data_dir is not None:
+        return f"idx:{data_dir}"
+    return "mnist" if data is None else data
+
+
+def _build_model(model: str, data: Any, stream: Any, scenario: str, *, output_size: int | None, seed: int,
+                 hidden: str | None, sparsity: float | None, transfer: bool, batchnorm: str, base: str) -> Any:
+    """The wrapped model ``--model`` names: a built-in network shaped for the data, or a user's MODULE:FACTORY."""
+    from supsup_core.config import ModelConfig
+    from supsup_core.errors import ConfigError
+    from supsup_core.models import build_model, default_output_size, factory_model
+    from supsup_core.wrap import WrapConfig
+
+    mask_mode = "topk" if sparsity is not None else "threshold"
+    if ":" in model:
+        if hidden is not None:
+            raise ConfigError("--hidden", "no --hidden with a MODULE:FACTORY model (the factory sets its widths)", hidden)
+        config = WrapConfig(base=base, seed=seed, mask_mode=mask_mode, er_sigma=sparsity, batchnorm=batchnorm,
+                            transfer=transfer, masks="units" if scenario == "hopsupsup" else "weights")
+        return factory_model(model, config)
+    _choice("--model", model, MODELS)
+    if base != "seed":
+        raise ConfigError("--base", "seed for a built-in network (its weights are drawn from --seed)", repr(base))
+    channels, height, width = data.image_shape if hasattr(data, "image_shape") else (3, 224, 224)
+    if height != width:
+        raise ConfigError("--data", f"square images for the built-in {model!r} (use MODULE:FACTORY for others)",
+                          f"{height}x{width}")
+    size = output_size if output_size is not None else default_output_size(model, stream.output_classes, scenario)
+    config = ModelConfig(arch=model, output_size=size, seed=seed, hidden=_parse_hidden(hidden), mask_mode=mask_mode,
+                         er_sigma=sparsity, in_channels=channels, image=height, in_features=channels * height * width,
+                         batchnorm=batchnorm, transfer=transfer)
+    return build_model(config)
+
+
 @app.command("train")
 @guarded
 def train(
     out: Annotated[Path, typer.Option("--out", help="Mask bank file to write (HDF5).")],
-    benchmark: Annotated[str, typer.Option("--benchmark", help="permuted-mnist, rotated-mnist or split-mnist.")] = (
-        "permuted-mnist"
-    ),
-    model: Annotated[str, typer.Option("--model", help="lenet, fc1024 or bnnet.")] = "lenet",
-    tasks: Annotated[int | None, typer.Option("--tasks", min=1, help="Number of tasks (default 10; 5 for split-mnist).")] = None,
+    model: Annotated[str, typer.Option("--model", help="lenet, fc1024, bnnet, conv, gemresnet18, resnet18, resnet50, or "
+                                       "MODULE:FACTORY: a function of yours returning an nn.Module to wrap.")] = "lenet",
+    data: Annotated[str | None, typer.Option("--data", help="mnist (the embedded subset, default), mnist-full, digits, "
+                                             "cifar10:PATH, cifar100:PATH, imagefolder:PATH or idx:PATH; SPEC@CxHxW pads "
+                                             "and repeats channels to fit a model (digits@3x32x32).")] = None,
+    benchmark: Annotated[str, typer.Option("--benchmark", help="auto, permuted, rotated or split (the -mnist names: the "
+                                           "paper's MNIST streams). auto: split for --split, CIFAR, digits and image "
+                                           "folders, else permuted-mnist.")] = "auto",
+    split: Annotated[str | None, typer.Option("--split", help="Class-incremental tasks: CLASSES[:ORDER], ORDER sorted or "
+                                              "seeded (the reference's order, seeded by --stream-seed) [default: 5:seeded "
+                                              "for CIFAR-100, 10:seeded for image folders, else 2:sorted].")] = None,
+    tasks: Annotated[int | None, typer.Option("--tasks", min=1, help="Number of tasks (default: 10; every class group "
+                                              "for split; 5 for split-mnist).")] = None,
     scenario: Annotated[
-        str, typer.Option("--scenario", help="auto, gg, gnu, gns, nns or hopsupsup (auto: hopsupsup for bnnet, else gnu).")
+        str, typer.Option("--scenario", help="auto, gg, gnu, gns, nns or hopsupsup (auto: hopsupsup for bnnet; gg for the "
+                          "ResNets and relabelled class splits; else gnu).")
     ] = "auto",
+    sparsity: Annotated[float | None, typer.Option("--sparsity", help="Top-k masks with the paper's Erdős–Rényi sparsity "
+                                                   "sigma (1 to 32: larger is denser) [default: threshold masks].")] = None,
+    transfer: Annotated[bool, typer.Option("--transfer", help="Start each task's scores at the mean of the earlier tasks' "
+                                           "(SupSup Transfer; tasks then train one after another).")] = False,
+    batchnorm: Annotated[str, typer.Option("--batchnorm", help="BatchNorm of the ResNets and of factory models: task "
+                                           "(running statistics per task, the reference's) or batch.")] = "task",
+    base: Annotated[str, typer.Option("--base", help="MODULE:FACTORY models: seed (weights drawn from --seed) or "
+                                      "pretrained (the module's own weights, frozen).")] = "seed",
+    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Random crop (padding 4) and flip of the "
+                                                 "training images [default: on for CIFAR].")] = None,
     batches_per_task: Annotated[
         int | None, typer.Option("--batches-per-task", min=0, help="Optimiser steps per task (default: the scenario's; 0 = one epoch).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the base network, the scores and the data order.")] = 0,
-    stream_seed: Annotated[int, typer.Option("--stream-seed", help="Permutation seed (task i uses i + seed).")] = 1,
+    stream_seed: Annotated[int | None, typer.Option("--stream-seed", help="Permutation seed (task i uses i + seed; "
+                                                    "default 1), or the class-order seed of a seeded split (default: "
+                                                    "--seed; 1 for image folders).")] = None,
     output_size: Annotated[
-        int | None, typer.Option("--output-size", help="Outputs s (default 100; 10 for split-mnist and bnnet).")
+        int | None, typer.Option("--output-size", help="Outputs s (default: the classes for gg and hopsupsup, else 100).")
     ] = None,
     hidden: Annotated[str | None, typer.Option("--hidden", help="Hidden widths, e.g. 300,100 (default: the model's).")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the scenario's).")] = None,
     decision_every: Annotated[int, typer.Option("--decision-every", min=1, help="NNs: batches between decisions.")] = 100,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder of MNIST IDX files (default: the embedded 5k subset).")
+        Path | None, typer.Option("--data-dir", help="Folder of MNIST IDX files (the same as --data idx:PATH).")
     ] = None,
     backend: Annotated[
         str | None,
@@ -146,23 +227,28 @@ def train(
         str | None, typer.Option("--ray-address", help="An existing Ray cluster, e.g. ray://head:10001 (implies --ray).")
     ] = None,
 ) -> None:
-    """Train one supermask per task and save them, with the benchmark's description, to a mask bank."""
+    """Train one supermask per task on any data and save them, with the benchmark's description, to a mask bank."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hopfield_masks._files import check_output_file
-    from supsup_core.config import ModelConfig
-    from supsup_core.data import load_mnist, make_stream
+    from supsup_core.data import Augment, ImageFolderData, benchmark_stream, load_data, parse_data_spec
     from supsup_core.errors import ConfigError
-    from supsup_core.models import build_model
+    from supsup_core.models import default_scenario
     from supsup_core.persistence import benchmark_metadata, save_masks
     from supsup_core.training import BankTrainingConfig, TrainConfig, evaluate_inferred, results_table, train_nns
     from supsup_core.training.nns import nns_batches
 
     _choice("--benchmark", benchmark, BENCHMARKS)
-    _choice("--model", model, MODELS)
     _choice("--scenario", scenario, TRAIN_SCENARIOS)
+    _choice("--batchnorm", batchnorm, ("task", "batch"))
+    _choice("--base", base, ("seed", "pretrained"))
     if backend is not None:
         _choice("--backend", backend, BACKENDS)
+    per_task_classes, order = parse_split(split)
+    spec = _data_spec(data, data_dir)
+    kind = parse_data_spec(spec.split("@", 1)[0])[0]
+    if ":" not in model:
+        _choice("--model", model, MODELS)
     if resume and not out.is_file():
         raise ConfigError("--resume", "an existing bank at --out to continue", f"{out} (no such file)")
     backend = _resumed_backend(out, backend) if resume else (backend or _DEFAULT_BACKEND)
@@ -172,8 +258,11 @@ def train(
         raise ConfigError("--out", "a file in an existing folder", f"{out} (folder {out.parent} does not exist)")
     check_output_file(out, overwrite=overwrite or resume, argument="--out")  # folder/special file, writable folder, free space
     dev = resolve_device(device)
-    if scenario == "auto":
-        scenario = "hopsupsup" if model == "bnnet" else "gnu"
+    if benchmark == "auto":
+        split_data = kind in ("cifar10", "cifar100", "digits", "imagefolder") or per_task_classes is not None
+        benchmark = "split" if split_data else "permuted-mnist"
+    if benchmark == "split-mnist" and per_task_classes is not None:
+        raise ConfigError("--split", "no --split with split-mnist (its five digit pairs are fixed)", split)
     use_ray = ray or ray_address is not None
     if scenario == "nns" and (resume or workers > 1 or batched > 1 or use_ray or eval_at is not None or full_matrix):
         raise ConfigError(
@@ -184,16 +273,27 @@ def train(
         from supsup_core.training.engines import import_ray
 
         import_ray()  # a missing extra fails now, with the install command
-    n_tasks = tasks if tasks is not None else (5 if benchmark == "split-mnist" else 10)
+    loaded = load_data(spec)
+    if augment is None:
+        augment = kind in ("cifar10", "cifar100")
+    if augment and isinstance(loaded, ImageFolderData):
+        augment = False  # an image folder's training transform already crops and flips
+    if stream_seed is None:
+        stream_seed = (1 if isinstance(loaded, ImageFolderData) else seed) if benchmark == "split" else 1
+    stream = benchmark_stream(loaded, benchmark, tasks, classes_per_task=per_task_classes, order=order, seed=stream_seed,
+                              augment=Augment() if augment else None)
+    arch = None if ":" in model else model
+    if scenario == "auto":
+        scenario = default_scenario(arch, stream.name, bool(getattr(stream, "relabel", False)))
+    n_tasks = stream.n_tasks
     overrides: dict[str, Any] = {"seed": seed}
     if batches_per_task is not None:
         overrides["batches_per_task"] = None if batches_per_task == 0 else batches_per_task
     if lr is not None:
         overrides["lr"] = lr
     config = TrainConfig.for_scenario(scenario, **overrides)
-    stream = make_stream(benchmark, n_tasks, load_mnist(data_dir), seed=stream_seed)
-    size = output_size if output_size is not None else default_output_size(benchmark, model)
-    model_config = ModelConfig(arch=model, output_size=size, seed=seed, hidden=_parse_hidden(hidden))
+    net = _build_model(model, loaded, stream, scenario, output_size=output_size, seed=seed, hidden=hidden,
+                       sparsity=sparsity, transfer=transfer, batchnorm=batchnorm, base=base)
     per_task = config.batches_per_task or -(-stream.train_size(0) // config.batch_size)
     if scenario != "nns":
         run = BankTrainingConfig(
@@ -201,13 +301,13 @@ def train(
             ray=use_ray, ray_address=ray_address, resume=resume, overwrite=overwrite, backend=backend,
             batched=batched,
         )
-        _train_into_bank(out, stream, model_config, config, run, scenario, dev, data_dir, seed, per_task)
+        _train_into_bank(out, stream, net, config, run, scenario, dev, seed, per_task)
         return
 
-    net = build_model(model_config).to(dev)
+    net = net.to(dev)
     err_console.print(
-        f"Training {n_tasks} × {per_task} batches: {model} (s = {size}) on {benchmark}, scenario {scenario}, "
-        f"{config.optimizer} lr {config.lr:g}, device {dev}",
+        f"Training {n_tasks} × {per_task} batches: {model} (s = {net.output_size}) on {stream.name} ({spec}), "
+        f"scenario {scenario}, {config.optimizer} lr {config.lr:g}, device {dev}",
         highlight=False,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -241,21 +341,16 @@ def train(
 
 
 def _train_into_bank(
-    out: Path, stream: Any, model_config: Any, config: Any, run: Any, scenario: str, dev: str,
-    data_dir: Path | None, seed: int, per_task: int,
+    out: Path, stream: Any, net: Any, config: Any, run: Any, scenario: str, dev: str, seed: int, per_task: int,
 ) -> None:
     """GG/GNu/GNs/HopSupSup: :func:`~supsup_core.training.train_to_bank` under a task-level progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from supsup_core.models import build_model
     from supsup_core.persistence import benchmark_metadata
     from supsup_core.training import AccuracyMatrix, TrainingSetup, accuracy_table, results_table, train_to_bank
 
-    drop_last = build_model(model_config).has_batch_statistics  # a 1-image batch has no batch statistics
-    setup = TrainingSetup.from_objects(
-        model_config, stream.describe(), config, drop_last=drop_last,
-        data_dir=None if data_dir is None else str(data_dir.resolve()),
-    )
+    drop_last = net.has_batch_statistics  # a 1-image batch has no batch statistics
+    setup = TrainingSetup.from_objects(net, stream.describe(), config, drop_last=drop_last)
     if run.ray:
         engine = f"Ray ({run.ray_address or 'local instance'})"
     elif run.batched > 1:
@@ -264,10 +359,11 @@ def _train_into_bank(
         engine = f"this process and {run.workers - 1} worker process{'es' if run.workers > 2 else ''}"
     else:
         engine = "this process"
+    name = net.config.arch if net.config is not None else net.spec.get("factory", "model")
     err_console.print(
-        f"Training {run.n_tasks} × {per_task} batches: {model_config.arch} (s = {model_config.output_size}) on "
-        f"{stream.name}, scenario {scenario}, {config.optimizer} lr {config.lr:g}, device {dev}, {engine}"
-        + (", resuming" if run.resume else ""),
+        f"Training {run.n_tasks} × {per_task} batches: {name} (s = {net.output_size}) on {stream.name} "
+        f"({stream.describe().get('data_source')}), scenario {scenario}, {config.optimizer} lr {config.lr:g}, "
+        f"device {dev}, {engine}" + (", resuming" if run.resume else ""),
         highlight=False,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"),
@@ -286,7 +382,7 @@ def _train_into_bank(
 
         result = train_to_bank(
             out, setup, run, benchmark=benchmark_metadata(stream, seed), scenario=scenario, device=dev,
-            on_task=on_task, on_checkpoint=on_checkpoint,
+            on_task=on_task, on_checkpoint=on_checkpoint, model=net, stream=stream,
         )
     if run.full_matrix and run.n_tasks <= _TABLE_LIMIT:
         table = accuracy_table(AccuracyMatrix.from_rows([[row[j] for j in range(c)] for c, row in sorted(result.rows.items())]))

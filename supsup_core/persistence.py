@@ -47,7 +47,7 @@ from hopfield_masks.backends import create_bank, open_bank
 
 from . import __version__
 from .config import ModelConfig
-from .errors import BaseNetworkMismatchError, ConfigError
+from .errors import BaseNetworkMismatchError, ConfigError, DataError
 from .heap import release_free_memory
 from .models import SupSupNet, build_model, model_from_spec, spec_kind
 
@@ -179,8 +179,9 @@ def save_masks(
 
 
 def model_metadata(model: SupSupNet) -> dict[str, Any]:
-    """The metadata keys that describe ``model`` (producer, versions, model, architecture, base fingerprint)."""
-    return {
+    """The metadata keys that describe ``model`` (producer, versions, model, architecture, base fingerprint, and its
+    calibrated unknown-task threshold if it has one)."""
+    out = {
         "producer": PRODUCER,
         "supsup_core_version": __version__,
         "torch_version": torch.__version__,
@@ -188,6 +189,9 @@ def model_metadata(model: SupSupNet) -> dict[str, Any]:
         "architecture": model.architecture(),
         "base_fingerprint": model.base_fingerprint(),
     }
+    if model.unknown_threshold is not None:
+        out["unknown_threshold"] = model.unknown_threshold.to_dict()
+    return out
 
 
 #: Attachments holding a task's per-task batch-norm statistics are named this prefix plus the task's name.
@@ -376,6 +380,11 @@ def load_masks_into(model: SupSupNet, path: str | os.PathLike, chunk: int = TASK
         metadata = dict(bank.metadata)
         _check_producer(metadata, str(path))
         check_same_model(model, metadata, path)
+        rule = None
+        if metadata.get("unknown_threshold") is not None:  # checked before anything is loaded
+            from .inference.predict import UnknownThreshold
+
+            rule = UnknownThreshold.from_dict(metadata["unknown_threshold"])
         names = _bank_task_names(bank, str(path))
         model.reserve_tasks(model.num_tasks + len(names))
         entries = sum(layer.mask_numel for layer in model.masked_layers().values())
@@ -385,6 +394,8 @@ def load_masks_into(model: SupSupNet, path: str | os.PathLike, chunk: int = TASK
             statistics = [read_bank_statistics(bank, name, norms, str(path)) for name in part] if norms else None
             model.import_masks([bank.read_task(name) for name in part], statistics)
             release_free_memory()  # the unpacked chunk's pages go back to the OS (supsup_core.heap)
+    if rule is not None:
+        model.unknown_threshold = rule
     return metadata
 
 
@@ -491,4 +502,12 @@ def stream_from_metadata(metadata: Mapping[str, Any], data_dir: str | os.PathLik
         data = load_mnist(Path(data_dir)) if isinstance(data_dir, os.PathLike) else load_data(str(data_dir))
     if data is None and "data_source" not in bench:
         data = load_mnist()  # banks written before data specs: the embedded subset unless a folder was recorded
+    if data is None:
+        recorded = str(bench["data_source"])
+        try:
+            data = load_data(recorded)
+        except DataError as exc:
+            raise DataError(f"the masks were trained on {recorded!r}, which cannot be read here ({exc}); pass the "
+                            f"same data from where it is on this machine (a data spec such as "
+                            f"{recorded.split(':', 1)[0]}:PATH)") from None
     return stream_from_description(bench, data)

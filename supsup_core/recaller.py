@@ -317,12 +317,15 @@ class Recaller:
     config : RecallConfig, optional
     device : str
         Torch device for the model.
-    data_dir : path-like, optional
-        MNIST IDX folder if the bank was trained on one.
+    data_dir : path-like or str, optional
+        The bank's data from where it is here: an MNIST IDX folder (a path) or a data spec (a string).
     encode_missing : EncodeSettings or None
         Encode a reservoir when the bank has none for ``budget`` (``None``: refuse).
     model, stream : optional
         An already built model and stream for this bank (the demo passes its own).
+    factory : str, optional
+        ``MODULE:FACTORY`` that built the bank's model, for a model that is not built in (a bank never
+        makes this toolkit import code).
 
     Raises
     ------
@@ -336,7 +339,7 @@ class Recaller:
     def __init__(self, bank: str | Path, budget: str | int | float = "1MB", config: RecallConfig | None = None, *,
                  device: str = "cpu", data_dir: str | Path | None = None,
                  encode_missing: EncodeSettings | None = EncodeSettings(),
-                 model: SupSupNet | None = None, stream: Any = None) -> None:
+                 model: SupSupNet | None = None, stream: Any = None, factory: str | None = None) -> None:
         self.bank = Path(bank)
         self.budget = budget
         self.config = config if config is not None else RecallConfig()
@@ -350,7 +353,7 @@ class Recaller:
             metadata = b.metadata
         self.note: str | None = None
         if model is None and stream is None:
-            model, stream = self._open_model_and_stream(metadata, device, data_dir)
+            model, stream = self._open_model_and_stream(metadata, device, data_dir, factory)
         self.model, self.stream = model, stream
         self.guided = (self.stream is not None and self.model is not None) if self.config.guided is None \
             else self.config.guided
@@ -370,13 +373,13 @@ class Recaller:
         self._candidate_steps: np.ndarray | None = None
 
     # -- opening ---------------------------------------------------------------------------------
-    def _open_model_and_stream(self, metadata: Mapping[str, Any], device: str, data_dir) -> tuple:
+    def _open_model_and_stream(self, metadata: Mapping[str, Any], device: str, data_dir, factory: str | None) -> tuple:
         from .persistence import PRODUCER, load_model, stream_from_metadata
 
         if metadata.get("producer") != PRODUCER or "model" not in metadata:
             self.note = "the bank's metadata does not describe a supsup_core model, so only bits wrong are reported"
             return None, None
-        model, metadata = load_model(self.bank, device=device)  # BaseNetworkMismatchError when it differs
+        model, metadata = load_model(self.bank, device=device, factory=factory)  # BaseNetworkMismatchError when it differs
         try:
             return model, stream_from_metadata(metadata, data_dir)
         except (DataError, ConfigError) as exc:

@@ -75,7 +75,14 @@ class TopKMask(torch.autograd.Function):
         """0/1 tensor shaped like ``magnitudes`` keeping its ``kept_count`` largest entries."""
         flat = magnitudes.reshape(-1)  # (n,)
         n_drop = flat.numel() - kept_count(flat.numel(), density)
-        order = torch.argsort(flat, stable=True)  # (n,) ascending; equal values keep index order
+        if n_drop == 0:
+            return torch.ones_like(magnitudes)
+        # The n_drop-th smallest value in linear time; when it is unique, "above it" is exactly the kept set.
+        threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, n_drop).values.to(flat.device)
+        out = (flat > threshold).to(flat.dtype)
+        if int(out.sum()) == flat.numel() - n_drop:
+            return out.view_as(magnitudes)
+        order = torch.argsort(flat, stable=True)  # ties at the threshold: ascending, equal values keep index order
         out = torch.ones_like(flat)
         out[order[:n_drop]] = 0
         return out.view_as(magnitudes)

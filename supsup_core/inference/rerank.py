@@ -7,7 +7,10 @@ first-order; its top choice is wrong now and then although the right task is
 almost always among its first few.  ``rerank`` keeps the one-shot ranking's
 ``k`` best candidates and asks each of them directly: a forward pass of the
 images with that candidate's own mask, and the candidate whose output has the
-lowest objective (entropy H, or G) wins.  Ties go to the better one-shot rank.
+lowest entropy wins.  Ties go to the better one-shot rank.  With objective G the
+ranking is G's and the candidates are still scored by their entropy: G's value
+(a logsumexp of the logits) measures their scale, not which mask fits, and
+comparing it across masks picks whichever mask makes the smallest logits.
 
 Cost: the one-shot pass plus ``k`` forward passes (no backward) -- for the
 paper's first-image protocol ``k`` forwards of a single image.  ``k = 1`` is the
@@ -122,7 +125,7 @@ def rerank_groups(
                 member = torch.zeros(len(sizes), dtype=torch.bool)
                 member[groups] = True
                 rows_of = member[owner]  # (B,) images of those groups
-                values = objective_values(model(x[rows_of.to(x.device)], masks=masks), objective, real_classes)
+                values = objective_values(model(x[rows_of.to(x.device)], masks=masks), "H")  # module docstring: always H
                 sums = torch.zeros(len(sizes), dtype=torch.float64).index_add_(0, owner[rows_of], values.to(torch.float64).cpu())
                 scores[groups, slots] = sums[groups] / counts[groups]
             del packed

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ARCHITECTURES, ModelConfig
 from ..errors import ConfigError
 from ..wrap import SupSupNet, WrapConfig, task_seed, wrap
 from .mnist import MLP, BNNet, ConvNet
@@ -46,6 +46,9 @@ __all__ = [
     "factory_model",
     "model_from_spec",
     "spec_kind",
+    "default_output_size",
+    "default_scenario",
+    "BUILTIN_MODELS",
     "MLP",
     "BNNet",
     "ConvNet",
@@ -56,6 +59,35 @@ __all__ = [
 ]
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+#: The built-in networks by name (``ModelConfig.arch``).
+BUILTIN_MODELS = ARCHITECTURES
+_IMAGE_MODELS = ("gemresnet18", "resnet18", "resnet50")
+
+
+def default_scenario(arch: str | None, stream_name: str, relabelled: bool) -> str:
+    """The scenario a model and stream train in by default: HopSupSup for BNNet, GG for the image networks and for
+    relabelled class splits (the paper's GG experiments), GNu otherwise (superfluous outputs, task inferred).
+
+    >>> default_scenario("bnnet", "split-mnist", False), default_scenario("lenet", "permuted", False)
+    ('hopsupsup', 'gnu')
+    """
+    if arch == "bnnet":
+        return "hopsupsup"
+    if arch in _IMAGE_MODELS or (stream_name == "split" and relabelled):
+        return "gg"
+    return "gnu"
+
+
+def default_output_size(arch: str | None, output_classes: int, scenario: str) -> int:
+    """Outputs ``s`` of a built-in network: the stream's classes for GG and HopSupSup (unshared labels), else
+    at least 100 so task inference has superfluous neurons (REFERENCE §3.3).
+
+    >>> default_output_size("lenet", 10, "gnu"), default_output_size("gemresnet18", 5, "gg")
+    (100, 5)
+    """
+    if scenario in ("gg", "hopsupsup") or arch == "bnnet":
+        return output_classes
+    return max(100, output_classes)
 
 
 def plain_model(config: ModelConfig) -> nn.Module:

@@ -1,0 +1,33 @@
+"""Model factories a user would write, named on the command line as ``tests.cli.factories:NAME``."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def digits_mlp() -> nn.Module:
+    """An MLP for 8x8 digits, with biases (dropped over a seeded base)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 20))
+
+
+def wider_digits_mlp() -> nn.Module:
+    """The same but 64 hidden units: another architecture."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 20))
+
+
+def small_cnn() -> nn.Module:
+    """A CNN with BatchNorm for 3-channel images of any size."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                         nn.Flatten(), nn.Linear(32, 10))
+
+
+def nothing_to_mask() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.ReLU())
+
+
+def with_embedding() -> nn.Module:
+    return nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(4, 2))
+
+
+def not_a_module():
+    return "a string"
