@@ -4,7 +4,7 @@
 
 Five tasks of two digits each ((0, 1), (2, 3), ...; labels kept, 10 real classes), a plain
 ``nn.Sequential`` MLP 64-256-256-50 (50 outputs: 40 superfluous neurons) wrapped with
-:func:`supsup_core.wrap.wrap` over a seeded base, one threshold mask per task trained with
+:func:`supsup_core.wrapping.wrap` over a seeded base, one threshold mask per task trained with
 RMSprop (lr 1e-3, batch 64).  Measured per seed:
 
 - **GG**: test accuracy with the task given;
@@ -61,7 +61,7 @@ def run(seed: int, batches: int) -> dict:
     from supsup_core.data import SplitStream, load_data
     from supsup_core.inference import calibrate_unknown, predict
     from supsup_core.training import TrainConfig, evaluate_gg, evaluate_inferred, train_task
-    from supsup_core.wrap import wrap
+    from supsup_core.wrapping import wrap
 
     torch.manual_seed(seed)
     data, held_out = _hold_out(load_data("digits"), 0.2, seed)

@@ -7,7 +7,7 @@ For each model (GEMResNet18 with 5 outputs, ResNet-18 with 100 outputs; 3 x 32 x
 
 ``dense step``        the plain module in training mode, every parameter trained by Adam (lr 1e-3):
                       forward, cross-entropy, backward, optimiser step;
-``masked step``       the same architecture wrapped (:func:`supsup_core.wrap.wrap`, seeded base, per-task
+``masked step``       the same architecture wrapped (:func:`supsup_core.wrapping.wrap`, seeded base, per-task
                       BatchNorm), one task in training, its scores trained by the same Adam: forward through
                       ``W * M``, backward to the scores, step.  Both mask modes: ``threshold`` (GNu) and
                       ``topk`` with the paper's ER sparsity sigma = 8 (GG);
@@ -59,7 +59,7 @@ def _timed(fn, device: str) -> float:
 
 def measure(name: str, batch: int, steps: int, device: str) -> dict:
     """Median seconds of each variant's training step and inference pass for model ``name``."""
-    from supsup_core.wrap import wrap
+    from supsup_core.wrapping import wrap
 
     torch.manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, device=device)

@@ -131,7 +131,7 @@ def _build_model(model: str, data: Any, stream: Any, scenario: str, *, output_si
     from supsup_core.config import ModelConfig
     from supsup_core.errors import ConfigError
     from supsup_core.models import build_model, default_output_size, factory_model
-    from supsup_core.wrap import WrapConfig
+    from supsup_core.wrapping import WrapConfig
 
     mask_mode = "topk" if sparsity is not None else "threshold"
     if ":" in model:

@@ -162,8 +162,8 @@ class ModelConfig:
         return self.hidden if self.hidden is not None else DEFAULT_WIDTHS[self.arch]
 
     def wrap_config(self) -> Any:
-        """The :class:`~supsup_core.wrap.WrapConfig` this built-in network is wrapped with (a seeded base)."""
-        from .wrap.config import WrapConfig  # local: the wrap package imports torch
+        """The :class:`~supsup_core.wrapping.WrapConfig` this built-in network is wrapped with (a seeded base)."""
+        from .wrapping.config import WrapConfig  # local: the wrap package imports torch
 
         return WrapConfig(
             base="seed", seed=self.seed, init=self.init, masks="units" if self.arch == "bnnet" else "weights",

@@ -1,7 +1,7 @@
 """The built-in networks, and every way to get a SupSup model: built-in, a user's factory, or a bank's description.
 
 The built-ins are plain PyTorch modules (:mod:`.mnist`, :mod:`.resnet`) passed through
-:func:`~supsup_core.wrap.wrap` like any user's module; :func:`build_model` does both
+:func:`~supsup_core.wrapping.wrap` like any user's module; :func:`build_model` does both
 from a :class:`~supsup_core.config.ModelConfig`.
 
 Base weights are drawn on CPU from ``torch.Generator().manual_seed(seed)`` in layer
@@ -24,7 +24,9 @@ torch.Size([2, 5])
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,7 +35,7 @@ from torch import nn
 
 from ..config import ARCHITECTURES, ModelConfig
 from ..errors import ConfigError
-from ..wrap import SupSupNet, WrapConfig, task_seed, wrap
+from ..wrapping import SupSupNet, WrapConfig, task_seed, wrap
 from .mnist import MLP, BNNet, ConvNet
 from .resnet import GEMResNet18, ResNet, resnet18, resnet50
 
@@ -116,6 +118,8 @@ def build_model(config: ModelConfig, device: str | torch.device | None = None) -
 def load_factory(text: str) -> Callable[[], nn.Module]:
     """The callable named by ``"package.module:function"`` (imported: only ever from what the user typed).
 
+    The module is looked for in the current folder first, then on ``sys.path`` (as ``python -m`` does).
+
     Raises
     ------
     ConfigError
@@ -124,10 +128,17 @@ def load_factory(text: str) -> Callable[[], nn.Module]:
     if not isinstance(text, str) or not _FACTORY.match(text):
         raise ConfigError("model", "a built-in name or MODULE:FACTORY such as mypackage.nets:make_net", repr(text))
     module_name, _, attr = text.partition(":")
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:  # the current folder first, as `python -m` has it: a user's module next to their data
+        sys.path.insert(0, here)
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError("model", f"an importable module for {text!r}", f"{type(exc).__name__}: {exc}") from None
+    finally:
+        if added and here in sys.path:
+            sys.path.remove(here)
     for part in attr.split("."):
         target = getattr(target, part, None)
     if not callable(target):

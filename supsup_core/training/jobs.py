@@ -33,7 +33,7 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from ..heap import release_free_memory
 from ..models import SupSupNet, model_from_spec, spec_kind
-from ..wrap import WrapConfig
+from ..wrapping import WrapConfig
 from .callbacks import attach_callbacks
 from .config import TrainConfig
 from .evaluation import gg_accuracy_of_masks

@@ -31,3 +31,9 @@ def with_embedding() -> nn.Module:
 
 def not_a_module():
     return "a string"
+
+
+def units_mlp() -> nn.Module:
+    """HopSupSup's shape for 8x8 digits: the BatchNorm carries the per-unit masks (--scenario hopsupsup)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 64, bias=False), nn.BatchNorm1d(64, affine=False), nn.SiLU(),
+                         nn.Linear(64, 10, bias=False))

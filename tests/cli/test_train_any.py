@@ -156,3 +156,58 @@ def test_split_cifar100_class_order_is_the_references_for_seeds_0_to_4(tmp_path)
             _, y, _ = next(stream.test_batches(task, 1000))
             x_all = data.test_labels[np.isin(data.test_labels, perm[5 * task : 5 * task + 5])]
             assert sorted(y.tolist()) == sorted(int(np.flatnonzero(perm[5 * task : 5 * task + 5] == c)[0]) for c in x_all)
+
+
+def test_unit_masks_of_a_users_model_are_encoded_and_recalled(tmp_path):
+    """HopSupSup on a module of yours: its BatchNorm carries the unit masks; recall finds every mask again."""
+    path = tmp_path / "units.h5"
+    result = runner.invoke(app, ["train", "--out", str(path), "--model", "tests.cli.factories:units_mlp", "--data", "digits",
+                                 "--scenario", "hopsupsup", "--tasks", "3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert read_bank_metadata(path)["model"]["wrap"]["masks"] == "units"
+    result = runner.invoke(app, ["recall", str(path), "--budget", "64KiB", "--model", "tests.cli.factories:units_mlp",
+                                 "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["summary"]["exact"] == 3 and payload["mode"]["guided"] is True
+
+
+def test_the_current_folder_holds_a_users_factory(tmp_path, monkeypatch):
+    """--model mynets:make finds mynets.py in the folder the command runs in, as `python -m` would."""
+    (tmp_path / "mynets.py").write_text("from torch import nn\n\ndef make():\n"
+                                        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--out", "m.h5", "--model", "mynets:make", "--data", "digits", "--tasks", "1",
+                                 *FAST])
+    assert result.exit_code == 0, result.output
+
+
+def test_split_imagenet_command_on_an_image_folder(tmp_path):
+    """SplitImageNet as the reference runs it: classes in np.random.seed(1)'s permutation, cut into tasks, relabelled;
+    here on a tiny folder in ImageNet's layout (train/<class>/, val/<class>/)."""
+    from PIL import Image
+
+    from supsup_core.data import ImageFolderData, benchmark_stream
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(6):
+            folder = tmp_path / "imagenet" / split / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    spec = f"imagefolder:{tmp_path / 'imagenet'}"
+    np.random.seed(1)
+    perm = np.random.permutation(6)
+    stream = benchmark_stream(ImageFolderData(tmp_path / "imagenet"), "split", classes_per_task=2)
+    assert [stream.tasks[t].label_map.tolist() for t in range(3)] == [
+        [int(np.flatnonzero(perm[2 * t : 2 * t + 2] == c)[0]) if c in perm[2 * t : 2 * t + 2] else -1 for c in range(6)]
+        for t in range(3)]
+    x, y, _ = next(stream.train_batches(1, batch_size=4))
+    assert x.shape == (4, 3, 224, 224) and set(y.tolist()) <= {0, 1}
+    path = tmp_path / "in.h5"
+    result = runner.invoke(app, ["train", "--out", str(path), "--model", "tests.cli.factories:small_cnn", "--data", spec,
+                                 "--split", "2", "--tasks", "2", "--batches-per-task", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    bench = read_bank_metadata(path)["benchmark"]
+    assert bench["stream"] == "split" and bench["order"] == "seeded" and bench["seed"] == 1

@@ -21,7 +21,7 @@ from supsup_core.layers import MaskedConv, MaskedLinear, TaskBatchNorm
 from supsup_core.models import GEMResNet18
 from supsup_core.persistence import load_masks_into, read_bank_metadata, save_masks
 from supsup_core.training import TrainConfig, evaluate_gg, train_task
-from supsup_core.wrap import wrap
+from supsup_core.wrapping import wrap
 
 
 def mlp() -> nn.Module:

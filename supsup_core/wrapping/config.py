@@ -1,4 +1,4 @@
-"""How :func:`~supsup_core.wrap.wrap` turns a module into a SupSup model: :class:`WrapConfig`.
+"""How :func:`~supsup_core.wrapping.wrap` turns a module into a SupSup model: :class:`WrapConfig`.
 
 One frozen, validated, JSON-safe object: built once (by the caller or from a bank's
 metadata), recorded in every bank the model writes, compared on ``--resume``.
@@ -38,7 +38,7 @@ BATCHNORM_MODES = ("task", "batch", "frozen")
 
 @dataclass(frozen=True)
 class WrapConfig:
-    """Options of :func:`~supsup_core.wrap.wrap` (validated on construction).
+    """Options of :func:`~supsup_core.wrapping.wrap` (validated on construction).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """The wrapped model: :class:`SupSupNet`, a module whose layers hold one supermask per task over a frozen base.
 
-:func:`~supsup_core.wrap.wrap` makes one from any ``nn.Module``; the built-in
+:func:`~supsup_core.wrapping.wrap` makes one from any ``nn.Module``; the built-in
 networks (:mod:`supsup_core.models`) are plain modules wrapped the same way.  The
 module's own ``forward`` runs unchanged: which masks it applies is the model's
 *selection* (one task, the task in training, or a superposition), set on every
@@ -90,12 +90,12 @@ def _entry(name: str, layer: nn.Module) -> dict[str, Any]:
 
 
 class SupSupNet(nn.Module):
-    """A wrapped module: frozen base, one supermask per task (made by :func:`~supsup_core.wrap.wrap`).
+    """A wrapped module: frozen base, one supermask per task (made by :func:`~supsup_core.wrapping.wrap`).
 
     Parameters
     ----------
     module : nn.Module
-        The converted module (its layers already replaced by :func:`~supsup_core.wrap.convert.convert_module`).
+        The converted module (its layers already replaced by :func:`~supsup_core.wrapping.convert.convert_module`).
     config : WrapConfig
         How it was wrapped.
     spec : mapping
