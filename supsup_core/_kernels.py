@@ -25,6 +25,11 @@ once:
   each ``j`` it builds a weighted histogram of the high and low nibbles (two
   additions per task), then reads the 8 bit sums off the two 16-bin histograms.
 
+- :func:`bucket_counts_kernel`, :func:`gather_bucket_kernel` -- a top-k mask's threshold in two
+  parallel passes (:func:`supsup_core.subnet.select_smallest`): count the magnitudes per bucket of
+  their top 13 bits (non-negative floats order like their bit patterns), then gather the one bucket
+  that holds the threshold, which alone is sorted.
+
 The contraction's wrapper is :mod:`supsup_core.contraction` (scaling, kernel
 choice, fixed-order reduction of the per-block integer sums); the
 superposition's is :meth:`supsup_core.layers.base.MaskedLayer.superposed_mask`,
@@ -40,7 +45,8 @@ import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["abs_sums_kernel", "contract_kernel", "contract_rows_kernel", "superpose_kernel"]
+__all__ = ["abs_sums_kernel", "contract_kernel", "contract_rows_kernel", "superpose_kernel", "bucket_counts_kernel",
+           "gather_bucket_kernel"]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -204,3 +210,39 @@ def superpose_kernel(packed, ntasks, alphas, out, nblocks):  # pragma: no cover 
                         s_lo += hist_lo[v]
                 out[j, q] = s_hi
                 out[j, 4 + q] = s_lo
+
+
+@numba.njit(cache=True, parallel=True)
+def bucket_counts_kernel(bits, counts):  # pragma: no cover - compiled
+    """Count values per bucket of their top 13 bits: ``counts[b, bits[i] >> 19] += 1`` for ``i`` in block ``b``.
+
+    bits : (n,) int32, the bit patterns of non-negative float32 values (so buckets follow value order);
+    counts : (nblocks, 4096) int64 zeros, block ``b`` covering ``[b n // nblocks, (b + 1) n // nblocks)``.
+    """
+    n = bits.shape[0]
+    nblocks = counts.shape[0]
+    for blk in prange(nblocks):
+        lo = blk * n // nblocks
+        hi = (blk + 1) * n // nblocks
+        row = counts[blk]
+        for i in range(lo, hi):
+            row[(bits[i] >> 19) & 4095] += 1  # -0.0's sign bit dropped: it counts as +0.0
+
+
+@numba.njit(cache=True, parallel=True)
+def gather_bucket_kernel(values, bits, bucket, offsets, out):  # pragma: no cover - compiled
+    """Copy the values whose bucket (``bits >> 19``) is ``bucket`` into ``out``, in index order.
+
+    values : (n,) float32; bits : their (n,) int32 patterns; offsets : (nblocks,) int64, where block
+    ``b``'s values start in ``out`` (the running sum of the blocks' counts of ``bucket``).
+    """
+    n = bits.shape[0]
+    nblocks = offsets.shape[0]
+    for blk in prange(nblocks):
+        lo = blk * n // nblocks
+        hi = (blk + 1) * n // nblocks
+        pos = offsets[blk]
+        for i in range(lo, hi):
+            if ((bits[i] >> 19) & 4095) == bucket:
+                out[pos] = values[i]
+                pos += 1

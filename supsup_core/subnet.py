@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .errors import ConfigError
 
-__all__ = ["ThresholdMask", "TopKMask", "threshold_mask", "topk_mask", "kept_count", "er_density"]
+__all__ = ["ThresholdMask", "TopKMask", "threshold_mask", "topk_mask", "kept_count", "er_density", "select_smallest", "topk_keep",
+           "bucket_counts_reference"]
 
 
 class ThresholdMask(torch.autograd.Function):
@@ -61,6 +63,98 @@ def kept_count(n: int, density: float) -> int:
     return n - math.floor((1.0 - density) * n)
 
 
+_KERNEL_FROM = 1 << 16  # entries from which a CPU selection runs the Numba kernels (smaller: kthvalue)
+_BUCKET_SHIFT = 19  # a bucket is the top 13 bits of a non-negative float32: sign (always 0), exponent, 4 mantissa bits
+_BUCKETS = 1 << (32 - 1 - _BUCKET_SHIFT)
+
+
+def _kernel_blocks(n: int) -> int:
+    """Blocks the selection kernels split ``n`` entries into (fixed by ``n``: results never depend on threads)."""
+    return max(1, min(8, n >> 17))
+
+
+def bucket_counts_reference(values: np.ndarray) -> np.ndarray:
+    """NumPy reference of the counting kernel: how many of the non-negative float32 ``values`` fall in each bucket
+    of their top 13 bits (``(4096,)`` int64; -0.0 counts as +0.0)."""
+    return np.bincount((values.view(np.int32) >> _BUCKET_SHIFT) & (_BUCKETS - 1), minlength=_BUCKETS).astype(np.int64)
+
+
+def _select_on_cpu(values: np.ndarray, rank: int) -> tuple[np.float32, int, int]:
+    """The ``rank``-th smallest of non-negative float32 ``values``, how many values are smaller, how many equal it.
+
+    Three linear passes (the kernels of :mod:`supsup_core._kernels`): count per bucket, gather the bucket
+    holding the answer, then a partial sort of that bucket only.
+    """
+    from . import _kernels  # Numba (and LLVM) load on first use, never for threshold masks
+
+    bits = values.view(np.int32)
+    nblocks = _kernel_blocks(values.size)
+    counts = np.zeros((nblocks, _BUCKETS), dtype=np.int64)
+    _kernels.bucket_counts_kernel(bits, counts)
+    cumulative = np.cumsum(counts.sum(axis=0))  # entries in buckets up to each one
+    bucket = int(np.searchsorted(cumulative, rank))  # the first bucket reaching the rank
+    below = int(cumulative[bucket - 1]) if bucket else 0
+    per_block = counts[:, bucket]
+    offsets = np.concatenate([[0], np.cumsum(per_block)[:-1]]).astype(np.int64)
+    window = np.empty(int(per_block.sum()), dtype=np.float32)
+    _kernels.gather_bucket_kernel(values, bits, bucket, offsets, window)
+    value = np.partition(window, rank - below - 1)[rank - below - 1]
+    return value, below + int(np.count_nonzero(window < value)), int(np.count_nonzero(window == value))
+
+
+def select_smallest(flat: torch.Tensor, rank: int) -> torch.Tensor:
+    """The ``rank``-th smallest (1-based) of the non-negative float32 ``flat``: ``torch.kthvalue(flat, rank).values``.
+
+    On CPU and for large inputs through two parallel passes and a small sort (:func:`_select_on_cpu`):
+    non-negative floats order like their bit patterns, so a histogram of the top 13 bits finds the bucket
+    holding the answer and only that bucket is sorted.  The value is exactly ``kthvalue``'s.
+
+    >>> x = torch.rand(100_000, generator=torch.Generator().manual_seed(0))
+    >>> bool(select_smallest(x, 777) == torch.kthvalue(x, 777).values)
+    True
+    """
+    if not _uses_kernels(flat):
+        source = flat.cpu() if flat.device.type == "mps" else flat  # MPS has no kthvalue
+        return torch.kthvalue(source, rank).values.to(flat.device)
+    values = np.ascontiguousarray(flat.detach().reshape(-1).numpy())
+    if not values.min() >= 0:  # also refuses NaN: the buckets follow the order of non-negative values only
+        raise ConfigError("flat", "non-negative values", f"minimum {values.min()}")
+    return torch.tensor(_select_on_cpu(values, rank)[0])
+
+
+def _uses_kernels(flat: torch.Tensor) -> bool:
+    return flat.device.type == "cpu" and flat.dtype == torch.float32 and flat.numel() >= _KERNEL_FROM
+
+
+def _topk_threshold(flat: torch.Tensor, n_drop: int) -> tuple[torch.Tensor, int, int]:
+    """The ``n_drop``-th smallest of the magnitudes ``flat`` (``|scores|``), how many are smaller, how many equal it."""
+    if _uses_kernels(flat):
+        threshold, less, equal = _select_on_cpu(np.ascontiguousarray(flat.detach().reshape(-1).numpy()), n_drop)
+        return torch.tensor(threshold), less, equal
+    t = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, n_drop).values.to(flat.device)
+    less = int(torch.count_nonzero(flat < t))
+    return t, less, flat.numel() - less - int(torch.count_nonzero(flat > t))
+
+
+def topk_keep(magnitudes: torch.Tensor, density: float) -> torch.Tensor:
+    """Bool tensor shaped like ``magnitudes``: its ``kept_count(n, density)`` largest entries (no gradient).
+
+    The entries above the ``n - keep``-th smallest value ``t`` (:func:`select_smallest`), plus, when
+    several entries equal ``t``, the later-indexed of those: a stable ascending sort's choice (its
+    ``n - keep`` first entries are dropped), without sorting.
+    """
+    flat = magnitudes.reshape(-1)  # (n,)
+    n_drop = flat.numel() - kept_count(flat.numel(), density)
+    if n_drop == 0:
+        return torch.ones_like(magnitudes, dtype=torch.bool)
+    t, less, equal = _topk_threshold(flat, n_drop)
+    above = flat > t.to(flat.device)
+    if equal > 1:  # ties at the threshold: the first (n_drop - less) of them by index are dropped, the rest kept
+        ties = torch.nonzero(flat == t.to(flat.device)).flatten()  # ascending indices
+        above[ties[n_drop - less :]] = True
+    return above.view_as(magnitudes)
+
+
 class TopKMask(torch.autograd.Function):
     """Keep the ``kept_count(n, density)`` largest entries of a (non-negative) magnitude tensor.
 
@@ -68,24 +162,14 @@ class TopKMask(torch.autograd.Function):
     magnitudes), so the mask is a deterministic function of its input.  Backward is
     straight-through onto the magnitudes; feed it ``scores.abs()`` so autograd applies
     ``sign(scores)``.
+
+    The kept set is found by selection, not sorting (:func:`topk_keep`).
     """
 
     @staticmethod
     def forward(ctx, magnitudes: torch.Tensor, density: float) -> torch.Tensor:
         """0/1 tensor shaped like ``magnitudes`` keeping its ``kept_count`` largest entries."""
-        flat = magnitudes.reshape(-1)  # (n,)
-        n_drop = flat.numel() - kept_count(flat.numel(), density)
-        if n_drop == 0:
-            return torch.ones_like(magnitudes)
-        # The n_drop-th smallest value in linear time; when it is unique, "above it" is exactly the kept set.
-        threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, n_drop).values.to(flat.device)
-        out = (flat > threshold).to(flat.dtype)
-        if int(out.sum()) == flat.numel() - n_drop:
-            return out.view_as(magnitudes)
-        order = torch.argsort(flat, stable=True)  # ties at the threshold: ascending, equal values keep index order
-        out = torch.ones_like(flat)
-        out[order[:n_drop]] = 0
-        return out.view_as(magnitudes)
+        return topk_keep(magnitudes, density).to(magnitudes.dtype)
 
     @staticmethod
     def backward(ctx, grad_mask: torch.Tensor):

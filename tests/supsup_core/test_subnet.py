@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from supsup_core.config import ModelConfig
 from supsup_core.errors import ConfigError
 from supsup_core.models import build_model
-from supsup_core.subnet import er_density, kept_count, threshold_mask, topk_mask
+from supsup_core.subnet import (
+    bucket_counts_reference,
+    er_density,
+    kept_count,
+    select_smallest,
+    threshold_mask,
+    topk_keep,
+    topk_mask,
+)
 
 
 class TestThresholdMask:
@@ -28,7 +39,83 @@ class TestThresholdMask:
         assert torch.equal(s.grad, upstream)
 
 
+def sorted_topk(scores: torch.Tensor, density: float) -> torch.Tensor:
+    """The reference's top-k: a stable ascending sort of |scores|, the n - keep first entries dropped."""
+    flat = scores.abs().reshape(-1)
+    out = torch.ones_like(flat)
+    out[torch.argsort(flat, stable=True)[: flat.numel() - kept_count(flat.numel(), density)]] = 0
+    return out.view_as(scores)
+
+
+#: Entries in a tensor that takes the Numba selection path (above supsup_core.subnet._KERNEL_FROM).
+LARGE = 70_000
+
+
+@st.composite
+def score_tensors(draw, large: bool):
+    """Scores with or without ties (coarse rounding), zeros and negative zeros, small or past the kernel threshold."""
+    n = draw(st.integers(LARGE, LARGE + 5000)) if large else draw(st.integers(1, 200))
+    seed = draw(st.integers(0, 2**31 - 1))
+    v = torch.randn(n, generator=torch.Generator().manual_seed(seed)) * draw(st.sampled_from([1e-3, 1.0, 1e3]))
+    rounding = draw(st.sampled_from([None, 2.0, 64.0, 4096.0]))
+    if rounding is not None:
+        v = torch.round(v * rounding) / rounding
+    zeros = draw(st.integers(0, n))
+    v[:zeros:3] = 0.0
+    v[1:zeros:5] = -0.0
+    return v
+
+
+class TestSelection:
+    @given(score_tensors(large=True), st.data())
+    def test_select_smallest_equals_kthvalue(self, v, data):
+        """The bucketed selection returns kthvalue's value for any rank, ties and zeros included."""
+        a = v.abs()
+        rank = data.draw(st.integers(1, a.numel()))
+        assert select_smallest(a, rank) == torch.kthvalue(a, rank).values
+
+    @given(score_tensors(large=True))
+    def test_bucket_kernel_matches_numpy(self, v):
+        """The Numba counting kernel agrees with np.bincount over the same buckets (any number of blocks)."""
+        from supsup_core import _kernels
+
+        values = v.abs().numpy()
+        for blocks in (1, 3, 8):
+            counts = np.zeros((blocks, 4096), dtype=np.int64)
+            _kernels.bucket_counts_kernel(values.view(np.int32), counts)
+            assert np.array_equal(counts.sum(axis=0), bucket_counts_reference(values))
+
+    @given(score_tensors(large=True))
+    def test_gather_kernel_matches_numpy(self, v):
+        """The gathering kernel copies exactly one bucket's values, in index order."""
+        from supsup_core import _kernels
+
+        values = v.abs().numpy()
+        bits = values.view(np.int32)
+        bucket = int((bits[len(bits) // 2] >> 19) & 4095)
+        members = values[((bits >> 19) & 4095) == bucket]
+        counts = np.zeros((4, 4096), dtype=np.int64)
+        _kernels.bucket_counts_kernel(bits, counts)
+        offsets = np.concatenate([[0], np.cumsum(counts[:, bucket])[:-1]]).astype(np.int64)
+        out = np.empty(members.size, dtype=np.float32)
+        _kernels.gather_bucket_kernel(values, bits, bucket, offsets, out)
+        assert np.array_equal(out, members)
+
+    def test_negative_input_is_refused(self):
+        with pytest.raises(ConfigError, match="non-negative"):
+            select_smallest(torch.randn(LARGE), 5)
+
+
 class TestTopKMask:
+    @pytest.mark.parametrize("large", [False, True])
+    @given(data=st.data())
+    def test_equals_the_stable_sort(self, large, data):
+        """Selection without sorting gives the stable sort's mask exactly, ties, zeros and -0.0 included."""
+        v = data.draw(score_tensors(large))
+        density = data.draw(st.sampled_from([0.003, 0.05, 0.5, 0.9, 1.0]))
+        assert torch.equal(topk_mask(v, density), sorted_topk(v, density))
+        assert torch.equal(topk_keep(v.abs(), density), sorted_topk(v, density).bool())
+
     def test_keeps_largest_magnitudes(self):
         """Top-k keeps the entries of largest absolute score, whatever their sign."""
         s = torch.tensor([-3.0, 0.1, 2.0, -0.2, 0.05, 1.0])
@@ -90,3 +177,23 @@ class TestErDensity:
         kwargs.setdefault("sigma", 1.0)
         with pytest.raises(ConfigError):
             er_density(**kwargs)
+
+
+@pytest.mark.parametrize("mode, shape", [("threshold", (30, 20)), ("topk", (30, 20)), ("topk", (300, 250))])
+def test_training_weight_equals_the_mask_composition(mode, shape):
+    """A layer's fused training weight gives the values and score gradients of W * mask(S), bit for bit."""
+    from supsup_core.layers import MaskedLinear
+
+    g = torch.Generator().manual_seed(7)
+    layer = MaskedLinear(torch.randn(*shape, generator=g), mask_mode=mode, density=0.1)
+    layer.start_task(g)
+    x = torch.randn(5, shape[1], generator=g)
+    upstream = torch.randn(5, shape[0], generator=g)
+    (layer(x) * upstream).sum().backward()
+    fused = layer.scores.grad.clone()
+    scores = layer.scores.detach().clone().requires_grad_(True)
+    mask = topk_mask(scores, 0.1) if mode == "topk" else threshold_mask(scores)
+    (torch.nn.functional.linear(x, layer.weight * mask) * upstream).sum().backward()
+    assert torch.equal(fused, scores.grad)
+    with torch.no_grad():
+        assert torch.equal(layer.masked_weight(), layer.weight * mask)
