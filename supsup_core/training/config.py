@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
+from ..settings import Settings
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCENARIOS"]
 
@@ -44,7 +44,7 @@ def _is_int(value: object) -> bool:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     """Hyperparameters of one task's mask training (validated on construction).
 
     Parameters
@@ -76,6 +76,8 @@ class TrainConfig:
     ...
     supsup_core.errors.ConfigError: lr: expected a finite number > 0, received -1.0
     """
+
+    _argument: ClassVar[str] = "data"
 
     optimizer: str = "rmsprop"
     lr: float = 1e-4
@@ -132,22 +134,3 @@ class TrainConfig:
         if unknown:
             raise ConfigError("overrides", f"TrainConfig fields {[f.name for f in dataclasses.fields(cls)]}", unknown)
         return cls(**{**cls._PRESETS[scenario], **overrides})
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
-        if not isinstance(data, Mapping):
-            raise ConfigError("data", "a mapping of TrainConfig fields", type(data).__name__)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError("data", f"only TrainConfig fields {sorted(names)}", unknown)
-        return cls(**dict(data))

@@ -16,13 +16,12 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 from ..errors import ConfigError
+from ..settings import Settings
 from ..layers.base import BASE_INITS, MASK_MODES, SCORE_INITS
 from ..validate import check_bool, check_choice, check_float, check_int, check_optional
 
@@ -37,7 +36,7 @@ BATCHNORM_MODES = ("task", "batch", "frozen")
 
 
 @dataclass(frozen=True)
-class WrapConfig:
+class WrapConfig(Settings):
     """Options of :func:`~supsup_core.wrapping.wrap` (validated on construction).
 
     Parameters
@@ -78,6 +77,8 @@ class WrapConfig:
     output_size : int, optional
         Number of outputs; default the output size of the module's last Linear/Conv layer.
     """
+
+    _argument: ClassVar[str] = "wrap"
 
     base: str = "seed"
     seed: int = 0
@@ -129,22 +130,3 @@ class WrapConfig:
         from ..subnet import er_density
 
         return er_density(c_in, c_out, math.prod(kernel), 1, sigma=self.er_sigma)  # the formula uses k_h k_w only
-
-    def replace(self, **changes: Any) -> WrapConfig:
-        """A copy with ``changes`` applied (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> WrapConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        if not isinstance(data, Mapping):
-            raise ConfigError("wrap", "a mapping of WrapConfig fields", type(data).__name__)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError("wrap", f"only WrapConfig fields {sorted(names)}", unknown)
-        return cls(**dict(data))
