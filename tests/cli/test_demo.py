@@ -53,8 +53,10 @@ def tiny_result(tmp_path_factory) -> DemoResult:
 
 
 @pytest.fixture
-def fake_run_demo(monkeypatch, tiny_result):
-    """Replace supsup_core.demo.run_demo by a fake that records its arguments and reports progress."""
+def fake_run_demo(monkeypatch, tiny_result, tmp_path):
+    """Replace supsup_core.demo.run_demo by a fake that records its arguments and reports progress; run in a scratch
+    folder (the default ``demo_out`` of an earlier real demo in the checkout must not matter)."""
+    monkeypatch.chdir(tmp_path)
     calls: list[tuple[tuple, dict]] = []
 
     def fake(*args, **kwargs):
@@ -138,8 +140,9 @@ class TestDemoCommand:
         assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0]
         assert fake_run_demo == []
 
-    def test_library_errors_exit_2(self, monkeypatch):
+    def test_library_errors_exit_2(self, monkeypatch, tmp_path):
         """An expected library error raised by run_demo ends the command with exit code 2 and no traceback."""
+        monkeypatch.chdir(tmp_path)
 
         def fail(*args, **kwargs):
             raise BudgetError("budget", "at least 9 bytes", "1", minimum=9)
