@@ -113,9 +113,11 @@ def _as_cli_message(func: Callable[..., Any], exc: BaseException) -> str:
         hint = typing.get_type_hints(func, include_extras=True).get(parameter)
     except Exception:  # pragma: no cover - unresolvable annotations: keep the library's wording
         return message
-    if not any(isinstance(info, typer.models.OptionInfo) for info in getattr(hint, "__metadata__", ())):
+    options = [info for info in getattr(hint, "__metadata__", ()) if isinstance(info, typer.models.OptionInfo)]
+    if not options:
         return message
-    return "--" + parameter.replace("_", "-") + message[len(argument) :]
+    declared = [d for d in (options[0].param_decls or ()) if isinstance(d, str) and d.startswith("--")]
+    return (declared[0] if declared else "--" + parameter.replace("_", "-")) + message[len(argument) :]
 
 
 def _version_callback(value: bool) -> None:

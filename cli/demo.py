@@ -55,15 +55,12 @@ def demo(
     from supsup_core.hopsupsup import summarise
     from supsup_core.recaller import RecallConfig
 
-    from ._parsing import options_named
-
     from .train import resolve_device
 
     parse_budget(budget, name="--budget")
     check_output_file(out / "masks.h5", overwrite=overwrite, argument="--out", folder_may_be_created=True)
     # checked here, not after minutes of training
-    with options_named():
-        recall = RecallConfig(method=method, guided=True, transductive=transductive, seed=seed)
+    recall = RecallConfig(method=method, guided=True, transductive=transductive, seed=seed)
     if batches_per_task is not None and batches_per_task < 1:
         raise ConfigError("--batches-per-task", "a positive number of batches", batches_per_task)
     dev = resolve_device(device)

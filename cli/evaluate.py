@@ -63,10 +63,12 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Evaluate the masks of a bank: GG accuracy, inferred-task accuracy and task-inference accuracy per task."""
+    from supsup_core.errors import ConfigError
     from supsup_core.inference.objectives import check_objective
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from supsup_core.persistence import load_model, read_bank_metadata, stored_accuracies, stream_from_metadata
+    from supsup_core.persistence import (check_model_fits, load_model, nns_task_to_mask, read_bank_metadata,
+                                         stored_accuracies, stream_from_metadata)
     from supsup_core.training import evaluate_gg, evaluate_inferred, results_table
 
     _choice("--method", method, ("oneshot", "binary", "rerank"))
@@ -78,12 +80,14 @@ def evaluate(
     spec = None if data is None and data_dir is None else _data_spec(data, data_dir)
     stream = stream_from_metadata(metadata, spec)  # first: the data's parsing temporaries are gone before the masks load
     net, metadata = load_model(path, device=dev, factory=model)
-    check_objective(objective, stream.output_classes, net.output_size)  # before any evaluation
-    training = metadata.get("training") or {}
-    nns = training.get("nns")
-    task_to_mask = {int(t): int(m) for t, m in nns["task_to_mask"].items()} if nns else None
+    check_model_fits(net, stream, path)  # before any evaluation
+    check_objective(objective, stream.output_classes, net.output_size)
+    task_to_mask = nns_task_to_mask(metadata, net.num_tasks, path)
+    if task_to_mask and max(task_to_mask) >= stream.n_tasks:
+        raise ConfigError(str(path), f"a 'training.nns.task_to_mask' of the stream's tasks 0..{stream.n_tasks - 1}",
+                          f"task {max(task_to_mask)}")
     if scenario == "auto":
-        scenario = "gns" if nns else "gnu"
+        scenario = "gns" if task_to_mask is not None else "gnu"
     if protocol == "auto":
         protocol = "batch" if net.has_batch_statistics else "first-image"
     measure = task_inference and not net.has_batch_statistics

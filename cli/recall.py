@@ -64,22 +64,19 @@ def recall(
     from supsup_core.hopsupsup import summarise
     from supsup_core.recaller import EncodeSettings, RecallConfig, Recaller
 
-    from ._parsing import options_named, parse_key_units
+    from ._parsing import parse_key_units
     from .train import _data_spec, resolve_device
 
     # 1. parse and validate everything before writing anything
     parse_budget(budget, name="--budget")
-    with options_named():
-        config = RecallConfig(method=method, guided=guided, cue=cue, objective=objective, steps=steps,
-                              shortlist=shortlist, selection=selection, restarts=restarts,
-                              transductive=transductive, seed=seed)
+    config = RecallConfig(method=method, guided=guided, cue=cue, objective=objective, steps=steps, shortlist=shortlist,
+                          selection=selection, restarts=restarts, transductive=transductive, seed=seed)
     encode = EncodeSettings(rule=rule, dtype=dtype, key_units=parse_key_units(key_units))
 
     # 2. open bank, model, data and reservoir (encoded now if missing; refused when stale)
     spec = None if data is None and data_dir is None else _data_spec(data, data_dir)
-    with options_named():
-        recaller = Recaller(bank, budget, config, device=resolve_device(device), data_dir=spec,
-                            encode_missing=encode, factory=model)
+    recaller = Recaller(bank, budget, config, device=resolve_device(device), data_dir=spec, encode_missing=encode,
+                        factory=model)
     if recaller.encoded is not None and not as_json:
         err_console.print(f"No reservoir for {budget} in {bank}: encoded one.", highlight=False)
         console.print(encode_table(recaller.encoded))

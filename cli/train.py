@@ -72,8 +72,8 @@ def parse_split(text: str | None) -> tuple[int | None, str | None]:
 
     if text is None:
         return None, None
-    count, _, order = text.partition(":")
-    if not count.isdigit() or int(count) < 1 or (order and order not in ("sorted", "seeded")):
+    count, sep, order = text.partition(":")
+    if (not (count.isascii() and count.isdecimal()) or int(count) < 1 or (sep and order not in ("sorted", "seeded"))):
         raise ConfigError("--split", "CLASSES[:ORDER], e.g. 5 or 5:seeded (ORDER sorted or seeded)", repr(text))
     return int(count), order or None
 
@@ -130,7 +130,7 @@ def _build_model(model: str, data: Any, stream: Any, scenario: str, *, output_si
     """The wrapped model ``--model`` names: a built-in network shaped for the data, or a user's MODULE:FACTORY."""
     from supsup_core.config import ModelConfig
     from supsup_core.errors import ConfigError
-    from supsup_core.models import build_model, default_output_size, factory_model
+    from supsup_core.models import build_model, check_model_size, default_output_size, factory_model
     from supsup_core.wrapping import WrapConfig
 
     mask_mode = "topk" if sparsity is not None else "threshold"
@@ -138,7 +138,8 @@ def _build_model(model: str, data: Any, stream: Any, scenario: str, *, output_si
         if hidden is not None:
             raise ConfigError("--hidden", "no --hidden with a MODULE:FACTORY model (the factory sets its widths)", hidden)
         config = WrapConfig(base=base, seed=seed, mask_mode=mask_mode, er_sigma=sparsity, batchnorm=batchnorm,
-                            transfer=transfer, masks="units" if scenario == "hopsupsup" else "weights")
+                            transfer=transfer, masks="units" if scenario == "hopsupsup" else "weights",
+                            output_size=output_size)
         return factory_model(model, config)
     _choice("--model", model, MODELS)
     if base != "seed":
@@ -151,6 +152,7 @@ def _build_model(model: str, data: Any, stream: Any, scenario: str, *, output_si
     config = ModelConfig(arch=model, output_size=size, seed=seed, hidden=_parse_hidden(hidden), mask_mode=mask_mode,
                          er_sigma=sparsity, in_channels=channels, image=height, in_features=channels * height * width,
                          batchnorm=batchnorm, transfer=transfer)
+    check_model_size(config, "--hidden" if hidden is not None else "--model")
     return build_model(config)
 
 
@@ -193,7 +195,8 @@ def train(
                                                     "default 1), or the class-order seed of a seeded split (default: "
                                                     "--seed; 1 for image folders).")] = None,
     output_size: Annotated[
-        int | None, typer.Option("--output-size", help="Outputs s (default: the classes for gg and hopsupsup, else 100).")
+        int | None, typer.Option("--output-size", help="Outputs s (default: the classes for gg and hopsupsup, else "
+                                 "100; for MODULE:FACTORY, the last layer's width).")
     ] = None,
     hidden: Annotated[str | None, typer.Option("--hidden", help="Hidden widths, e.g. 300,100 (default: the model's).")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the scenario's).")] = None,
@@ -235,7 +238,8 @@ def train(
     from supsup_core.errors import ConfigError
     from supsup_core.models import default_scenario
     from supsup_core.persistence import benchmark_metadata, save_masks
-    from supsup_core.training import BankTrainingConfig, TrainConfig, evaluate_inferred, results_table, train_nns
+    from supsup_core.training import (BankTrainingConfig, TrainConfig, TrainingSetup, check_training_data,
+                                      evaluate_inferred, results_table, train_nns)
     from supsup_core.training.nns import nns_batches
 
     _choice("--benchmark", benchmark, BENCHMARKS)
@@ -246,7 +250,7 @@ def train(
         _choice("--backend", backend, BACKENDS)
     per_task_classes, order = parse_split(split)
     spec = _data_spec(data, data_dir)
-    kind = parse_data_spec(spec.split("@", 1)[0])[0]
+    kind = parse_data_spec(spec)[0]
     if ":" not in model:
         _choice("--model", model, MODELS)
     if resume and not out.is_file():
@@ -295,13 +299,16 @@ def train(
     net = _build_model(model, loaded, stream, scenario, output_size=output_size, seed=seed, hidden=hidden,
                        sparsity=sparsity, transfer=transfer, batchnorm=batchnorm, base=base)
     per_task = config.batches_per_task or -(-stream.train_size(0) // config.batch_size)
+    # drop_last: a 1-image batch has no batch statistics
+    setup = TrainingSetup.from_objects(net, stream.describe(), config, drop_last=net.has_batch_statistics)
+    check_training_data(net, stream, 0, setup)  # a model that does not fit its data: one line, before any output
     if scenario != "nns":
         run = BankTrainingConfig(
             n_tasks=n_tasks, eval_at=_parse_eval_at(eval_at), full_matrix=full_matrix, workers=workers,
             ray=use_ray, ray_address=ray_address, resume=resume, overwrite=overwrite, backend=backend,
             batched=batched,
         )
-        _train_into_bank(out, stream, net, config, run, scenario, dev, seed, per_task)
+        _train_into_bank(out, stream, net, setup, run, scenario, dev, seed, per_task)
         return
 
     net = net.to(dev)
@@ -341,16 +348,15 @@ def train(
 
 
 def _train_into_bank(
-    out: Path, stream: Any, net: Any, config: Any, run: Any, scenario: str, dev: str, seed: int, per_task: int,
+    out: Path, stream: Any, net: Any, setup: Any, run: Any, scenario: str, dev: str, seed: int, per_task: int,
 ) -> None:
     """GG/GNu/GNs/HopSupSup: :func:`~supsup_core.training.train_to_bank` under a task-level progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from supsup_core.persistence import benchmark_metadata
-    from supsup_core.training import AccuracyMatrix, TrainingSetup, accuracy_table, results_table, train_to_bank
+    from supsup_core.training import AccuracyMatrix, accuracy_table, results_table, train_to_bank
 
-    drop_last = net.has_batch_statistics  # a 1-image batch has no batch statistics
-    setup = TrainingSetup.from_objects(net, stream.describe(), config, drop_last=drop_last)
+    config = setup.train_config
     if run.ray:
         engine = f"Ray ({run.ray_address or 'local instance'})"
     elif run.batched > 1:
@@ -410,3 +416,5 @@ def _train_into_bank(
         + (f" (resumed after {result.resumed_from})" if run.resume else "") + f", {result.wall_seconds:.1f} s.",
         highlight=False,
     )
+    for note in result.notes:
+        err_console.print(f"Note: {note}", highlight=False, markup=False)

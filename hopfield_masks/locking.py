@@ -101,7 +101,7 @@ def _locking_enabled() -> bool:
 def _holder(fd: int) -> str:
     with contextlib.suppress(OSError, ValueError):
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        if text.isdigit():
+        if text.isascii() and text.isdecimal():
             return f" (pid {text})"
     return ""
 

@@ -33,10 +33,11 @@ attachment ``statistics-<task>`` (one float32 ``(2, C)`` dataset per norm layer)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -49,7 +50,8 @@ from . import __version__
 from .config import ModelConfig
 from .errors import BaseNetworkMismatchError, ConfigError, DataError
 from .heap import release_free_memory
-from .models import SupSupNet, build_model, model_from_spec, spec_kind
+from .models import MAX_MODEL_ENTRIES, SupSupNet, build_model, model_entries, model_from_spec, skeleton_model, spec_kind
+from .wrapping import WrapConfig
 
 __all__ = [
     "benchmark_metadata",
@@ -66,6 +68,8 @@ __all__ = [
     "write_bank_task",
     "read_bank_statistics",
     "STATISTICS_PREFIX",
+    "check_model_fits",
+    "nns_task_to_mask",
 ]
 
 #: Value of the ``producer`` metadata key written by :func:`save_masks`.
@@ -107,7 +111,8 @@ def _task_accuracy_attrs(accuracies: Mapping[Any, Any] | None, n_tasks: int) -> 
 def benchmark_metadata(stream: Any, train_seed: int) -> dict[str, Any]:
     """The ``benchmark`` metadata of a bank trained on ``stream``: its description, the training seed and the split."""
     description = stream.describe()
-    split = _SPLITS.get(str(description.get("data_source", "")).split(":", 1)[0], "the data's own train / test split")
+    kind = str(description.get("data_source", "")).split("@", 1)[0].split(":", 1)[0]
+    split = _SPLITS.get(kind, "the data's own train / test split")
     return {**description, "train_seed": train_seed, "split": split}
 
 
@@ -239,12 +244,29 @@ def read_bank_statistics(bank: Any, name: str, expected: Mapping[str, int], sour
                 got = "nothing" if ds is None else f"{getattr(ds, 'dtype', '?')} {getattr(ds, 'shape', '?')}"
                 raise BaseNetworkMismatchError(f"{source}: statistics of {layer!r} (task {name!r}): expected float32 {shape}, "
                                                f"received {got}")
-            out[layer] = np.asarray(ds[()], dtype=np.float32)
+            values = np.asarray(ds[()], dtype=np.float32)
+            if not np.isfinite(values).all() or (values[1] < 0).any():
+                bad = "NaN or infinite values" if not np.isfinite(values).all() else "a negative variance"
+                raise BaseNetworkMismatchError(f"{source}: statistics of {layer!r} (task {name!r}): expected finite means "
+                                               f"and variances >= 0, received {bad}")
+            out[layer] = values
         return out
 
     if attachment not in bank.attachments():
         raise BaseNetworkMismatchError(f"{source}: task {name!r} has no batch-norm statistics ({attachment!r} is missing)")
     return bank.read_attachment(attachment, reader)
+
+
+#: The type each metadata entry a supsup_core bank may hold must have (checked before any entry is used).
+_ENTRY_TYPES: dict[str, tuple[type, str]] = {
+    "model": (Mapping, "a JSON object"),
+    "base_fingerprint": (str, "a string"),
+    "architecture": (list, "a list of layers"),
+    "benchmark": (Mapping, "a JSON object"),
+    "training": (Mapping, "a JSON object"),
+    "unknown_threshold": (Mapping, "a JSON object"),
+    "n_tasks": (int, "an integer"),
+}
 
 
 def _check_producer(metadata: Mapping[str, Any], source: str) -> None:
@@ -255,6 +277,40 @@ def _check_producer(metadata: Mapping[str, Any], source: str) -> None:
             "a mask bank written by supsup_core.persistence.save_masks (metadata with 'model' and 'base_fingerprint')",
             f"producer {metadata.get('producer')!r}, missing keys {missing}",
         )
+    for key, (kind, text) in _ENTRY_TYPES.items():
+        value = metadata.get(key)
+        if key in metadata and value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ConfigError(source, f"a '{key}' entry in its metadata that is {text}", type(value).__name__)
+    training = metadata.get("training") or {}
+    if training.get("nns") is not None and not isinstance(training["nns"], Mapping):
+        raise ConfigError(source, "a 'training.nns' entry in its metadata that is a JSON object", type(training["nns"]).__name__)
+
+
+@contextlib.contextmanager
+def _entry(source: str | os.PathLike, key: str) -> Iterator[None]:
+    """Name the bank and the metadata entry in an error raised while an entry of its metadata is parsed."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(str(source), f"a valid '{key}' entry in its metadata", str(exc)) from None
+
+
+def nns_task_to_mask(metadata: Mapping[str, Any], n_masks: int, source: str | os.PathLike) -> dict[int, int] | None:
+    """An NNs bank's map from stream task to mask (``training.nns.task_to_mask``), checked; None for other banks."""
+    nns = (metadata.get("training") or {}).get("nns")
+    if nns is None:
+        return None
+    raw = nns.get("task_to_mask")
+    out: dict[int, int] = {}
+    if isinstance(raw, Mapping):
+        for task, mask in raw.items():
+            if not (isinstance(task, str) and task.isascii() and task.isdecimal()) or isinstance(mask, bool) \
+                    or not isinstance(mask, int) or not 0 <= mask < n_masks:
+                raise ConfigError(str(source), f"a 'training.nns.task_to_mask' of stream tasks to masks 0..{n_masks - 1}",
+                                  f"{task!r}: {mask!r}")
+            out[int(task)] = mask
+        return out
+    raise ConfigError(str(source), "a 'training.nns.task_to_mask' JSON object", type(raw).__name__)
 
 
 def _bank_task_names(bank: Any, source: str) -> list[str]:
@@ -298,16 +354,17 @@ def _first_layer_difference(stored: Any, current: list[dict[str, Any]]) -> str |
     for i in range(max(len(stored), len(current))):
         a = stored[i] if i < len(stored) else None
         b = current[i] if i < len(current) else None
-        if a != b:
-            if a is None:
-                return f"layer {i} {b.get('name')!r} ({b.get('type')}): the file has no such layer"
-            if b is None:
-                return f"layer {i} {a.get('name') if isinstance(a, dict) else a!r}: the model has no such layer"
-            name = a.get("name") if isinstance(a, dict) else a
-            what = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)] if isinstance(a, dict) else ["layer"]
-            return (f"layer {i} {name!r}: file has "
-                    f"{', '.join(f'{k} {a.get(k)!r}' for k in what) if isinstance(a, dict) else repr(a)}, model has "
-                    f"{', '.join(f'{k} {b.get(k)!r}' for k in what)}")
+        if a == b:
+            continue
+        if a is not None and not isinstance(a, dict):
+            return f"layer {i}: the file has {a!r} where a layer description (a JSON object) belongs"
+        if a is None:
+            return f"layer {i} {b.get('name')!r} ({b.get('type')}): the file has no such layer"
+        if b is None:
+            return f"layer {i} {a.get('name')!r}: the model has no such layer"
+        what = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        return (f"layer {i} {a.get('name')!r}: file has {', '.join(f'{k} {a.get(k)!r}' for k in what)}, model has "
+                f"{', '.join(f'{k} {b.get(k)!r}' for k in what)}")
     return None
 
 
@@ -384,16 +441,29 @@ def load_masks_into(model: SupSupNet, path: str | os.PathLike, chunk: int = TASK
         if metadata.get("unknown_threshold") is not None:  # checked before anything is loaded
             from .inference.predict import UnknownThreshold
 
-            rule = UnknownThreshold.from_dict(metadata["unknown_threshold"])
+            with _entry(path, "unknown_threshold"):
+                rule = UnknownThreshold.from_dict(metadata["unknown_threshold"])
         names = _bank_task_names(bank, str(path))
-        model.reserve_tasks(model.num_tasks + len(names))
+        layout = {name: tuple(layer.mask_shape) for name, layer in model.masked_layers().items()}
+        for name in names:  # every task's layers and statistics, before anything is loaded
+            stored = bank.task_layout(name)
+            if dict(zip(stored.names, (tuple(s) for s in stored.shapes))) != layout:
+                raise BaseNetworkMismatchError(f"{path}: task {name!r} holds layers {list(stored.names)[:4]} of other "
+                                               "shapes than the model's masked layers")
+        first = model.num_tasks
+        model.reserve_tasks(first + len(names))
         entries = sum(layer.mask_numel for layer in model.masked_layers().values())
         step = max(1, min(chunk, CHUNK_ENTRIES // max(entries, 1)))
-        for start in range(0, len(names), step):  # a few tasks unpacked at a time: memory O(packed bank)
-            part = names[start : start + step]
-            statistics = [read_bank_statistics(bank, name, norms, str(path)) for name in part] if norms else None
-            model.import_masks([bank.read_task(name) for name in part], statistics)
-            release_free_memory()  # the unpacked chunk's pages go back to the OS (supsup_core.heap)
+        try:
+            for start in range(0, len(names), step):  # a few tasks unpacked at a time: memory O(packed bank)
+                part = names[start : start + step]
+                statistics = [read_bank_statistics(bank, name, norms, str(path)) for name in part] if norms else None
+                with _entry(path, f"statistics of tasks {part[0]}..{part[-1]}"):
+                    model.import_masks([bank.read_task(name) for name in part], statistics)
+                release_free_memory()  # the unpacked chunk's pages go back to the OS (supsup_core.heap)
+        except BaseException:
+            model.drop_tasks(first)  # nothing half-loaded: the model is as it was
+            raise
     if rule is not None:
         model.unknown_threshold = rule
     return metadata
@@ -418,19 +488,21 @@ def load_model(
     if not isinstance(spec, Mapping):
         raise ConfigError(str(path), "a 'model' entry that is a JSON object", type(spec).__name__)
     if spec_kind(spec) == "builtin":
-        config = ModelConfig.from_dict(dict(spec))
+        if factory is not None:
+            raise ConfigError("model", f"no MODULE:FACTORY for a bank of the built-in {str(spec.get('arch'))!r}", repr(factory))
+        with _entry(path, "model"):
+            config = ModelConfig.from_dict(dict(spec))
         check_declared_model(config, path)  # a crafted config could ask for a model of any size
         model = build_model(config)
     else:
+        if factory is not None:
+            with _entry(path, "model.wrap"):
+                WrapConfig.from_dict(spec.get("wrap") or {})
         model = model_from_spec(spec, factory)
     model = model.to(device)
     load_masks_into(model, path, chunk)
     model.eval()
     return model, metadata
-
-
-#: Largest base network (weight entries) :func:`load_model` builds from a bank's metadata.
-MAX_MODEL_ENTRIES = 200_000_000
 
 
 def check_declared_model(config: ModelConfig, path: str | os.PathLike) -> None:
@@ -447,16 +519,15 @@ def check_declared_model(config: ModelConfig, path: str | os.PathLike) -> None:
         The declared model is not the one the masks were made for, or is too large.
     """
     try:
-        with torch.device("meta"):
-            skeleton = build_model(config)
+        skeleton = skeleton_model(config)
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
         raise ConfigError(str(path), "a 'model' configuration that builds", str(exc).splitlines()[0]) from None
     shapes = {name: tuple(layer.mask_shape) for name, layer in skeleton.masked_layers().items()}
-    entries = sum(int(p.numel()) for p in skeleton.parameters()) + sum(int(b.numel()) for b in skeleton.buffers())
+    entries = model_entries(skeleton)
     if entries > MAX_MODEL_ENTRIES:
         raise BaseNetworkMismatchError(
             f"{path}: the metadata declares a model of {entries:,} entries, above "
-            f"supsup_core.persistence.MAX_MODEL_ENTRIES = {MAX_MODEL_ENTRIES:,} (refused before building it)"
+            f"supsup_core.models.MAX_MODEL_ENTRIES = {MAX_MODEL_ENTRIES:,} (refused before building it)"
         )
     with open_bank(path, "r") as bank:
         names = bank.tasks()
@@ -509,5 +580,40 @@ def stream_from_metadata(metadata: Mapping[str, Any], data_dir: str | os.PathLik
         except DataError as exc:
             raise DataError(f"the masks were trained on {recorded!r}, which cannot be read here ({exc}); pass the "
                             f"same data from where it is on this machine (a data spec such as "
-                            f"{recorded.split(':', 1)[0]}:PATH)") from None
-    return stream_from_description(bench, data)
+                            f"{recorded.split(':', 1)[0].split('@', 1)[0]}:PATH)") from None
+        except ConfigError as exc:
+            raise ConfigError("benchmark", "a 'data_source' entry that is a data spec", str(exc)) from None
+    else:
+        _check_same_data(bench, data)
+    try:
+        return stream_from_description(bench, data)
+    except ConfigError as exc:
+        raise ConfigError("benchmark", "a description of a stream this toolkit can rebuild", str(exc)) from None
+
+
+def _check_same_data(bench: Mapping[str, Any], data: Any) -> None:
+    """Refuse data given in place of a bank's recorded data when its sizes show it is other data."""
+    for key in ("n_train", "n_test"):
+        recorded, found = bench.get(key), getattr(data, key, None)
+        if isinstance(recorded, int) and isinstance(found, int) and recorded != found:
+            raise DataError(f"data: expected the data the masks were trained on ({bench.get('data_source')!r}: "
+                            f"{bench.get('n_train')} training and {bench.get('n_test')} test images), received "
+                            f"{getattr(data, 'source', type(data).__name__)!r} with {data.n_train} and {data.n_test}")
+
+
+def check_model_fits(model: SupSupNet, stream: Any, source: str | os.PathLike | None = None) -> None:
+    """One test batch of the first task through ``model`` (every mask on), its labels within the outputs: a model
+    rebuilt from a bank (``source``), or given for one, that does not fit the bank's data is refused before any
+    evaluation."""
+    x, y, _ = next(iter(stream.test_batches(0, 16)))
+    try:
+        with model.preserving_selection():
+            model.eval()
+            model.check_input(x.to(model.device), "data")
+    except ConfigError as exc:
+        if source is None or exc.argument != "model":
+            raise
+        raise ConfigError(str(source), f"a declared model whose forward returns {model.output_size} logits (its "
+                          "output_size)", exc.received) from None
+    if y.numel() and int(y.max()) >= model.output_size:
+        raise ConfigError("data", f"labels within the model's {model.output_size} outputs", f"labels up to {int(y.max())}")

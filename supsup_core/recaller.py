@@ -354,6 +354,14 @@ class Recaller:
         self.note: str | None = None
         if model is None and stream is None:
             model, stream = self._open_model_and_stream(metadata, device, data_dir, factory)
+        if model is not None and model.norm_layers():
+            # recalled masks carry no batch-norm statistics, and guidance does not know the task to take them from
+            if self.config.guided:
+                raise ConfigError("guided", "unguided recall for a model with per-task batch norms (recalled masks "
+                                            "carry no statistics to run it with)", f"{self.bank}: layers "
+                                            f"{sorted(model.norm_layers())[:3]}")
+            self.note = "the model keeps per-task batch-norm statistics, which recalled masks do not carry: unguided"
+            model, stream = None, None
         self.model, self.stream = model, stream
         self.guided = (self.stream is not None and self.model is not None) if self.config.guided is None \
             else self.config.guided
@@ -374,19 +382,21 @@ class Recaller:
 
     # -- opening ---------------------------------------------------------------------------------
     def _open_model_and_stream(self, metadata: Mapping[str, Any], device: str, data_dir, factory: str | None) -> tuple:
-        from .persistence import PRODUCER, load_model, stream_from_metadata
+        from .persistence import PRODUCER, check_model_fits, load_model, stream_from_metadata
 
         if metadata.get("producer") != PRODUCER or "model" not in metadata:
             self.note = "the bank's metadata does not describe a supsup_core model, so only bits wrong are reported"
             return None, None
         model, metadata = load_model(self.bank, device=device, factory=factory)  # BaseNetworkMismatchError when it differs
         try:
-            return model, stream_from_metadata(metadata, data_dir)
+            stream = stream_from_metadata(metadata, data_dir)
         except (DataError, ConfigError) as exc:
             if self.config.guided:
                 raise
             self.note = f"no data for guidance or accuracy ({exc})"
             return model, None
+        check_model_fits(model, stream, self.bank)
+        return model, stream
 
     def _open_reservoir(self, encode_missing: EncodeSettings | None) -> Reservoir:
         reservoir = read_bank_reservoir(self.bank, self.budget)
@@ -479,7 +489,7 @@ class Recaller:
             for i, task in enumerate(self.tasks):
                 data = None
                 if self.stream is not None:
-                    data = self.task_data(int(task) if task.isdigit() else i)
+                    data = self.task_data(int(task) if task.isascii() and task.isdecimal() else i)
                 rows.append(self.recall_task(task, bank.read_task(task), data, i))
                 if progress is not None:
                     progress(i + 1, len(self.tasks))

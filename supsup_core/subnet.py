@@ -152,6 +152,9 @@ def topk_keep(magnitudes: torch.Tensor, density: float) -> torch.Tensor:
     if equal > 1:  # ties at the threshold: the first (n_drop - less) of them by index are dropped, the rest kept
         ties = torch.nonzero(flat == t.to(flat.device)).flatten()  # ascending indices
         above[ties[n_drop - less :]] = True
+    if int(above.sum()) != flat.numel() - n_drop:  # NaN compares false: fewer kept than asked, silently otherwise
+        raise ConfigError("scores", "finite scores (NaN ones have no order to keep the largest by)",
+                          f"{int(torch.isnan(flat).sum())} NaN of {flat.numel()}")
     return above.view_as(magnitudes)
 
 

@@ -55,6 +55,7 @@ from hopfield_masks._files import atomic_path
 from ..errors import ConfigError, DataError
 from ._text import one_line
 from . import safe_pickle
+from .untrusted import describe_path, read_regular
 from .images import ImageData
 
 __all__ = [
@@ -163,8 +164,8 @@ def _find(path: str | os.PathLike, kind: str) -> _Found:
     name = "CIFAR-10" if kind == "cifar10" else "CIFAR-100"
     if root.is_file():
         return _Found(layouts[0], archive=root)  # the archive's members decide the version
-    if not root.is_dir():
-        raise DataError(f"{root}: expected a {name} folder or downloaded archive, received a path that does not exist")
+    if not root.is_dir():  # missing, a link loop, a FIFO, a device ...: say which
+        raise DataError(f"{root}: expected a {name} folder or downloaded archive, received {describe_path(root)}")
     for layout in layouts:
         if (root / layout.folder).is_dir():
             return _Found(layout, folder=root / layout.folder)
@@ -185,16 +186,9 @@ def _read_folder(found: _Found, files: tuple[str, ...]) -> Iterator[tuple[str, s
     for name in files:
         path = folder / name
         limit = _MAX_META_BYTES if name == layout.meta else _MAX_DATA_BYTES
-        try:
-            size = path.stat().st_size if path.is_file() else None
-            if size is None:
-                raise DataError(f"{path}: expected the {layout.title}'s {name} (from {layout.archive}), "
-                                "received no such file")
-            if size > limit:
-                raise DataError(f"{path}: expected at most {limit:,} bytes, received {size:,}")
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise DataError(f"{path}: expected a readable file, could not read it ({one_line(exc)})") from exc
+        # a regular file (links followed), size checked before reading; a FIFO, device or link loop is named as such
+        raw = read_regular(path, limit=limit, what=f"the {layout.title}'s {name} (from {layout.archive})",
+                           missing="no such file")
         yield name, str(path), raw
 
 

@@ -19,12 +19,34 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..validate import check_int
 from .transforms import MNIST_MEAN, MNIST_STD, normalize_images
 
-__all__ = ["ImageData", "SPLITS"]
+__all__ = ["ImageData", "SPLITS", "MAX_FITTED_SIDE", "MAX_FITTED_VALUES", "MAX_LABEL", "split_fitted_spec"]
 
 SPLITS = ("train", "test")
 """The two splits every :class:`ImageData` holds."""
+MAX_FITTED_SIDE = 4096
+"""Largest channel count, height or width of a fitted shape (``SPEC@CxHxW``)."""
+MAX_FITTED_VALUES = 2**31
+"""Most pixel values (images x C x H x W, both splits) that :meth:`ImageData.fitted_to` allocates (2 GiB)."""
+MAX_LABEL = 999_999
+"""Largest class label any dataset or stream accepts (a million classes: ImageNet-21k has 21,841)."""
+
+
+def split_fitted_spec(spec: str) -> tuple[str, tuple[int, int, int] | None]:
+    """``(base, (C, H, W))`` for a fitted data spec ``"base@CxHxW"``, else ``(spec, None)``; no range check.
+
+    Only ASCII digits count (``"²"`` is not a digit here); a side of more than 18 digits reads as 10**18.
+
+    >>> split_fitted_spec("digits@3x32x32"), split_fitted_spec("cifar10:/data/a@b")
+    (('digits', (3, 32, 32)), ('cifar10:/data/a@b', None))
+    """
+    base, _, shape = spec.rpartition("@")
+    parts = shape.split("x")
+    if not base or len(parts) != 3 or not all(p.isascii() and p.isdecimal() for p in parts):
+        return spec, None
+    return base, tuple(int(p) if len(p) <= 18 else 10**18 for p in parts)
 
 
 def _describe(value: object) -> str:
@@ -155,9 +177,11 @@ class ImageData:
                 raise DataError(f"{split}_labels: expected a 1-D integer array, received {_describe(labels)}")
             if labels.shape[0] != n:
                 raise DataError(f"{split}_labels: expected {n} labels (one per image), received {labels.shape[0]}")
-            low = int(labels.min(initial=0))
+            low, high = int(labels.min(initial=0)), int(labels.max(initial=0))
             if low < 0:
                 raise DataError(f"{split}_labels: expected labels >= 0, received {low}")
+            if high > MAX_LABEL:
+                raise DataError(f"{split}_labels: expected labels in [0, {MAX_LABEL:,}] (MAX_LABEL), received {high}")
             if labels.dtype != np.int64:
                 object.__setattr__(self, f"{split}_labels", labels.astype(np.int64))
         if self.class_names is not None:
@@ -231,12 +255,19 @@ class ImageData:
         >>> d.image_shape, d.source
         ((3, 32, 32), 'digits@3x32x32')
         """
-        c, h, w = (int(v) for v in shape)
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, np.ndarray)) or len(shape) != 3:
+            raise ConfigError("shape", "(channels, height, width)", repr(shape))
+        c, h, w = (check_int("shape", v, low=1, high=MAX_FITTED_SIDE) for v in shape)
         channels, height, width = self.image_shape
         if (channels != c and channels != 1) or height > h or width > w:
-            raise ConfigError("shape", f"at least {height}x{width} pixels and 1 or {channels} channels", tuple(shape))
+            raise ConfigError("shape", f"at least {height}x{width} pixels and 1 or {channels} channels", (c, h, w))
         if (c, h, w) == self.image_shape:
             return self
+        source = split_fitted_spec(self.source)[0] + f"@{c}x{h}x{w}"
+        n = self.n_train + self.n_test
+        if n * c * h * w > MAX_FITTED_VALUES:  # checked before anything is allocated
+            raise DataError(f"{source}: expected at most {MAX_FITTED_VALUES:,} pixel values (images x C x H x W, "
+                            f"MAX_FITTED_VALUES), received {n:,} images x {c}x{h}x{w} = {n * c * h * w:,}")
         top, left = (h - height) // 2, (w - width) // 2
         fitted = {}
         for split in SPLITS:
@@ -246,7 +277,6 @@ class ImageData:
             fitted[split] = out
         mean = self.mean if channels == c else self.mean * c
         std = self.std if channels == c else self.std * c
-        source = self.source.split("@", 1)[0] + f"@{c}x{h}x{w}"
         return ImageData(fitted["train"], self.train_labels, fitted["test"], self.test_labels, source=source, mean=mean,
                          std=std, max_value=self.max_value, class_names=self.class_names)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import math
 import os
 import struct
 from collections.abc import Collection
@@ -35,6 +36,7 @@ import numpy as np
 from hopfield_masks._files import atomic_path
 
 from ..errors import ConfigError, DataError
+from .untrusted import describe_path, open_regular, read_some
 from .images import ImageData
 from .transforms import MNIST_MEAN, MNIST_STD
 
@@ -44,6 +46,7 @@ __all__ = [
     "EMBEDDED_TRAIN_PER_DIGIT",
     "EMBEDDED_TEST_PER_DIGIT",
     "IDX_FILES",
+    "MAX_IDX_BYTES",
     "embedded_mnist_path",
     "load_embedded_mnist",
     "load_idx_folder",
@@ -64,6 +67,10 @@ _IMAGE_SIDE = 28
 _IDX_DTYPES = {code: np.dtype(">" + kind) for code, kind in
                ((0x08, "u1"), (0x09, "i1"), (0x0B, "i2"), (0x0C, "i4"), (0x0D, "f4"), (0x0E, "f8"))}
 _IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
+_MAX_IDX_DIMS = 32  # numpy's portable limit on dimensions
+
+MAX_IDX_BYTES = 1 << 30
+"""Most data bytes one IDX file may declare (1 GiB; MNIST's training images are 47 MB, EMNIST's largest 547 MB)."""
 
 MNIST_SPEC = "mnist"
 """The data spec (:attr:`ImageData.source`) of the embedded subset; old banks recorded ``"embedded:..."``."""
@@ -172,29 +179,18 @@ def load_embedded_mnist() -> ImageData:
 # IDX files
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Read a file, transparently gunzipping it when it starts with the gzip signature."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: expected an existing IDX file, received a path that does not exist") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: expected a readable IDX file, could not read it ({exc})") from exc
-    if raw[:2] == b"\x1f\x8b":  # detect by content, not name: some mirrors gzip without the suffix
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise DataError(f"{path}: expected a valid gzip stream, received a damaged one ({exc})") from exc
-    return raw
-
-
 def read_idx(path: str | os.PathLike, expected_magic: int | Collection[int] | None = None) -> np.ndarray:
     """Read one IDX file (optionally gzipped) into a native-endian NumPy array.
+
+    The header is read first; the dimensions it declares are checked (at most
+    :data:`MAX_IDX_BYTES` of data, at most 32 dimensions) and, for an uncompressed file, compared
+    with the file's size before any data is read.  A gzipped file is decompressed only up to the
+    declared size (plus one byte to detect trailing data), so a gzip bomb costs nothing.
 
     Parameters
     ----------
     path : path-like
-        The file.  Gzip compression is detected from the content.
+        The file (a regular file; links are followed).  Gzip compression is detected from the content.
     expected_magic : int or collection of int, optional
         Reject any other magic number (MNIST: 2051 for images, 2049 for labels).
 
@@ -206,11 +202,24 @@ def read_idx(path: str | os.PathLike, expected_magic: int | Collection[int] | No
     Raises
     ------
     DataError
-        Naming the file, when it is missing, its magic number is not an IDX one,
-        or its size does not match its header (truncated or trailing bytes).
+        Naming the file, when it is missing or not a regular file, its magic number is not an IDX
+        one, its dimensions declare too much data, or its size does not match its header
+        (truncated or trailing bytes).
     """
     path = Path(path)
-    raw = _read_bytes(path)
+    with open_regular(path, "an IDX file") as fh:
+        compressed = read_some(fh, 2, str(path), "a readable IDX file") == b"\x1f\x8b"
+        fh.seek(0)
+        # detect gzip by content, not name: some mirrors gzip without the suffix
+        stream = gzip.GzipFile(fileobj=fh, mode="rb") if compressed else fh
+        with stream:
+            return _parse_idx(path, stream, None if compressed else os.fstat(fh.fileno()).st_size, expected_magic)
+
+
+def _parse_idx(path: Path, stream, file_size: int | None, expected_magic) -> np.ndarray:
+    """The array of an IDX stream; ``file_size`` is the uncompressed file's size (``None`` for gzip)."""
+    what = "a gzip stream" if file_size is None else "a readable IDX file"
+    raw = read_some(stream, 4, str(path), what)
     if len(raw) < 4:
         raise DataError(f"{path}: expected an IDX header of at least 4 bytes, received {len(raw)} bytes")
     magic = int.from_bytes(raw[:4], "big")
@@ -224,17 +233,29 @@ def read_idx(path: str | os.PathLike, expected_magic: int | Collection[int] | No
             f"{path}: expected an IDX magic number (0x0000 then a type code and a dimension count), "
             f"received {magic} (0x{magic:08x})"
         )
+    if ndim > _MAX_IDX_DIMS:
+        raise DataError(f"{path}: expected at most {_MAX_IDX_DIMS} dimensions, received a header declaring {ndim}")
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: expected a {header}-byte header for {ndim} dimensions, received {len(raw)} bytes")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    raw = read_some(stream, 4 * ndim, str(path), what)
+    if len(raw) < 4 * ndim:
+        raise DataError(f"{path}: expected a {header}-byte header for {ndim} dimensions, received {4 + len(raw)} bytes")
+    dims = struct.unpack(f">{ndim}I", raw)
     dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
-        what = "truncated" if len(raw) - header < expected else "trailing bytes"
-        raise DataError(f"{path}: expected {expected} data bytes for dimensions {dims}, "
-                        f"received {len(raw) - header} ({what})")
-    flat = np.frombuffer(raw, dtype=dtype, offset=header)  # read-only view of the bytes
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
+    declared = math.prod(side for side in dims if side) * dtype.itemsize  # what numpy must address, empty or not
+    if max(expected, declared) > MAX_IDX_BYTES:
+        raise DataError(f"{path}: expected at most {MAX_IDX_BYTES:,} data bytes (MAX_IDX_BYTES), received dimensions "
+                        f"{dims} of {dtype.itemsize}-byte items, which declare {declared:,}")
+    if file_size is not None and file_size - header != expected:  # checked before reading the data
+        received = file_size - header
+        what_is_off = "truncated" if received < expected else "trailing bytes"
+        raise DataError(f"{path}: expected {expected:,} data bytes for dimensions {dims}, "
+                        f"received {received:,} ({what_is_off})")
+    data = read_some(stream, expected + 1, str(path), what)
+    if len(data) != expected:
+        received = f"{len(data):,} (truncated)" if len(data) < expected else "more (trailing bytes)"
+        raise DataError(f"{path}: expected {expected:,} data bytes for dimensions {dims}, received {received}")
+    flat = np.frombuffer(data, dtype=dtype)  # read-only view of the bytes
     return flat.astype(dtype.newbyteorder("="), copy=True).reshape(dims)  # (prod(dims),) -> dims
 
 
@@ -294,6 +315,9 @@ def _find_idx(folder: Path, stem: str, tag: str) -> Path:
     for name in names:
         if (folder / name).is_file():
             return folder / name
+    for name in names:  # a name that is there but is not a regular file: say what it is
+        if os.path.lexists(folder / name):
+            raise DataError(f"{folder / name}: expected a regular IDX file, received {describe_path(folder / name)}")
     raise DataError(f"{folder / names[0]}: expected one of {', '.join(names)} in {folder}, received none of them")
 
 

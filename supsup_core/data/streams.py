@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .images import ImageData
+from .images import MAX_LABEL, SPLITS, ImageData
 from .mnist import load_mnist
 from .transforms import normalize_images, permutation_for_task, permute_pixels, rotate_images
 
@@ -184,12 +184,21 @@ def class_order(n_classes: int, order: str = "sorted", seed: int = 0) -> np.ndar
     >>> class_order(5).tolist(), class_order(100, "seeded", 0)[:5].tolist()
     ([0, 1, 2, 3, 4], [26, 86, 2, 55, 75])
     """
-    n_classes = _check_int("n_classes", n_classes, 1)
+    n_classes = _check_int("n_classes", n_classes, 1, MAX_LABEL + 1)
     if order not in CLASS_ORDERS:
         raise ConfigError("order", f"one of {', '.join(CLASS_ORDERS)}", repr(order))
     if order == "sorted":
         return np.arange(n_classes)
     return np.random.RandomState(_check_int("seed", seed, 0, 2**32 - 1)).permutation(n_classes)
+
+
+def _check_data(data: object) -> None:
+    """``data`` is an ImageData with images in both splits (refused now, not as a batch_size error mid-training)."""
+    if not isinstance(data, ImageData):
+        raise ConfigError("data", "an ImageData (see supsup_core.data.load_data)", type(data).__name__)
+    if data.n_train == 0 or data.n_test == 0:
+        raise ConfigError("data", "at least one training and one test image",
+                          f"{data.n_train} training and {data.n_test} test images ({data.source})")
 
 
 class ImageStream(TaskStream):
@@ -220,8 +229,7 @@ class ImageStream(TaskStream):
 
     def __init__(self, data: ImageData, n_tasks: int, *, seed: int | None = None, cache_size: int = 4,
                  augment: Augment | None = None) -> None:
-        if not isinstance(data, ImageData):
-            raise ConfigError("data", "an ImageData (see supsup_core.data.load_data)", type(data).__name__)
+        _check_data(data)
         if augment is not None and not isinstance(augment, Augment):
             raise ConfigError("augment", "None or an Augment", type(augment).__name__)
         self.data = data
@@ -489,6 +497,7 @@ class SplitStream(ImageStream):
 
     def __init__(self, data: ImageData, classes_per_task: int, n_tasks: int | None = None, *, order: str = "sorted",
                  seed: int = 0, relabel: bool = True, cache_size: int = 4, augment: Augment | None = None) -> None:
+        _check_data(data)
         per = _check_int("classes_per_task", classes_per_task, 1, data.n_classes)
         ordered = class_order(data.n_classes, order, seed)
         most = data.n_classes // per
@@ -499,6 +508,12 @@ class SplitStream(ImageStream):
         self.classes_per_task, self.order, self.relabel = per, order, relabel
         self.output_classes = per if relabel else data.n_classes
         self._groups = [tuple(int(c) for c in ordered[i * per : (i + 1) * per]) for i in range(n_tasks)]
+        for split in SPLITS:  # a task whose classes have no images fails now, naming it
+            present = np.bincount(data.labels(split), minlength=data.n_classes) > 0
+            for task, group in enumerate(self._groups):
+                if not present[list(group)].any():
+                    raise ConfigError("data", f"{split} images of every task's classes",
+                                      f"none for task {task} (classes {group}) in {data.source}")
 
     def classes(self, task: int) -> tuple[int, ...]:
         """The classes of ``task``, in the order that gives their new labels."""

@@ -95,6 +95,8 @@ class UnknownThreshold:
         names = {"signal", "value", "objective", "method", "per", "quantile", "n_calibration"}
         if set(data) - names:
             raise ConfigError("unknown_threshold", f"only the fields {sorted(names)}", sorted(set(data) - names))
+        if not {"signal", "value"} <= set(data):
+            raise ConfigError("unknown_threshold", "the fields 'signal' and 'value'", sorted(data))
         return cls(**dict(data))
 
 
@@ -138,13 +140,28 @@ def _resolve(model: Any, threshold: UnknownThreshold | None | bool) -> UnknownTh
     return threshold
 
 
+def _settings(rule: UnknownThreshold | None, method: str | None, objective: str | None, per: str | None) -> tuple[str, str, str]:
+    """The inference settings of a call: as given, else the threshold's (so its signal is measured the same way),
+    else the defaults; a setting given that differs from the threshold's is refused."""
+    chosen = {"method": method, "objective": objective, "per": per}
+    defaults = {"method": DEFAULT_METHOD, "objective": "H", "per": "batch"}
+    for name, value in chosen.items():
+        calibrated = getattr(rule, name) if rule is not None else None
+        if value is None:
+            chosen[name] = calibrated if calibrated is not None else defaults[name]
+        elif calibrated is not None and value != calibrated:
+            raise ConfigError(name, f"{calibrated!r}, the {name} the unknown-task threshold was calibrated with "
+                              "(or threshold=False)", repr(value))
+    return chosen["method"], chosen["objective"], chosen["per"]
+
+
 def predict(
     model: Any,
     x: torch.Tensor,
     *,
-    method: str = DEFAULT_METHOD,
-    objective: str = "H",
-    per: str = "batch",
+    method: str | None = None,
+    objective: str | None = None,
+    per: str | None = None,
     real_classes: int | None = None,
     threshold: UnknownThreshold | None | bool = None,
 ) -> Prediction:
@@ -156,19 +173,23 @@ def predict(
         A model with at least one finished task.
     x : torch.Tensor
         A batch ``(B, ...)`` of inputs.
-    method : {"rerank", "oneshot", "binary"}
+    method : {"rerank", "oneshot", "binary"}, optional
         Task inference (``"rerank"``, the default, is the best measured; ``"oneshot"`` and
         ``"binary"`` are the paper's).
-    objective : {"H", "G"}
-        Entropy, or the superfluous-neuron objective (needs ``real_classes``).
-    per : {"batch", "image"}
-        One task for the whole batch, or one per image (not for batch-statistics models).
+    objective : {"H", "G"}, optional
+        Entropy (default), or the superfluous-neuron objective (needs ``real_classes``).
+    per : {"batch", "image"}, optional
+        One task for the whole batch (default), or one per image (not for batch-statistics models).
+        With an unknown-task threshold, ``method``, ``objective`` and ``per`` default to the ones it
+        was calibrated with, and other values are refused (its signal would not be comparable).
     real_classes : int, optional
         Real (labelled) outputs, for ``objective="G"``.
     threshold : UnknownThreshold, None or False
         The unknown-task rule; None uses the model's (:func:`calibrate_unknown`), False none.
     """
     _check_model(model)
+    rule = _resolve(model, threshold)
+    method, objective, per = _settings(rule, method, objective, per)
     check_choice("method", method, METHODS)
     check_choice("per", per, ("batch", "image"))
     if objective == "G" and real_classes is None:
@@ -177,11 +198,10 @@ def predict(
     check_objective(objective, real, model.output_size)
     if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] == 0:
         raise ConfigError("x", "a non-empty batch tensor (B, ...)", getattr(x, "shape", type(x).__name__))
-    rule = _resolve(model, threshold)
     x = x.to(model.device)
-    was_training = model.training
-    model.eval()
-    try:
+    with model.preserving_selection():
+        model.eval()
+        model.check_input(x)  # one forward: the module accepts x and returns the (B, output_size) logits
         if per == "batch":
             g = coefficient_gradients(model, x, objective, real_classes=real).unsqueeze(0).cpu()  # (1, k)
             if method == "oneshot":
@@ -210,12 +230,10 @@ def predict(
                 model.set_task(int(task))
                 outputs[rows] = model(x[rows]).to(outputs.dtype)
             values = objective_values(outputs, objective, real).cpu()  # (B,)
-    finally:
-        model.set_alphas(None)
-        model.train(was_training)
     confidence = _confidence(g.to(torch.float64))  # (1,) or (B,)
     value = values.mean().reshape(1) if per == "batch" else values
     unknown = rule.is_unknown(value, confidence) if rule is not None else torch.zeros_like(confidence, dtype=torch.bool)
+    unknown = unknown | ~torch.isfinite(value) | ~torch.isfinite(confidence)  # no finite answer: from no known task
     if per == "batch":
         return Prediction(int(tasks[0]), float(confidence[0]), float(value[0]), outputs, bool(unknown[0]))
     return Prediction(tasks.to(torch.long), confidence.to(torch.float32), value, outputs, unknown)

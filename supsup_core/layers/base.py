@@ -255,6 +255,19 @@ class MaskedLayer(nn.Module):
         self._mean = None
         self._cache.clear()
 
+    def drop_tasks(self, keep: int) -> None:
+        """Forget every finished task from index ``keep`` on (a load that failed half-way is undone this way)."""
+        if not 0 <= keep <= self.num_tasks:
+            raise ConfigError("keep", f"a task count in [0, {self.num_tasks}]", keep)
+        for task in range(keep, self.num_tasks):
+            self.mask_sum -= self.task_mask(task).to(torch.int32)
+        self.packed[:, keep : self.num_tasks] = 0
+        self.num_tasks = keep
+        self._mean = None
+        self._cache.clear()
+        if self._selection[0] == "task" and self._selection[1] >= keep:
+            self._selection = ("none",)
+
     def task_mask(self, task: int) -> torch.Tensor:
         """Finished task ``task``'s mask as a bool tensor of ``mask_shape`` on the layer's device."""
         if not 0 <= task < self.num_tasks:

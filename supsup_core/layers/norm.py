@@ -31,6 +31,7 @@ tensor([0.1000, 0.2000])
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -155,6 +156,14 @@ class TaskBatchNorm(nn.Module):
         self.stats[k : k + n] = stats
         self.num_tasks = k + n
 
+    def drop_tasks(self, keep: int) -> None:
+        """Forget every finished task from index ``keep`` on."""
+        if not 0 <= keep <= self.num_tasks:
+            raise ConfigError("keep", f"a task count in [0, {self.num_tasks}]", keep)
+        self.num_tasks = keep
+        if self._selection[0] == "task" and self._selection[1] >= keep:
+            self._selection = ("none",)
+
     def task_statistics(self, task: int) -> torch.Tensor:
         """Finished task ``task``'s ``(2, C)`` running mean and variance."""
         if not 0 <= task < self.num_tasks:
@@ -167,6 +176,9 @@ class TaskBatchNorm(nn.Module):
         return TaskStatistics(stats[0], stats[1])
 
     # ------------------------------------------------------------ selection
+    def _select(self, selection: tuple) -> None:
+        self._selection = selection
+
     def select_task(self, task: int) -> TaskBatchNorm:
         """Use finished task ``task``'s statistics, or the training task's when ``task == num_tasks``."""
         if task == self.num_tasks and self.train_stats is not None:
@@ -294,8 +306,10 @@ class BatchStatNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` is ``(B, C, ...)``; each of the ``K`` stacked batches uses its own statistics."""
-        if x.ndim < 2 or x.shape[1] != self.num_features:
-            raise ConfigError("x", f"a batch (B, {self.num_features}, ...)", f"shape {tuple(x.shape)}")
+        per_channel = x.shape[0] * math.prod(x.shape[2:]) // (self._stack or 1) if x.ndim >= 2 else 0
+        if x.ndim < 2 or x.shape[1] != self.num_features or per_channel < 2:
+            raise ConfigError("x", f"a batch (B, {self.num_features}, ...) with at least 2 values per channel (batch "
+                              "statistics)", f"shape {tuple(x.shape)}")
         y = batch_statistics_norm(x, self.eps, self._stack or 1)
         if self.weight is not None:
             y = y * _channel_view(self.weight, x) + _channel_view(self.bias, x)

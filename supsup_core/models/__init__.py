@@ -43,6 +43,10 @@ __all__ = [
     "SupSupNet",
     "build_model",
     "plain_model",
+    "skeleton_model",
+    "model_entries",
+    "check_model_size",
+    "MAX_MODEL_ENTRIES",
     "task_seed",
     "load_factory",
     "factory_model",
@@ -115,6 +119,29 @@ def build_model(config: ModelConfig, device: str | torch.device | None = None) -
     return model if device is None else model.to(device)
 
 
+#: Largest built-in network (weight and buffer entries) built from a declared configuration: a bank's, or the CLI's.
+MAX_MODEL_ENTRIES = 200_000_000
+
+
+def skeleton_model(config: ModelConfig) -> SupSupNet:
+    """The built-in network of ``config`` on PyTorch's ``meta`` device: its shapes, no memory."""
+    with torch.device("meta"):
+        return build_model(config)
+
+
+def model_entries(model: nn.Module) -> int:
+    """Weight and buffer entries of ``model`` (a skeleton's too)."""
+    return sum(int(p.numel()) for p in model.parameters()) + sum(int(b.numel()) for b in model.buffers())
+
+
+def check_model_size(config: ModelConfig, argument: str) -> None:
+    """Refuse a built-in configuration above :data:`MAX_MODEL_ENTRIES` before any memory is allocated for it."""
+    entries = model_entries(skeleton_model(config))
+    if entries > MAX_MODEL_ENTRIES:
+        raise ConfigError(argument, f"a model of at most {MAX_MODEL_ENTRIES:,} entries "
+                          "(supsup_core.models.MAX_MODEL_ENTRIES)", f"{entries:,} entries")
+
+
 def load_factory(text: str) -> Callable[[], nn.Module]:
     """The callable named by ``"package.module:function"`` (imported: only ever from what the user typed).
 
@@ -147,8 +174,14 @@ def load_factory(text: str) -> Callable[[], nn.Module]:
 
 
 def factory_model(factory: str, config: WrapConfig) -> SupSupNet:
-    """Call the user's ``MODULE:FACTORY`` and wrap the module it returns with ``config``."""
-    module = load_factory(factory)()
+    """Call the user's ``MODULE:FACTORY`` with no arguments and wrap the module it returns with ``config``."""
+    make = load_factory(factory)
+    try:
+        module = make()
+    except (Exception, SystemExit) as exc:  # a factory that fails, needs arguments, or exits: one line, not a traceback
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError("model", f"{factory} to return an nn.Module when called with no arguments",
+                          f"{type(exc).__name__}{': ' + text if text else ''}") from None
     if not isinstance(module, nn.Module):
         raise ConfigError("model", f"{factory} returning a torch.nn.Module", type(module).__name__)
     return wrap(module, config, spec={"factory": factory, "wrap": config.to_dict()})
@@ -181,8 +214,13 @@ def model_from_spec(spec: Mapping[str, Any], factory: str | None = None) -> SupS
             raise ConfigError("model", f"no MODULE:FACTORY for a bank of the built-in {spec.get('arch')!r}", repr(factory))
         return build_model(ModelConfig.from_dict(dict(spec)))
     wrap_config = WrapConfig.from_dict(spec.get("wrap") or {})
-    if factory is None:
-        made = f"made by {spec['factory']!r}" if kind == "factory" else f"a {spec.get('module', 'Python')} module wrapped in Python"
-        hint = f"pass --model {spec['factory']}" if kind == "factory" else "wrap the same module again and load the masks onto it"
-        raise ConfigError("model", f"the model factory that built the bank's model ({hint})", made)
+    if factory is None:  # what the bank says is shown, never run: repr() keeps its characters from the terminal
+        if kind == "factory":
+            raise ConfigError("model", "the MODULE:FACTORY that built the bank's model, named again (a bank never makes "
+                              "this toolkit import code)", f"a bank whose model was made by {str(spec.get('factory'))!r}")
+        raise ConfigError("model", "the module the bank's model was wrapped from, wrapped again, with the masks loaded "
+                          "onto it (load_masks_into)", f"a bank of a {str(spec.get('module', 'Python'))!r} module")
+    if ":" not in factory:
+        raise ConfigError("model", "the MODULE:FACTORY that built this bank's model (it is not a built-in network)",
+                          repr(factory))
     return factory_model(factory, wrap_config)

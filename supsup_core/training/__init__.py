@@ -12,7 +12,8 @@
   inline, local processes, Ray) from self-contained jobs (``jobs.py``).
 """
 
-from .bank_training import BankTrainingConfig, BankTrainingResult, ResumeMismatchError, TaskProgress, train_to_bank
+from .bank_training import (BankTrainingConfig, BankTrainingResult, ResumeMismatchError, TaskProgress, check_training_data,
+                            train_to_bank)
 from .callbacks import LossHistory, ProgressCallback, StopAfter, attach_callbacks
 from .config import OPTIMIZERS, SCENARIOS, TrainConfig
 from .batched import BatchedTaskTrainer
@@ -43,6 +44,7 @@ __all__ = [
     "TrainingSetup",
     "make_engine",
     "train_to_bank",
+    "check_training_data",
     "EVENTS",
     "GGResult",
     "InferredResult",

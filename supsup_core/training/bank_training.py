@@ -30,6 +30,7 @@ they do not change the masks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 
+from hopfield_masks._files import fsync_folder
 from hopfield_masks.backends import create_bank, open_bank
+from hopfield_masks.locking import bank_lock
 
 from ..config import ModelConfig
 from ..errors import ConfigError, SupSupError
@@ -178,6 +181,8 @@ class BankTrainingResult:
         Per checkpoint reached in this call: time to evaluate every task.
     wall_seconds : float
         Whole call.
+    notes : list[str]
+        What the call changed besides adding tasks (a resumed bank's unknown-input threshold dropped).
     """
 
     path: str
@@ -190,6 +195,7 @@ class BankTrainingResult:
     commit_seconds: dict[int, float] = field(default_factory=dict)
     checkpoint_seconds: dict[int, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def forgetting(self) -> float:
         """Mean over tasks of (accuracy right after training - accuracy at the last checkpoint); NaN without one.
@@ -204,10 +210,12 @@ class BankTrainingResult:
 
 
 def _settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a bank's metadata that must match for ``--resume``."""
-    bench = dict(metadata.get("benchmark") or {})
+    """The parts of a bank's metadata that must match for ``--resume`` (entries of the wrong type never match)."""
+    bench = metadata.get("benchmark")
+    bench = dict(bench) if isinstance(bench, Mapping) else {"benchmark": repr(bench)[:80]}
     bench.pop("n_tasks", None)  # a resumed run may extend the stream; task i is the same task
-    training = metadata.get("training") or {}
+    training = metadata.get("training")
+    training = training if isinstance(training, Mapping) else {}
     model = metadata.get("model")
     if isinstance(model, Mapping) and "arch" in model:  # a built-in's config: fields added since have their defaults
         try:
@@ -288,6 +296,76 @@ def _checkpoint_row(model: Any, stream: Any, path: Path, latest: TaskOutcome, ba
     return row
 
 
+def _accuracy(attrs: Any, key: str) -> float | None:
+    """A stored accuracy from task attributes, or None when absent or not a number in [0, 1]."""
+    acc = attrs.get("accuracy") if isinstance(attrs, Mapping) else None
+    value = acc.get(key) if isinstance(acc, Mapping) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+    return float(value) if ok else None
+
+
+def _resumable(path: Path, run: BankTrainingConfig, setup: TrainingSetup, metadata: dict[str, Any],
+               gg: dict[int, float], rows: dict[int, dict[int, float]], notes: list[str]) -> int:
+    """Check the bank at ``path`` can be continued by this run (nothing written); fill ``gg``/``rows`` from its tasks,
+    ``metadata`` with what its first run recorded and ``notes`` with what resuming drops; return the number of tasks
+    it holds."""
+    from ..persistence import check_declared_model
+
+    if not path.exists():
+        raise ConfigError("--resume", "an existing bank to continue", f"{path} does not exist")
+    with open_bank(path, "r") as bank:
+        stored = dict(bank.metadata)
+        names = list(bank.tasks())
+        attrs = [bank.task_attrs(n) for n in names]
+    differences = _differences(_settings(stored), _settings(metadata))
+    if stored.get("producer") != "supsup_core":
+        differences.insert(0, f"producer: bank has {stored.get('producer')!r}, this run has 'supsup_core'")
+    if differences:
+        raise ResumeMismatchError(str(path), differences)
+    if len(names) > run.n_tasks:
+        raise ConfigError("--tasks", f"at least the {len(names)} tasks the bank already holds", run.n_tasks)
+    if names != [str(i) for i in range(len(names))]:
+        raise ConfigError(str(path), f"tasks named 0..{len(names) - 1} in order", names[:5])
+    if setup.model_config is not None:
+        check_declared_model(setup.model_config, path)  # the stored masks' layers are this model's
+    with open_bank(path, "r") as bank:
+        for name in names:  # every committed task reads back (checksums), one at a time
+            bank.read_task(name)
+    for i, a in enumerate(attrs):
+        value = _accuracy(a, "gg")
+        if value is not None:
+            gg[i] = value
+        row = a.get("gg_row") if isinstance(a, Mapping) else None
+        if isinstance(row, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
+            rows[i + 1] = {t: float(v) for t, v in enumerate(row)}
+    metadata["n_tasks"] = len(names)
+    if "unknown_threshold" in stored and len(names) < run.n_tasks:
+        notes.append(f"{path}: its unknown-input threshold was calibrated on {len(names)} tasks and is dropped; "
+                     "calibrate it again (supsup_core.inference.calibrate_unknown) once the new tasks are in")
+    training = stored.get("training") if isinstance(stored.get("training"), Mapping) else {}
+    metadata["training"].update({k: v for k, v in training.items() if k not in metadata["training"]})
+    return len(names)
+
+
+def check_training_data(model: Any, stream: Any, task: int, setup: TrainingSetup) -> None:
+    """Refuse, before anything is written, a model that cannot take the stream's inputs or labels.
+
+    One small training batch of ``task`` (at least two images, for batch statistics) goes through the model
+    with every mask on (:meth:`SupSupNet.check_input`); its labels must index the model's outputs.
+    """
+    config = setup.train_config
+    size = max(2, min(config.batch_size, 16))
+    size = min(size, stream.train_size(task)) if not setup.drop_last else size
+    batches = stream.train_batches(task, batch_size=size, seed=config.seed, n_batches=1, drop_last=setup.drop_last)
+    x, y, _ = next(iter(batches))
+    with model.preserving_selection():
+        model.eval()
+        model.check_input(x.to(model.device), "stream")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= model.output_size):
+        raise ConfigError("labels", f"class indices in 0..{model.output_size - 1} (the model's outputs)",
+                          f"labels {int(y.min())}..{int(y.max())} in task {task}")
+
+
 def train_to_bank(
     path: str | os.PathLike,
     setup: TrainingSetup,
@@ -343,7 +421,7 @@ def train_to_bank(
         The bank exists without ``resume``/``overwrite``, holds more tasks than ``run.n_tasks``,
         or is not a supsup_core bank.
     """
-    from ..persistence import check_declared_model, stream_from_metadata, write_bank_task  # local: no import cycle
+    from ..persistence import stream_from_metadata, write_bank_task  # local: no import cycle
 
     start_time = time.perf_counter()
     path = Path(path)
@@ -368,69 +446,63 @@ def train_to_bank(
 
     gg: dict[int, float] = {}
     rows: dict[int, dict[int, float]] = {}
+    notes: list[str] = []
+    start = 0
     if run.resume:
-        if not path.exists():
-            raise ConfigError("--resume", "an existing bank to continue", f"{path} does not exist")
-        with open_bank(path, "r") as bank:
-            stored = dict(bank.metadata)
-            names = list(bank.tasks())
-            attrs = [bank.task_attrs(n) for n in names]
-        differences = _differences(_settings(stored), _settings(metadata))
-        if stored.get("producer") != "supsup_core":
-            differences.insert(0, f"producer: bank has {stored.get('producer')!r}, this run has 'supsup_core'")
-        if differences:
-            raise ResumeMismatchError(str(path), differences)
-        if len(names) > run.n_tasks:
-            raise ConfigError("--tasks", f"at least the {len(names)} tasks the bank already holds", run.n_tasks)
-        if names != [str(i) for i in range(len(names))]:
-            raise ConfigError(str(path), f"tasks named 0..{len(names) - 1} in order", names[:5])
-        if setup.model_config is not None:
-            check_declared_model(setup.model_config, path)  # the stored masks' layers are this model's
-        with open_bank(path, "r") as bank:
-            for name in names:  # every committed task reads back (checksums), one at a time
-                bank.read_task(name)
-        for i, a in enumerate(attrs):
-            if "gg" in (a.get("accuracy") or {}):
-                gg[i] = float(a["accuracy"]["gg"])
-            if "gg_row" in a:
-                rows[i + 1] = {t: float(v) for t, v in enumerate(a["gg_row"])}
-        metadata["n_tasks"] = len(names)
-        extra_keys = {k: v for k, v in stored.get("training", {}).items() if k not in metadata["training"]}
-        metadata["training"].update(extra_keys)  # keep what the first run recorded
+        start = _resumable(path, run, setup, metadata, gg, rows, notes)
     elif path.exists() and not run.overwrite:
         raise ConfigError("--out", "a new file (or pass --overwrite, or --resume to continue it)", f"existing file {path}")
-    start = int(metadata["n_tasks"]) if run.resume else 0
+    if start < run.n_tasks:
+        check_training_data(model, stream, start, setup)  # the model fits its data: refused before the bank is touched
     checkpoints = set(run.checkpoints())
-    result = BankTrainingResult(str(path), run.n_tasks, gg, rows, start)
+    result = BankTrainingResult(str(path), run.n_tasks, gg, rows, start, notes=notes)
     engine = make_engine(run.workers, run.ray, run.ray_address, device=device, callbacks=batch_callbacks, model=model,
                          batched=run.batched, scenario=scenario, stream=stream)
-    with engine:
+    # The bank's writer lock for the whole run: a second writer (another train, even with --overwrite) waits, then
+    # fails, instead of replacing the file between two of this run's commits.
+    with engine, bank_lock(path, exclusive=True):
         if start < run.n_tasks:
             engine.prepare()  # an unreachable cluster fails here, before the bank is touched
+        target = path
         if not run.resume:
-            with create_bank(path, backend=run.backend, metadata=metadata, overwrite=run.overwrite):
-                pass  # the empty bank with its settings: a crash before the first task still leaves a resumable file
-        for outcome in engine.outcomes(setup, range(start, run.n_tasks)):
-            t = outcome.task
-            gg[t] = outcome.gg_accuracy
-            task_attrs: dict[str, Any] = {"accuracy": {"gg": outcome.gg_accuracy}}
-            if t + 1 in checkpoints:
-                if on_checkpoint is not None:
-                    on_checkpoint(t + 1)
+            # a new bank is built beside the destination and moved over it once its first task is in: a run that
+            # fails before that leaves the destination as it was (an existing bank, or nothing)
+            target = path.parent / f".{path.name}.{os.getpid()}.train.tmp"
+            with create_bank(target, backend=run.backend, metadata=metadata, overwrite=True):
+                pass
+        try:
+            for outcome in engine.outcomes(setup, range(start, run.n_tasks)):
+                t = outcome.task
+                gg[t] = outcome.gg_accuracy
+                task_attrs: dict[str, Any] = {"accuracy": {"gg": outcome.gg_accuracy}}
+                if t + 1 in checkpoints:
+                    if on_checkpoint is not None:
+                        on_checkpoint(t + 1)
+                    c0 = time.perf_counter()
+                    row = _checkpoint_row(model, stream, target, outcome, setup.eval_batch_size)
+                    result.checkpoint_seconds[t + 1] = time.perf_counter() - c0
+                    rows[t + 1] = dict(row)
+                    task_attrs["gg_row"] = [row[j] for j in range(t + 1)]
                 c0 = time.perf_counter()
-                row = _checkpoint_row(model, stream, path, outcome, setup.eval_batch_size)
-                result.checkpoint_seconds[t + 1] = time.perf_counter() - c0
-                rows[t + 1] = dict(row)
-                task_attrs["gg_row"] = [row[j] for j in range(t + 1)]
-            c0 = time.perf_counter()
-            metadata["n_tasks"] = t + 1
-            with open_bank(path, "a") as bank:
-                write_bank_task(bank, str(t), outcome.masks, outcome.statistics, attrs=task_attrs)
-                bank.set_metadata(metadata)
-            result.commit_seconds[t] = time.perf_counter() - c0
-            result.train_seconds[t] = outcome.train_seconds
-            result.eval_seconds[t] = outcome.eval_seconds
-            if on_task is not None:
-                on_task(TaskProgress(t + 1, run.n_tasks, start, outcome, time.perf_counter() - start_time))
+                metadata["n_tasks"] = t + 1
+                with open_bank(target, "a") as bank:
+                    write_bank_task(bank, str(t), outcome.masks, outcome.statistics, attrs=task_attrs)
+                    bank.set_metadata(metadata)
+                if target != path:  # the first task is in: the new bank takes the destination's name
+                    os.replace(target, path)
+                    fsync_folder(path.parent)
+                    target = path
+                result.commit_seconds[t] = time.perf_counter() - c0
+                result.train_seconds[t] = outcome.train_seconds
+                result.eval_seconds[t] = outcome.eval_seconds
+                if on_task is not None:
+                    on_task(TaskProgress(t + 1, run.n_tasks, start, outcome, time.perf_counter() - start_time))
+            if target != path:  # nothing was trained (no task to train): the empty bank is the result
+                os.replace(target, path)
+                fsync_folder(path.parent)
+        finally:
+            if target != path:
+                with contextlib.suppress(OSError):
+                    target.unlink()
     object.__setattr__(result, "wall_seconds", time.perf_counter() - start_time)
     return result

@@ -321,7 +321,7 @@ class RayEngine(Engine):
             return
         hostport = address.split("://", 1)[-1]
         host, _, port = hostport.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not (port.isascii() and port.isdecimal()):
             raise ConfigError("--ray", "host:port or ray://host:port (or 'auto')", repr(address))
         try:
             with socket.create_connection((host, int(port)), timeout=min(self.connect_timeout, 10.0)):

@@ -153,6 +153,21 @@ def _replacement(site: _Site, config: WrapConfig, generator: torch.Generator) ->
     return nn.GroupNorm(layer.num_groups, layer.num_channels, eps=layer.eps, affine=False)
 
 
+def _check_tensors(module: nn.Module, sites: list[_Site], config: WrapConfig) -> None:
+    """Refuse, naming the tensor, what a wrapped module could not run with: other floating dtypes than float32
+    (the base is held in float32), empty weights, and pretrained weights that hold no values (the meta device)."""
+    for name, tensor in (*module.named_parameters(), *module.named_buffers()):
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
+            raise ConfigError("model", "a float32 module (call module.float() first)", f"{name!r} of dtype {tensor.dtype}")
+    for site in sites:
+        weight = getattr(site.module, "weight", None)
+        if isinstance(site.module, WEIGHT_LAYERS) and weight is not None and weight.numel() == 0:
+            raise ConfigError("model", "layers with at least one weight", f"layer {site.name!r} of shape {tuple(weight.shape)}")
+        if config.base == "pretrained" and weight is not None and weight.device.type == "meta":
+            raise ConfigError("base", "'seed' for a module on the meta device (its pretrained weights hold no values)",
+                              repr(config.base))
+
+
 def convert_module(module: nn.Module, config: WrapConfig) -> list[str]:
     """Replace every supported layer of ``module`` in place (module docstring); return the converted layers' names.
 
@@ -165,6 +180,7 @@ def convert_module(module: nn.Module, config: WrapConfig) -> list[str]:
     if not isinstance(config, WrapConfig):
         raise ConfigError("config", "a WrapConfig", type(config).__name__)
     sites = _sites(module)
+    _check_tensors(module, sites, config)
     maskable = (_BATCHNORMS if config.masks == "units" else WEIGHT_LAYERS)
     if not any(isinstance(site.module, maskable) for site in sites):
         kinds = "BatchNorm layers" if config.masks == "units" else "nn.Linear or nn.Conv1d/2d/3d layers"

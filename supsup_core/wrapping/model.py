@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..layers import FixedConv, FixedLinear, MaskedConv, MaskedLayer, UnitMask
-from ..layers.norm import BatchStatNorm, FrozenNorm, TaskBatchNorm
+from ..layers.norm import BatchStatNorm, FrozenNorm, TaskBatchNorm, TaskStatistics
 from .config import WrapConfig
 
 __all__ = ["SupSupNet", "TaskState", "task_seed"]
@@ -164,8 +164,14 @@ class SupSupNet(nn.Module):
         return [_entry(name, layer) for name, layer in self._converted.items()]
 
     def base_tensors(self) -> dict[str, list[torch.Tensor]]:
-        """The frozen tensors defining the base network, by layer, in layer order."""
-        return {name: tensors for name, layer in self._converted.items() if (tensors := _base_tensors(layer))}
+        """The frozen tensors defining the base network, by layer, in layer order, then the module's own buffers
+        (a fixed projection, positional codes...) outside the converted layers."""
+        out = {name: tensors for name, layer in self._converted.items() if (tensors := _base_tensors(layer))}
+        converted = tuple(f"{name}." for name in self._converted if name)
+        own = [t for name, t in self.module.named_buffers() if not name.startswith(converted)]
+        if own:
+            out["(module buffers)"] = own
+        return out
 
     def base_weights(self) -> dict[str, torch.Tensor]:
         """The frozen base weights by layer name, in layer order (layers that have one)."""
@@ -206,6 +212,34 @@ class SupSupNet(nn.Module):
         finally:
             for name in masks:
                 layers[name]._override = None
+
+    def check_input(self, x: Any, argument: str = "x") -> None:
+        """Refuse ``x`` unless one forward of it, every mask on, returns float logits ``(B, output_size)``.
+
+        Nothing changes (explicit all-on masks and neutral batch-norm statistics, no gradients).  Run
+        before anything is written, it turns a model that does not fit its data into one line naming
+        ``argument`` (or ``model``, for a forward that returns something other than logits).
+        """
+        if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] < 1:
+            raise ConfigError(argument, "a non-empty batch tensor (B, ...)", getattr(x, "shape", type(x).__name__))
+        device = self.device
+        on = {name: torch.ones((), device=device).expand(layer.mask_shape) for name, layer in self._masked.items()}
+        for name, norm in self._norms.items():
+            neutral = norm.fresh_statistics()
+            on[name] = TaskStatistics(neutral[0], neutral[1])
+        try:
+            with torch.no_grad():
+                out = self(x, masks=on)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(argument, "inputs the model accepts", f"{tuple(x.shape)} {x.dtype} (the model's forward "
+                              f"fails: {first})") from None
+        expected = (x.shape[0], self.output_size)
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point() or tuple(out.shape) != expected:
+            got = f"{out.dtype} {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError("model", f"a module whose forward returns the logits, a float tensor {expected} "
+                              f"(output_size {self.output_size}; set output_size when wrapping if it is not the last "
+                              "layer's)", got)
 
     @contextlib.contextmanager
     def stacked(self, masks: Mapping[str, torch.Tensor], statistics: Mapping[str, torch.Tensor]) -> Iterator[None]:
@@ -307,6 +341,20 @@ class SupSupNet(nn.Module):
             norm.append_statistics(torch.stack([torch.as_tensor(s[name]) for s in statistics]))
         self._num_tasks += len(masks)
 
+    @contextlib.contextmanager
+    def preserving_selection(self) -> Iterator[None]:
+        """Inside the block, selections may change (task inference tries superpositions and candidates); when it
+        ends every task layer's selection and the train/eval mode are what they were."""
+        layers = list(self.task_layers().values())
+        saved = [layer._selection for layer in layers]
+        was_training = self.training
+        try:
+            yield
+        finally:
+            for layer, selection in zip(layers, saved):
+                layer._select(selection)
+            self.train(was_training)
+
     def set_task(self, task: int) -> None:
         """Use one mask: a finished task in ``[0, num_tasks)`` or the task in training."""
         if not isinstance(task, numbers.Integral) or isinstance(task, bool):
@@ -353,6 +401,14 @@ class SupSupNet(nn.Module):
         """Finished task ``task``'s batch-norm statistics ``{norm layer: float32 (2, C)}`` (empty without task norms)."""
         task = self._check_finished(task)
         return {name: norm.task_statistics(task).detach().cpu().numpy().astype(np.float32) for name, norm in self._norms.items()}
+
+    def drop_tasks(self, keep: int) -> None:
+        """Forget every finished task from index ``keep`` on, in every task layer (not a task in training)."""
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= self._num_tasks:
+            raise ConfigError("keep", f"a task count in [0, {self._num_tasks}]", keep)
+        for layer in self.task_layers().values():
+            layer.drop_tasks(keep)
+        self._num_tasks = keep
 
     def reserve_tasks(self, n_tasks: int) -> None:
         """Make room for ``n_tasks`` finished tasks in every layer's buffers at once (no regrowth copies)."""

@@ -37,3 +37,26 @@ def units_mlp() -> nn.Module:
     """HopSupSup's shape for 8x8 digits: the BatchNorm carries the per-unit masks (--scenario hopsupsup)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 64, bias=False), nn.BatchNorm1d(64, affine=False), nn.SiLU(),
                          nn.Linear(64, 10, bias=False))
+
+
+def head_first() -> nn.Module:
+    """A module that registers its 10-way head before its 64-to-128 body: its output width is not the last layer's."""
+
+    class HeadFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(128, 10)
+            self.body = nn.Linear(64, 128)
+
+        def forward(self, x):
+            return self.head(self.body(x.flatten(1)).relu())
+
+    return HeadFirst()
+
+
+def raises() -> nn.Module:
+    raise RuntimeError("the factory broke")
+
+
+def exits() -> nn.Module:
+    raise SystemExit(0)

@@ -13,15 +13,10 @@ from supsup_core.data import ImageData, load_data, write_cifar_binary, write_cif
 from supsup_core.persistence import read_bank_metadata
 from supsup_store_cli.app import app
 
+from .refusals import one_error_line as _one_error_line
+
 runner = CliRunner()
 FAST = ["--batches-per-task", "4", "--device", "cpu"]
-
-
-def _one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +46,8 @@ class TestFactoryModels:
 
     def test_evaluate_needs_the_factory_again_and_says_so(self, factory_bank):
         line = _one_error_line(runner.invoke(app, ["evaluate", str(factory_bank), "--device", "cpu"]))
-        assert "--model tests.cli.factories:digits_mlp" in line
+        assert line.startswith("Error: --model: expected the MODULE:FACTORY that built the bank's model")
+        assert "made by 'tests.cli.factories:digits_mlp'" in line
 
     def test_evaluate_with_the_factory(self, factory_bank):
         result = runner.invoke(app, ["evaluate", str(factory_bank), "--model", "tests.cli.factories:digits_mlp",

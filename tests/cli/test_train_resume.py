@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from hopfield_masks.backends import open_bank
@@ -156,3 +157,73 @@ def test_batched_steps_give_the_same_bank_and_refuse_workers(tmp_path):
     assert all(np.array_equal(a[k], b[k]) for a, b in zip(masks_one, masks_three) for k in a)
     refused = runner.invoke(app, ["train", "--out", str(tmp_path / "x.h5"), *small, "--batched", "2", "--workers", "2"])
     assert refused.exit_code == 2 and "--batched" in refused.output and not (tmp_path / "x.h5").exists()
+
+
+def test_a_run_holds_the_banks_writer_lock_from_start_to_end(tmp_path):
+    """Between two of a run's commits the bank stays locked: another writer (`train --overwrite`, an append) waits and
+    then fails with one line, instead of replacing the file under the run (which would mix two base networks)."""
+    from hopfield_masks.errors import BankLockedError
+    from hopfield_masks.locking import bank_lock
+
+    path = tmp_path / "busy.h5"
+    slow = ["--tasks", "40", "--batches-per-task", "100", "--hidden", "32,16", "--device", "cpu", "--eval-at", "none"]
+    first = subprocess.Popen(_cli("train", "--out", str(path), *slow), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while _committed(path) < 1 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(BankLockedError, match="is locked by another process"):
+            with bank_lock(path, timeout=0.2):
+                pass
+        env = {**os.environ, "HOPFIELD_MASKS_LOCK_TIMEOUT": "0.2"}
+        second = subprocess.run(_cli("train", "--out", str(path), *slow, "--seed", "1", "--overwrite"),
+                                capture_output=True, text=True, timeout=600, env=env)
+        assert first.poll() is None, "the first run should still be training"
+        assert second.returncode == 2 and "is locked by" in second.stderr, second.stderr
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    metadata, masks, _ = _contents(path)
+    assert metadata["model"]["seed"] == 0 and len(masks) == metadata["n_tasks"] >= 1
+
+
+def test_a_run_that_fails_before_its_first_task_leaves_the_destination_as_it_was(tmp_path):
+    """The new bank is built beside the destination: a failure before its first commit keeps an existing bank (with
+    --overwrite) and leaves no file at all otherwise."""
+    from supsup_core.data import load_data, split_dataset_stream
+    from supsup_core.errors import DataError
+    from supsup_core.persistence import benchmark_metadata
+    from supsup_core.training import BankTrainingConfig, TrainConfig, TrainingSetup, train_to_bank
+    from supsup_core.wrapping import wrap
+    from torch import nn
+
+    class Flaky(torch.utils.data.Dataset):
+        """Real images whose 17th and later items cannot be read (a damaged file found mid-epoch)."""
+
+        def __init__(self, x, y):
+            self.x, self.y, self.targets = x, y, y
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            if i >= 16:
+                raise DataError(f"image {i}: expected a readable image, received damaged bytes")
+            return self.x[i], int(self.y[i])
+
+    data = load_data("digits")
+    x, y = data.normalized("train"), torch.tensor(data.train_labels)
+    stream = split_dataset_stream(Flaky(x, y), Flaky(x, y), 2, n_tasks=1)
+    model = wrap(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)))
+    setup = TrainingSetup.from_objects(model, stream.describe(), TrainConfig(batch_size=32, batches_per_task=3))
+    path = tmp_path / "kept.h5"
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match="damaged"):
+            train_to_bank(path, setup, BankTrainingConfig(n_tasks=1, overwrite=overwrite), benchmark=benchmark_metadata(
+                stream, 0), scenario="gg", model=model, stream=stream)
+        assert not path.exists() if not overwrite else _committed(path) == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == ([] if not overwrite else ["kept.h5"])
+        if not overwrite:  # a good bank for the --overwrite round
+            good = _cli("train", "--out", str(path), "--tasks", "2", "--batches-per-task", "2", "--hidden", "8",
+                        "--device", "cpu")
+            subprocess.run(good, check=True, capture_output=True, timeout=300)

@@ -197,6 +197,58 @@ class TestIdxFiles:
             write_idx(tmp_path / "nope" / "x", np.arange(3, dtype=np.uint8))
 
 
+class TestIdxHostile:
+    """Headers and files built to overflow, allocate or mislead: one-line DataErrors, nothing read beyond the header."""
+
+    @staticmethod
+    def header(*dims: int, code: int = 0x08) -> bytes:
+        return bytes([0, 0, code, len(dims)]) + b"".join(side.to_bytes(4, "big") for side in dims)
+
+    @pytest.mark.parametrize("dims", [(4, 2**31, 2**31), (2**32 - 1, 2**32 - 1, 28), (0, 2**32 - 1, 2**32 - 1),
+                                      (2**16, 2**15)])
+    def test_dimensions_declaring_too_much(self, tmp_path, dims):
+        """Products that wrapped int64 (to 0 or negative) or exceed MAX_IDX_BYTES are refused from the header alone."""
+        path = tmp_path / "huge-idx3-ubyte"
+        path.write_bytes(self.header(*dims))
+        with pytest.raises(DataError, match=r"expected at most 1,073,741,824 data bytes \(MAX_IDX_BYTES\), received "
+                                            r"dimensions .* which declare [0-9,]+$") as exc:
+            read_idx(path)
+        assert "huge-idx3-ubyte" in str(exc.value) and "-" not in str(exc.value).split("declare")[1]
+
+    def test_gzip_bomb_stops_at_the_declared_size(self, tmp_path):
+        """A small gzip file expanding to 64 MB past a 4-byte header is refused without decompressing it all."""
+        import tracemalloc
+
+        path = tmp_path / "bomb-idx1-ubyte"
+        path.write_bytes(gzip.compress(self.header(4) + bytes(64 << 20), compresslevel=1))
+        tracemalloc.start()
+        try:
+            with pytest.raises(DataError, match=r"expected 4 data bytes for dimensions \(4,\), received more "
+                                                r"\(trailing bytes\)"):
+                read_idx(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 << 20, f"peak {peak:,} bytes"
+
+    def test_too_many_dimensions(self, tmp_path):
+        """More than 32 dimensions (numpy's portable limit) is refused naming the file."""
+        path = tmp_path / "deep-idx1-ubyte"
+        path.write_bytes(self.header(*([1] * 100)) + b"\x07")
+        with pytest.raises(DataError, match="deep-idx1-ubyte: expected at most 32 dimensions, received a header "
+                                            "declaring 100"):
+            read_idx(path)
+
+    @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+    def test_special_file_in_a_folder_is_named(self, tmp_path):
+        """A FIFO where an IDX file belongs is reported as a FIFO, not as missing (and never blocks)."""
+        write_folder(tmp_path)
+        (tmp_path / "train-labels-idx1-ubyte").unlink()
+        os.mkfifo(tmp_path / "train-labels-idx1-ubyte")
+        with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: expected a regular IDX file, received a FIFO"):
+            load_idx_folder(tmp_path)
+
+
 class TestIdxFolder:
     @pytest.mark.parametrize(("suffix", "sep"), [("", "-"), (".gz", "-"), ("", "."), (".gz", ".")])
     def test_loads_written_folder(self, tmp_path, suffix, sep):

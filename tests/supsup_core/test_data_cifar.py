@@ -7,6 +7,7 @@ version, also the way Python 2's cPickle wrote the official files: test_data_saf
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -380,6 +381,34 @@ class TestBadInput:
         with pytest.raises(DataError, match="cifar-100-binary/ or cifar-100-binary.tar.gz") as exc:
             load_cifar100(tmp_path)
         one_line_naming(exc, str(tmp_path))
+
+    @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and symbolic links")
+    @pytest.mark.parametrize(("make", "found"), [
+        (lambda path: os.mkfifo(path), "a FIFO"),
+        (lambda path: os.symlink(path, path), "a symbolic link loop"),
+        (lambda path: os.symlink("/dev/zero", path), "a symbolic link to a device"),
+        (lambda path: os.symlink(path.parent / "elsewhere", path), "a broken symbolic link"),
+        (lambda path: path.mkdir(), "a folder"),
+    ])
+    def test_data_file_that_is_not_a_regular_file(self, tmp_path, kind, make, found):
+        """A data file that exists but is a FIFO, a link loop, a link to /dev/zero ... is named for what it is."""
+        layout = write_cifar_binary(tmp_path, toy(kind), kind)
+        victim = sorted(p for p in layout.iterdir() if "test" in p.name)[0]
+        victim.unlink()
+        make(victim)
+        with pytest.raises(DataError, match=f"expected the CIFAR-10* .*, received {found}") as exc:
+            LOADERS[kind](layout)
+        one_line_naming(exc, str(victim))
+
+    @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+    def test_path_that_is_a_special_file(self, tmp_path):
+        """cifar10:/dev/zero (or a FIFO) is a special file, not "a path that does not exist"."""
+        with pytest.raises(DataError, match="/dev/zero: expected a CIFAR-10 folder or downloaded archive, received "
+                                            "a device"):
+            load_data("cifar10:/dev/zero")
+        os.mkfifo(tmp_path / "fifo")
+        with pytest.raises(DataError, match="fifo: expected a CIFAR-100 folder or downloaded archive, received a FIFO"):
+            load_cifar100(tmp_path / "fifo")
 
     def test_cifar10_folder_is_not_cifar100(self, tmp_path):
         """Loading a CIFAR-10 folder as CIFAR-100 finds no CIFAR-100 layout."""

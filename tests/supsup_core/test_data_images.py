@@ -164,6 +164,38 @@ class TestNormalized:
             assert torch.equal(x[:, c : c + 1], alone)
 
 
+class TestFittedTo:
+    def test_too_many_pixel_values_refused_before_allocating(self):
+        """129 images padded to 1x4096x4096 would be 2.2 billion values: refused, naming the fitted spec."""
+        d = ImageData(np.zeros((100, 1, 1, 1), np.uint8), np.zeros(100, np.int64), np.zeros((29, 1, 1, 1), np.uint8),
+                      np.zeros(29, np.int64), source="toy")
+        with pytest.raises(DataError, match=r"^toy@1x4096x4096: expected at most 2,147,483,648 pixel values .*received "
+                                            r"129 images x 1x4096x4096 = 2,164,260,864$"):
+            d.fitted_to((1, 4096, 4096))
+        assert d.fitted_to((1, 2048, 4096)).image_shape == (1, 2048, 4096)  # 1,082,130,432 values: allowed
+
+    @pytest.mark.parametrize("shape", [(3, 32.5, 32), (True, 32, 32), (3, 32), "3x32x32", (3, 32, 5000)])
+    def test_shape_checked(self, shape):
+        """The shape is three integers in [1, 4096]: floats and bools are not truncated into one."""
+        with pytest.raises(ConfigError, match="^shape: expected"):
+            gray().fitted_to(shape)
+
+    def test_source_keeps_an_at_sign_in_its_path(self):
+        """Only a trailing @CxHxW is a fit: a path holding '@' stays whole in the fitted source."""
+        d = rgb(source="cifar10:/data/run@2/cifar")
+        assert d.fitted_to((3, 8, 8)).source == "cifar10:/data/run@2/cifar@3x8x8"
+        assert d.fitted_to((3, 8, 8)).fitted_to((3, 9, 9)).source == "cifar10:/data/run@2/cifar@3x9x9"
+
+
+class TestLabelBound:
+    def test_label_above_a_million_classes_refused(self):
+        """A label of 10**6 or more (which would size class tables by its value) is refused, naming the split."""
+        with pytest.raises(DataError, match=r"^test_labels: expected labels in \[0, 999,999\] \(MAX_LABEL\), "
+                                            r"received 1000000$"):
+            gray(test_labels=np.array([10**6]))
+        assert gray(test_labels=np.array([999_999])).n_classes == 1_000_000
+
+
 class TestNormalizeImages:
     @pytest.mark.parametrize(("kwargs", "argument"), [
         ({"mean": (0.1, 0.2), "std": (1.0, 1.0)}, "mean"),

@@ -237,6 +237,64 @@ class TestCache:
                                                               "shape": shape})
         self._refused(tmp_path, fake, cache, r"train_images declared as uint8 \(1000000000000, 1, 28, 28\)")
 
+    def test_compressed_cache_refused(self, tmp_path, fake):
+        """numpy.savez stores members uncompressed: a deflated cache (a valid npz otherwise) is refused."""
+        cache, arrays = self._cache(tmp_path, fake)
+        np.savez_compressed(cache, **arrays)
+        self._refused(tmp_path, fake, cache, r"received train_images compressed \(zip method 8\) where numpy.savez "
+                                             "stores it uncompressed")
+
+    def test_zip_bomb_is_refused_from_the_directory(self, tmp_path, fake):
+        """A small zip of deflated members declaring 200,000 images each is refused before any array is read."""
+        import tracemalloc
+
+        cache, _ = self._cache(tmp_path, fake)
+        n = 200_000
+        zeros = bytes(1 << 20)
+        with zipfile.ZipFile(cache, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for name, shape, dtype in (("train_images", (n, 1, 28, 28), "|u1"), ("train_labels", (n,), "<i8"),
+                                       ("test_images", (n, 1, 28, 28), "|u1"), ("test_labels", (n,), "<i8"),
+                                       ("digest", (32,), "|u1"), ("format", (1,), "<i8")):
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array_header_1_0(fh, {"descr": dtype, "fortran_order": False, "shape": shape})
+                    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                    for start in range(0, size, len(zeros)):
+                        fh.write(zeros[: min(len(zeros), size - start)])
+        assert cache.stat().st_size < 2 << 20
+        tracemalloc.start()
+        try:
+            self._refused(tmp_path, fake, cache, "compressed")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 << 20, f"peak {peak:,} bytes"
+
+    def test_member_sizes_must_match_their_headers(self, tmp_path, fake):
+        """A stored member shorter than its header's shape needs is refused from the zip directory."""
+        cache, arrays = self._cache(tmp_path, fake)
+        with zipfile.ZipFile(cache, "w") as zf:
+            for name, array in arrays.items():
+                with zf.open(f"{name}.npy", "w") as fh:
+                    shape = (5000, 1, 28, 28) if name == "train_images" else array.shape
+                    np.lib.format.write_array_header_1_0(fh, {"descr": array.dtype.str, "fortran_order": False,
+                                                              "shape": shape})
+                    fh.write(array.tobytes())
+        self._refused(tmp_path, fake, cache, r"received train_images stored in [0-9,]+ bytes where its header, "
+                                             r"uint8 \(5000, 1, 28, 28\), needs 3,920,128")
+
+    def test_fortran_order_is_named(self, tmp_path, fake):
+        """A Fortran-ordered member is refused saying so (its dtype and shape are the expected ones)."""
+        cache, arrays = self._cache(tmp_path, fake)
+        arrays["train_images"] = np.asfortranarray(arrays["train_images"])
+        np.savez(cache, **arrays)
+        self._refused(tmp_path, fake, cache, r"train_images declared as uint8 \(17, 1, 28, 28\) in Fortran order")
+
+    def test_docstring_says_what_the_digest_protects(self):
+        """The digest catches damage; it is no signature against someone who can rewrite the cache."""
+        doc = " ".join(mnist_full.__doc__.split())
+        assert "tampered cache is refused" not in doc
+        assert "It is not a signature" in doc and "damaged" in doc
+
     @pytest.mark.parametrize("content", [b"garbage", b"PK\x03\x04" + b"\x00" * 40])
     def test_unreadable_cache_refused(self, tmp_path, fake, content):
         """A cache that is not a readable npz is refused, naming it."""

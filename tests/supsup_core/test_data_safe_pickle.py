@@ -194,11 +194,19 @@ class TestRoundTrip:
         assert list(loads(py2_dumps({k.encode(): v for k, v in batch.items()}), source="p")) == [b"data", b"labels"]
         assert list(loads(pickle.dumps(batch, protocol=2), source="p")) == ["data", "labels"]
 
-    def test_deep_nesting_does_not_recurse(self):
-        """100,000 nested lists decode and are checked without Python recursion."""
-        depth = 100_000
-        out = loads(b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b".", source="deep")
-        assert isinstance(out, list) and len(out) == 1
+    def test_deep_nesting_is_capped(self):
+        """Containers nest at most 64 deep: 64 decode, 65 or 100,000 raise one DataError (no recursion either way)."""
+        def nested(depth: int) -> bytes:
+            return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+        out = loads(nested(64), source="deep")
+        for _ in range(63):
+            (out,) = out
+        assert out == []
+        for depth in (65, 100_000):
+            with pytest.raises(DataError, match="expected containers nested at most 64 deep") as exc:
+                loads(nested(depth), source="deep.pkl")
+            one_line_naming(exc, "deep.pkl")
 
     def test_load_gzip_and_plain(self, tmp_path):
         """load reads a plain pickle, and gunzips a name ending in .gz."""
@@ -316,6 +324,64 @@ class TestHostile:
         with pytest.raises(DataError, match=found) as exc:
             loads(blob, source="bad.pkl")
         one_line_naming(exc, "bad.pkl")
+
+    def test_deep_tuple_key_neither_crashes_nor_recurses(self):
+        """A dict key nested 200,000 tuples deep (CPython's tuple hash recursion used to kill the process) is refused."""
+        code = ("from supsup_core.data.safe_pickle import loads\n"
+                "try:\n    loads(b'\\x80\\x02}' + b')' + b'\\x85' * 200000 + b'Ns.', source='deepkey.pkl')\n"
+                "except Exception as exc:\n    print(type(exc).__name__, exc)\n")
+        out = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, (out.returncode, out.stderr[-500:])
+        assert out.stdout.startswith("DataError deepkey.pkl: expected containers nested at most 64 deep"), out.stdout
+
+    @pytest.mark.parametrize(("blob", "found"), [
+        (b"\x80\x02}" + b")\x85\x85" + b"Ns.", "a key of type tuple holding a tuple"),
+        (b"\x80\x02}" + b"]\x85" + b"Ns.", "a key of type tuple holding a list"),
+        (b"\x80\x02}" + b"}" + b"Ns.", "a key of type dict"),
+        (b"\x80\x02}" + b"\x96\x01\x00\x00\x00\x00\x00\x00\x00x" + b"Ns.", "a key of type bytearray"),
+        (b"\x80\x02}" + b"cnumpy\nndarray\n" + b"Ns.", "a key of type _Global"),
+    ])
+    def test_dict_keys_are_scalars_or_flat_tuples(self, blob, found):
+        """A key is a str, bytes, number, None or a flat tuple of those: anything deeper is refused before hashing."""
+        with pytest.raises(DataError, match="expected a dict key of str, bytes, int, float, bool, None or a tuple of "
+                                            f"those, received {found}"):
+            loads(blob, source="keys.pkl")
+        assert loads(b"\x80\x02}" + b"K\x01U\x01a\x86" + b"Ns.", source="ok") == {(1, b"a"): None}
+
+    def test_argument_description_is_bounded(self):
+        """A deep tuple given to a global is described in a few levels, never by unbounded recursion."""
+        reconstruct = b"\x80\x02cnumpy.core.multiarray\n_reconstruct\n"
+        with pytest.raises(DataError, match=r"received arguments \(\(\(\(\.\.\.\)\)\)\)"):
+            loads(reconstruct + b")" + b"\x85" * 40 + b"\x85R.", source="args.pkl")
+        with pytest.raises(DataError, match="nested at most 64 deep"):  # was RecursionError
+            loads(reconstruct + b")" + b"\x85" * 5000 + b"\x85R.", source="args.pkl")
+
+    @pytest.mark.parametrize(("blob", "found"), [
+        (b"\x80\x02]q\x00h\x00a.", "a list that contains itself"),
+        (b"\x80\x02]q\x00]q\x01h\x00aa.", "a list filled after it was placed inside another container"),
+        (b"\x80\x02}q\x00K\x01]q\x01sh\x01K\x02a.", "a list filled after it was placed"),
+        (b"\x80\x02}q\x00K\x01h\x00s.", "a dict that contains itself"),
+    ])
+    def test_cycles_refused(self, blob, found):
+        """A container holding itself, or filled after being placed in another (only cycles do that), is refused."""
+        with pytest.raises(DataError, match=f"expected plain data without cycles, received {found}"):
+            loads(blob, source="cycle.pkl")
+
+    @pytest.mark.parametrize(("shape", "found"), [
+        ((0, 10**30), r"shape \(0, an int of 31 digits\)"),
+        ((0, 2**31), r"shape \(0, 2147483648\)"),
+        ((2**31, 0), r"shape \(2147483648, 0\)"),
+        ((0, 2**30, 2**30, 2**30), r"expected a shape of at most 2\*\*40 elements"),
+    ])
+    def test_zero_size_arrays_with_huge_sides(self, shape, found):
+        """A zero-size array passes the byte count, but every side is below 2**31 and the other sides are bounded."""
+        blob = pickle.dumps(np.zeros((0, 7), np.uint8), protocol=2)
+        old = b"K\x00K\x07\x86"
+        assert blob.count(old) == 1
+        new = b"(" + b"".join(_py2_int(side) for side in shape) + b"t"
+        with pytest.raises(DataError, match=found) as exc:
+            loads(blob.replace(old, new), source="zero.pkl")
+        one_line_naming(exc, "zero.pkl")
 
     def test_max_items(self):
         """More values than max_items is refused."""

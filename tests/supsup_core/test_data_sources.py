@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -68,6 +70,43 @@ class TestParse:
         """DATA_SPECS lists every kind, as --help shows it."""
         assert DATA_SPECS == ("mnist", "mnist-full", "digits", "cifar10:PATH", "cifar100:PATH", "imagefolder:PATH",
                               "idx:PATH")
+
+
+class TestFittedSpecs:
+    @pytest.mark.parametrize(("spec", "kind", "path"), [
+        ("digits@3x32x32", "digits", None), ("mnist@3x32x32", "mnist", None),
+        ("mnist-full@1x28x28", "mnist-full", None), ("mnist-full:/m/mnist.pkl.gz@1x32x32", "mnist-full", "/m/mnist.pkl.gz"),
+        ("cifar10:/c/x@3x40x40", "cifar10", "/c/x"), ("cifar100:/c/a@b@3x40x40", "cifar100", "/c/a@b"),
+        ("idx:/i/mnist@1x32x32", "idx", "/i/mnist"), ("/i/mnist@1x32x32", "idx", "/i/mnist"),
+    ])
+    def test_every_in_memory_kind(self, spec, kind, path):
+        """SPEC@CxHxW parses to the kind and path of SPEC, for every kind held in memory."""
+        assert parse_data_spec(spec) == (kind, None if path is None else Path(path))
+
+    @pytest.mark.parametrize(("spec", "expected"), [
+        ("imagefolder:/x@3x32x32", "in-memory data to fit to a shape"),
+        ("digits@3x32x32@3x40x40", "one fitted shape"),
+        ("digits@0x32x32", "a fitted shape such as digits@3x32x32"),
+        ("digits@3x4097x32", "a fitted shape such as digits@3x32x32"),
+    ])
+    def test_refused_before_loading(self, spec, expected):
+        """An image folder, a second fit or a side out of [1, 4096]: ConfigError naming 'data', from the spec alone."""
+        with pytest.raises(ConfigError, match=f"^data: expected {expected}"):
+            parse_data_spec(spec)
+        with pytest.raises(ConfigError, match=f"^data: expected {expected}"):
+            load_data(spec)
+
+    def test_fitted_idx_folder_with_at_sign_round_trips(self, tmp_path):
+        """A fitted IDX folder whose path holds '@' records a spec that loads the same data again."""
+        folder = idx_folder(tmp_path / "run@2")
+        data = load_data(f"idx:{folder}@1x32x32")
+        assert data.source == f"idx:{folder.resolve()}@1x32x32" and data.image_shape == (1, 32, 32)
+        np.testing.assert_array_equal(load_data(data.source).train_images, data.train_images)
+
+    def test_huge_fit_is_a_data_error_naming_the_spec(self):
+        """digits@3x4096x4096 (90 billion values) is refused before anything is allocated."""
+        with pytest.raises(DataError, match=r"^digits@3x4096x4096: expected at most 2,147,483,648 pixel values"):
+            load_data("digits@3x4096x4096")
 
 
 class TestLoad:

@@ -11,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from supsup_core.data.streams import eval_order
+from torch.utils.data import Subset, TensorDataset
+
 from supsup_core.data import (
     MNIST_MEAN,
     MNIST_STD,
@@ -18,17 +20,23 @@ from supsup_core.data import (
     PermutedMNIST,
     RotatedMNIST,
     SplitMNIST,
+    SplitStream,
+    class_order,
     load_mnist,
     make_stream,
     normalize_images,
     permutation_for_task,
     permute_pixels,
     rotate_images,
+    split_dataset_stream,
+    stream_from_datasets,
+    stream_from_tensors,
 )
 from supsup_core.errors import ConfigError
 from tests.strategies import square_images
 
 N_TRAIN, N_TEST = 50, 23
+DIGITS = tuple("0123456789")
 
 
 @pytest.fixture(scope="module")
@@ -360,3 +368,122 @@ class TestCuda:
         x, y, t = next(iter(stream.test_batches(0, 8, device="cuda")))
         assert x.is_cuda and y.is_cuda and t.is_cuda
         assert torch.equal(x.cpu(), next(iter(stream.test_batches(0, 8)))[0])
+
+
+class TestStreamInputsRefusedAtConstruction:
+    """Data that used to fail mid-training (or allocate by a label's value) is refused when the stream is built."""
+
+    x, y = torch.randn(40, 3), torch.arange(40) % 4
+
+    def test_huge_label_refused_before_allocating(self):
+        """One label of 10**6 would size the label map and class order by its value: refused, naming the label."""
+        y = self.y.clone()
+        y[0] = 10**6
+        with pytest.raises(ConfigError, match=r"^y_train: expected class labels in \[0, 999,999\] \(MAX_LABEL\), "
+                                              r"received 1 larger label\(s\): 1000000$"):
+            stream_from_tensors(self.x, y, self.x, self.y, classes_per_task=2, n_tasks=1)
+
+    def test_class_counts_bounded(self):
+        """n_classes (and class_order) stop at a million classes."""
+        train = TensorDataset(self.x, self.y)
+        train.targets = self.y
+        with pytest.raises(ConfigError, match=r"^n_classes: expected an integer in \[4, 1000000\]"):
+            split_dataset_stream(train, train, 2, n_classes=10**7, n_tasks=1)
+        with pytest.raises(ConfigError, match=r"^n_classes: expected an integer in \[1, 1000000\]"):
+            class_order(10**7)
+
+    def test_empty_datasets(self):
+        """An empty training or test set is refused by name, not later as a batch_size error."""
+        with pytest.raises(ConfigError, match="^y_train: expected a training dataset with at least one item"):
+            stream_from_tensors(self.x[:0], self.y[:0], self.x, self.y, classes_per_task=1)
+        with pytest.raises(ConfigError, match="^y_test: expected a test dataset with at least one item"):
+            stream_from_tensors(self.x, self.y, self.x[:0], self.y[:0], classes_per_task=1)
+        with pytest.raises(ConfigError, match=r"^tasks\[0\]\[1\]: expected a test dataset with at least one item"):
+            stream_from_datasets([(TensorDataset(self.x, self.y), TensorDataset(self.x[:0], self.y[:0]))])
+
+    @pytest.mark.parametrize(("train_gap", "split"), [(True, "training"), (False, "test")])
+    def test_task_without_samples_is_named(self, train_gap, split):
+        """A task whose classes have no training (or test) sample is refused naming the task and its classes."""
+        gap = self.y.clone()
+        gap[gap == 2] = 3
+        y_train, y_test = (gap, self.y) if train_gap else (self.y, gap)
+        name = "y_train" if train_gap else "y_test"
+        with pytest.raises(ConfigError, match=rf"^{name}: expected {split} samples of every task's classes, received "
+                                              r"none for task 2 \(classes \(2,\)\)$"):
+            stream_from_tensors(self.x, y_train, self.x, y_test, classes_per_task=1)
+
+    def test_targets_must_match_the_dataset_length(self):
+        """A 'targets' list longer or shorter than the dataset is refused."""
+        class Lying(torch.utils.data.Dataset):
+            def __init__(self, n, targets):
+                self.n, self.targets = n, targets
+
+            def __len__(self):
+                return self.n
+
+            def __getitem__(self, i):
+                return torch.zeros(3), 0
+
+        with pytest.raises(ConfigError, match=r"^train: expected one target per item \(4 items\), received 10 targets"):
+            split_dataset_stream(Lying(4, list(range(10))), Lying(4, [0, 1, 2, 3]), 2)
+        with pytest.raises(ConfigError, match=r"^test: expected one target per item \(10 items\), received 4 targets"):
+            split_dataset_stream(Lying(4, [0, 1, 2, 3]), Lying(10, [0, 1, 2, 3]), 2)
+
+    def test_items_whose_labels_disagree_with_the_targets_are_refused_when_read(self):
+        """Targets say classes 0..3, the items answer 7: the batch is refused naming the labels (never label -1)."""
+        class Disagreeing(torch.utils.data.Dataset):
+            def __init__(self, label):
+                self.targets, self.label = [0, 1, 2, 3] * 4, label
+
+            def __len__(self):
+                return 16
+
+            def __getitem__(self, i):
+                return torch.zeros(3), self.targets[i] if self.label is None else self.label
+
+        stream = split_dataset_stream(Disagreeing(None), Disagreeing(None), 2)
+        assert set(next(iter(stream.train_batches(1, 8)))[1].tolist()) <= {0, 1}
+        for label in (7, 2, -1):  # past every class, another task's class, negative
+            stream = split_dataset_stream(Disagreeing(label), Disagreeing(None), 2)
+            with pytest.raises(ConfigError, match=rf"^dataset: expected items whose labels are task 0's classes .*"
+                                                  rf"received labels \[{label}\]"):
+                next(iter(stream.train_batches(0, 8)))
+
+    def test_subset_indices_out_of_range(self):
+        """A Subset pointing past its dataset is a ConfigError, not an IndexError."""
+        base = TensorDataset(self.x, self.y)
+        base.targets = self.y
+        with pytest.raises(ConfigError, match="^train: expected a Subset whose indices lie within its dataset of 40"):
+            split_dataset_stream(Subset(base, [0, 1, 99]), base, 2)
+
+    def test_stream_from_datasets_checks_test_labels(self):
+        """Test labels beyond output_classes (given, or the largest training label + 1) are refused."""
+        train = TensorDataset(self.x, self.y)
+        test = TensorDataset(self.x, self.y + 10)
+        train.targets, test.targets = self.y, self.y + 10
+        with pytest.raises(ConfigError, match=r"^tasks\[0\]\[1\]: expected test labels below output_classes 4 .*"
+                                              "received a label 13$"):
+            stream_from_datasets([(train, test)])
+        with pytest.raises(ConfigError, match=r"^tasks\[0\]\[1\]: expected test labels below output_classes 12"):
+            stream_from_datasets([(train, test)], output_classes=12)
+        assert stream_from_datasets([(train, test)], output_classes=14).output_classes == 14
+
+    @pytest.mark.parametrize("x_test", [torch.randn(40, 5), torch.randn(40, 3, 1), torch.randn(40)])
+    def test_x_test_shape_must_match_x_train(self, x_test):
+        """x_test rows of another shape than x_train's are refused naming x_test."""
+        with pytest.raises(ConfigError, match=r"^x_test: expected rows of shape \(3,\) like x_train"):
+            stream_from_tensors(self.x, self.y, x_test, self.y, classes_per_task=2)
+
+    def test_in_memory_streams_refuse_empty_splits_and_empty_tasks(self, toy):
+        """ImageData with no test images, or a split task whose classes have no images, is refused at construction."""
+        no_test = ImageData(toy.train_images, toy.train_labels, toy.test_images[:0], toy.test_labels[:0], source="toy")
+        with pytest.raises(ConfigError, match=r"^data: expected at least one training and one test image, received "
+                                              r"50 training and 0 test images \(toy\)"):
+            PermutedMNIST(no_test, 2)
+        labels = toy.train_labels.copy()
+        labels[labels >= 8] = 0
+        gap = ImageData(toy.train_images, labels, toy.test_images, toy.test_labels, source="gap", class_names=DIGITS)
+        with pytest.raises(ConfigError, match=r"^data: expected train images of every task's classes, received none "
+                                              r"for task 4 \(classes \(8, 9\)\) in gap$"):
+            SplitStream(gap, 2)
+        assert SplitStream(gap, 2, n_tasks=4).n_tasks == 4

@@ -265,6 +265,24 @@ class TestRefused:
         with pytest.raises(ConfigError, match=r"labels: expected class indices in 0..3"):
             train_task(model, stream, 4, TrainConfig(batches_per_task=1, batch_size=8))
 
+    @pytest.mark.parametrize("make, words", [
+        (lambda: mlp().double(), "model: expected a float32 module (call module.float() first), received '1.weight' of "
+                                 "dtype torch.float64"),
+        (lambda: mlp().to(torch.bfloat16), "of dtype torch.bfloat16"),
+        (lambda: nn.Sequential(nn.Linear(0, 4)), "layers with at least one weight, received layer '0' of shape (4, 0)"),
+    ])
+    @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+    def test_modules_it_could_not_run_are_refused_at_wrap(self, make, words):
+        with pytest.raises(ConfigError) as info:
+            wrap(make())
+        assert words in str(info.value)
+
+    def test_pretrained_weights_on_the_meta_device_are_refused(self):
+        with torch.device("meta"):
+            net = mlp()
+        with pytest.raises(ConfigError, match="base: expected 'seed' for a module on the meta device"):
+            wrap(net, base="pretrained")
+
     def test_bad_options(self):
         with pytest.raises(ConfigError, match="mask_mode"):
             wrap(mlp(), mask_mode="random")
@@ -363,12 +381,30 @@ class TestPredict:
         assert p.unknown and p.outputs.shape == (16, 30) and 1.0 <= p.confidence <= 3.0
         accepted = [not predict(model, x).unknown for x in real[1::2]]
         assert np.mean(accepted) >= 0.8
-        per_image = predict(model, real[1], per="image")
+        per_image = predict(model, real[1], per="image", threshold=False)
         assert per_image.task.shape == (real[1].shape[0],) and per_image.unknown.dtype == torch.bool
+        with pytest.raises(ConfigError, match="objective: expected 'H', the objective the unknown-task threshold"):
+            predict(model, real[1], objective="G", real_classes=10)  # another signal than the calibrated one
+        nan = torch.full((4, 1, 8, 8), float("nan"))
+        assert predict(model, nan, threshold=False).unknown  # no finite answer: from no known task
         save_masks(model, tmp_path / "p.h5")
         fresh = wrap(nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 30)), seed=0)
         load_masks_into(fresh, tmp_path / "p.h5")
         assert fresh.unknown_threshold == rule
+
+    def test_predict_leaves_the_selection_and_mode_as_they_were(self, digits):
+        from supsup_core.inference import predict
+
+        stream = SplitStream(digits, 2, 3, relabel=False)
+        model = wrap(mlp(), seed=0)
+        for task in range(3):
+            train_task(model, stream, task, TrainConfig(optimizer="adam", lr=1e-2, batch_size=32, batches_per_task=5))
+        x, _, _ = next(stream.test_batches(0, 16))
+        model.set_task(2)
+        model.train()
+        before = model(x)
+        predict(model, x)
+        assert model.training and torch.equal(model(x), before)
 
     def test_a_hostile_threshold_in_a_bank_is_refused_before_loading(self, tmp_path, digits):
         from hopfield_masks import open_bank
@@ -385,3 +421,31 @@ class TestPredict:
         with pytest.raises(ConfigError, match="value"):
             load_masks_into(fresh, tmp_path / "h.h5")
         assert fresh.num_tasks == 0
+        for partial in ({}, {"signal": "objective"}, [1.0]):
+            with open_bank(tmp_path / "h.h5", "a") as bank:
+                metadata = dict(bank.metadata)
+                metadata["unknown_threshold"] = partial
+                bank.set_metadata(metadata)
+            with pytest.raises(ConfigError, match="h.h5"):
+                load_masks_into(fresh, tmp_path / "h.h5")
+            assert fresh.num_tasks == 0
+
+    def test_the_modules_own_buffers_are_part_of_the_base(self, tmp_path):
+        """A fixed random projection held in a buffer is part of the network the masks were made for."""
+
+        class Projected(nn.Module):
+            def __init__(self, seed: int) -> None:
+                super().__init__()
+                self.register_buffer("projection", torch.randn(64, 32, generator=torch.Generator().manual_seed(seed)))
+                self.head = nn.Linear(32, 10)
+
+            def forward(self, x):
+                return self.head(x.flatten(1) @ self.projection)
+
+        model = wrap(Projected(0), seed=0)
+        model.add_task()
+        model.finish_task()
+        save_masks(model, tmp_path / "p.h5")
+        load_masks_into(wrap(Projected(0), seed=0), tmp_path / "p.h5")
+        with pytest.raises(BaseNetworkMismatchError):
+            load_masks_into(wrap(Projected(1), seed=0), tmp_path / "p.h5")
