@@ -159,8 +159,14 @@ def _check_tensors(module: nn.Module, sites: list[_Site], config: WrapConfig) ->
     for name, tensor in (*module.named_parameters(), *module.named_buffers()):
         if tensor.is_floating_point() and tensor.dtype != torch.float32:
             raise ConfigError("model", "a float32 module (call module.float() first)", f"{name!r} of dtype {tensor.dtype}")
+    owners: dict[int, str] = {}
     for site in sites:
         weight = getattr(site.module, "weight", None)
+        if isinstance(site.module, WEIGHT_LAYERS) and isinstance(weight, torch.Tensor):
+            first = owners.setdefault(id(weight), site.name)
+            if first != site.name:  # tied weights would become two bases with independent masks
+                raise ConfigError("model", "layers with weights of their own (tied weights cannot be masked apart)",
+                                  f"layers {first!r} and {site.name!r} share one weight")
         if isinstance(site.module, WEIGHT_LAYERS) and weight is not None and weight.numel() == 0:
             raise ConfigError("model", "layers with at least one weight", f"layer {site.name!r} of shape {tuple(weight.shape)}")
         if config.base == "pretrained" and weight is not None and weight.device.type == "meta":

@@ -277,6 +277,12 @@ class TestRefused:
             wrap(make())
         assert words in str(info.value)
 
+    def test_tied_weights_are_refused_naming_both_layers(self):
+        net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+        net[2].weight = net[0].weight
+        with pytest.raises(ConfigError, match="received layers '0' and '2' share one weight"):
+            wrap(net)
+
     def test_pretrained_weights_on_the_meta_device_are_refused(self):
         with torch.device("meta"):
             net = mlp()
