@@ -51,7 +51,7 @@ def measure(path: Path, action) -> dict:
 
 
 def run(bank_mb: int, seed: int) -> dict:
-    from hopfield_masks import integrity
+    from hopfield_masks.safety import integrity
     from hopfield_masks.backends import create_bank, open_bank, verify_file
     from hopfield_masks.blocks import MaskLayout
     from hopfield_masks.reservoir import Reservoir, write_reservoir
@@ -114,7 +114,7 @@ def run(bank_mb: int, seed: int) -> dict:
         read_all()  # warm the page cache
         verified = min(read_all() for _ in range(3))
         real_verify = integrity.verify_dataset
-        import hopfield_masks.backends._hdf5 as hdf5_module
+        import hopfield_masks.backends.hdf5 as hdf5_module
         hdf5_module.verify_dataset = lambda *a, **k: "ok"
         try:
             unverified = min(read_all() for _ in range(3))

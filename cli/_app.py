@@ -74,7 +74,7 @@ def guarded(func: F) -> F:
 
 
 def _terminated(signum: int, frame: Any) -> None:
-    from hopfield_masks.journal import defer_signal
+    from hopfield_masks.safety.journal import defer_signal
 
     if defer_signal(signum):  # a bank is inside HDF5 work: raised again the moment it is done
         return

@@ -48,7 +48,7 @@ def demo(
     """Train BNNet unit masks on 5 SplitMNIST tasks, save them, encode them under the budget, recall them with and without entropy guidance."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hopfield_masks._files import check_output_file
+    from hopfield_masks.safety.files import check_output_file
     from hopfield_masks.budget import parse_budget
     from supsup_core.demo import DEMO_BATCHES_PER_TASK, run_demo
     from supsup_core.errors import ConfigError

@@ -233,7 +233,7 @@ def train(
     """Train one supermask per task on any data and save them, with the benchmark's description, to a mask bank."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hopfield_masks._files import check_output_file
+    from hopfield_masks.safety.files import check_output_file
     from supsup_core.data import Augment, ImageFolderData, benchmark_stream, load_data, parse_data_spec
     from supsup_core.errors import ConfigError
     from supsup_core.models import default_scenario

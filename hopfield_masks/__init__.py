@@ -47,7 +47,8 @@ from .rules import LearningRule, available_rules, get_rule, register_rule
 from .network import HopfieldNetwork
 from .recall import Guidance, GuidedRecallResult, HammingGuidance, RecallResult, guided_dynamics, score_descent
 from .reservoir import Reservoir
-from .backends import MaskBank, available_backends, create_bank, describe_file, get_backend, open_bank, register_backend
+from .backends import MaskBank, available_backends, create_bank, describe_file, open_bank
+from .codecs import MaskCodec, register_codec
 from .encoding import EncodeReport, encode_bank, read_bank_reservoir
 from .capacity import capacity_sweep
 
@@ -65,7 +66,7 @@ __all__ = [
     "HopfieldNetwork",
     "Guidance", "GuidedRecallResult", "HammingGuidance", "RecallResult", "guided_dynamics", "score_descent",
     "Reservoir",
-    "MaskBank", "available_backends", "create_bank", "describe_file", "get_backend", "open_bank", "register_backend",
+    "MaskBank", "available_backends", "create_bank", "describe_file", "open_bank", "MaskCodec", "register_codec",
     "EncodeReport", "encode_bank", "read_bank_reservoir",
     "capacity_sweep",
 ]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import atomic_path
+from .safety.files import atomic_path
 from .errors import CapacityWarning, InvalidArgumentError
 from .network import HopfieldNetwork
 from .rules import LearningRule, get_rule

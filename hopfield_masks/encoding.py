@@ -31,7 +31,7 @@ import numpy as np
 from .backends import create_bank, open_bank
 from .budget import parse_budget
 from .errors import CapacityWarning, StorageFormatError
-from .locking import bank_lock
+from .safety.locking import bank_lock
 from .patterns import pack_bits, packed_nbytes
 from .reservoir import Reservoir, read_reservoir, write_reservoir
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ._files import atomic_path, open_h5_read
+from .safety.files import atomic_path, open_h5_read
 from ._reservoir_parts import (
     FORMAT_VERSION,
     ITEMSIZE,

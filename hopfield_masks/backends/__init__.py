@@ -1,16 +1,18 @@
-"""Mask banks: exact task masks in HDF5 files (or in memory) behind one interface, with a registry.
+"""Mask banks: exact task masks in HDF5 files (or in memory) behind one interface.
 
-Backends (``available_backends()``):
+One bank class, :class:`HDF5MaskBank`, holds the file: the layout, checksums, the rollback
+journal and the locks.  How it stores each task is its *codec* (:mod:`hopfield_masks.codecs`):
 
-- ``"memory"`` -- in Python objects, not persistent; the test oracle;
 - ``"hdf5-packed"`` -- 1 bit per mask entry (the default);
 - ``"hdf5-sparse"`` -- CSC of the kept entries, 16-bit row indices (small for sparse masks);
-- ``"hdf5-entropy"`` -- range-coded with ``constriction``, near ``n * H(p)`` bits (below it for predictable masks).
+- ``"hdf5-entropy"`` -- range-coded, near ``n * H(p)`` bits (below it for predictable masks).
 
-:func:`create_bank` and :func:`open_bank` are the usual entry points; an
-opened file says which backend wrote it, so :func:`open_bank` needs no backend
-id.  :func:`describe_file` summarises a mask bank or a reservoir file (what
-``supsup-store info`` prints).  ``docs/FORMAT.md`` documents the file layout.
+``"memory"`` (:class:`MemoryMaskBank`) keeps a bank in Python objects: not persistent, the
+test oracle.  :func:`create_bank` and :func:`open_bank` are the usual entry points; an opened
+file says which codec wrote it, so :func:`open_bank` needs no backend id.
+:func:`describe_file` summarises a mask bank or a reservoir file (what ``supsup-store info``
+prints), :func:`verify_file` checks every object of one.  ``docs/FORMAT.md`` documents the
+file layout.
 
 Examples
 --------
@@ -29,31 +31,25 @@ Examples
 
 from __future__ import annotations
 
+import inspect
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
-
-from ..errors import HopfieldMasksError, InvalidArgumentError, RegistryError, StorageFormatError, UnknownBackendError
-from ..integrity import CHECKSUM_ATTR, check_dataset, check_link, check_tree, h5_errors, verify_dataset, verify_tree
-from ._h5attrs import ATTACHMENTS, TASKS, file_bytes
-from ._hdf5 import KIND, check_mask_bank, json_safe, open_shared, read_header
+from ..codecs import available_codecs, get_codec
+from ..errors import InvalidArgumentError, StorageFormatError, UnknownBackendError
+from ..safety.integrity import h5_errors
 from .base import MODES, MaskBank, to_json
-from .hdf5_entropy import HDF5EntropyBank
-from .hdf5_packed import HDF5PackedBank
-from .hdf5_sparse import HDF5SparseBank
+from .fileformat import check_mask_bank
+from .hdf5 import HDF5MaskBank, open_shared
+from .inspection import VerifyReport, describe_file, verify_file
 from .memory import MemoryMaskBank
 
 __all__ = [
     "MODES",
     "MaskBank",
     "MemoryMaskBank",
-    "HDF5PackedBank",
-    "HDF5SparseBank",
-    "register_backend",
-    "get_backend",
+    "HDF5MaskBank",
     "available_backends",
     "create_bank",
     "open_bank",
@@ -62,42 +58,13 @@ __all__ = [
     "VerifyReport",
 ]
 
-_REGISTRY: dict[str, type[MaskBank]] = {}
-
-
-def register_backend(cls: type[MaskBank]) -> type[MaskBank]:
-    """Register a :class:`MaskBank` subclass under its ``backend_id`` (usable as a class decorator).
-
-    Raises
-    ------
-    RegistryError
-        ``cls`` is not a MaskBank subclass, has no ``backend_id``, or the id is taken.
-    """
-    if not (isinstance(cls, type) and issubclass(cls, MaskBank)):
-        raise RegistryError(f"backend: expected a MaskBank subclass, received {cls!r}")
-    backend_id = getattr(cls, "backend_id", "")
-    if not isinstance(backend_id, str) or not backend_id:
-        raise RegistryError(f"backend: expected a non-empty string backend_id on {cls.__name__}, received {backend_id!r}")
-    if backend_id in _REGISTRY:
-        raise RegistryError(
-            f"backend: expected a new backend id, received {backend_id!r} (already registered by "
-            f"{_REGISTRY[backend_id].__name__})"
-        )
-    _REGISTRY[backend_id] = cls
-    return cls
-
-
-def get_backend(backend_id: str) -> type[MaskBank]:
-    """The class registered under ``backend_id``; :class:`UnknownBackendError` lists the known ids."""
-    try:
-        return _REGISTRY[backend_id]
-    except (KeyError, TypeError):
-        raise UnknownBackendError(backend_id, available_backends()) from None
+#: The id of the in-memory bank.
+MEMORY = "memory"
 
 
 def available_backends() -> list[str]:
-    """Registered backend ids, in registration order."""
-    return list(_REGISTRY)
+    """Backend ids: ``"memory"``, then every registered codec (:func:`hopfield_masks.codecs.register_codec`)."""
+    return [MEMORY, *available_codecs()]
 
 
 def create_bank(
@@ -115,34 +82,43 @@ def create_bank(
         The file to create; ``None`` gives an in-memory bank (the ``"memory"`` backend,
         whatever ``backend`` says).
     backend : str
-        A registered backend id.
+        A codec id (:func:`available_backends`), or ``"memory"`` with ``path=None``.
     metadata : dict, optional
         Producer metadata (JSON-serialisable), e.g. the base network's seed and architecture.
     overwrite : bool
         Replace an existing file (atomically, when the bank is closed).
     **options
-        Backend options, e.g. ``csc_rows`` for ``"hdf5-sparse"``.
+        Codec options, e.g. ``csc_rows`` for ``"hdf5-sparse"``.
 
     Raises
     ------
     InvalidArgumentError
-        The file exists and ``overwrite`` is false, or the backend needs no path / a path.
+        The file exists and ``overwrite`` is false, the backend needs no path / a path, or an
+        option the codec does not take.
     UnknownBackendError
         ``backend`` is not registered.
     """
     if metadata is not None:
         to_json(metadata, "metadata")  # refuse bad metadata before any file is created
     if path is None:
-        cls = MemoryMaskBank
-        return _with_metadata(cls(path, "w", **options), metadata)
-    else:
-        cls = get_backend(backend)
-        if not cls.persistent:
-            raise InvalidArgumentError("path", f"None for the non-persistent backend {backend!r}", repr(str(path)))
-        if Path(path).expanduser().exists() and not overwrite:
-            raise InvalidArgumentError("path", "a file that does not exist yet (or overwrite=True)", str(path))
+        if options:
+            raise InvalidArgumentError("options", "no options for the in-memory bank", sorted(options))
+        return _with_metadata(MemoryMaskBank(None, "w"), metadata)
+    if backend == MEMORY:
+        raise InvalidArgumentError("path", f"None for the non-persistent backend {backend!r}", repr(str(path)))
+    if backend not in available_codecs():
+        raise UnknownBackendError(backend, available_backends())
+    cls = get_codec(backend)
+    accepted = sorted(inspect.signature(cls).parameters)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        allowed = f"only {accepted}" if accepted else "no options"
+        raise InvalidArgumentError("options", f"{allowed} for backend {backend!r}", unknown)
+    codec = cls(**options)
+    if Path(path).expanduser().exists() and not overwrite:
+        raise InvalidArgumentError("path", "a file that does not exist yet (or overwrite=True)", str(path))
     # overwrite is checked again under the bank's writer lock: two creators racing never both win
-    return _with_metadata(cls(path, "w", overwrite=overwrite, **options), metadata)
+    return _with_metadata(HDF5MaskBank(path, "w", codec=codec, overwrite=overwrite), metadata)
 
 
 def _with_metadata(bank: MaskBank, metadata: dict[str, Any] | None) -> MaskBank:
@@ -152,7 +128,7 @@ def _with_metadata(bank: MaskBank, metadata: dict[str, Any] | None) -> MaskBank:
 
 
 def open_bank(path: str | os.PathLike, mode: str = "r") -> MaskBank:
-    """Open an existing mask bank file with the backend that wrote it.
+    """Open an existing mask bank file with the codec that wrote it.
 
     ``mode`` is ``"r"`` (read-only) or ``"a"`` (append; changes are published on close).
 
@@ -161,222 +137,13 @@ def open_bank(path: str | os.PathLike, mode: str = "r") -> MaskBank:
     BankFileNotFoundError
         ``path`` does not exist.
     StorageFormatError
-        ``path`` is not HDF5, is truncated, or is not a mask bank (e.g. a reservoir file).
+        ``path`` is not HDF5, is truncated, is not a mask bank (e.g. a reservoir file), or was written
+        by a codec not registered here.
     """
     if mode not in ("r", "a"):
         raise InvalidArgumentError("mode", "'r' or 'a' (create_bank() makes new banks)", repr(mode))
     with open_shared(path) as (f, _lock), h5_errors(path):
         backend = check_mask_bank(f, path)
-    if backend not in _REGISTRY:
+    if backend not in available_codecs():
         raise StorageFormatError(path, f"was written by backend {backend!r}, which is not registered here")
-    return get_backend(backend)(path, mode)
-
-
-def _density(count: int, size: int) -> float | None:
-    """Fraction of kept entries; None for an empty mask (0/0)."""
-    return None if size == 0 else count / size
-
-
-def _datasets(group: h5py.Group) -> list[dict[str, Any]]:
-    """Every dataset under ``group``: name, shape, dtype and bytes (metadata only, no data read)."""
-    found: list[dict[str, Any]] = []
-
-    def visit(name: str, obj: object) -> None:
-        if isinstance(obj, h5py.Dataset):
-            found.append(
-                {"name": name, "shape": list(obj.shape), "dtype": str(obj.dtype), "bytes": int(obj.id.get_storage_size())}
-            )
-
-    group.visititems(visit)
-    return found
-
-
-def _describe_bank(path: Path) -> dict[str, Any]:
-    with open_bank(path) as bank:
-        tasks = []
-        for task in bank.tasks():
-            masks = bank.read_task(task)
-            layers = [
-                {"name": name, "shape": list(m.shape), "entries": int(m.size), "density": _density(int(m.sum()), m.size)}
-                for name, m in masks.items()
-            ]
-            entries = sum(layer["entries"] for layer in layers)
-            kept = sum(int(m.sum()) for m in masks.values())
-            tasks.append({
-                "name": task, "entries": entries, "density": _density(kept, entries),
-                "bytes": bank.task_nbytes(task), "attrs": bank.task_attrs(task), "layers": layers,
-            })
-        attachments = [
-            bank.read_attachment(name, lambda g, name=name: {
-                "name": name, "attrs": {k: json_safe(v) for k, v in g.attrs.items() if k != CHECKSUM_ATTR},
-                "datasets": _datasets(g),
-            })
-            for name in bank.attachments()
-        ]
-        return {"backend": bank.backend_id, "metadata": bank.metadata, "n_tasks": len(tasks), "tasks": tasks,
-                "attachments": attachments}
-
-
-def describe_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON-safe summary of a mask bank or reservoir file.
-
-    Always: ``path``, ``kind``, ``format_version``, ``file_bytes``.  A mask bank adds
-    ``backend``, ``metadata``, ``n_tasks``, ``tasks`` (per task: ``name``, ``entries``,
-    ``density``, ``bytes``, ``attrs`` and ``layers`` with ``name``/``shape``/``entries``/
-    ``density``) and ``attachments`` (``name``, ``attrs``, ``datasets``).  Any other kind
-    (a reservoir) adds its root ``attrs`` (JSON text parsed) and ``datasets`` (name, shape,
-    dtype, bytes).  Densities of empty masks are ``None``.
-
-    Raises
-    ------
-    BankFileNotFoundError, StorageFormatError
-        As :func:`open_bank`; also for an HDF5 file without a ``kind`` attribute.
-    """
-    p = Path(path).expanduser()
-    with h5_errors(p):
-        return _describe(p)
-
-
-def _describe(p: Path) -> dict[str, Any]:
-    with open_shared(p) as (f, _lock):
-        header = read_header(f, p)
-        summary: dict[str, Any] = {"path": str(p), **header, "file_bytes": p.stat().st_size}
-        if header["kind"] != KIND:
-            check_tree(f, p, file_bytes=summary["file_bytes"])  # no links, external storage or impossible sizes
-            try:
-                summary["attrs"] = {k: json_safe(v) for k, v in f.attrs.items()
-                                    if k not in ("kind", "format_version", CHECKSUM_ATTR)}
-                summary["datasets"] = _datasets(f)
-            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-                raise StorageFormatError(p, f"cannot be read ({exc})") from None
-            return summary
-    summary.update(_describe_bank(p))
-    return summary
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """What :func:`verify_file` found: one ``(object, status, detail)`` row per checked object.
-
-    ``status`` is ``"ok"`` (checksum matches), ``"no checksum"`` (format-1 file: structure checked
-    and masks decoded, bit rot cannot be seen) or ``"damaged"`` (``detail`` says how).
-    """
-
-    path: str
-    format_version: int | None
-    items: list[tuple[str, str, str]] = field(default_factory=list)
-    bytes_checked: int = 0
-
-    @property
-    def damaged(self) -> list[tuple[str, str, str]]:
-        """The damaged rows."""
-        return [item for item in self.items if item[1] == "damaged"]
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing is damaged."""
-        return not self.damaged
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return {"path": self.path, "format_version": self.format_version, "ok": self.ok,
-                "bytes_checked": self.bytes_checked,
-                "items": [{"object": o, "status": st, "detail": d} for o, st, d in self.items]}
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "reason", None) or str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def verify_file(path: str | os.PathLike) -> VerifyReport:
-    """Check every object of a mask bank: root attributes, each task (links, storage, sizes, CRC-32, decoding)
-    and each attachment (every dataset and group under it).
-
-    A damaged object is reported, not raised, and the others are still checked.
-
-    Raises
-    ------
-    BankFileNotFoundError, StorageFormatError
-        The file is missing, not HDF5, or not a mask bank at all (nothing to verify item by item).
-    """
-    p = Path(path).expanduser()
-    with h5_errors(p):
-        return _verify(p)
-
-
-def _verify(p: Path) -> VerifyReport:
-    items: list[tuple[str, str, str]] = []
-    checked = 0
-    with open_shared(p) as (f, _lock):
-        header = read_header(f, p)
-        if header["kind"] != KIND:
-            raise StorageFormatError(p, f"is a {header['kind']} file, not a mask bank (verify checks mask banks)")
-        version = header["format_version"]
-        required = version >= 2
-        size = file_bytes(f)
-        try:
-            check_mask_bank(f, p)
-            items.append(("/ (root attributes)", "ok" if CHECKSUM_ATTR in f.attrs else "no checksum", ""))
-        except HopfieldMasksError as exc:
-            items.append(("/ (root attributes)", "damaged", _reason(exc)))
-        tasks = f.get(TASKS) if isinstance(f.get(TASKS, getlink=True), h5py.HardLink) else None
-        names: list[str] = []
-        if isinstance(tasks, h5py.Group):
-            try:
-                names = list(tasks)
-            except (OSError, RuntimeError, KeyError, ValueError) as exc:
-                items.append(("/tasks", "damaged", f"cannot be listed ({exc})"))
-        for name in names:
-            where = f"task {name!r}"
-            try:
-                check_link(tasks, name, p)
-                ds = tasks[name]
-                if not isinstance(ds, h5py.Dataset):
-                    raise StorageFormatError(p, f"{ds.name} is not a dataset")
-                check_dataset(ds, p, file_bytes=size)
-                state = verify_dataset(ds, p, required=required)
-                checked += int(ds.id.get_storage_size())
-                items.append((where, "ok" if state == "ok" else "no checksum", ""))
-            except HopfieldMasksError as exc:
-                items.append((where, "damaged", _reason(exc)))
-            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-                items.append((where, "damaged", f"HDF5 cannot read it ({_reason(exc)})"))
-        attachments = f.get(ATTACHMENTS) if isinstance(f.get(ATTACHMENTS, getlink=True), h5py.HardLink) else None
-        for name in list(attachments) if isinstance(attachments, h5py.Group) else []:
-            where = f"attachment {name!r}"
-            try:
-                check_link(attachments, name, p)
-                counts = verify_tree(attachments[name], p, file_bytes=size, required=required)
-                checked += sum(int(o.id.get_storage_size()) for o in attachments[name].values()
-                               if isinstance(o, h5py.Dataset))
-                items.append((where, "ok" if not counts["none"] else "no checksum",
-                              f"{counts['ok'] + counts['none']} objects"))
-            except HopfieldMasksError as exc:
-                items.append((where, "damaged", _reason(exc)))
-            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-                items.append((where, "damaged", f"HDF5 cannot read it ({_reason(exc)})"))
-    # the masks must also decode (what a format-1 file without checksums can still show)
-    if not any(status == "damaged" for obj, status, _ in items if obj.startswith("/")):
-        try:
-            with open_bank(p) as bank:
-                try:
-                    _ = bank.metadata  # reading it validates it
-                except HopfieldMasksError as exc:
-                    items.append(("metadata", "damaged", _reason(exc)))
-                for i, (obj, status, _detail) in enumerate(items):
-                    if obj.startswith("task ") and status != "damaged":
-                        task = obj[len("task '"):-1]
-                        try:
-                            bank.read_task(task)
-                            bank.task_attrs(task)
-                        except HopfieldMasksError as exc:
-                            items[i] = (obj, "damaged", _reason(exc))
-        except HopfieldMasksError as exc:
-            items.append(("bank", "damaged", _reason(exc)))
-    return VerifyReport(str(p), version, items, checked)
-
-
-for _cls in (MemoryMaskBank, HDF5PackedBank, HDF5SparseBank, HDF5EntropyBank):
-    register_backend(_cls)
-del _cls
+    return HDF5MaskBank(path, mode)

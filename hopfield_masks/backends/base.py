@@ -26,14 +26,14 @@ checks all of it, for every registered backend, against the ``"memory"`` oracle)
   change since the last commit and leaves the file as it was.  File backends
   make this crash-safe: ``"w"`` writes a temporary file renamed over the
   destination, ``"a"`` appends in place under a rollback journal
-  (:mod:`hopfield_masks.journal`), so a ``kill -9`` at any instant leaves the last
+  (:mod:`hopfield_masks.safety.journal`), so a ``kill -9`` at any instant leaves the last
   committed bank, and an append costs about the bytes it adds;
-- **locking** (file backends, :mod:`hopfield_masks.locking`): a writable bank holds
+- **locking** (file backends, :mod:`hopfield_masks.safety.locking`): a writable bank holds
   the bank's exclusive lock from open to close, a read-only one a shared lock; a
   second writer waits (``HOPFIELD_MASKS_LOCK_TIMEOUT``, default 60 s) and then
   raises :class:`~hopfield_masks.errors.BankLockedError`;
 - **integrity**: every task dataset and every dataset of an attachment carries a
-  CRC-32 (:mod:`hopfield_masks.integrity`) recorded when written and verified by
+  CRC-32 (:mod:`hopfield_masks.safety.integrity`) recorded when written and verified by
   every read (:meth:`MaskBank.read_task`, :meth:`MaskBank.read_attachment`,
   :meth:`MaskBank.copy_to`); links, external storage and sizes the file cannot
   back are refused before anything is read;
@@ -75,7 +75,7 @@ import numpy as np
 
 from ..blocks import MaskLayout
 from ..errors import FileWriteError, HopfieldMasksError, InvalidArgumentError, StorageFormatError, TaskNotFoundError
-from ..integrity import check_link, max_array_bytes, seal_tree, verify_tree
+from ..safety.integrity import check_link, max_array_bytes, seal_tree, verify_tree
 
 __all__ = ["MaskBank", "MODES", "check_name", "to_json"]
 
@@ -412,7 +412,7 @@ class MaskBank(ABC):
         Before ``reader`` runs, the group is checked as untrusted input: no soft or
         external links, no external or virtual storage, no dataset declaring more
         bytes than it stores or than the per-array ceiling, and every checksum
-        matches (:func:`hopfield_masks.integrity.verify_tree`).
+        matches (:func:`hopfield_masks.safety.integrity.verify_tree`).
         """
         if not callable(reader):
             raise InvalidArgumentError("reader", "a callable taking an h5py.Group", type(reader).__name__)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hopfield_masks._files import atomic_path
+from hopfield_masks.safety.files import atomic_path
 
 from ..errors import ConfigError, DataError
 from .untrusted import describe_path, open_regular, read_some

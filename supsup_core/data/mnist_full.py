@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hopfield_masks._files import atomic_path
+from hopfield_masks.safety.files import atomic_path
 
 from ..errors import ConfigError, DataError, SupSupWarning
 from ._text import one_line

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 
-from hopfield_masks._files import fsync_folder
+from hopfield_masks.safety.files import fsync_folder
 from hopfield_masks.backends import create_bank, open_bank
-from hopfield_masks.locking import bank_lock
+from hopfield_masks.safety.locking import bank_lock
 
 from ..config import ModelConfig
 from ..errors import ConfigError, SupSupError

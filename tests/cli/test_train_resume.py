@@ -163,7 +163,7 @@ def test_a_run_holds_the_banks_writer_lock_from_start_to_end(tmp_path):
     """Between two of a run's commits the bank stays locked: another writer (`train --overwrite`, an append) waits and
     then fails with one line, instead of replacing the file under the run (which would mix two base networks)."""
     from hopfield_masks.errors import BankLockedError
-    from hopfield_masks.locking import bank_lock
+    from hopfield_masks.safety.locking import bank_lock
 
     path = tmp_path / "busy.h5"
     slow = ["--tasks", "40", "--batches-per-task", "100", "--hidden", "32,16", "--device", "cpu", "--eval-at", "none"]

@@ -8,56 +8,71 @@ import h5py
 import numpy as np
 import pytest
 
-from hopfield_masks import backends
-from hopfield_masks.integrity import record_group_checksum
+from hopfield_masks import codecs
 from hopfield_masks.backends import (
-    HDF5SparseBank,
+    HDF5MaskBank,
     MemoryMaskBank,
     available_backends,
     create_bank,
     describe_file,
-    get_backend,
     open_bank,
-    register_backend,
 )
+from hopfield_masks.codecs import PackedCodec, SparseCodec, get_codec, register_codec
+from hopfield_masks.safety.integrity import record_group_checksum
 from hopfield_masks.errors import InvalidArgumentError, RegistryError, StorageFormatError, UnknownBackendError
 
 
 class TestRegistry:
     def test_builtin_backends(self):
-        """The three built-in backends are registered under their ids."""
-        assert {"memory", "hdf5-packed", "hdf5-sparse"} <= set(available_backends())
-        for backend_id in available_backends():
-            assert get_backend(backend_id).backend_id == backend_id
+        """The memory bank and the three built-in codecs are listed under their ids."""
+        assert available_backends()[:4] == ["memory", "hdf5-packed", "hdf5-sparse", "hdf5-entropy"]
+        for codec_id in available_backends()[1:]:
+            assert get_codec(codec_id).codec_id == codec_id
 
-    def test_unknown_backend_lists_ids(self):
+    def test_unknown_backend_lists_ids(self, tmp_path):
         """An unknown id raises UnknownBackendError (a KeyError) listing the known ids."""
         with pytest.raises(UnknownBackendError, match="hdf5-packed") as info:
-            get_backend("zip")
+            get_codec("zip")
         assert isinstance(info.value, KeyError)
+        with pytest.raises(UnknownBackendError, match="memory"):
+            create_bank(tmp_path / "x.h5", "zip")
+        assert list(tmp_path.iterdir()) == []
 
-    def test_duplicates_and_non_banks_are_refused(self):
-        """Registering a taken id, a class without id, or a non-MaskBank raises RegistryError."""
+    def test_duplicates_and_non_codecs_are_refused(self):
+        """Registering a taken id, a class without id, or a non-MaskCodec raises RegistryError."""
         with pytest.raises(RegistryError, match="already registered"):
-            register_backend(MemoryMaskBank)
-        with pytest.raises(RegistryError, match="MaskBank subclass"):
-            register_backend(dict)
+            register_codec(PackedCodec)
+        with pytest.raises(RegistryError, match="MaskCodec subclass"):
+            register_codec(MemoryMaskBank)
 
-        class NoId(MemoryMaskBank):
-            backend_id = ""
+        class NoId(PackedCodec):
+            codec_id = ""
 
-        with pytest.raises(RegistryError, match="backend_id"):
-            register_backend(NoId)
+        with pytest.raises(RegistryError, match="codec_id"):
+            register_codec(NoId)
 
-    def test_new_backend_is_listed(self, monkeypatch):
-        """A newly registered backend appears in available_backends and get_backend."""
-        monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
+    def test_a_new_codec_stores_banks_and_is_found_again(self, monkeypatch, tmp_path):
+        """A codec of one's own (here: the bits inverted) writes banks that open_bank reads back with it."""
+        monkeypatch.setattr(codecs, "_CODECS", dict(codecs._CODECS))
 
-        class Other(MemoryMaskBank):
-            backend_id = "memory-2"
+        class Inverted(PackedCodec):
+            codec_id = "inverted-bits"
 
-        assert register_backend(Other) is Other
-        assert "memory-2" in available_backends() and get_backend("memory-2") is Other
+            def encode(self, flat, layout, context):
+                return super().encode(~flat, layout, context)
+
+            def decode(self, stored, layout, context):
+                return ~super().decode(stored, layout, context)
+
+        assert register_codec(Inverted) is Inverted
+        assert "inverted-bits" in available_backends() and get_codec("inverted-bits") is Inverted
+        mask = np.eye(5, dtype=bool)
+        with create_bank(tmp_path / "i.h5", "inverted-bits") as bank:
+            bank.write_task("0", {"fc": mask})
+        with h5py.File(tmp_path / "i.h5", "r") as f:
+            assert f.attrs["backend"] == b"inverted-bits" and f["tasks/0"][0] == 0b01111101
+        with open_bank(tmp_path / "i.h5") as bank:
+            assert isinstance(bank.codec, Inverted) and np.array_equal(bank.read_task("0")["fc"], mask)
 
 
 class TestCreateAndOpen:
@@ -82,7 +97,7 @@ class TestCreateAndOpen:
         path = tmp_path / "x.h5"
         create_bank(path, "hdf5-sparse").close()
         with open_bank(path) as bank:
-            assert isinstance(bank, HDF5SparseBank) and bank.mode == "r"
+            assert isinstance(bank, HDF5MaskBank) and isinstance(bank.codec, SparseCodec) and bank.mode == "r"
 
     @pytest.mark.parametrize("mode", ["w", "x", "r+"])
     def test_open_modes(self, tmp_path, mode):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hopfield_masks import journal
+from hopfield_masks.safety import journal
 from hopfield_masks.backends import create_bank, open_bank, verify_file
 from hopfield_masks.errors import BankFileNotFoundError, FileWriteError
 from tests.hopfield_masks.bank_worker import masks_for

@@ -1,4 +1,4 @@
-"""Tests for hopfield_masks._files: atomic writes and checked opening."""
+"""Tests for hopfield_masks.safety.files: atomic writes and checked opening."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import h5py
 import pytest
 
-from hopfield_masks._files import atomic_path, open_h5_read
+from hopfield_masks.safety.files import atomic_path, open_h5_read
 from hopfield_masks.errors import BankFileNotFoundError, FileWriteError, StorageFormatError
 
 
@@ -66,7 +66,7 @@ class TestAtomicPath:
         def refuse(src, dst):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr("hopfield_masks._files.os.replace", refuse)
+        monkeypatch.setattr("hopfield_masks.safety.files.os.replace", refuse)
         with pytest.raises(FileWriteError, match="No space left"):
             with atomic_path(dest) as tmp:
                 tmp.write_bytes(b"new")
@@ -188,7 +188,7 @@ class TestNoDestructiveSurprises:
 
     def test_output_precheck(self, tmp_path):
         """check_output_file: refuses folders, existing files without overwrite, missing folders; accepts the rest."""
-        from hopfield_masks._files import check_output_file
+        from hopfield_masks.safety.files import check_output_file
         from hopfield_masks.errors import InvalidArgumentError
 
         with pytest.raises(InvalidArgumentError, match="--out: .*is a folder"):

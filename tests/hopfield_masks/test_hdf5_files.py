@@ -14,17 +14,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hopfield_masks.backends import (
-    HDF5PackedBank,
-    HDF5SparseBank,
+    HDF5MaskBank,
     create_bank,
     describe_file,
     open_bank,
 )
-from hopfield_masks.backends import _hdf5
-from hopfield_masks.backends.hdf5_sparse import csc_decode, csc_encode
-from hopfield_masks.backends._h5attrs import FORMAT_VERSION
+from hopfield_masks.backends import hdf5 as hdf5_bank
+from hopfield_masks.codecs import PackedCodec, SparseCodec
+from hopfield_masks.codecs.sparse import csc_decode, csc_encode
+from hopfield_masks.backends.fileformat import FORMAT_VERSION
 from hopfield_masks.errors import BankFileNotFoundError, InvalidArgumentError, StorageFormatError
-from hopfield_masks.integrity import record_group_checksum, seal_tree
+from hopfield_masks.safety.integrity import record_group_checksum, seal_tree
 from tests.strategies import masks as mask_arrays
 
 FILE_BACKENDS = ["hdf5-packed", "hdf5-sparse"]
@@ -69,16 +69,16 @@ class TestAtomicity:
         path = tmp_path / "bank.h5"
         make_bank(path, backend)
         before = path.read_bytes()
-        cls = HDF5PackedBank if backend == "hdf5-packed" else HDF5SparseBank
-        real, calls = cls._encode, []
+        cls = PackedCodec if backend == "hdf5-packed" else SparseCodec
+        real, calls = cls.encode, []
 
-        def failing(self, flat):
+        def failing(self, flat, layout, context):
             calls.append(1)
             if len(calls) == 3:
                 raise OSError("disk full")
-            return real(self, flat)
+            return real(self, flat, layout, context)
 
-        monkeypatch.setattr(cls, "_encode", failing)
+        monkeypatch.setattr(cls, "encode", failing)
         with pytest.raises(OSError, match="disk full"):
             with open_bank(path, "a") as bank:
                 for i in range(5):
@@ -94,7 +94,7 @@ class TestAtomicity:
         def broken_repack(tmp):
             raise OSError("repack failed")
 
-        monkeypatch.setattr(_hdf5, "_repack", broken_repack)
+        monkeypatch.setattr(hdf5_bank, "repack", broken_repack)
         bank = open_bank(path, "a")
         bank.delete_task("t1")  # a deletion makes close() repack
         with pytest.raises(OSError, match="repack failed"):
@@ -211,12 +211,12 @@ class TestDamagedFiles:
         with pytest.raises(StorageFormatError, match=f"format_version {FORMAT_VERSION + 1}; .* versions 1 to {FORMAT_VERSION}"):
             open_bank(path)
 
-    def test_wrong_backend_class(self, tmp_path):
-        """Opening a packed bank with the sparse class is refused and points to open_bank()."""
+    def test_wrong_codec(self, tmp_path):
+        """Opening a packed bank asking for the sparse codec is refused and points to open_bank()."""
         path = tmp_path / "bank.h5"
         make_bank(path, "hdf5-packed", n_tasks=1)
         with pytest.raises(StorageFormatError, match="open_bank"):
-            HDF5SparseBank(path)
+            HDF5MaskBank(path, codec="hdf5-sparse")
 
     @each_file_backend
     def test_damaged_task_attributes(self, tmp_path, backend):
@@ -315,11 +315,12 @@ class TestSparseIndices:
         assert list(tmp_path.iterdir()) == []
 
     def test_options_only_when_creating(self, tmp_path):
-        """Backend options are accepted with mode 'w' only, and not by the packed backend."""
+        """Codec options are fixed when a bank is created (an append keeps the bank's), and the packed codec has
+        none."""
         path = tmp_path / "b.h5"
         make_bank(path, "hdf5-sparse", n_tasks=1)
-        with pytest.raises(InvalidArgumentError, match="options"):
-            HDF5SparseBank(path, "a", csc_rows=8)
+        with HDF5MaskBank(path, "a", codec=SparseCodec(csc_rows=8)) as bank:
+            assert bank.codec.csc_rows == 65536
         with pytest.raises(InvalidArgumentError, match="options"):
             create_bank(tmp_path / "p.h5", "hdf5-packed", csc_rows=8)
 

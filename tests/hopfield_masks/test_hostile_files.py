@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from hopfield_masks.backends import create_bank, open_bank
-from hopfield_masks.backends._h5attrs import write_str_attr
+from hopfield_masks.backends.fileformat import write_str_attr
 from hopfield_masks.encoding import encode_bank
 from hopfield_masks.errors import StorageFormatError
-from hopfield_masks.integrity import record_group_checksum, seal_tree, write_checksums
+from hopfield_masks.safety.integrity import record_group_checksum, seal_tree, write_checksums
 
 WORKER = Path(__file__).with_name("hostile_worker.py")
 ROOT = Path(__file__).parents[2]

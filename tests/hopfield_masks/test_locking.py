@@ -1,4 +1,4 @@
-"""Two processes writing one bank never lose an update silently (hopfield_masks.locking)."""
+"""Two processes writing one bank never lose an update silently (hopfield_masks.safety.locking)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hopfield_masks.backends import create_bank, open_bank
 from hopfield_masks.encoding import bank_reservoirs, encode_bank, reservoir_is_current
 from hopfield_masks.errors import BankLockedError
-from hopfield_masks.locking import bank_lock, lock_path
+from hopfield_masks.safety.locking import bank_lock, lock_path
 from tests.hopfield_masks.bank_worker import masks_for
 
 WORKER = Path(__file__).with_name("bank_worker.py")
@@ -112,9 +112,9 @@ class TestParallelWriters:
 
 
 def _open_with_timeout(path: Path, mode: str, timeout: float) -> None:
-    from hopfield_masks.backends import HDF5PackedBank
+    from hopfield_masks.backends import HDF5MaskBank
 
-    HDF5PackedBank(path, mode, lock_timeout=timeout).close()
+    HDF5MaskBank(path, mode, lock_timeout=timeout).close()
 
 
 @pytest.mark.slow

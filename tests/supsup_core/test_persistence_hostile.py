@@ -11,8 +11,8 @@ from pathlib import Path
 import h5py
 import pytest
 
-from hopfield_masks.backends._h5attrs import write_str_attr
-from hopfield_masks.integrity import record_group_checksum
+from hopfield_masks.backends.fileformat import write_str_attr
+from hopfield_masks.safety.integrity import record_group_checksum
 from supsup_core.config import ModelConfig
 from supsup_core.errors import BaseNetworkMismatchError
 from supsup_core.models import build_model

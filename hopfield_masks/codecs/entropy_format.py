@@ -1,6 +1,6 @@
 """The parts of the ``hdf5-entropy`` format that are numbers and bytes: model codes, counts, byte codes.
 
-:mod:`hopfield_masks.backends.hdf5_entropy` describes the format and does the coding;
+:mod:`hopfield_masks.codecs.entropy` describes the format and does the coding;
 this module holds what a reader of the file has to agree on bit for bit:
 
 - the model codes (``coding[0]``) and :data:`PRIOR_WEIGHTS`;

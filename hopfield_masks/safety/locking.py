@@ -10,7 +10,7 @@ and starts over if not).  So a folder keeps no lock files after clean exits; a
 - a **writer** (a bank opened ``"a"`` or ``"w"``, :func:`hopfield_masks.encoding.encode_bank`
   for its whole read-compute-write cycle) holds it *exclusively* from open to close,
   and writes its pid into it so a waiting process can name it;
-- a writer that modifies the bank *in place* (mode ``"a"``, :mod:`hopfield_masks.journal`)
+- a writer that modifies the bank *in place* (mode ``"a"``, :mod:`hopfield_masks.safety.journal`)
   also holds an exclusive ``flock`` on the bank file itself (:class:`FileLock`);
 - a **reader** (``"r"``) holds a *shared* ``flock`` on the bank file it opened, so it
   never reads a file being modified in place, and needs no write access to the
@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BankFileNotFoundError, BankLockedError, FileWriteError, InvalidArgumentError
+from ..errors import BankFileNotFoundError, BankLockedError, FileWriteError, InvalidArgumentError
 
 __all__ = ["lock_path", "bank_lock", "BankLock", "FileLock", "lock_timeout", "held_exclusive", "DEFAULT_TIMEOUT"]
 

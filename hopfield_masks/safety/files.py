@@ -20,7 +20,7 @@ from pathlib import Path
 
 import h5py
 
-from .errors import BankFileNotFoundError, FileWriteError, StorageFormatError
+from ..errors import BankFileNotFoundError, FileWriteError, StorageFormatError
 
 __all__ = ["atomic_path", "open_h5_read", "h5_signature_ok", "check_regular_or_absent", "write_target", "check_output_file",
            "fsync_folder", "keep_owner_and_mode"]
@@ -84,7 +84,7 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, expected_byte
     InvalidArgumentError
         Naming ``argument`` with what was expected and what was found.
     """
-    from .errors import InvalidArgumentError
+    from ..errors import InvalidArgumentError
 
     raw = Path(path).expanduser()
     target = Path(os.path.realpath(raw))
@@ -203,7 +203,7 @@ def open_h5_read(path: str | os.PathLike) -> h5py.File:
     if not signed:
         raise StorageFormatError(p, "is not an HDF5 file (no HDF5 signature)")
     try:
-        # HDF5's own flock is off: banks are locked by hopfield_masks.locking (sidecar lock files)
+        # HDF5's own flock is off: banks are locked by hopfield_masks.safety.locking (sidecar lock files)
         f = h5py.File(p, "r", locking=False)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise StorageFormatError(p, f"cannot be read as HDF5 (truncated or corrupt: {exc})") from None

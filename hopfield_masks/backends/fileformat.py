@@ -1,4 +1,4 @@
-"""Attribute and header helpers of the mask-bank HDF5 files (shared by :mod:`._hdf5` and the registry).
+"""The mask-bank HDF5 file format: its constants, the ``/tasks`` group, attribute and header helpers.
 
 Strings are stored as fixed-length UTF-8 attributes: a variable-length string
 would need a global heap collection, whose first allocation costs 4 kB in a
@@ -17,11 +17,11 @@ import h5py
 import numpy as np
 
 from ..errors import StorageFormatError
-from ..integrity import CHECKSUM_ATTR, check_attribute, check_link, verify_group_attrs
+from ..safety.integrity import CHECKSUM_ATTR, check_attribute, check_link, verify_group_attrs
 
 __all__ = [
     "FORMAT_VERSION", "KIND", "TASKS", "ATTACHMENTS", "write_str_attr", "read_str_attr", "read_json_attr",
-    "json_safe", "read_header", "check_mask_bank", "file_bytes",
+    "json_safe", "read_header", "check_mask_bank", "file_bytes", "LIBVER", "create_tasks_group",
 ]
 
 #: Newest mask-bank format version read (2: CRC-32 checksums; 3: ``hdf5-entropy`` tasks as byte strings,
@@ -33,6 +33,16 @@ KIND = "mask-bank"
 TASKS = "tasks"
 #: Group holding the attachment groups.
 ATTACHMENTS = "attachments"
+# Object formats of HDF5 1.8 (readable by any h5py of the last decade), never newer than 1.10's.
+LIBVER = ("v108", "v110")
+
+
+def create_tasks_group(parent: h5py.Group) -> h5py.Group:
+    """Create ``/tasks``: link creation order tracked (insertion-order listing) but not indexed."""
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_link_creation_order(h5py.h5p.CRT_ORDER_TRACKED)
+    gcpl.set_obj_track_times(False)  # no timestamps: same content, same bytes
+    return h5py.Group(h5py.h5g.create(parent.id, TASKS.encode(), gcpl=gcpl))
 
 
 def write_str_attr(attrs: h5py.AttributeManager, name: str, text: str) -> None:

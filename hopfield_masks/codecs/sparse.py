@@ -1,4 +1,4 @@
-"""The ``"hdf5-sparse"`` backend: compressed sparse columns (CSC) of the kept entries.
+"""``hdf5-sparse``: compressed sparse columns (CSC) of the kept entries.
 
 Each task's flat pattern of ``P`` entries (as in ``hdf5-packed``) is viewed as a
 matrix of ``R = csc_rows`` rows and ``ceil(P / R)`` columns filled column by
@@ -18,7 +18,7 @@ pointers cost only 4 bytes per 65536 entries, where one pointer per weight
 column (784 for LeNet's first layer) would add 7 bits per kept entry at 2 %
 density.  So a kept entry costs 16 bits, the paper's accounting, at any shape;
 with the HDF5 metadata of the task (about 250 bytes, see
-:mod:`hopfield_masks.backends._hdf5`) a LeNet 300-100 mask at 2 % density
+:mod:`hopfield_masks.backends.hdf5`) a LeNet 300-100 mask at 2 % density
 costs 16.4 bits per kept entry on disk.
 
 The index dtype is recorded by the dataset itself: ``uint16`` when ``R <= 2**16``
@@ -28,28 +28,26 @@ for tasks with ``2**32`` or more kept entries.  ``R`` is the root attribute
 
 Examples
 --------
->>> import os, tempfile, numpy as np
->>> tmp = tempfile.TemporaryDirectory()
->>> path = os.path.join(tmp.name, "bank.h5")
->>> with HDF5SparseBank(path, "w") as bank:
-...     bank.write_task("0", {"fc": np.eye(3, dtype=bool)})
->>> with HDF5SparseBank(path) as bank:
-...     bank.read_task("0")["fc"].sum(), bank.task_nbytes("0")
-(np.int64(3), 14)
->>> tmp.cleanup()
+>>> import numpy as np
+>>> from hopfield_masks.blocks import MaskLayout
+>>> encoded = SparseCodec(csc_rows=3).encode(np.eye(3, dtype=bool).ravel(), MaskLayout(("fc",), ((3, 3),)),
+...                                          CodingContext(2))
+>>> encoded.data.tolist(), encoded.attrs["indptr"].tolist()
+([0, 1, 2], [0, 1, 2, 3])
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-import h5py
 import numpy as np
 
+from ..blocks import MaskLayout
 from ..errors import InvalidArgumentError, StorageFormatError
-from ._hdf5 import HDF5MaskBank
+from .base import CodecError, CodingContext, Encoded, MaskCodec, Stored
 
-__all__ = ["HDF5SparseBank", "DEFAULT_CSC_ROWS", "csc_encode", "csc_decode"]
+__all__ = ["SparseCodec", "DEFAULT_CSC_ROWS", "csc_encode", "csc_decode"]
 
 #: The tallest column whose row indices all fit in 16 bits.
 DEFAULT_CSC_ROWS = 2**16
@@ -101,54 +99,43 @@ def csc_decode(indices: np.ndarray, indptr: np.ndarray, *, rows: int, length: in
     return flat
 
 
-class HDF5SparseBank(HDF5MaskBank):
-    """Mask bank storing each task's kept entries in CSC form (16-bit row indices by default).
+class SparseCodec(MaskCodec):
+    """Each task's kept entries in CSC form (16-bit row indices by default).
 
     Parameters
     ----------
-    path, mode
-        As for every HDF5 backend.
     csc_rows : int, optional
-        Column height ``R`` (``mode="w"`` only; default ``2**16``). A taller column
-        needs 32-bit indices; the value is recorded in the file.
+        Column height ``R`` (default ``2**16``); a taller column needs 32-bit indices.  Recorded in the
+        bank's root attribute ``csc_rows`` when it is created.
     """
 
-    backend_id = "hdf5-sparse"
+    codec_id = "hdf5-sparse"
 
-    def _set_options(self, f: h5py.File, options: dict[str, Any]) -> None:
-        unknown = sorted(set(options) - {"csc_rows"})
-        if unknown:
-            raise InvalidArgumentError("options", "only 'csc_rows' for backend 'hdf5-sparse'", unknown)
-        rows = options.get("csc_rows", DEFAULT_CSC_ROWS)
-        if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or not 1 <= rows <= 2**32:
-            raise InvalidArgumentError("csc_rows", "an integer from 1 to 2**32", repr(rows))
-        self.csc_rows = int(rows)
-        f.attrs["csc_rows"] = np.int64(self.csc_rows)
+    def __init__(self, csc_rows: int = DEFAULT_CSC_ROWS) -> None:
+        if isinstance(csc_rows, bool) or not isinstance(csc_rows, (int, np.integer)) or not 1 <= csc_rows <= 2**32:
+            raise InvalidArgumentError("csc_rows", "an integer from 1 to 2**32", repr(csc_rows))
+        self.csc_rows = int(csc_rows)
 
-    def _load_options(self, f: h5py.File) -> None:
-        rows = f.attrs.get("csc_rows")
-        if not isinstance(rows, (int, np.integer)) or not 1 <= rows <= 2**32:
-            raise StorageFormatError(self.path, f"has a bad or missing 'csc_rows' root attribute ({rows!r})")
-        self.csc_rows = int(rows)
+    def options(self) -> dict[str, int]:
+        return {"csc_rows": self.csc_rows}
 
-    def _encode(self, flat: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    @classmethod
+    def from_options(cls, stored: Mapping[str, Any], where: str) -> SparseCodec:
+        rows = stored.get("csc_rows")
+        if isinstance(rows, (bool, np.bool_)) or not isinstance(rows, (int, np.integer)) or not 1 <= rows <= 2**32:
+            raise StorageFormatError(where, f"has a bad or missing 'csc_rows' root attribute ({rows!r})")
+        return cls(int(rows))
+
+    def encode(self, flat: np.ndarray, layout: MaskLayout, context: CodingContext) -> Encoded:
         indices, indptr = csc_encode(flat, self.csc_rows)
-        return indices, {"indptr": indptr}
+        return Encoded(indices, {"indptr": indptr})
 
-    def _decode_data(self, ds: h5py.Dataset, data: np.ndarray, length: int) -> np.ndarray:
-        if ds.ndim != 1 or ds.dtype.kind != "u":
-            raise self._corrupt(ds, f"expected a 1-D unsigned integer dataset, found {ds.dtype} {ds.shape}")
-        if "indptr" not in ds.attrs:
-            raise self._corrupt(ds, "the 'indptr' attribute is missing")
-        n_cols = -(-length // self.csc_rows)
-        aid = ds.attrs.get_id("indptr")
-        if aid.shape != (n_cols + 1,):  # checked before the attribute is read: its declared size is untrusted
-            raise self._corrupt(ds, f"indptr should be {n_cols + 1} integers, found shape {aid.shape}")
+    def decode(self, stored: Stored, layout: MaskLayout, context: CodingContext) -> np.ndarray:
+        if len(stored.shape) != 1 or stored.dtype.kind != "u":
+            raise CodecError(f"expected a 1-D unsigned integer dataset, found {stored.dtype} {stored.shape}")
+        n_cols = -(-layout.length // self.csc_rows)
+        indptr = stored.attr("indptr", (n_cols + 1,), "u")  # its declared shape checked before it is read
         try:
-            return csc_decode(data, ds.attrs["indptr"], rows=self.csc_rows, length=length)
+            return csc_decode(stored.data, indptr, rows=self.csc_rows, length=layout.length)
         except ValueError as exc:
-            raise self._corrupt(ds, str(exc)) from None
-
-    def _extra_nbytes(self, ds: h5py.Dataset) -> int:
-        # the column pointers are mask data too, even though they live in an attribute
-        return int(ds.attrs.get_id("indptr").get_storage_size()) if "indptr" in ds.attrs else 0
+            raise CodecError(str(exc)) from None

@@ -40,8 +40,8 @@ import struct
 import zlib
 from pathlib import Path
 
-from ._files import fsync_folder
-from .errors import FileWriteError, StorageFormatError
+from .files import fsync_folder
+from ..errors import FileWriteError, StorageFormatError
 
 __all__ = ["JournaledFile", "PlainFile", "journal_path", "recover", "fsync_folder", "stale_temporaries", "clean_temporaries",
            "signals_deferred", "defer_signal"]

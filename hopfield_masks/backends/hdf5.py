@@ -1,20 +1,21 @@
-"""The HDF5 layout shared by the ``hdf5-*`` backends (``docs/FORMAT.md`` describes it for h5py users).
+"""The mask-bank file: one HDF5 bank class whose per-task encoding is a codec (``docs/FORMAT.md`` describes the
+layout for h5py users).
 
 File layout (format version 1)::
 
-    /                     attrs: kind="mask-bank", format_version=1, backend, metadata (JSON)
-                                 (+ backend options, e.g. csc_rows for hdf5-sparse)
+    /                     attrs: kind="mask-bank", format_version, backend (the codec id), metadata (JSON)
+                                 (+ codec options, e.g. csc_rows for hdf5-sparse)
                                  (+ shared_layout (JSON MaskLayout), once a task was written)
     /tasks/               group, links in insertion order
     /tasks/<task>         ONE dataset per task holding the encoded flat pattern
                           attrs: layout (JSON MaskLayout), only when it differs from shared_layout
                                  attrs (JSON), only when not empty
-                                 (+ encoding attrs, e.g. indptr)
+                                 (+ the codec's attrs, e.g. indptr)
     /attachments/<name>   groups written by attachment writers (the reservoir...)
 
 Why one dataset per task and not one per layer: every HDF5 object costs an
 object header and a link, so three layer datasets per task would triple the
-per-task overhead.  Strings are fixed-length UTF-8 (see :mod:`._h5attrs`).
+per-task overhead.  Strings are fixed-length UTF-8 (see :mod:`.fileformat`).
 
 **Per-task overhead.**  The format promises ``n / 8`` bytes per packed mask
 plus a fixed header, and 16 bits per kept entry for sparse masks, so what HDF5
@@ -44,17 +45,17 @@ tracked (h5py's default; tracking adds 2 bytes per message), and the
 metadata block size stays at HDF5's 2048 bytes (512 or 4096 cost more).
 
 **Writing** (format version 2).  Mode ``"w"`` writes a new temporary file
-(:func:`hopfield_masks._files.atomic_path`) renamed over the destination on a
+(:func:`hopfield_masks.safety.files.atomic_path`) renamed over the destination on a
 successful close.  Mode ``"a"`` appends *in place* through a rollback journal
-(:mod:`hopfield_masks.journal`): an append writes about what it adds, and a
+(:mod:`hopfield_masks.safety.journal`): an append writes about what it adds, and a
 crash at any instant leaves the last committed bank.  Both hold the bank's
-exclusive lock (:mod:`hopfield_masks.locking`) from open to close.  HDF5 never
+exclusive lock (:mod:`hopfield_masks.safety.locking`) from open to close.  HDF5 never
 reclaims the space of deleted objects, so a session that deleted or overwrote
-something rewrites ("repacks") the bank into a temporary file renamed over it
-(mode and owner kept; hard links to the old file then keep the old bytes).
+something rewrites ("repacks", :mod:`.repack`) the bank into a temporary file
+renamed over it.
 
 **Checksums.**  Each task dataset carries ``crc32`` = [CRC-32 of its bytes,
-CRC-32 of its other attributes] (:mod:`hopfield_masks.integrity`), written with
+CRC-32 of its other attributes] (:mod:`hopfield_masks.safety.integrity`), written with
 the task; the root group carries the CRC-32 of the root attributes, refreshed at
 every commit.  Readers check the attribute part whenever they read a task's
 record and both parts whenever they read its masks.  Measured per-task cost of
@@ -69,7 +70,6 @@ import itertools
 import json
 import os
 import stat
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -77,22 +77,26 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._files import atomic_path, fsync_folder, keep_owner_and_mode, open_h5_read, write_target
 from ..blocks import MaskLayout
-from ..errors import FileWriteError, HopfieldMasksError, InvalidArgumentError, StorageFormatError
-from ..integrity import (
+from ..codecs import CodecError, CodingContext, MaskCodec, PackedCodec, Stored, get_codec
+from ..patterns import pack_bits, unpack_bits
+from ..safety.files import atomic_path, open_h5_read, write_target
+from ..errors import BankLockedError, FileWriteError, HopfieldMasksError, InvalidArgumentError, StorageFormatError
+from ..safety.integrity import (
     CHECKSUM_ATTR, attrs_crc, check_dataset, check_link, max_array_bytes, record_group_checksum, verify_dataset,
 )
-from ..journal import (
+from ..safety.journal import (
     JournaledFile, PlainFile, clean_temporaries, journal_path, recover, signals_deferred, stale_temporaries,
 )
-from ..locking import BankLock, FileLock, lock_path
-from ._h5attrs import (
+from ..safety.locking import BankLock, FileLock, lock_path
+from .fileformat import (
     ATTACHMENTS,
     FORMAT_VERSION,
     KIND,
+    LIBVER,
     TASKS,
     check_mask_bank,
+    create_tasks_group,
     json_safe,
     read_header,
     read_json_attr,
@@ -100,6 +104,7 @@ from ._h5attrs import (
     write_str_attr,
 )
 from .base import MaskBank
+from .repack import repack, repack_into
 
 __all__ = [
     "FORMAT_VERSION", "KIND", "SHARED_LAYOUT", "HDF5MaskBank", "open_shared", "check_mask_bank", "read_header", "read_str_attr",
@@ -108,71 +113,26 @@ __all__ = [
 
 #: Root attribute holding the layer layout of every task without its own ``layout`` attribute.
 SHARED_LAYOUT = "shared_layout"
-# Object formats of HDF5 1.8 (readable by any h5py of the last decade), never newer than 1.10's.
-LIBVER = ("v108", "v110")
 _EMPTY_ATTRS = "{}"
 # The HDF5 core driver refuses two open files of the same name: every scratch file gets its own.
 _SCRATCH_IDS = itertools.count()
 _UNREAD = object()  # the shared layout has not been looked up yet
+# Task dataset attributes the bank itself writes; every other one is the codec's.
+_BANK_ATTRS = frozenset({"layout", "attrs", CHECKSUM_ATTR})
 
 
-def _create_tasks_group(parent: h5py.Group) -> h5py.Group:
-    """Create ``/tasks``: link creation order tracked (insertion-order listing) but not indexed."""
-    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
-    gcpl.set_link_creation_order(h5py.h5p.CRT_ORDER_TRACKED)
-    gcpl.set_obj_track_times(False)  # no timestamps: same content, same bytes
-    return h5py.Group(h5py.h5g.create(parent.id, TASKS.encode(), gcpl=gcpl))
+class _AttrSpec:
+    """An attribute of a task dataset as :class:`~hopfield_masks.codecs.Stored` hands it to a codec: its declared
+    shape and dtype first, its value only when read."""
 
+    __slots__ = ("_ds", "_name", "shape", "dtype")
 
-def _copy_attrs(src: h5py.HLObject, dst: h5py.HLObject) -> None:
-    for key in src.attrs:
-        dst.attrs.create(key, src.attrs[key], dtype=src.attrs.get_id(key).dtype)
+    def __init__(self, ds: h5py.Dataset, name: str) -> None:
+        aid = ds.attrs.get_id(name)
+        self._ds, self._name, self.shape, self.dtype = ds, name, aid.shape, aid.dtype
 
-
-def _repack_into(src_path: Path, dst_path: Path) -> None:
-    """Write a compact copy of the bank ``src_path`` into the new file ``dst_path``, keeping every order and group."""
-    out = PlainFile(dst_path, "w+b")  # written through Python: a full disk is an OSError naming the cause
-    try:
-        with h5py.File(src_path, "r", locking=False) as src, h5py.File(out, "w", libver=LIBVER) as dst:
-            _copy_group_contents(src, dst, src_path)
-        if out.error is not None:
-            raise out.error
-    finally:
-        out.close()
-
-
-def _copy_group_contents(src: h5py.File, dst: h5py.File, src_path: Path) -> None:
-    """Copy root attributes and children of ``src`` into ``dst`` (groups other tools added are kept too)."""
-    _copy_attrs(src, dst)
-    for key in src:
-        check_link(src, key, src_path)
-        if key == TASKS:  # an old file's indexed /tasks group becomes the current kind: the order is the same
-            out = _create_tasks_group(dst)
-        elif key == ATTACHMENTS:
-            out = dst.create_group(key, track_order=True)
-        else:
-            src.copy(src[key], dst, name=key)
-            continue
-        _copy_attrs(src[key], out)
-        for child in src[key]:  # one by one: the creation order of the copy is ours
-            src.copy(src[key][child], out, name=child)  # copies get exact object headers
-
-
-def _repack(bank: Path) -> None:
-    """Replace ``bank`` by a compact copy (temporary file, fsync, rename, folder fsync); mode and owner kept."""
-    fd, name = tempfile.mkstemp(prefix=f".{bank.name}.", suffix=".repack", dir=bank.parent)
-    os.close(fd)
-    try:
-        _repack_into(bank, Path(name))
-        with open(name, "rb+") as fh:
-            os.fsync(fh.fileno())
-        keep_owner_and_mode(os.stat(bank), Path(name))
-        os.replace(name, bank)
-        fsync_folder(bank.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-        raise
+    def read(self) -> np.ndarray:
+        return np.asarray(self._ds.attrs[self._name])
 
 
 @contextlib.contextmanager
@@ -185,7 +145,8 @@ def open_shared(path: str | os.PathLike, lock_timeout: float | None = None):
     target = Path(os.path.realpath(Path(path).expanduser()))
     for _attempt in range(3):
         if journal_path(target).exists():  # a killed writer's session: undo it first (needs the writer lock)
-            with BankLock(path, exclusive=True, timeout=lock_timeout):
+            # held by a live writer (whose session is under way): its flock on the bank makes us wait below
+            with contextlib.suppress(BankLockedError), BankLock(path, exclusive=True, timeout=0):
                 recover(target)
                 clean_temporaries(target)
         elif lock_path(target).exists() or stale_temporaries(target):  # left by a killed writer, unless one is at work
@@ -288,20 +249,12 @@ def _check_layout_dict(value: Any) -> None:
         total += entries
     limit = max_array_bytes()
     if total > limit:
-        raise ValueError(f"it declares {total:,} entries, above the per-array ceiling hopfield_masks.integrity."
+        raise ValueError(f"it declares {total:,} entries, above the per-array ceiling hopfield_masks.safety.integrity."
                          f"MAX_ARRAY_BYTES = {limit:,} (raise it with HOPFIELD_MASKS_MAX_ARRAY_BYTES)")
 
 
 class HDF5MaskBank(MaskBank):
-    """Shared implementation of the HDF5 backends; subclasses define the per-task encoding.
-
-    Subclasses implement ``_encode(flat) -> (data, extra_attrs)`` and
-    ``_decode(dataset, length) -> flat`` (or, to read the bytes once,
-    ``_decode_data(dataset, data, length)``, given the dataset's content already
-    read and checksum-verified) and may override ``_set_options`` /
-    ``_load_options`` (backend options stored as root attributes) and
-    ``_extra_nbytes`` (mask data kept in attributes).  Extra attributes are covered
-    by the task's checksum automatically.
+    """A mask bank in an HDF5 file; how each task is stored is its codec's business (:mod:`hopfield_masks.codecs`).
 
     Parameters
     ----------
@@ -309,26 +262,30 @@ class HDF5MaskBank(MaskBank):
         The bank file.  A symlink is followed (its target is written).
     mode : str
         ``"r"`` (read-only), ``"a"`` (append in place, journaled) or ``"w"`` (create or replace).
+    codec : MaskCodec or str, optional
+        ``mode="w"``: the codec of the new bank (an instance, or a registered id; default
+        ``"hdf5-packed"``).  ``"r"``/``"a"``: the bank's own codec is used; a codec given must be of
+        the same id.
     overwrite : bool
         ``mode="w"`` only: whether an existing file may be replaced (checked under the lock).
     lock_timeout : float, optional
         Seconds to wait for the bank's lock (default ``HOPFIELD_MASKS_LOCK_TIMEOUT`` or 60).
-    **options
-        Backend options, accepted with ``mode="w"`` only (they are fixed when a bank is created).
     """
 
     persistent = True
-    #: The ``format_version`` this backend writes into a new bank (appends keep the bank's own version).
-    write_version: int = 2
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", *, overwrite: bool = True,
-                 lock_timeout: float | None = None, **options: Any) -> None:
+    def __init__(self, path: str | os.PathLike, mode: str = "r", *, codec: MaskCodec | str | None = None,
+                 overwrite: bool = True, lock_timeout: float | None = None) -> None:
         super().__init__(mode)
+        if isinstance(codec, str):
+            codec = get_codec(codec)()
+        if codec is not None and not isinstance(codec, MaskCodec):
+            raise InvalidArgumentError("codec", "a MaskCodec or a registered codec id", repr(codec))
+        self.codec: MaskCodec = codec if codec is not None else PackedCodec()
+        self._asked = codec  # "r"/"a": the codec the caller expects (None: whatever the bank has)
         if path is None or not isinstance(path, (str, os.PathLike)):
             raise InvalidArgumentError("path", f"a file path for backend {self.backend_id!r}", repr(path))
         self.path = Path(path).expanduser()
-        if options and mode != "w":
-            raise InvalidArgumentError("options", "no backend options unless mode='w'", sorted(options))
         self._lock: BankLock | None = None  # the writers' sidecar lock
         self._flock: FileLock | None = None  # the flock on the bank file itself (readers, in-place writers)
         self._reader = None  # open_shared() context of a read-only bank
@@ -337,13 +294,14 @@ class HDF5MaskBank(MaskBank):
         self._fh: PlainFile | None = None  # the file object h5py writes through (writable modes)
         self._target: Path | None = None  # the real file written (symlinks resolved)
         self._dirty = False  # something was deleted: repack before publishing
-        self._version = self.write_version
+        self._version = self.codec.write_version
         self._h5: h5py.File | None = None
         self._scratch: h5py.File | None = None  # in-memory file where task datasets are built (writable modes)
         self._tasks_group: h5py.Group | None = None  # /tasks of the open file, looked up once
         self._shared: Any = _UNREAD  # cached root shared layout: a MaskLayout, None (absent) or _UNREAD
+        self._reset_chain()
         try:
-            self._open(mode, overwrite, lock_timeout, options)
+            self._open(mode, overwrite, lock_timeout)
         except BaseException as exc:
             self._closed = True
             with contextlib.suppress(Exception):
@@ -352,8 +310,13 @@ class HDF5MaskBank(MaskBank):
                 raise self._translate(exc) from None
             raise
 
+    @property
+    def backend_id(self) -> str:  # type: ignore[override]
+        """The codec id recorded in the file (``"hdf5-packed"``...)."""
+        return self.codec.codec_id
+
     # ------------------------------------------------------------------ file set-up
-    def _open(self, mode: str, overwrite: bool, lock_timeout: float | None, options: dict[str, Any]) -> None:
+    def _open(self, mode: str, overwrite: bool, lock_timeout: float | None) -> None:
         if mode == "r":
             self._open_reader(lock_timeout)
             return
@@ -379,7 +342,7 @@ class HDF5MaskBank(MaskBank):
         self._tmp = self._atomic.__enter__()
         self._fh = PlainFile(self._tmp, "r+b")
         self._h5 = h5py.File(self._fh, "w", libver=LIBVER)
-        self._create_layout(self._h5, options)
+        self._create_layout(self._h5)
 
     def _open_reader(self, lock_timeout: float | None) -> None:
         """Open read-only under a shared flock of the file (after rolling back a killed writer's journal)."""
@@ -395,43 +358,82 @@ class HDF5MaskBank(MaskBank):
 
     def _open_existing(self, f: h5py.File) -> None:
         backend = check_mask_bank(f, self.path)
-        if backend != self.backend_id:
-            raise StorageFormatError(
-                self.path, f"is a {backend!r} bank, not {self.backend_id!r} (open it with open_bank())"
-            )
+        if self._asked is not None and backend != self._asked.codec_id:
+            raise StorageFormatError(self.path, f"is a {backend!r} bank, not {self._asked.codec_id!r} (open it with "
+                                                "open_bank())")
+        try:
+            cls = get_codec(backend)
+        except HopfieldMasksError:
+            raise StorageFormatError(self.path, f"was written by codec {backend!r}, which is not registered "
+                                                "here") from None
+        self.codec = cls.from_options(f.attrs, str(self.path))
         self._version = int(f.attrs["format_version"])
-        self._load_options(f)
 
-    def _create_layout(self, f: h5py.File, options: dict[str, Any]) -> None:
+    def _create_layout(self, f: h5py.File) -> None:
         write_str_attr(f.attrs, "kind", KIND)
-        f.attrs["format_version"] = np.int64(self.write_version)
-        write_str_attr(f.attrs, "backend", self.backend_id)
+        f.attrs["format_version"] = np.int64(self.codec.write_version)
+        write_str_attr(f.attrs, "backend", self.codec.codec_id)
         write_str_attr(f.attrs, "metadata", "{}")
-        self._set_options(f, options)
-        _create_tasks_group(f)
+        for key, value in self.codec.options().items():
+            f.attrs[key] = np.int64(value)
+        create_tasks_group(f)
         f.create_group(ATTACHMENTS, track_order=True)
 
-    def _set_options(self, f: h5py.File, options: dict[str, Any]) -> None:
-        """Validate backend options and record them as root attributes (none by default)."""
-        if options:
-            raise InvalidArgumentError("options", f"no options for backend {self.backend_id!r}", sorted(options))
+    # ------------------------------------------------------------------ the codec
+    def _context(self, position: int | None) -> CodingContext:
+        """What the codec is told about a task at chain ``position`` (None: not in the chain)."""
+        if not self.codec.uses_history or not position:
+            return CodingContext(self._version)
+        self._decode_chain_until(position)
+        return CodingContext(self._version, self._chain_counts, position)
 
-    def _load_options(self, f: h5py.File) -> None:
-        """Read the backend options back from the root attributes (none by default)."""
+    def _stored(self, ds: h5py.Dataset, data: np.ndarray) -> Stored:
+        attrs = {key: _AttrSpec(ds, key) for key in ds.attrs if key not in _BANK_ATTRS}
+        return Stored(np.asarray(data), attrs, ds.dtype, ds.shape)
 
-    # ------------------------------------------------------------------ encoding hooks
-    def _encode(self, flat: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        raise NotImplementedError
-
-    def _decode(self, ds: h5py.Dataset, length: int) -> np.ndarray:
-        return self._decode_data(ds, ds[()], length)
-
-    def _decode_data(self, ds: h5py.Dataset, data: np.ndarray, length: int) -> np.ndarray:
-        """Decode a task from its dataset's content ``data`` (already read and verified); default: ``_decode``."""
-        return self._decode(ds, length)
+    def _decode_dataset(self, ds: h5py.Dataset, data: np.ndarray, layout: MaskLayout, position: int | None) -> np.ndarray:
+        try:
+            flat = self.codec.decode(self._stored(ds, data), layout, self._context(position))
+        except CodecError as exc:
+            raise self._corrupt(ds, exc.reason) from None
+        if not isinstance(flat, np.ndarray) or flat.dtype != bool or flat.shape != (layout.length,):
+            raise self._corrupt(ds, f"the codec decoded {getattr(flat, 'shape', type(flat).__name__)}, expected "
+                                    f"({layout.length},) bool")
+        return flat
 
     def _extra_nbytes(self, ds: h5py.Dataset) -> int:
-        return 0
+        """Mask data the codec keeps in attributes (counts, column pointers...)."""
+        return sum(int(ds.attrs.get_id(key).get_storage_size()) for key in ds.attrs if key not in _BANK_ATTRS)
+
+    # ------------------------------------------------------------------ the chain (codecs with uses_history)
+    # The tasks without their own ``layout`` attribute (those with the root shared layout), in insertion order.
+    # A codec with ``uses_history`` codes each against the ones per entry over the chain tasks before it; they
+    # are decoded once per open bank and kept packed.  Deleting a chain task re-encodes the chain tasks after it.
+    def _reset_chain(self) -> None:
+        self._chain_names: list[str] | None = None
+        self._chain_bits: list[np.ndarray] = []  # packed masks of chain[0 : len(...)]
+        self._chain_counts: np.ndarray | None = None  # (n,) int64, ones per entry over _chain_bits
+
+    def _chain(self) -> list[str]:
+        if self._chain_names is None:
+            self._chain_names = [name for name in self._tasks if "layout" not in self._tasks[name].attrs]
+        return self._chain_names
+
+    def _decode_chain_until(self, position: int) -> None:
+        """Decode chain tasks until the first ``position`` are known (their counts summed)."""
+        chain = self._chain()
+        while len(self._chain_bits) < position:
+            at = len(self._chain_bits)
+            ds = self._dataset(chain[at])
+            data = ds[()]
+            verify_dataset(ds, self.path, data=np.asarray(data), required=self._checksums_required())
+            self._remember(self._decode_dataset(ds, data, self._layout(ds), at))
+
+    def _remember(self, flat: np.ndarray) -> None:
+        if self._chain_counts is None:
+            self._chain_counts = np.zeros(flat.shape[0], dtype=np.int64)
+        self._chain_counts += flat
+        self._chain_bits.append(pack_bits(flat))
 
     def _corrupt(self, ds: h5py.Dataset, reason: str) -> StorageFormatError:
         """The error for a task dataset whose content is inconsistent."""
@@ -448,7 +450,7 @@ class HDF5MaskBank(MaskBank):
         return StorageFormatError(self.path, f"cannot be read: HDF5 reports {text!r} (damaged file)")
 
     def _critical(self):
-        """Writable banks: SIGTERM/SIGINT wait while HDF5 works (see :func:`hopfield_masks.journal.signals_deferred`)."""
+        """Writable banks: SIGTERM/SIGINT wait while HDF5 works (see :func:`hopfield_masks.safety.journal.signals_deferred`)."""
         return signals_deferred() if self.mode != "r" else contextlib.nullcontext()
 
     def _check_write_errors(self) -> None:
@@ -524,7 +526,25 @@ class HDF5MaskBank(MaskBank):
 
     @_guard_write
     def _put_task(self, task: str, layout: MaskLayout, flat: np.ndarray, attrs_json: str) -> None:
-        data, extra = self._encode(flat)
+        joins = False
+        if self.codec.uses_history:
+            if len(self._tasks) == 0:
+                self._reset_chain()  # an empty bank may take a new shared layout: a new chain
+            shared = self._shared_layout()
+            joins = shared is None or len(self._tasks) == 0 or layout == shared  # what _share_layout decides
+        context = self._context(len(self._chain()) if joins else None)
+        encoded = self.codec.encode(flat, layout, context)
+        data, extra = np.asarray(encoded.data), dict(encoded.attrs)
+        if data.ndim != 1 or any(key in _BANK_ATTRS for key in extra):
+            raise InvalidArgumentError("codec", f"a 1-D array and attributes other than {sorted(_BANK_ATTRS)}",
+                                       f"{data.shape} and {sorted(extra)}")
+        self._write_dataset(task, layout, data, extra, attrs_json)
+        if joins:
+            self._chain().append(task)
+            self._remember(flat)
+
+    def _write_dataset(self, task: str, layout: MaskLayout, data: np.ndarray, extra: dict[str, np.ndarray],
+                       attrs_json: str) -> None:
         scratch = self._scratch_file()
         # Built in the scratch file then copied: a copy gets an exact object header where a dataset
         # created in place gets at least 256 bytes (module docstring).  Contiguous, no chunking or
@@ -559,9 +579,27 @@ class HDF5MaskBank(MaskBank):
     def _get_task(self, task: str) -> tuple[MaskLayout, np.ndarray]:
         ds = self._dataset(task)
         layout = self._layout(ds)
+        position = None
+        if self.codec.uses_history and task in self._chain():
+            position = self._chain().index(task)
+            if position < len(self._chain_bits):  # decoded (or written) earlier in this session
+                return layout, unpack_bits(self._chain_bits[position], layout.length)
         data = ds[()]  # bounded: check_dataset compared the declared size with the stored bytes and the ceiling
         verify_dataset(ds, self.path, data=np.asarray(data), required=self._checksums_required())
-        return layout, self._decode_data(ds, data, layout.length)
+        flat = self._decode_dataset(ds, data, layout, position)
+        if position is not None:
+            self._remember(flat)  # position == len(self._chain_bits): _context decoded the ones before it
+        return layout, flat
+
+    def task_encoding(self, task: str) -> dict[str, Any]:
+        """What the codec says about how ``task`` is stored (``{"model": "adaptive"}`` for hdf5-entropy...)."""
+        ds = self._dataset(self._check_task(task))
+        position = self._chain().index(task) if self.codec.uses_history and task in self._chain() else None
+        try:
+            return self.codec.describe(self._stored(ds, np.zeros(0, ds.dtype)), self._layout(ds),
+                                       CodingContext(self._version, None, position or 0))
+        except CodecError as exc:
+            raise self._corrupt(ds, exc.reason) from None
 
     @_guard
     def _task_record(self, task: str) -> tuple[MaskLayout, str]:
@@ -594,6 +632,26 @@ class HDF5MaskBank(MaskBank):
 
     @_guard_write
     def _drop_task(self, task: str) -> None:
+        if self.codec.uses_history:
+            names = self._task_names()
+            chain = self._chain()
+            later = names[names.index(task) + 1:]
+            if task in chain and any(name in chain for name in later):
+                # later chain tasks were coded against counts that included this task: decode, drop, re-code in order
+                records = [(name, *self._get_task(name), self._task_record(name)[1]) for name in later]
+                for name in (task, *later):
+                    del self._tasks[name]
+                self._dirty = True
+                self._reset_chain()
+                for name, layout, flat, attrs_json in records:
+                    self._put_task(name, layout, flat, attrs_json)
+                return
+            if task in chain:  # the last chain task: the prefix before it is unchanged
+                position = chain.index(task)
+                del chain[position]
+                if len(self._chain_bits) > position:
+                    self._chain_counts -= unpack_bits(self._chain_bits[position], self._chain_counts.shape[0])
+                    del self._chain_bits[position]
         del self._tasks[task]
         self._dirty = True
 
@@ -641,6 +699,7 @@ class HDF5MaskBank(MaskBank):
             h5.close()
 
     def _close(self, commit: bool) -> None:
+        self._reset_chain()
         with self._critical():
             self._close_deferred(commit)
 
@@ -684,7 +743,7 @@ class HDF5MaskBank(MaskBank):
                         fh.close()
                         assert self._target is not None
                         try:
-                            _repack(self._target)  # renamed over the bank: the journal no longer applies
+                            repack(self._target)  # renamed over the bank: the journal no longer applies
                         except BaseException:
                             recover(self._target)  # nothing was published: roll the in-place changes back
                             raise
@@ -705,7 +764,7 @@ class HDF5MaskBank(MaskBank):
                         if self._dirty:
                             assert self._tmp is not None
                             compact = self._tmp.with_name(self._tmp.name + ".repack")
-                            _repack_into(self._tmp, compact)
+                            repack_into(self._tmp, compact)
                             os.replace(compact, self._tmp)
                     except BaseException as exc:
                         with contextlib.suppress(FileNotFoundError):

@@ -37,7 +37,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import HopfieldMasksError, StorageFormatError
+from ..errors import HopfieldMasksError, StorageFormatError
 
 __all__ = [
     "MAX_ARRAY_BYTES", "CHECKSUM_ATTR", "max_array_bytes", "check_tree", "check_dataset", "check_link",
@@ -85,7 +85,8 @@ def max_array_bytes() -> int:
 
 
 def _ceiling_text(limit: int) -> str:
-    return f"the per-array ceiling hopfield_masks.integrity.MAX_ARRAY_BYTES = {limit:,} B (raise it with HOPFIELD_MASKS_MAX_ARRAY_BYTES)"
+    return (f"the per-array ceiling hopfield_masks.safety.integrity.MAX_ARRAY_BYTES = {limit:,} B (raise it with "
+            "HOPFIELD_MASKS_MAX_ARRAY_BYTES)")
 
 
 def _declared_bytes(shape: tuple[int, ...] | None, itemsize: int) -> int:

@@ -1,0 +1,12 @@
+"""The file-safety machinery under every bank and reservoir file.
+
+- :mod:`.files` -- atomic replacement (temporary file, fsync, rename), checked opening of HDF5
+  files, output-path checks;
+- :mod:`.integrity` -- CRC-32 checksums of datasets and attributes, and the untrusted-file checks
+  (no links followed, no external storage, declared sizes against stored bytes and a ceiling);
+- :mod:`.journal` -- the rollback journal that makes in-place appends survive ``kill -9``;
+- :mod:`.locking` -- one writer per bank (sidecar lock and ``flock`` on the bank file), shared
+  locks for readers.
+
+``docs/FORMAT.md`` states the rules these modules enforce (sidecar files, journal, recovery).
+"""
