@@ -37,6 +37,7 @@ import numpy as np
 
 from .errors import InvalidArgumentError, PatternShapeError
 from .patterns import to_spins, validate_mask
+from .validate import check_int
 
 __all__ = ["BlockLayout", "MaskLayout", "split_blocks", "join_blocks"]
 
@@ -60,10 +61,8 @@ class BlockLayout:
     pad_mode: str = "wrap"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.length, (int, np.integer)) or self.length < 0:
-            raise InvalidArgumentError("length", "a non-negative integer", repr(self.length))
-        if not isinstance(self.block_size, (int, np.integer)) or self.block_size < 1:
-            raise InvalidArgumentError("block_size", "a positive integer", repr(self.block_size))
+        check_int("length", self.length, low=0)
+        check_int("block_size", self.block_size, low=1)
         if self.pad_mode != "wrap":
             raise InvalidArgumentError("pad_mode", "'wrap'", repr(self.pad_mode))
 

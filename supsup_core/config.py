@@ -15,11 +15,11 @@ True
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
+from .validate import check_bool, check_choice, check_float, check_int, check_optional, is_int
 
 __all__ = ["ModelConfig", "ARCHITECTURES", "DEFAULT_WIDTHS"]
 
@@ -41,11 +41,6 @@ _INITS = ("signed_constant", "kaiming_normal")
 _MASK_MODES = ("threshold", "topk")
 _BATCHNORMS = ("task", "batch")
 _RESNETS = ("gemresnet18", "resnet18", "resnet50")
-
-
-def _is_int(value: object) -> bool:
-    """True for Python ints (not bools), which is what a JSON round trip gives back."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -99,33 +94,19 @@ class ModelConfig:
     transfer: bool = False
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ConfigError("arch", f"one of {ARCHITECTURES}", repr(self.arch))
+        check_choice("arch", self.arch, ARCHITECTURES)
         for name in ("output_size", "in_features", "in_channels", "image"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ConfigError(name, "a positive integer", repr(value))
-        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
-            raise ConfigError("seed", "an integer in [0, 2**63)", repr(self.seed))
-        if self.init not in _INITS:
-            raise ConfigError("init", f"one of {_INITS}", repr(self.init))
-        if self.mask_mode not in _MASK_MODES:
-            raise ConfigError("mask_mode", f"one of {_MASK_MODES}", repr(self.mask_mode))
+            object.__setattr__(self, name, check_int(name, getattr(self, name), low=1))
+        object.__setattr__(self, "seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
+        check_choice("init", self.init, _INITS)
+        check_choice("mask_mode", self.mask_mode, _MASK_MODES)
         if self.arch == "bnnet" and self.mask_mode != "threshold":
             raise ConfigError("mask_mode", "'threshold' for arch 'bnnet' (unit masks start all-on)", repr(self.mask_mode))
-        if isinstance(self.density, bool) or not isinstance(self.density, (int, float)) or not 0 < self.density <= 1:
-            raise ConfigError("density", "a number in (0, 1]", repr(self.density))
-        if self.er_sigma is not None and (
-            isinstance(self.er_sigma, bool)
-            or not isinstance(self.er_sigma, (int, float))
-            or not math.isfinite(self.er_sigma)
-            or self.er_sigma <= 0
-        ):
-            raise ConfigError("er_sigma", "None or a positive finite number", repr(self.er_sigma))
-        if self.batchnorm not in _BATCHNORMS:
-            raise ConfigError("batchnorm", f"one of {_BATCHNORMS}", repr(self.batchnorm))
-        if not isinstance(self.transfer, bool):
-            raise ConfigError("transfer", "True or False", repr(self.transfer))
+        object.__setattr__(self, "density", check_float("density", self.density, low=0, high=1, low_open=True))
+        object.__setattr__(self, "er_sigma", check_optional(check_float, "er_sigma", self.er_sigma, low=0,
+                                                            low_open=True))
+        check_choice("batchnorm", self.batchnorm, _BATCHNORMS)
+        check_bool("transfer", self.transfer)
         if self.transfer and self.arch == "bnnet":
             raise ConfigError("transfer", "False for arch 'bnnet' (unit masks)", True)
         if self.in_features != self.in_channels * self.image**2:
@@ -142,7 +123,7 @@ class ModelConfig:
             return
         if not isinstance(self.hidden, (tuple, list)) or not self.hidden:
             raise ConfigError("hidden", "None or a non-empty tuple of positive integers", repr(self.hidden))
-        if not all(_is_int(w) and w >= 1 for w in self.hidden):
+        if not all(is_int(w) and w >= 1 for w in self.hidden):
             raise ConfigError("hidden", "positive integer widths", repr(self.hidden))
         if self.arch == "conv":
             if len(self.hidden) != 3:
@@ -154,7 +135,7 @@ class ModelConfig:
         if self.arch in ("resnet18", "resnet50"):
             raise ConfigError("hidden", f"None for arch {self.arch!r} (its widths are fixed)", repr(self.hidden))
         # frozen dataclass: object.__setattr__ is the documented way to normalise a field
-        object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
 
     @property
     def widths(self) -> tuple[int, ...]:

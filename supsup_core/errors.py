@@ -7,6 +7,8 @@ was expected and what was received.
 
 from __future__ import annotations
 
+from hopfield_masks.errors import InvalidArgumentError
+
 __all__ = ["SupSupError", "ConfigError", "DataError", "BaseNetworkMismatchError", "SupSupWarning"]
 
 
@@ -14,21 +16,16 @@ class SupSupError(Exception):
     """Base class of every error raised on purpose by :mod:`supsup_core`."""
 
 
-class ConfigError(SupSupError, ValueError):
+class ConfigError(SupSupError, InvalidArgumentError):
     """A configuration value or function argument is invalid.
 
-    Keeps ``argument``, ``expected`` and ``received`` as attributes.
+    One family with :class:`hopfield_masks.errors.InvalidArgumentError` (it is one): a caller
+    catches bad arguments of either package with ``except InvalidArgumentError``.  Keeps
+    ``argument``, ``expected`` and ``received`` as attributes.
 
     >>> str(ConfigError("sparsity", "a value in (0, 1]", 1.5))
     'sparsity: expected a value in (0, 1], received 1.5'
     """
-
-    def __init__(self, argument: str, expected: str, received: object) -> None:
-        self.argument, self.expected, self.received = argument, expected, received
-        super().__init__(f"{argument}: expected {expected}, received {received}")
-
-    def __reduce__(self):
-        return (type(self), (self.argument, self.expected, self.received))
 
 
 class DataError(SupSupError, ValueError):

@@ -47,6 +47,7 @@ import torch
 from hopfield_masks.reservoir import Reservoir
 
 from .errors import ConfigError
+from .validate import check_int
 from .guidance import OutputGuidance
 from .models import SupSupNet
 
@@ -176,8 +177,7 @@ def masks_accuracy(model: SupSupNet, masks: Mapping[str, np.ndarray], x: torch.T
 
 def _check_restarts(restarts: object, restart_noise: object) -> tuple[int, float]:
     """Validate the restart options: a count ``>= 0`` and a flip fraction in ``(0, 1]``."""
-    if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 0:
-        raise ConfigError("restarts", "an integer >= 0", repr(restarts))
+    restarts = check_int("restarts", restarts, low=0)
     ok = isinstance(restart_noise, (int, float, np.integer, np.floating)) and not isinstance(restart_noise, bool)
     if not (ok and 0.0 < float(restart_noise) <= 1.0):
         raise ConfigError("restart_noise", "a fraction of the cue's signs in (0, 1]", repr(restart_noise))

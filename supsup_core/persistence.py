@@ -49,6 +49,7 @@ from hopfield_masks.backends import create_bank, open_bank
 from . import __version__
 from .config import ModelConfig
 from .errors import BaseNetworkMismatchError, ConfigError, DataError
+from .validate import check_float
 from .heap import release_free_memory
 from .models import MAX_MODEL_ENTRIES, SupSupNet, build_model, model_entries, model_from_spec, skeleton_model, spec_kind
 from .wrapping import WrapConfig
@@ -101,8 +102,7 @@ def _task_accuracy_attrs(accuracies: Mapping[Any, Any] | None, n_tasks: int) -> 
         named = value if isinstance(value, Mapping) else {"gg": value}
         clean: dict[str, float] = {}
         for name, acc in named.items():
-            if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0.0 <= float(acc) <= 1.0:
-                raise ConfigError(f"accuracies[{task}][{name!r}]", "a number in [0, 1]", acc)
+            check_float(f"accuracies[{task}][{name!r}]", acc, low=0, high=1)
             clean[str(name)] = float(acc)
         attrs[task] = {"accuracy": clean}
     return attrs

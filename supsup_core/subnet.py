@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .validate import check_float
 
 __all__ = ["ThresholdMask", "TopKMask", "threshold_mask", "topk_mask", "kept_count", "er_density", "select_smallest", "topk_keep",
            "bucket_counts_reference"]
@@ -193,8 +194,7 @@ def topk_mask(scores: torch.Tensor, density: float) -> torch.Tensor:
     ConfigError
         ``density`` is not in (0, 1].
     """
-    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
-        raise ConfigError("density", "a number in (0, 1]", repr(density))
+    density = check_float("density", density, low=0, high=1, low_open=True)
     return TopKMask.apply(scores.abs(), float(density))
 
 
@@ -220,6 +220,5 @@ def er_density(c_in: int, c_out: int, k_h: int = 1, k_w: int = 1, *, sigma: floa
     for name, value in (("c_in", c_in), ("c_out", c_out), ("k_h", k_h), ("k_w", k_w)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(name, "a positive integer", repr(value))
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ConfigError("sigma", "a positive number", repr(sigma))
+    sigma = check_float("sigma", sigma, low=0, low_open=True)
     return min(0.5, sigma * (c_in + c_out) / (c_in * c_out * k_h * k_w))

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import ConvergenceWarning, InvalidArgumentError
 from ..patterns import validate_states
+from ..validate import check_int
 from .energy import _products, validate_couplings, validate_scale
 
 __all__ = ["RecallResult", "recall", "recall_async", "recall_sync", "async_sweep"]
@@ -72,22 +73,10 @@ class RecallResult:
         return bool(np.all(self.converged))
 
 
-def _check_max_steps(max_steps: object) -> int:
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise InvalidArgumentError("max_steps", "an integer >= 1", repr(max_steps))
-    return int(max_steps)
-
-
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidArgumentError("seed", "an integer >= 0", repr(seed))
-    return int(seed)
-
-
 def _as_rng(rng_or_seed: object) -> np.random.Generator:
     if isinstance(rng_or_seed, np.random.Generator):
         return rng_or_seed
-    return np.random.default_rng(_check_seed(rng_or_seed))
+    return np.random.default_rng(check_int("seed", rng_or_seed, low=0))
 
 
 def _check_external(external_field: object, cues: np.ndarray) -> np.ndarray:
@@ -132,8 +121,8 @@ def _recall_trusted(
     from . import _kernels  # Numba (and LLVM) load on first use, not on import
     if mode not in _MODES:
         raise InvalidArgumentError("mode", f"one of {list(_MODES)}", repr(mode))
-    steps_max = _check_max_steps(max_steps)
-    seed = _check_seed(seed)
+    steps_max = check_int("max_steps", max_steps, low=1)
+    seed = check_int("seed", seed, low=0)
     c = validate_states(cues, size=w.shape[0], name="cues")
     ext = _check_external(external_field, c)
     states = c.reshape(-1, c.shape[-1]).copy()  # (k, N), recall works on a copy

@@ -30,12 +30,12 @@ array([-1.,  1.])
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..patterns import validate_states
+from ..validate import check_float
 
 __all__ = ["local_field", "energy", "energy_gradient", "validate_couplings", "validate_scale", "COUPLING_DTYPES"]
 
@@ -85,12 +85,7 @@ def validate_scale(scale: object, *, name: str = "scale") -> float:
     >>> validate_scale(0.5)
     0.5
     """
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
-        raise InvalidArgumentError(name, "a finite number > 0", repr(scale))
-    value = float(scale)
-    if not math.isfinite(value) or value <= 0.0:
-        raise InvalidArgumentError(name, "a finite number > 0", value)
-    return value
+    return check_float(name, scale, low=0, low_open=True)
 
 
 def _chunk_rows(n: int) -> int:

@@ -56,6 +56,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, PatternShapeError
 from ..patterns import to_spins, validate_states
+from ..validate import check_float
 
 __all__ = ["Guidance", "HammingGuidance", "FieldGuidance", "validate_guidance", "guidance_gradient"]
 
@@ -99,12 +100,8 @@ class HammingGuidance:
         t = validate_states(target, name="target")
         if t.ndim != 1:
             raise PatternShapeError("target", "one flat state (1-D)", f"shape {t.shape}")
-        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) or not (
-            np.isfinite(scale) and scale > 0
-        ):
-            raise InvalidArgumentError("scale", "a finite number > 0", repr(scale))
         self.target = t
-        self.scale = float(scale)
+        self.scale = check_float("scale", scale, low=0, low_open=True)
         self._gradient = (-0.5 * self.scale) * t.astype(np.float64)  # (P,); the objective is linear: computed once
 
     @classmethod

@@ -42,6 +42,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, PatternShapeError
 from ..patterns import validate_states
+from ..validate import check_choice, check_float, check_int
 from .guidance import Guidance, guidance_gradient, validate_guidance
 
 __all__ = [
@@ -169,25 +170,8 @@ def _is_numeric(x: object) -> bool:
     return a.dtype != object and (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_) and not np.iscomplexobj(a)
 
 
-def _check_number(value: object, name: str, low: float, high: float = math.inf, *, open_high: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    v = float(value) if ok else math.nan
-    if not (ok and math.isfinite(v) and low <= v and (v < high if open_high else v <= high)):
-        bracket = ")" if open_high else "]"
-        raise InvalidArgumentError(name, f"a finite number in [{low}, {high}{bracket}", repr(value))
-    return v
-
-
-def _check_count(value: object, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise InvalidArgumentError(name, f"an integer >= {low}", repr(value))
-    return int(value)
-
-
 def _check_ramp(ramp: object) -> Callable[[float], float]:
-    if not isinstance(ramp, str) or ramp not in RAMPS:
-        raise InvalidArgumentError("ramp", f"one of {sorted(RAMPS)}", repr(ramp))
-    return RAMPS[ramp]  # type: ignore[index]
+    return RAMPS[check_choice("ramp", ramp, sorted(RAMPS))]
 
 
 def _landscape_gradient(land: EnergyLandscape, state: np.ndarray) -> np.ndarray:
@@ -273,11 +257,11 @@ def score_descent(
     if not np.isfinite(u).all():
         raise InvalidArgumentError("cue_scores", "finite values", "NaN or infinity")
     guidance = validate_guidance(guidance)
-    n_steps = _check_count(n_steps, "n_steps")
-    lr = _check_number(lr, "lr", 0.0)
-    momentum = _check_number(momentum, "momentum", 0.0, 1.0, open_high=True)
-    weight_decay = _check_number(weight_decay, "weight_decay", 0.0)
-    gamma = _check_number(gamma, "gamma", 0.0)
+    n_steps = check_int("n_steps", n_steps, low=1)
+    lr = check_float("lr", lr, low=0)
+    momentum = check_float("momentum", momentum, low=0, high=1, high_open=True)
+    weight_decay = check_float("weight_decay", weight_decay, low=0)
+    gamma = check_float("gamma", gamma, low=0)
     ramp_fn = _check_ramp(ramp)
 
     buf = np.zeros(length)  # momentum buffer, (P,)
@@ -372,11 +356,11 @@ def guided_dynamics(
         raise PatternShapeError("cue_state", "one flat state (1-D)", f"shape {state.shape}")
     state = state.copy()
     guidance = validate_guidance(guidance)
-    max_sweeps = _check_count(max_sweeps, "max_sweeps")
-    strength = _check_number(strength, "strength", 0.0)
+    max_sweeps = check_int("max_sweeps", max_sweeps, low=1)
+    strength = check_float("strength", strength, low=0)
     ramp_fn = _check_ramp(ramp)
-    ramp_sweeps = max(1, max_sweeps // 2) if ramp_sweeps is None else _check_count(ramp_sweeps, "ramp_sweeps")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(_check_count(seed, "seed", 0))
+    ramp_sweeps = max(1, max_sweeps // 2) if ramp_sweeps is None else check_int("ramp_sweeps", ramp_sweeps, low=1)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_int("seed", seed, low=0))
 
     flips, energies, weights = [], [], []
     converged = False

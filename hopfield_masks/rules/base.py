@@ -53,6 +53,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..patterns import validate_states
+from ..validate import check_int
 
 __all__ = ["LearningRule", "validate_weights", "check_units"]
 
@@ -93,11 +94,7 @@ def check_units(n: object, *, name: str = "n") -> int:
     >>> check_units(8)
     8
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise InvalidArgumentError(name, "an integer number of units >= 2", repr(n))
-    if n < 2:
-        raise InvalidArgumentError(name, "an integer number of units >= 2", int(n))
-    return int(n)
+    return check_int(name, n, low=2)
 
 
 class LearningRule(ABC):

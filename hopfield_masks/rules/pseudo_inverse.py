@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
+from ..validate import check_float
 from .base import LearningRule, _field, check_units
 
 __all__ = ["PseudoInverseRule"]
@@ -59,9 +59,7 @@ class PseudoInverseRule(LearningRule):
     rule_id = "pseudo-inverse"
 
     def __init__(self, tol: float = 1e-4) -> None:
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (0.0 < float(tol) < 1.0):
-            raise InvalidArgumentError("tol", "a float in (0, 1)", repr(tol))
-        self.tol = float(tol)
+        self.tol = check_float("tol", tol, low=0, high=1, low_open=True, high_open=True)
 
     def _params(self) -> dict[str, float]:
         return {"tol": self.tol}

@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
+from ..validate import check_int
 from ._text import one_line
 from .transforms import normalize_images
 
@@ -73,12 +74,6 @@ MAX_PIXELS = 89_478_485
 """Default ceiling on pixels per image, checked before decoding (PIL's own decompression-bomb threshold)."""
 
 _SPLIT_FOLDERS = {"train": "train", "test": "val"}
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ConfigError(name, f"an integer >= {low}", repr(value))
-    return int(value)
 
 
 def _check_range(name: str, value: object, low: float, high: float) -> tuple[float, float]:
@@ -245,8 +240,8 @@ class ImageFolderDataset(Dataset):
 
     def set_epoch(self, seed: int, epoch: int) -> None:
         """Select the random draws: item ``i`` uses ``SeedSequence([seed, epoch, i])``."""
-        self.seed = _check_int("seed", seed, 0)
-        self.epoch = _check_int("epoch", epoch, 0)
+        self.seed = check_int("seed", seed, low=0)
+        self.epoch = check_int("epoch", epoch, low=0)
 
     def path(self, index: int) -> Path:
         """The file of item ``index``."""
@@ -318,9 +313,9 @@ class ImageFolderData:
                  max_pixels: int = MAX_PIXELS) -> None:
         if not isinstance(root, (str, os.PathLike)):
             raise ConfigError("root", "a folder path", type(root).__name__)
-        self.max_files = _check_int("max_files", max_files, 1)
-        self.max_classes = _check_int("max_classes", max_classes, 1)
-        self.max_pixels = _check_int("max_pixels", max_pixels, 1)
+        self.max_files = check_int("max_files", max_files, low=1)
+        self.max_classes = check_int("max_classes", max_classes, low=1)
+        self.max_pixels = check_int("max_pixels", max_pixels, low=1)
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise DataError(f"{self.root}: expected a folder holding train/<class>/ and val/<class>/, "
@@ -426,7 +421,7 @@ class ImageFolderData:
         seed : int
             The seed of epoch 0 (change both with :meth:`ImageFolderDataset.set_epoch`).
         """
-        transform = _TrainTransform(_check_int("size", size, 1), _check_range("scale", scale, 0.0, 1.0),
+        transform = _TrainTransform(check_int("size", size, low=1), _check_range("scale", scale, 0.0, 1.0),
                                     _check_range("ratio", ratio, 0.0, math.inf))
         dataset = self._dataset("train", transform)
         dataset.set_epoch(seed, 0)
@@ -434,8 +429,8 @@ class ImageFolderData:
 
     def test_dataset(self, size: int = 224, resize: int = 256) -> ImageFolderDataset:
         """The ``val/`` split: shorter side resized to ``resize``, then the centred ``size`` crop (no randomness)."""
-        size = _check_int("size", size, 1)
-        resize = _check_int("resize", resize, 1)
+        size = check_int("size", size, low=1)
+        resize = check_int("resize", resize, low=1)
         if resize < size:
             raise ConfigError("resize", f"at least size ({size}): the centred crop must fit", resize)
         return self._dataset("test", _TestTransform(size, resize))

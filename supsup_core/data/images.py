@@ -135,11 +135,7 @@ class ImageData:
         if not isinstance(self.source, str) or not self.source:
             raise ConfigError("source", "a non-empty data spec string", repr(self.source))
         value = self.max_value
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError("max_value", "an integer >= 1 (the pixel value that maps to 1.0)", repr(value))
-        if value > 255:
-            raise ConfigError("max_value", "at most 255 (pixels are uint8)", value)
-        object.__setattr__(self, "max_value", int(value))
+        object.__setattr__(self, "max_value", check_int("max_value", value, low=1, high=255))
         shape = None
         for split in SPLITS:
             images = getattr(self, f"{split}_images")

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..validate import check_int
 from .images import MAX_LABEL, SPLITS, ImageData
 from .mnist import load_mnist
 from .transforms import normalize_images, permutation_for_task, permute_pixels, rotate_images
@@ -62,16 +63,6 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 _ROTATE_CHUNK = 4096  # images per grid_sample call: bounds the (n, 28, 28, 2) sampling grid to ~25 MB
 #: How the classes of a class-incremental split are ordered before they are cut into tasks.
 CLASS_ORDERS = ("sorted", "seeded")
-
-
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    """Validate an integer argument in [low, high] and return it as a Python int."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(name, "an integer", repr(value))
-    if value < low or (high is not None and value > high):
-        expected = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
-        raise ConfigError(name, expected, value)
-    return int(value)
 
 
 def _shuffle_generator(seed: int, task: int) -> torch.Generator:
@@ -145,7 +136,7 @@ class Augment:
     flip: bool = True
 
     def __post_init__(self) -> None:
-        _check_int("crop_padding", self.crop_padding, 0)
+        check_int("crop_padding", self.crop_padding, low=0)
         if not isinstance(self.flip, bool):
             raise ConfigError("flip", "True or False", repr(self.flip))
 
@@ -184,12 +175,12 @@ def class_order(n_classes: int, order: str = "sorted", seed: int = 0) -> np.ndar
     >>> class_order(5).tolist(), class_order(100, "seeded", 0)[:5].tolist()
     ([0, 1, 2, 3, 4], [26, 86, 2, 55, 75])
     """
-    n_classes = _check_int("n_classes", n_classes, 1, MAX_LABEL + 1)
+    n_classes = check_int("n_classes", n_classes, low=1, high=MAX_LABEL + 1)
     if order not in CLASS_ORDERS:
         raise ConfigError("order", f"one of {', '.join(CLASS_ORDERS)}", repr(order))
     if order == "sorted":
         return np.arange(n_classes)
-    return np.random.RandomState(_check_int("seed", seed, 0, 2**32 - 1)).permutation(n_classes)
+    return np.random.RandomState(check_int("seed", seed, low=0, high=2**32 - 1)).permutation(n_classes)
 
 
 def _check_data(data: object) -> None:
@@ -233,10 +224,10 @@ class ImageStream(TaskStream):
         if augment is not None and not isinstance(augment, Augment):
             raise ConfigError("augment", "None or an Augment", type(augment).__name__)
         self.data = data
-        self.n_tasks = _check_int("n_tasks", n_tasks, 1)
+        self.n_tasks = check_int("n_tasks", n_tasks, low=1)
         self.seed = seed
         self.augment = augment
-        self._cache_size = _check_int("cache_size", cache_size, 1)
+        self._cache_size = check_int("cache_size", cache_size, low=1)
         self._cache: OrderedDict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._base: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -279,7 +270,7 @@ class ImageStream(TaskStream):
         return tensors
 
     def _check_task(self, task: object) -> int:
-        return _check_int("task", task, 0, self.n_tasks - 1)
+        return check_int("task", task, low=0, high=self.n_tasks - 1)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -325,9 +316,9 @@ class ImageStream(TaskStream):
             Move ``x, y, t`` there (``non_blocking``); tensors stay on CPU otherwise.
         """
         task = self._check_task(task)
-        batch_size = _check_int("batch_size", batch_size, 1)
-        seed = _check_int("seed", seed, 0)
-        limit = None if n_batches is None else _check_int("n_batches", n_batches, 1)
+        batch_size = check_int("batch_size", batch_size, low=1)
+        seed = check_int("seed", seed, low=0)
+        limit = None if n_batches is None else check_int("n_batches", n_batches, low=1)
         x, y = self._task_tensors(task, "train")
         n = y.shape[0]
         per_epoch = n // batch_size if drop_last else -(-n // batch_size)
@@ -357,7 +348,7 @@ class ImageStream(TaskStream):
     ) -> Iterator[Batch]:
         """Test batches of ``task`` in a fixed shuffled order, the same every call (the last one may be partial)."""
         task = self._check_task(task)
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, low=1)
         x, y = self._task_tensors(task, "test")
         return (
             self._batch(x[i : i + batch_size], y[i : i + batch_size], task, device)
@@ -411,7 +402,7 @@ class PermutedStream(ImageStream):
 
     def __init__(self, data: ImageData, n_tasks: int, seed: int = 1, *, cache_size: int = 4,
                  augment: Augment | None = None) -> None:
-        seed = _check_int("seed", seed, 0)
+        seed = check_int("seed", seed, low=0)
         super().__init__(data, n_tasks, seed=seed, cache_size=cache_size, augment=augment)
         self.classes_per_task = self.output_classes = data.n_classes
         self._size = int(np.prod(data.image_shape))
@@ -498,10 +489,10 @@ class SplitStream(ImageStream):
     def __init__(self, data: ImageData, classes_per_task: int, n_tasks: int | None = None, *, order: str = "sorted",
                  seed: int = 0, relabel: bool = True, cache_size: int = 4, augment: Augment | None = None) -> None:
         _check_data(data)
-        per = _check_int("classes_per_task", classes_per_task, 1, data.n_classes)
+        per = check_int("classes_per_task", classes_per_task, low=1, high=data.n_classes)
         ordered = class_order(data.n_classes, order, seed)
         most = data.n_classes // per
-        n_tasks = most if n_tasks is None else _check_int("n_tasks", n_tasks, 1, most)
+        n_tasks = most if n_tasks is None else check_int("n_tasks", n_tasks, low=1, high=most)
         if not isinstance(relabel, bool):
             raise ConfigError("relabel", "True or False", repr(relabel))
         super().__init__(data, n_tasks, seed=seed if order == "seeded" else None, cache_size=cache_size, augment=augment)
@@ -556,7 +547,7 @@ class SplitMNIST(SplitStream):
     TASK_DIGITS: ClassVar[tuple[tuple[int, int], ...]] = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 
     def __init__(self, data: ImageData, n_tasks: int = 5, *, cache_size: int = 4, augment: Augment | None = None) -> None:
-        n_tasks = _check_int("n_tasks", n_tasks, 1, len(self.TASK_DIGITS))
+        n_tasks = check_int("n_tasks", n_tasks, low=1, high=len(self.TASK_DIGITS))
         super().__init__(data, 2, n_tasks, order="sorted", relabel=False, cache_size=cache_size, augment=augment)
 
     def digits(self, task: int) -> tuple[int, int]:
@@ -614,7 +605,7 @@ def make_stream(
     """
     if name not in STREAM_NAMES:
         raise ConfigError("name", f"one of {', '.join(STREAM_NAMES)}", repr(name))
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, low=0)
     if data is None:
         data = load_mnist()
     if isinstance(augment, Mapping):

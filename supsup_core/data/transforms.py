@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..validate import check_int
 
 __all__ = [
     "MNIST_MEAN",
@@ -78,8 +79,7 @@ def normalize_images(
     >>> rgb.flatten().tolist()
     [1.0, 2.0, 0.5]
     """
-    if isinstance(max_value, bool) or not isinstance(max_value, (int, np.integer)) or not 1 <= max_value <= 255:
-        raise ConfigError("max_value", "an integer in [1, 255]", repr(max_value))
+    max_value = check_int("max_value", max_value, low=1, high=255)
     scale = float(max_value)
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 and images.dtype.kind != "f":
@@ -153,8 +153,7 @@ def permutation_for_task(task: int, seed: int = 1, size: int = 784) -> np.ndarra
     ((784,), True, False)
     """
     for name, value in (("task", task), ("seed", seed), ("size", size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ConfigError(name, "an integer", repr(value))
+        check_int(name, value)
     if task < 0:
         raise ConfigError("task", "an index >= 0", task)
     if not 0 <= task + seed <= _MAX_SEED:

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import ConfigError
+from ..validate import is_int
 from ..models import SupSupNet
 from .binary import METHODS, infer_task
 from .objectives import check_objective
@@ -51,7 +52,7 @@ def check_sizes(sizes: Sequence[int] | None, n_images: int) -> list[int]:
     if sizes is None:
         return [1] * n_images
     out = list(sizes)
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in out) or sum(out) != n_images:
+    if any(not is_int(s) or s < 1 for s in out) or sum(out) != n_images:
         shown = out if len(out) <= 8 else f"{len(out)} sizes summing to {sum(int(s) for s in out)}"
         raise ConfigError("sizes", f"positive group sizes summing to the {n_images} images of x", shown)
     return out

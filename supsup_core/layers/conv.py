@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..validate import is_int
 from .base import MaskedLayer
 from .linear import _check_bias, _check_weight
 
@@ -33,7 +34,7 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 def _tuple(name: str, value: object, dims: int, low: int) -> tuple[int, ...]:
     values = (value,) * dims if isinstance(value, int) and not isinstance(value, bool) else value
     if (not isinstance(values, (tuple, list)) or len(values) != dims
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values)):
+            or any(not is_int(v) or v < low for v in values)):
         raise ConfigError(name, f"an integer >= {low} or a tuple of {dims}", repr(value))
     return tuple(int(v) for v in values)
 

@@ -106,6 +106,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..validate import check_int, is_int
 from ..heap import release_free_memory
 from ..models import SupSupNet, task_seed
 from ..subnet import kept_count, threshold_mask
@@ -214,8 +215,7 @@ class BatchedTaskTrainer:
         model: SupSupNet | None = None,
         stream=None,
     ) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError("k", "an integer >= 1 (tasks trained at once)", repr(k))
+        k = check_int("k", k, low=1)
         if scenario == "nns":
             raise ConfigError(
                 "scenario", f"one of {list(BATCHED_SCENARIOS)} (NNs picks each batch's mask from the masks "
@@ -392,7 +392,7 @@ class BatchedTaskTrainer:
         if not 1 <= len(tasks) <= self.k:
             raise ConfigError("tasks", f"1 to k = {self.k} task indices", f"{len(tasks)} tasks")
         n = self.stream.n_tasks
-        bad = [t for t in tasks if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < n]
+        bad = [t for t in tasks if not is_int(t) or not 0 <= t < n]
         if bad:
             raise ConfigError("tasks", f"stream tasks in 0..{n - 1}", bad)
         tasks = [int(t) for t in tasks]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
+from ..validate import check_int
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .trainer import Trainer
@@ -79,8 +80,7 @@ class StopAfter:
     """Stop a run after ``n`` batches of that run (a guard for smoke runs and debugging)."""
 
     def __init__(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError("n", "an integer >= 1", n)
+        n = check_int("n", n, low=1)
         self.n = n
         self._start = 0
 

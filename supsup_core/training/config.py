@@ -23,11 +23,11 @@ batches (about 8 epochs of the subset), the setting ``supsup-store demo`` uses.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
+from ..validate import check_choice, check_float, check_int, check_optional
 from ..settings import Settings
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCENARIOS"]
@@ -36,11 +36,6 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "SCENARIOS"]
 OPTIMIZERS = ("rmsprop", "sgd", "adam")
 #: Scenario names :meth:`TrainConfig.for_scenario` knows.
 SCENARIOS = ("gnu", "gns", "gg", "nns", "hopsupsup")
-
-
-def _is_int(value: object) -> bool:
-    # bool is an int subclass; True as a batch size is almost certainly a bug.
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -103,23 +98,19 @@ class TrainConfig(Settings):
     }
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError("optimizer", f"one of {list(OPTIMIZERS)}", repr(self.optimizer))
-        for name, low_open in (("lr", True), ("weight_decay", False)):
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not ok or (value <= 0 if low_open else value < 0):
-                raise ConfigError(name, "a finite number > 0" if low_open else "a finite number >= 0", value)
-        m = self.momentum
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m < 1.0:
-            raise ConfigError("momentum", "a number in [0, 1)", m)
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise ConfigError("batch_size", "an integer >= 1", self.batch_size)
-        bpt = self.batches_per_task
-        if bpt is not None and (not _is_int(bpt) or bpt < 1):
-            raise ConfigError("batches_per_task", "an integer >= 1 or None (one epoch)", bpt)
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ConfigError("seed", "an integer >= 0", self.seed)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        clean = {
+            "lr": check_float("lr", self.lr, low=0, low_open=True),
+            "weight_decay": check_float("weight_decay", self.weight_decay, low=0),
+            "batch_size": check_int("batch_size", self.batch_size, low=1),
+            "batches_per_task": check_optional(check_int, "batches_per_task", self.batches_per_task, low=1),
+            "seed": check_int("seed", self.seed, low=0),
+        }
+        momentum = check_float("momentum", self.momentum, low=0)
+        if momentum >= 1.0:
+            raise ConfigError("momentum", "a number in [0, 1)", momentum)
+        for name, value in {**clean, "momentum": momentum}.items():
+            object.__setattr__(self, name, value)  # frozen: NumPy numbers become plain ones (JSON round trips)
 
     @classmethod
     def for_scenario(cls, scenario: str, **overrides: Any) -> TrainConfig:

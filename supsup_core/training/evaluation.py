@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..validate import is_int
 from ..heap import release_free_memory
 from ..inference import METHODS, OBJECTIVES
 from ..inference.groups import infer_groups
@@ -162,7 +163,7 @@ def _check_tasks(
         raise ConfigError("tasks", "at least one task the model has learned", "no tasks")
     expected: dict[int, int | None] = {}
     for t in chosen:
-        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < stream.n_tasks:
+        if not is_int(t) or not 0 <= t < stream.n_tasks:
             raise ConfigError("tasks", f"stream task indices in 0..{stream.n_tasks - 1}", t)
         mask = mapping.get(t) if mapping is not None else t
         if mask is not None and not 0 <= mask < model.num_tasks:

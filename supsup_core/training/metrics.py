@@ -24,6 +24,7 @@ import numpy as np
 from rich.table import Table
 
 from ..errors import ConfigError
+from ..validate import check_float, check_int
 
 __all__ = ["AccuracyMatrix", "accuracy_table", "results_table"]
 
@@ -53,10 +54,8 @@ class AccuracyMatrix:
     def record(self, after_task: int, task: int, accuracy: float) -> None:
         """Store the accuracy on ``task`` measured after training ``after_task`` (rows grow as needed)."""
         for name, value in (("after_task", after_task), ("task", task)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < self.n_tasks:
-                raise ConfigError(name, f"an integer in 0..{self.n_tasks - 1}", value)
-        if not isinstance(accuracy, (int, float, np.floating)) or not 0.0 <= float(accuracy) <= 1.0:
-            raise ConfigError("accuracy", "a number in [0, 1]", accuracy)
+            check_int(name, value, low=0, high=self.n_tasks - 1)
+        check_float("accuracy", accuracy, low=0, high=1)
         while len(self._rows) <= after_task:
             self._rows.append(np.full(self.n_tasks, np.nan))
         self._rows[after_task][task] = float(accuracy)

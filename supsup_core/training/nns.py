@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..validate import check_float
 from ..inference.objectives import check_objective, objective_values
 from ..models import SupSupNet, task_seed
 from ..subnet import threshold_mask, topk_mask
@@ -213,8 +214,7 @@ def train_nns(
         raise ConfigError("model", "no task in training", f"task {model.training_task} in training")
     if isinstance(decision_every, bool) or not isinstance(decision_every, int) or decision_every < 1:
         raise ConfigError("decision_every", "an integer >= 1", decision_every)
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon >= 0:
-        raise ConfigError("epsilon", "a number >= 0", epsilon)
+    epsilon = check_float("epsilon", epsilon, low=0)
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget <= model.num_tasks):
         raise ConfigError("budget", f"None or an integer > {model.num_tasks} (the masks already held)", budget)
     check_objective(objective, real_classes, model.output_size)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..validate import is_int
 from .callbacks import ProgressCallback, attach_callbacks
 from .config import TrainConfig
 from .evaluation import evaluate_gg
@@ -130,7 +131,7 @@ def train_stream(
     if start >= total:
         raise ConfigError("n_tasks", f"more than the {start} tasks the model already holds", total)
     checkpoints = {total} if eval_at is None else set(eval_at)
-    if any(isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= total for c in checkpoints):
+    if any(not is_int(c) or not 1 <= c <= total for c in checkpoints):
         raise ConfigError("eval_at", f"task counts in 1..{total}", sorted(checkpoints, key=str))
     callbacks = list(callbacks)
     matrix = AccuracyMatrix(total)
