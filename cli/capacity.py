@@ -15,11 +15,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hopfield_masks.capacity import CapacityRow, capacity_sweep, default_loads, plot_capacity, require_plotting
+from hopfield_masks.capacity import (
+    CapacityRow, capacity_sweep, check_sweep_size, default_loads, plot_capacity, require_plotting,
+)
 from hopfield_masks.errors import InvalidArgumentError
 from hopfield_masks.rules import get_rule
 
 from ._app import app, console, err_console, guarded
+from ._untrusted import plain
 
 __all__ = ["capacity", "parse_loads"]
 
@@ -64,10 +67,9 @@ def capacity(
     """Measure the fraction of stored random patterns that are fixed points and are recovered from noisy cues."""
     rule_obj = get_rule(rule)
     values = parse_loads(loads) if loads is not None else default_loads(size, rule_obj)
+    check_sweep_size(size, dtype, max(values))  # a size this process cannot hold is refused before any work (--size)
     theoretical = rule_obj.capacity(size)
     if plot is not None and not plot.expanduser().parent.is_dir():  # checked now, not after the sweep
-        from hopfield_masks.errors import InvalidArgumentError
-
         raise InvalidArgumentError("--plot", "a file in an existing folder", f"{plot} (folder {plot.parent} does not exist)")
     if plot is not None:
         require_plotting("--plot")  # a missing [plot] extra fails now, not after the sweep
@@ -93,4 +95,4 @@ def capacity(
         console.print(_table(rows, title))
     if plot is not None:
         written = plot_capacity(rows, plot, title=f"{rule}, N={size} ({dtype})")
-        err_console.print(f"wrote {written}")
+        err_console.print(plain(f"wrote {written}"))  # the user's path, not markup

@@ -4,6 +4,12 @@ A thin forwarder to :func:`hopfield_masks.backends.describe_file`: prints a
 summary and a per-task table with rich, or the description as JSON
 (``--json``) for scripts.  Missing, truncated or non-HDF5 files end with a
 one-line error naming the path and exit code 2 (through :func:`guarded`).
+
+Everything that comes from the file (names, attributes, metadata) or from the
+command line (the path) is printed through :func:`~supsup_store_cli._untrusted.plain`,
+never interpreted as Rich markup: ``[bold]`` or ``[/]`` in a task name or
+attribute -- valid input to ``write_task`` -- is shown as written, and control
+characters as escapes.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from hopfield_masks.budget import format_bytes
 from hopfield_masks.errors import InvalidArgumentError
 
 from ._app import app, console, guarded
+from ._untrusted import plain
 
 __all__ = ["info", "render"]
 
@@ -38,16 +45,16 @@ def _layers(layers: list[dict[str, Any]]) -> str:
 
 
 def _render_bank(desc: dict[str, Any], limit: int) -> None:
-    console.print(f"backend: [bold]{desc['backend']}[/]   tasks: {desc['n_tasks']}", highlight=False)
-    console.print(f"metadata: {_short(desc['metadata'], 200)}", highlight=False, markup=False)
+    console.print(plain("backend: ") + plain(desc["backend"], "bold") + plain(f"   tasks: {desc['n_tasks']}"))
+    console.print(plain(f"metadata: {_short(desc['metadata'], 200)}"))
     if desc["tasks"]:
         table = Table(title="Tasks")
         for header, justify in [("task", "left"), ("layers", "left"), ("entries", "right"),
                                 ("density", "right"), ("bytes", "right"), ("attrs", "left")]:
             table.add_column(header, justify=justify)
         for task in desc["tasks"][:limit]:
-            table.add_row(task["name"], _layers(task["layers"]), f"{task['entries']:,}", _density(task["density"]),
-                          f"{task['bytes']:,}", _short(task["attrs"]))
+            table.add_row(plain(task["name"]), plain(_layers(task["layers"])), f"{task['entries']:,}",
+                          _density(task["density"]), f"{task['bytes']:,}", plain(_short(task["attrs"])))
         console.print(table)
         if len(desc["tasks"]) > limit:
             console.print(f"… {len(desc['tasks']) - limit} more tasks (use --limit or --json)", highlight=False)
@@ -56,7 +63,7 @@ def _render_bank(desc: dict[str, Any], limit: int) -> None:
         for header in ("name", "attrs", "datasets", "bytes"):
             table.add_column(header)
         for att in desc["attachments"]:
-            table.add_row(att["name"], _short(att["attrs"]), str(len(att["datasets"])),
+            table.add_row(plain(att["name"]), plain(_short(att["attrs"])), str(len(att["datasets"])),
                           f"{sum(d['bytes'] for d in att['datasets']):,}")
         console.print(table)
 
@@ -66,23 +73,21 @@ def _render_other(desc: dict[str, Any]) -> None:
     table.add_column("name")
     table.add_column("value")
     for key, value in desc["attrs"].items():
-        table.add_row(key, _short(value, 100))
+        table.add_row(plain(key), plain(_short(value, 100)))
     console.print(table)
     table = Table(title="Datasets")
     for header, justify in [("name", "left"), ("shape", "left"), ("dtype", "left"), ("bytes", "right")]:
         table.add_column(header, justify=justify)
     for ds in desc["datasets"]:
-        table.add_row(ds["name"], "×".join(map(str, ds["shape"])) or "scalar", ds["dtype"], f"{ds['bytes']:,}")
+        table.add_row(plain(ds["name"]), "×".join(map(str, ds["shape"])) or "scalar", plain(ds["dtype"]),
+                      f"{ds['bytes']:,}")
     console.print(table)
 
 
 def render(desc: dict[str, Any], *, limit: int = 50) -> None:
     """Print a :func:`~hopfield_masks.backends.describe_file` dict for humans."""
-    console.print(
-        f"[bold]{desc['path']}[/]: {desc['kind']} (format version {desc['format_version']}), "
-        f"{format_bytes(desc['file_bytes'])}",
-        highlight=False,
-    )
+    console.print(plain(desc["path"], "bold") + plain(
+        f": {desc['kind']} (format version {desc['format_version']}), {format_bytes(desc['file_bytes'])}"))
     if desc["kind"] == "mask-bank":
         _render_bank(desc, limit)
     else:

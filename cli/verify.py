@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from ._app import app, console, fail, guarded
+from ._untrusted import plain, printable
 
 __all__ = ["verify"]
 
@@ -34,12 +35,13 @@ def verify(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        table = Table(title=f"{report.path} (format version {report.format_version})")
+        # names and details come from the file: plain text, never read as Rich markup
+        table = Table(title=plain(f"{report.path} (format version {report.format_version})"))
         for header in ("object", "status", "detail"):
             table.add_column(header)
         colour = {"ok": "green", "no checksum": "yellow", "damaged": "red"}
         for obj, status, detail in report.items:
-            table.add_row(obj, f"[{colour[status]}]{status}[/]", detail)
+            table.add_row(plain(obj), plain(status, colour[status]), plain(detail))
         console.print(table)
         unchecked = sum(1 for _, status, _ in report.items if status == "no checksum")
         console.print(
@@ -49,5 +51,5 @@ def verify(
         )
     if not report.ok:
         first = report.damaged[0]
-        raise fail(f"{report.path}: {len(report.damaged)} of {len(report.items)} objects damaged "
-                   f"(first: {first[0]}: {first[2]})")
+        raise fail(printable(f"{report.path}: {len(report.damaged)} of {len(report.items)} objects damaged "
+                             f"(first: {first[0]}: {first[2]})"))

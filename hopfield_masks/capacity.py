@@ -15,6 +15,11 @@ Patterns and cues for a load are drawn from a generator seeded by
 Loads beyond the rule's capacity are the point of a sweep, so the network's
 :class:`~hopfield_masks.errors.CapacityWarning` is silenced here.
 
+The network size is checked before any work (:func:`check_sweep_size`): the
+float32 matrix every rule updates must fit the per-array ceiling and the
+sweep's working memory (couplings, a float64 temporary of the same shape, the
+patterns, cues and recalled states) what this process can hold.
+
 Examples
 --------
 >>> rows = capacity_sweep(64, "storkey", [0.05, 0.1], seed=0)
@@ -33,13 +38,19 @@ from pathlib import Path
 
 import numpy as np
 
+from .budget import check_memory
 from .safety.files import atomic_path
 from .errors import CapacityWarning, InvalidArgumentError
 from .network import HopfieldNetwork
 from .rules import LearningRule, get_rule
 from .rules.base import check_units
 
-__all__ = ["CapacityRow", "capacity_sweep", "default_loads", "plot_capacity", "require_plotting"]
+__all__ = ["CapacityRow", "capacity_sweep", "check_sweep_size", "default_loads", "plot_capacity", "require_plotting"]
+
+#: Bytes per coupling held in memory (sign couplings are read as an int8 matrix).
+_MEMORY_ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1, "sign": 1}
+#: Highest load a sweep accepts (patterns per unit).
+_MAX_LOAD = 4.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,40 @@ class CapacityRow:
         return asdict(self)
 
 
+def check_sweep_size(size: object, dtype: str = "float32", max_load: float = _MAX_LOAD) -> int:
+    """``size`` as an int, after checking that a sweep of networks of that size fits this process.
+
+    The largest array is the float32 matrix the rule updates (``4 N²`` bytes;
+    float16, int8 and sign networks keep it beside their couplings while
+    storing) or the float64 temporaries of ``round(max_load * N)`` patterns;
+    the working set adds the couplings, a float64 ``(N, N)`` temporary and the
+    int8 patterns, cues and recalled states.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming ``size``: not an integer >= 2, or more than the per-array ceiling or this process's memory.
+
+    Examples
+    --------
+    >>> check_sweep_size(256)
+    256
+    >>> check_sweep_size(2**64)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hopfield_masks.errors.InvalidArgumentError: size: expected a value whose largest array fits the per-array ceiling ...
+    """
+    n = check_units(size, name="size")
+    load = float(max_load) if isinstance(max_load, (int, float)) and math.isfinite(max_load) else _MAX_LOAD
+    patterns = max(1, round(min(max(load, 0.0), _MAX_LOAD) * n)) * n  # entries of one (k, N) array
+    itemsize = _MEMORY_ITEMSIZE.get(dtype, 4)
+    work = 0 if dtype == "float32" else 4  # the float32 work copy (sign: the accumulator)
+    check_memory("size", f"{n:,} units", largest_array=max(4 * n * n, 8 * patterns),
+                 working_set=n * n * (itemsize + work + 8) + 20 * patterns,
+                 what=f"a {dtype} network of {n:,} units and up to {patterns // n:,} patterns")
+    return n
+
+
 def default_loads(size: int, rule: str | LearningRule = "storkey") -> list[float]:
     """Loads from a quarter to twice the rule's capacity per unit (capped at 1.5), 8 points, rounded to 4 digits.
 
@@ -66,7 +111,7 @@ def default_loads(size: int, rule: str | LearningRule = "storkey") -> list[float
     >>> default_loads(1000, "hebbian")
     [0.0181, 0.0362, 0.0543, 0.0724, 0.0905, 0.1086, 0.1267, 0.1448]
     """
-    n = check_units(size, name="size")
+    n = check_sweep_size(size, max_load=1.5)
     per_unit = get_rule(rule).capacity(n) / n
     top = min(2.0 * per_unit, 1.5)
     return [round(top * i / 8, 4) for i in range(1, 9)]
@@ -80,9 +125,9 @@ def _check_loads(loads: Sequence[float], size: int) -> list[float]:
     if not values:
         raise InvalidArgumentError("loads", "at least one load", "an empty sequence")
     for x in values:
-        if not math.isfinite(x) or x <= 0.0 or round(x * size) < 1 or x > 4.0:
+        if not math.isfinite(x) or x <= 0.0 or round(x * size) < 1 or x > _MAX_LOAD:
             raise InvalidArgumentError(
-                "loads", f"loads in (0, 4] with at least one pattern each (load >= {0.5 / size:.3g})", x
+                "loads", f"loads in (0, {_MAX_LOAD:g}] with at least one pattern each (load >= {0.5 / size:.3g})", x
             )
     return values
 
@@ -125,6 +170,7 @@ def capacity_sweep(
     n = check_units(size, name="size")
     rule_obj = get_rule(rule)
     values = default_loads(n, rule_obj) if loads is None else _check_loads(loads, n)
+    check_sweep_size(n, dtype, max(values))  # before any allocation
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= float(noise) <= 0.5:
         raise InvalidArgumentError("noise", "a fraction in [0, 0.5]", repr(noise))
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -143,7 +189,8 @@ def capacity_sweep(
         for row in cues:  # flip exactly n_flip distinct spins per cue
             row[rng.choice(n, size=n_flip, replace=False)] *= -1
         result = net.recall(cues, mode=mode, max_steps=max_steps, seed=int(seed))
-        overlap = (result.states.astype(np.float64) * patterns).mean(axis=1)  # (k,)
+        # x . s / N = (N - 2 * mismatches) / N for ±1 spins: no (k, N) float64 product
+        overlap = (n - 2.0 * np.count_nonzero(result.states != patterns, axis=1)) / n  # (k,)
         point = CapacityRow(
             load=float(load),
             n_patterns=k,

@@ -192,14 +192,15 @@ def _encode_locked(path, budget, *, rule, dtype, key_units, overwrite, progress)
     parse_budget(budget)  # a bad budget is refused before any work
     with open_bank(path, "r") as bank:
         tasks = bank.tasks()
-        digest = bank_digest(bank)
         if not tasks:
             raise StorageFormatError(path, "holds no masks to encode (write tasks into the bank first)")
         layout = bank.task_layout(tasks[0])
         for task in tasks[1:]:
             if bank.task_layout(task) != layout:
                 raise StorageFormatError(path, f"task {task!r} has a different layer layout from task {tasks[0]!r}")
+        # sized (and refused when this process cannot hold it) before any mask is read
         reservoir = Reservoir.from_budget(budget, layout, rule=rule, dtype=dtype, key_units=key_units)
+        digest = bank_digest(bank)
         with warnings.catch_warnings():
             # over capacity is reported in the EncodeReport (and by the CLI), not as a warning per task
             warnings.simplefilter("ignore", CapacityWarning)

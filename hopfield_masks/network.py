@@ -32,6 +32,15 @@ matrix (``N²`` bytes).  A sign network rebuilt from its bits (:meth:`from_array
 a saved reservoir) has no accumulator and is *frozen*: :meth:`store` refuses,
 and new tasks are added by encoding again from the exact masks.
 
+**Sizes are checked before anything is allocated.**  A network's matrices
+(couplings, and the float32 accumulator of a sign network) must fit the
+per-array ceiling and this process's memory
+(:func:`~hopfield_masks.budget.check_memory`), whether the size comes from the
+caller or from a file; :meth:`HopfieldNetwork.from_arrays` checks the shape of
+the couplings against ``size`` before building anything, and its checks of a
+matrix (symmetry, sign values) run over row blocks, without temporaries the
+size of the matrix.
+
 Examples
 --------
 >>> import numpy as np
@@ -57,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from .budget import check_memory
 from .errors import CapacityWarning, InvalidArgumentError
 from .patterns import validate_states
 from .recall import dynamics as _dynamics
@@ -65,11 +75,15 @@ from .recall.energy import _products
 from .rules import LearningRule, get_rule
 from .rules.base import check_units
 
-__all__ = ["HopfieldNetwork", "NETWORK_DTYPES", "coupling_nbytes", "pack_sign_couplings", "unpack_sign_couplings"]
+__all__ = [
+    "HopfieldNetwork", "NETWORK_DTYPES", "coupling_nbytes", "memory_nbytes", "check_network_memory",
+    "pack_sign_couplings", "unpack_sign_couplings",
+]
 
 #: Storage precisions of the couplings.
 NETWORK_DTYPES = ("float32", "float16", "int8", "sign")
 _ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1}
+_BLOCK_ENTRIES = 1 << 22  # matrix entries checked per row block (about 4 MiB of int8)
 
 
 def coupling_nbytes(size: int, dtype: str) -> int:
@@ -85,15 +99,55 @@ def coupling_nbytes(size: int, dtype: str) -> int:
     return size * size * _ITEMSIZE[dtype] + (4 if dtype == "int8" else 0)
 
 
+def memory_nbytes(size: int, dtype: str, *, building: bool = False) -> int:
+    """Bytes of the matrices a network of ``size`` units holds in memory: the couplings at their storage
+    precision (sign: an int8 matrix), plus the float32 accumulator of a sign network while it is being built
+    (``building``).
+
+    Examples
+    --------
+    >>> memory_nbytes(100, "float32"), memory_nbytes(100, "sign"), memory_nbytes(100, "sign", building=True)
+    (40000, 10000, 50000)
+    """
+    n = int(size)
+    return n * n * (_ITEMSIZE.get(dtype, 1) + (4 if building and dtype == "sign" else 0))
+
+
+def check_network_memory(size: int, dtype: str, *, count: int = 1, building: bool = True,
+                         argument: str = "size", error: type[InvalidArgumentError] = InvalidArgumentError) -> None:
+    """Refuse ``count`` networks of ``size`` units whose matrices would not fit (before any is allocated).
+
+    Each network's largest matrix must fit the per-array ceiling and all of them together this process's
+    memory (:func:`~hopfield_masks.budget.check_memory`); ``building`` counts the float32 matrix a network
+    is built in (a sign network's accumulator, the work copy of float16 and int8 networks).
+    """
+    n, count = int(size), int(count)
+    largest = n * n * max(_ITEMSIZE.get(dtype, 1), 4 if building else 0)
+    work = 4 * n * n if building and dtype in ("float16", "int8") else 0  # one float32 work copy at a time
+    check_memory(argument, f"{n:,} units", largest_array=largest,
+                 working_set=count * memory_nbytes(n, dtype, building=building) + work,
+                 what=f"{count:,} {dtype} network{'s' if count != 1 else ''} of {n:,} units", error=error)
+
+
 def pack_sign_couplings(couplings: np.ndarray) -> np.ndarray:
-    """The strict upper triangle of a ±1 matrix as packed bits (1 = +1), uint8 ``(ceil(N(N-1)/16),)``."""
+    """The strict upper triangle of a ±1 matrix as packed bits (1 = +1), uint8 ``(ceil(N(N-1)/16),)``.
+
+    Memory: one byte per coupling of the triangle before packing (no index arrays).
+    """
     n = couplings.shape[0]
-    upper = couplings[np.triu_indices(n, 1)] > 0  # (N(N-1)/2,) row by row
+    upper = np.empty(n * (n - 1) // 2, bool)  # (N(N-1)/2,) row by row
+    start = 0
+    for i in range(n - 1):
+        np.greater(couplings[i, i + 1:], 0, out=upper[start:start + n - 1 - i])
+        start += n - 1 - i
     return np.packbits(upper)
 
 
 def unpack_sign_couplings(bits: np.ndarray, size: int) -> np.ndarray:
     """Inverse of :func:`pack_sign_couplings`: the symmetric int8 ±1 matrix with a zero diagonal, ``(N, N)``.
+
+    Memory: the matrix and one byte per stored bit, nothing more (no index arrays); the caller bounds
+    ``size`` (:func:`check_network_memory`) before calling.
 
     Examples
     --------
@@ -101,13 +155,43 @@ def unpack_sign_couplings(bits: np.ndarray, size: int) -> np.ndarray:
     >>> bool((unpack_sign_couplings(pack_sign_couplings(q), 3) == q).all())
     True
     """
+    size = int(size)
     count = size * (size - 1) // 2
-    upper = np.unpackbits(np.asarray(bits, dtype=np.uint8), count=count).astype(np.int8) * 2 - 1  # (count,)
+    bits = np.asarray(bits, dtype=np.uint8).reshape(-1)
+    if bits.size * 8 < count:
+        raise InvalidArgumentError("bits", f"at least {count} bits for {size} units", f"{bits.size * 8} bits")
+    upper = np.unpackbits(bits, count=count).view(np.int8)  # (count,) 0/1, row by row
+    upper *= 2
+    upper -= 1  # ±1, in place
     q = np.zeros((size, size), np.int8)
-    rows, cols = np.triu_indices(size, 1)
-    q[rows, cols] = upper
-    q[cols, rows] = upper
+    start = 0
+    for i in range(size - 1):  # row i of the strict upper triangle
+        q[i, i + 1:] = upper[start:start + size - 1 - i]
+        start += size - 1 - i
+    del upper
+    step = max(1, _BLOCK_ENTRIES // max(size, 1))
+    for r0 in range(0, size, step):  # the lower triangle mirrors the upper one, a block of rows at a time
+        r1 = min(size, r0 + step)
+        q[r0:r1, :r0] = q[:r0, r0:r1].T
+        diag = q[r0:r1, r0:r1]
+        diag += np.tril(diag.T, -1)
     return q
+
+
+def _check_matrix(c: np.ndarray, sign: bool) -> None:
+    """Symmetric (and, for ``sign``, ±1 off the diagonal with a zero diagonal), checked a row block at a time."""
+    n = c.shape[0]
+    step = max(1, _BLOCK_ENTRIES // max(n, 1))
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        rows = c[r0:r1]
+        if not np.array_equal(rows, c[:, r0:r1].T):
+            raise InvalidArgumentError("arrays['couplings']", "a symmetric matrix", "an asymmetric matrix")
+        if sign:
+            off = np.abs(rows.astype(np.int16)) != 1  # (rows, N): True where not ±1
+            if int(np.count_nonzero(off)) != r1 - r0 or np.diagonal(rows, offset=r0).any():
+                raise InvalidArgumentError("arrays['couplings']", "±1 off the diagonal and 0 on it (sign couplings)",
+                                           "other values")
 
 
 def _check_dtype(dtype: object) -> str:
@@ -142,16 +226,24 @@ class HopfieldNetwork:
     """
 
     def __init__(self, size: int, rule: str | LearningRule | Mapping = "storkey", dtype: str = "float32") -> None:
-        self._size = check_units(size, name="size")
-        self._rule = get_rule(rule)
-        self._dtype = _check_dtype(dtype)
-        storage = np.int8 if self._dtype == "sign" else self._dtype
-        self._q = np.zeros((self._size, self._size), storage)  # (N, N) couplings at the storage precision
-        self._stale = False  # sign: the accumulator changed since the bits were last taken
-        self._scale = np.float32(1.0)  # real couplings = scale * stored; 1 except for int8 and sign
-        self._n_stored = 0
+        size, rule, dtype = check_units(size, name="size"), get_rule(rule), _check_dtype(dtype)
+        check_network_memory(size, dtype)  # before anything is allocated
+        storage = np.int8 if dtype == "sign" else dtype
         # sign couplings: the float32 matrix the rule updates (None once frozen, see the module docstring)
-        self._accumulator = np.zeros((self._size, self._size), np.float32) if self._dtype == "sign" else None
+        accumulator = np.zeros((size, size), np.float32) if dtype == "sign" else None
+        self._assign(size, rule, dtype, np.zeros((size, size), storage), 1.0, 0, accumulator)
+
+    def _assign(self, size: int, rule: LearningRule, dtype: str, couplings: np.ndarray, scale: float,
+                n_stored: int, accumulator: np.ndarray | None) -> None:
+        """Set every field (the constructor and :meth:`from_arrays` share it)."""
+        self._size = size
+        self._rule = rule
+        self._dtype = dtype
+        self._q = couplings  # (N, N) couplings at the storage precision
+        self._stale = False  # sign: the accumulator changed since the bits were last taken
+        self._scale = np.float32(scale)  # real couplings = scale * stored; 1 except for int8 and sign
+        self._n_stored = n_stored
+        self._accumulator = accumulator
 
     @property
     def _couplings(self) -> np.ndarray:
@@ -389,21 +481,19 @@ class HopfieldNetwork:
         if isinstance(rule, (str, bytes)):
             try:
                 rule = json.loads(rule)
-            except ValueError:
-                raise InvalidArgumentError("attrs['rule']", "a rule dict or its JSON", repr(rule)) from None
-        net = cls(attrs["size"], rule, attrs["dtype"])
+            except (ValueError, RecursionError):
+                raise InvalidArgumentError("attrs['rule']", "a rule dict or its JSON", "text that is not JSON") from None
+        size, rule, dtype = check_units(attrs["size"], name="attrs['size']"), get_rule(rule), _check_dtype(attrs["dtype"])
+        # nothing is allocated before the couplings are known to have the declared shape
         c = np.asarray(arrays["couplings"])
-        storage = np.dtype(np.int8) if net.dtype == "sign" else np.dtype(net.dtype)
-        if c.shape != (net.size, net.size) or c.dtype != storage:
+        storage = np.dtype(np.int8) if dtype == "sign" else np.dtype(dtype)
+        if c.shape != (size, size) or c.dtype != storage:
             raise InvalidArgumentError(
-                "arrays['couplings']", f"shape {(net.size, net.size)} and dtype {storage}",
+                "arrays['couplings']", f"shape {(size, size)} and dtype {storage}",
                 f"shape {c.shape} and dtype {c.dtype}",
             )
-        if not np.array_equal(c, c.T):
-            raise InvalidArgumentError("arrays['couplings']", "a symmetric matrix", "an asymmetric matrix")
-        if net.dtype == "sign" and ((np.abs(c) != 1).sum() != net.size or (np.diagonal(c) != 0).any()):
-            raise InvalidArgumentError("arrays['couplings']", "±1 off the diagonal and 0 on it (sign couplings)",
-                                       "other values")
+        check_network_memory(size, dtype, building=False, argument="attrs['size']")
+        _check_matrix(c, sign=dtype == "sign")
         n_stored = attrs["n_stored"]
         if isinstance(n_stored, bool) or not isinstance(n_stored, (int, np.integer)) or n_stored < 0:
             raise InvalidArgumentError("attrs['n_stored']", "an integer >= 0", repr(n_stored))
@@ -412,9 +502,8 @@ class HopfieldNetwork:
             math.isfinite(float(scale)) and float(scale) > 0.0
         ):
             raise InvalidArgumentError("attrs['scale']", "a finite number > 0", repr(scale))
-        net._couplings = np.array(c, dtype=storage, order="C", copy=True)
-        net._scale = np.float32(scale)
-        net._n_stored = int(n_stored)
-        net._accumulator = None  # a sign network rebuilt from its bits is frozen
-        net._stale = False
+        net = cls.__new__(cls)
+        # a sign network rebuilt from its bits has no accumulator: it is frozen
+        net._assign(size, rule, dtype, np.array(c, dtype=storage, order="C", copy=True), float(scale), int(n_stored),
+                    None)
         return net

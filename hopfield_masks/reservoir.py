@@ -42,33 +42,23 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .safety.files import atomic_path, open_h5_read
-from ._reservoir_parts import (
-    FORMAT_VERSION,
-    ITEMSIZE,
-    blocks_energy_gradient,
-    blocks_sweep,
-    check_int,
-    flat_state,
-    blocks_recall,
-    keyed_size_for_budget,
-    make_cue,
-    read_parts,
-    score_array,
-    reservoir_nbytes,
-    size_for_budget,
-    write_group,
-)
 from .blocks import BlockLayout, MaskLayout, join_blocks, split_blocks
 from .budget import parse_budget
-from .errors import CapacityWarning, InvalidArgumentError
+from .errors import BudgetError, CapacityWarning, InvalidArgumentError
 from .network import HopfieldNetwork
 from .patterns import packed_nbytes
 from .recall.dynamics import RecallResult
 from .recall.guidance import Guidance
 from .recall.guided import GuidedRecallResult, guided_dynamics, score_descent
+from .reservoir_format import FORMAT_VERSION, read_parts, write_group
+from .reservoir_landscape import blocks_energy_gradient, blocks_recall, blocks_sweep, flat_state, make_cue, score_array
+from .reservoir_sizing import (
+    ITEMSIZE, check_int, check_reservoir_memory, keyed_size_for_budget, reservoir_nbytes, size_for_budget,
+)
 from .rules import get_rule
 from .rules.base import LearningRule
+from .safety.files import atomic_path, open_h5_read
+from .safety.integrity import h5_errors, max_array_bytes, verify_tree
 
 __all__ = [
     "Reservoir",
@@ -120,6 +110,7 @@ class Reservoir:
         if dtype not in ITEMSIZE:
             raise InvalidArgumentError("dtype", f"one of {list(ITEMSIZE)}", repr(dtype))
         rule = get_rule(rule)
+        check_reservoir_memory(layout.length, size, dtype, key_units)  # before any network is allocated
         self._setup(layout, size, rule, dtype, key_units=key_units, key_seed=check_int(key_seed, "key_seed", 0))
         self._networks = tuple(HopfieldNetwork(size, rule, dtype) for _ in range(self.block_layout.n_blocks))
         self._spin_sums = np.zeros(layout.length, dtype=np.int32)  # running sum of stored ±1 states, (P,)
@@ -171,6 +162,9 @@ class Reservoir:
                 dtype = "sign"
             size, chosen = size_for_budget(budget, length, dtype=dtype, min_network_size=min_network_size,
                                            key_units=key_units)
+        # the reservoir a large budget buys may not fit while it is built (sign accumulators: 4 N**2 B each)
+        check_reservoir_memory(length, size, chosen, key_units, argument="budget", error=BudgetError,
+                               received=f"{budget!r} ({size:,}-unit networks, {chosen} couplings)")
         res = cls(layout, size, rule, chosen, key_units=key_units, key_seed=key_seed)
         res.budget = parse_budget(budget)
         return res
@@ -469,10 +463,18 @@ class Reservoir:
                                        "key_units=0")
         if self._n_tasks == 0:
             raise InvalidArgumentError("reservoir", "at least one stored task", "0 stored tasks")
+        per_task = self.n_blocks * self.network_size  # int8 bytes of one task's keys and states
+        if tasks is None and self._n_tasks * per_task > max_array_bytes():  # n_tasks may come from a file
+            raise InvalidArgumentError("tasks", f"the tasks to recall (the states of all {self._n_tasks:,} stored "
+                                                f"tasks, {self._n_tasks * per_task:,} B, exceed the per-array ceiling)",
+                                       "None (every task)")
         index = np.arange(self._n_tasks) if tasks is None else np.asarray(tasks)
         if index.ndim != 1 or index.size == 0 or index.dtype.kind not in "iu" or index.min() < 0 \
                 or index.max() >= self._n_tasks:
             raise InvalidArgumentError("tasks", f"task indices in [0, {self._n_tasks})", repr(tasks))
+        if index.size * per_task > max_array_bytes():
+            raise InvalidArgumentError("tasks", f"at most {max_array_bytes() // per_task:,} tasks per call (the "
+                                                "per-array ceiling on their states)", f"{index.size:,} tasks")
         seed = check_int(seed, "seed", 0)
         start = None
         if cue is not None:
@@ -490,7 +492,7 @@ class Reservoir:
             else:
                 mask_start = np.broadcast_to(start[b], (t, m))
             cues = np.concatenate([mask_start, keys[:, b]], axis=1)  # (T, N)
-            clamp = 1.0 + net.scale * float(np.abs(net.couplings.astype(np.float64)).sum(1).max())
+            clamp = 1.0 + net.scale * _max_row_abs_sum(net.couplings)
             field = np.zeros((t, self.network_size))
             field[:, m:] = clamp * keys[:, b]  # no coupling field can flip a key unit
             block_seed = int(np.random.SeedSequence([seed, b]).generate_state(1)[0])
@@ -508,14 +510,32 @@ class Reservoir:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Reservoir:
-        """Read a reservoir saved by :meth:`save` (errors name the path)."""
-        with open_h5_read(path) as fh:
+        """Read a reservoir saved by :meth:`save` (errors name the path).
+
+        The file is untrusted input: its whole tree is checked before anything is read (only hard links,
+        no external or virtual storage, declared sizes the file stores and the per-array ceiling allows,
+        checksums where present; :func:`~hopfield_masks.safety.integrity.verify_tree`), then the reservoir
+        itself (:func:`read_reservoir`).
+
+        Raises
+        ------
+        BankFileNotFoundError, StorageFormatError
+        """
+        with open_h5_read(path) as fh, h5_errors(path):
+            verify_tree(fh, path, file_bytes=int(fh.id.get_filesize()), required=False)
             return read_reservoir(fh)
 
     def save(self, path: str | Path) -> None:
         """Write the reservoir into the root group of a new HDF5 file at ``path``, atomically."""
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
             write_reservoir(fh, self)
+
+
+def _max_row_abs_sum(couplings: np.ndarray) -> float:
+    """``max_i sum_j |W_ij|`` of the stored couplings, a block of rows at a time (no float64 copy of the matrix)."""
+    n = couplings.shape[0]
+    step = max(1, (1 << 20) // max(n, 1))
+    return max(float(np.abs(couplings[r:r + step].astype(np.float64)).sum(1).max()) for r in range(0, n, step))
 
 
 def write_reservoir(group: h5py.Group, reservoir: Reservoir) -> None:
@@ -525,7 +545,7 @@ def write_reservoir(group: h5py.Group, reservoir: Reservoir) -> None:
     ``dtype``, ``network_size``, ``mask_layout``, ``block_layout``, ``n_tasks``,
     ``budget``; datasets ``couplings`` ``(B, N, N)``, ``scales`` ``(B,)``
     float32, ``spin_sums`` ``(P,)`` int32) is described in
-    :mod:`hopfield_masks._reservoir_parts`.
+    :mod:`hopfield_masks.reservoir_format`.
     """
     if not isinstance(reservoir, Reservoir):
         raise InvalidArgumentError("reservoir", "a Reservoir", type(reservoir).__name__)
@@ -535,12 +555,17 @@ def write_reservoir(group: h5py.Group, reservoir: Reservoir) -> None:
 def read_reservoir(group: h5py.Group) -> Reservoir:
     """Rebuild a reservoir written by :func:`write_reservoir`.
 
+    The group is untrusted input: its links, storage and declared sizes are checked before anything is
+    read, and what the couplings become in memory before they are unpacked
+    (:func:`~hopfield_masks.reservoir_format.read_parts`).
+
     Raises
     ------
     StorageFormatError
-        The group is not a reservoir of a supported format version, or an
-        attribute or dataset is missing, malformed or inconsistent; the
-        message names the file (and group).
+        The group is not a reservoir of a supported format version, an
+        attribute or dataset is missing, malformed or inconsistent, or it
+        links or declares what a reservoir may not; the message names the
+        file (and group).
     """
     parts = read_parts(group)
     res = Reservoir.__new__(Reservoir)

@@ -81,14 +81,15 @@ from ..blocks import MaskLayout
 from ..codecs import CodecError, CodingContext, MaskCodec, PackedCodec, Stored, get_codec
 from ..patterns import pack_bits, unpack_bits
 from ..safety.files import atomic_path, open_h5_read, write_target
-from ..errors import BankLockedError, FileWriteError, HopfieldMasksError, InvalidArgumentError, StorageFormatError
+from ..errors import BankFileNotFoundError, FileWriteError, HopfieldMasksError, InvalidArgumentError, StorageFormatError
 from ..safety.integrity import (
     CHECKSUM_ATTR, attrs_crc, check_dataset, check_link, max_array_bytes, record_group_checksum, verify_dataset,
 )
 from ..safety.journal import (
-    JournaledFile, PlainFile, clean_temporaries, journal_path, recover, signals_deferred, stale_temporaries,
+    CommittedView, JournaledFile, PlainFile, clean_temporaries, journal_path, journal_state, recover, signals_deferred,
+    stale_temporaries,
 )
-from ..safety.locking import BankLock, FileLock, lock_path
+from ..safety.locking import BankLock, FileLock, lock_path, with_free_lock
 from .fileformat import (
     ATTACHMENTS,
     FORMAT_VERSION,
@@ -140,27 +141,56 @@ def open_shared(path: str | os.PathLike, lock_timeout: float | None = None):
     """Open an HDF5 file read-only under a shared flock (after rolling back a killed writer's journal).
 
     What :func:`~hopfield_masks.backends.open_bank`, ``describe_file`` and ``verify_file`` read
-    before (or instead of) a bank object: never a file that a writer is changing in place.
+    before (or instead of) a bank object: never a file that a writer is changing in place.  A reader
+    creates no file and never waits for a writer's whole run, only for a session under way; a hot
+    journal is rolled back only under the exclusive flock of the bank file itself (a live session holds
+    it).  In the process that is changing the bank in place, it reads the last commit instead
+    (:class:`~hopfield_masks.safety.journal.CommittedView`) and does not wait.
     """
-    target = Path(os.path.realpath(Path(path).expanduser()))
-    for _attempt in range(3):
-        if journal_path(target).exists():  # a killed writer's session: undo it first (needs the writer lock)
-            # held by a live writer (whose session is under way): its flock on the bank makes us wait below
-            with contextlib.suppress(BankLockedError), BankLock(path, exclusive=True, timeout=0):
-                recover(target)
-                clean_temporaries(target)
-        elif lock_path(target).exists() or stale_temporaries(target):  # left by a killed writer, unless one is at work
-            with contextlib.suppress(HopfieldMasksError, OSError), BankLock(path, exclusive=True, timeout=0):
-                clean_temporaries(target)  # (releasing the free lock deletes its file)
-        lock = _lock_for_reading(path, lock_timeout)  # before HDF5 reads (and caches) a single byte
+    max_array_bytes()  # a malformed HOPFIELD_MASKS_MAX_ARRAY_BYTES is reported as such, before any reading
+    named = Path(path).expanduser()
+    target = Path(os.path.realpath(named))
+    view: CommittedView | None = None
+    for _attempt in range(5):
+        fd = _open_for_reading(named)
+        if fd is None:  # missing, a folder, a special file, unreadable: open_h5_read says which
+            _tidy(target)  # a new bank's writer killed before publishing it leaves its temporary
+            open_h5_read(named).close()
+            raise StorageFormatError(path, "cannot be read")  # pragma: no cover - open_h5_read raised
+        try:
+            lock = _lock_for_reading(path, fd, lock_timeout)
+            if lock is not None and lock.view:  # this process is changing the file in place: its last commit
+                try:
+                    view = CommittedView(target, lock.hub, lock.identity)
+                    h5 = _open_view(view, path)
+                except BaseException:
+                    if view is not None:
+                        view.close()
+                    lock.release()
+                    raise
+                break
+            try:
+                state = journal_state(target, fd)
+            except BaseException:
+                if lock is not None:
+                    lock.release()
+                raise
+            if state == "hot":  # a killed writer's session: roll it back under the exclusive flock, then read
+                if lock is not None:
+                    lock.release()
+                _recover_exclusively(path, target, lock_timeout)
+                continue
+        finally:
+            os.close(fd)
         try:
             h5 = open_h5_read(path)  # checks it is a regular HDF5 file first
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
-        if _same_inode(h5, lock) and not journal_path(target).exists():
-            break  # the file we locked is the file HDF5 opened, and no writer died meanwhile
+        if _same_inode(h5, lock):
+            _tidy(target)
+            break  # the file we locked is the file HDF5 opened
         h5.close()
         if lock is not None:
             lock.release()
@@ -172,22 +202,71 @@ def open_shared(path: str | os.PathLike, lock_timeout: float | None = None):
         try:
             h5.close()
         finally:
-            if lock is not None:
-                lock.release()
+            try:
+                if view is not None:
+                    view.close()
+            finally:
+                if lock is not None:
+                    lock.release()
 
 
-def _lock_for_reading(path: str | os.PathLike, lock_timeout: float | None) -> FileLock | None:
-    """A shared flock of the file at ``path`` (None when it cannot be opened: open_h5_read then says why)."""
+def _tidy(target: Path) -> None:
+    """Remove what a killed writer left (its temporaries, its lock file), unless a writer is at work: only under
+    the free lock file, and creating nothing."""
+    if os.path.lexists(lock_path(target)) or stale_temporaries(target):
+        with contextlib.suppress(HopfieldMasksError, OSError):
+            with_free_lock(target, lambda: clean_temporaries(target))
+
+
+def _open_for_reading(path: Path) -> int | None:
+    """A read-only descriptor of the regular file at ``path`` (None when there is none to read)."""
     try:
-        fd = os.open(Path(path).expanduser(), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None  # a folder or special file: open_h5_read refuses it
+    return fd
+
+
+def _open_view(view: CommittedView, path: str | os.PathLike) -> h5py.File:
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None  # a folder or special file: open_h5_read refuses it
-        return FileLock(path, fd, exclusive=False, timeout=lock_timeout)
+        h5 = h5py.File(view, "r", locking=False)
+        list(h5.attrs)
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise StorageFormatError(path, f"cannot be read as HDF5 (truncated or corrupt: {exc})") from None
+    return h5
+
+
+def _lock_for_reading(path: str | os.PathLike, fd: int, lock_timeout: float | None) -> FileLock | None:
+    """A shared flock of the file open as ``fd`` (a snapshot registration when this process changes it in place)."""
+    return FileLock(path, fd, exclusive=False, timeout=lock_timeout)
+
+
+def _recover_exclusively(path: str | os.PathLike, target: Path, lock_timeout: float | None) -> None:
+    """Roll back a killed writer's journal under the exclusive flock of the bank file (waiting for readers)."""
+    fd = _open_for_reading(Path(path).expanduser())
+    if fd is None:
+        return
+    try:
+        lock = FileLock(path, fd, exclusive=True, timeout=lock_timeout)
+        try:
+            if _names(target, fd):
+                recover(target, fd)
+        finally:
+            lock.release()
     finally:
         os.close(fd)
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _same_inode(h5: h5py.File, lock: FileLock | None) -> bool:
@@ -320,22 +399,28 @@ class HDF5MaskBank(MaskBank):
         if mode == "r":
             self._open_reader(lock_timeout)
             return
+        max_array_bytes()  # a malformed HOPFIELD_MASKS_MAX_ARRAY_BYTES is reported as such, before any work
         self._lock = BankLock(self.path, exclusive=True, timeout=lock_timeout)
-        self._recover(lock_timeout)
+        self._lock.begin_session()  # one writing bank per thread: a second one is refused, never interleaved
         self._target = target = write_target(self.path)  # symlinks followed; folders and special files refused
         if target.exists() and not os.stat(target).st_mode & 0o222:  # even for root: 0444 means "do not change"
             raise FileWriteError(self.path, "it is read-only (no write permission bits); nothing was changed")
         if mode == "a":
-            with open_h5_read(self.path) as f:
-                self._open_existing(f)
+            fd = self._open_in_place(target, lock_timeout)  # the bank file locked exclusively, journal settled
+            clean_temporaries(target)
             try:
-                self._fh = JournaledFile(target)
-            except PermissionError:
-                raise FileWriteError(self.path, "it is read-only (permission denied); nothing was changed") from None
-            # readers of this very file must be done before it changes in place
-            self._flock = FileLock(self.path, self._fh.fileno(), exclusive=True, timeout=lock_timeout)
+                with open_h5_read(self.path) as f:
+                    self._open_existing(f)
+                self._fh = JournaledFile(target, fd, self._flock.hub if self._flock is not None else None)
+            except BaseException:
+                if self._fh is None:
+                    os.close(fd)
+                raise
+            if self._flock is not None:
+                self._flock.attach(self._fh)  # readers of this process read around the session
             self._h5 = h5py.File(self._fh, "r+", libver=LIBVER)
             return
+        self._recover(lock_timeout)
         if not overwrite and target.exists():
             raise InvalidArgumentError("path", "a file that does not exist yet (or overwrite=True)", str(self.path))
         self._atomic = atomic_path(self.path)
@@ -344,6 +429,38 @@ class HDF5MaskBank(MaskBank):
         self._h5 = h5py.File(self._fh, "w", libver=LIBVER)
         self._create_layout(self._h5)
 
+    def _open_in_place(self, target: Path, lock_timeout: float | None) -> int:
+        """Open the bank read-write, lock it exclusively (readers done, no session of anyone else under way) and
+        roll back or delete a killed writer's journal; return the descriptor (``self._flock`` holds the lock)."""
+        for _attempt in range(5):
+            try:
+                fd = os.open(target, os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            except FileNotFoundError:
+                raise BankFileNotFoundError(self.path) from None
+            except PermissionError:
+                raise FileWriteError(self.path, "it is read-only (permission denied); nothing was changed") from None
+            except OSError as exc:
+                raise FileWriteError(self.path, f"cannot be opened ({exc.strerror or exc}); nothing was changed") from None
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise FileWriteError(self.path, "it is a special file (FIFO, socket or device), which is never changed")
+                os.set_blocking(fd, True)
+                # readers of this very file must be done before it changes in place
+                self._flock = FileLock(self.path, fd, exclusive=True, timeout=lock_timeout)
+                if _names(target, fd):
+                    recover(target, fd)
+                    return fd
+                self._flock.release()  # replaced meanwhile (a rename by a writer whose lock file was deleted)
+                self._flock = None
+            except BaseException:
+                if self._flock is not None:
+                    self._flock.release()
+                    self._flock = None
+                os.close(fd)
+                raise
+            os.close(fd)
+        raise StorageFormatError(self.path, "keeps changing while being opened (a failing writer?); try again")
+
     def _open_reader(self, lock_timeout: float | None) -> None:
         """Open read-only under a shared flock of the file (after rolling back a killed writer's journal)."""
         self._reader = open_shared(self.path, lock_timeout)
@@ -351,9 +468,15 @@ class HDF5MaskBank(MaskBank):
         self._open_existing(self._h5)
 
     def _recover(self, lock_timeout: float | None) -> None:
-        """Roll back a killed writer's journal and delete its temporaries (the exclusive writer lock is held)."""
+        """Before a new bank replaces the file (mode ``"w"``, the writer lock held): settle a killed writer's journal
+        (rolled back under the exclusive flock of the old file if hot, deleted if stale, refused if not ours) and
+        delete its temporaries."""
         target = Path(os.path.realpath(self.path))
-        recover(target)
+        if os.path.lexists(journal_path(target)):
+            if target.exists():
+                _recover_exclusively(self.path, target, lock_timeout)
+            else:
+                recover(target)  # no bank: the journal can only be stale (or not ours: refused)
         clean_temporaries(target)
 
     def _open_existing(self, f: h5py.File) -> None:
@@ -685,8 +808,14 @@ class HDF5MaskBank(MaskBank):
             self._teardown(commit=False)
             raise
         assert self._target is not None
-        self._fh = JournaledFile(self._target)
-        self._flock = FileLock(self.path, self._fh.fileno(), exclusive=True)  # from now on changed in place
+        fd = self._open_in_place(self._target, None)  # from now on changed in place
+        try:
+            self._fh = JournaledFile(self._target, fd, self._flock.hub if self._flock is not None else None)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._flock is not None:
+            self._flock.attach(self._fh)
         self._h5 = h5py.File(self._fh, "r+", libver=LIBVER)
 
     def _close_files(self) -> None:
@@ -739,16 +868,14 @@ class HDF5MaskBank(MaskBank):
                     if not commit:
                         fh.rollback()
                     elif self._dirty:
-                        fh.fsync()
-                        fh.close()
+                        fh.settle_for_copy()  # the file on disk is the new state, still undoable
                         assert self._target is not None
                         try:
                             repack(self._target)  # renamed over the bank: the journal no longer applies
                         except BaseException:
-                            recover(self._target)  # nothing was published: roll the in-place changes back
+                            fh.rollback()  # nothing was published: roll the in-place changes back
                             raise
-                        fh.abandon()
-                        recover(self._target)  # deletes the now stale journal
+                        fh.discard_journal()
                     else:
                         fh.commit()
                 finally:

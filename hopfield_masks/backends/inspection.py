@@ -173,8 +173,10 @@ def _verify(p: Path) -> VerifyReport:
                 names = list(tasks)
             except (OSError, RuntimeError, KeyError, ValueError) as exc:
                 items.append(("/tasks", "damaged", f"cannot be listed ({exc})"))
+        task_rows: list[tuple[int, str]] = []  # (row, task name): names stay data, never parsed back from the label
         for name in names:
             where = f"task {name!r}"
+            task_rows.append((len(items), name))
             try:
                 check_link(tasks, name, p)
                 ds = tasks[name]
@@ -193,6 +195,9 @@ def _verify(p: Path) -> VerifyReport:
             where = f"attachment {name!r}"
             try:
                 check_link(attachments, name, p)
+                if not isinstance(attachments[name], h5py.Group):
+                    kind = "dataset" if isinstance(attachments[name], h5py.Dataset) else "named datatype"
+                    raise StorageFormatError(p, f"/{ATTACHMENTS}/{name} is a {kind}, expected an attachment group")
                 counts = verify_tree(attachments[name], p, file_bytes=size, required=required)
                 checked += sum(int(o.id.get_storage_size()) for o in attachments[name].values()
                                if isinstance(o, h5py.Dataset))
@@ -210,9 +215,9 @@ def _verify(p: Path) -> VerifyReport:
                     _ = bank.metadata  # reading it validates it
                 except HopfieldMasksError as exc:
                     items.append(("metadata", "damaged", _reason(exc)))
-                for i, (obj, status, _detail) in enumerate(items):
-                    if obj.startswith("task ") and status != "damaged":
-                        task = obj[len("task '"):-1]
+                for i, task in task_rows:
+                    obj, status, _detail = items[i]
+                    if status != "damaged":
                         try:
                             bank.read_task(task)
                             bank.task_attrs(task)

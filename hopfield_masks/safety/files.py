@@ -1,4 +1,4 @@
-"""File safety helpers shared by every on-disk format: atomic replacement and checked opening.
+"""File safety helpers shared by every on-disk format: atomic replacement, checked opening, sidecar files.
 
 Every write goes to a temporary file in the destination's folder, is flushed
 and fsynced, and only then renamed over the destination (``os.replace`` is
@@ -6,11 +6,21 @@ atomic on POSIX and Windows), so an interrupted or failed write never damages
 an existing file.  Opening for reading turns the usual h5py ``OSError`` zoo
 into :class:`~hopfield_masks.errors.BankFileNotFoundError` or
 :class:`~hopfield_masks.errors.StorageFormatError` naming the path.
+
+**Sidecar files** (a bank's ``.NAME.lock`` and ``.NAME.journal``) live in a folder
+that others may be able to write (a shared ``/tmp``-like folder), so anything
+found under those names may have been planted.  :func:`open_sidecar` never
+follows a symbolic link (``O_NOFOLLOW``), never truncates, never opens a FIFO or
+device (the name is ``lstat``-ed first and the opened file must be the one
+seen), and refuses a file that is not a regular file with a single name, or
+that belongs to someone other than the bank's owner or the current user
+(:func:`trusted_owners`); a new sidecar is created with ``O_EXCL``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -23,7 +33,7 @@ import h5py
 from ..errors import BankFileNotFoundError, FileWriteError, StorageFormatError
 
 __all__ = ["atomic_path", "open_h5_read", "h5_signature_ok", "check_regular_or_absent", "write_target", "check_output_file",
-           "fsync_folder", "keep_owner_and_mode"]
+           "fsync_folder", "keep_owner_and_mode", "open_sidecar", "sidecar_problem", "trusted_owners", "SidecarRefused"]
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -40,6 +50,102 @@ def fsync_folder(folder: str | os.PathLike) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+class SidecarRefused(Exception):
+    """A sidecar file that is not ours to use; ``reason`` says why (callers name the bank and the file)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path} {reason}")
+
+
+def trusted_owners(bank: str | os.PathLike) -> frozenset[int]:
+    """Who may own a bank's sidecar files: the current (effective) user and the bank file's owner."""
+    owners = {os.geteuid()}
+    with contextlib.suppress(OSError):
+        owners.add(os.stat(bank).st_uid)
+    return frozenset(owners)
+
+
+def sidecar_problem(st: os.stat_result, owners: frozenset[int], *, max_bytes: int | None = None,
+                    private: bool = False) -> str | None:
+    """Why a sidecar with status ``st`` is refused (None: it is acceptable)."""
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder"
+    if not stat.S_ISREG(st.st_mode):
+        return "is a special file (FIFO, socket or device)"
+    if st.st_nlink != 1:
+        return f"has {st.st_nlink} names (a hard link to another file)"
+    if st.st_uid not in owners:
+        return (f"belongs to user id {st.st_uid}, not to the bank's owner or the current user "
+                f"({', '.join(str(o) for o in sorted(owners))})")
+    if private and st.st_mode & 0o022:
+        return f"can be written by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+    if max_bytes is not None and st.st_size > max_bytes:
+        return f"holds {st.st_size:,} B, more than a file of this kind ever does"
+    return None
+
+
+def open_sidecar(path: str | os.PathLike, owners: frozenset[int], *, writable: bool, create: bool = False,
+                 mode: int = 0o644, max_bytes: int | None = None, private: bool = False) -> tuple[int, bool]:
+    """Open a bank's sidecar file without following links; return ``(fd, created)``.
+
+    ``create``: make it (``O_EXCL``, ``mode``) when absent.  An existing one is opened only after
+    :func:`sidecar_problem` accepts it (``lstat`` first, so a FIFO or device is never opened, then the
+    opened file must be the one examined); it is never truncated.
+
+    Raises
+    ------
+    SidecarRefused
+        A link, folder, special file, a file with several names or of another owner (or larger than
+        ``max_bytes``, or writable by others when ``private``).
+    FileNotFoundError
+        Absent (and ``create`` is false); other ``OSError`` as the system reports them.
+    """
+    p = Path(path)
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | _NOFOLLOW | _CLOEXEC | _NONBLOCK
+    for _attempt in range(100):  # a sidecar deleted between two calls by its last holder: try again
+        if create:
+            try:
+                return os.open(p, flags | os.O_CREAT | os.O_EXCL, mode), True
+            except FileExistsError:
+                pass
+        try:
+            before = os.lstat(p)
+        except FileNotFoundError:
+            if create:
+                continue
+            raise
+        problem = sidecar_problem(before, owners, max_bytes=max_bytes, private=private)
+        if problem:
+            raise SidecarRefused(p, problem)
+        try:
+            fd = os.open(p, flags)
+        except FileNotFoundError:
+            if create:
+                continue
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK):  # replaced by a link since the lstat
+                raise SidecarRefused(p, "is a symbolic link") from None
+            raise
+        after = os.fstat(fd)
+        problem = sidecar_problem(after, owners, max_bytes=max_bytes, private=private)
+        if problem or (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+            os.close(fd)
+            raise SidecarRefused(p, problem or "was replaced while being opened")
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        return fd, False
+    raise SidecarRefused(p, "keeps appearing and disappearing")
 
 
 def check_regular_or_absent(path: Path) -> None:

@@ -10,8 +10,11 @@ before it is checked:
   a virtual dataset (data mapped from other files) is refused; so are
   variable-length and object dtypes in datasets;
 - **sizes**: a dataset's declared size (shape × item size, computed with Python
-  integers, so ``1e29`` never overflows) may not exceed the bytes it actually
-  stores (unfiltered layouts) nor :data:`MAX_ARRAY_BYTES` -- the per-array
+  integers, so ``1e29`` never overflows) may not exceed what the file stores for
+  it -- its bytes for a contiguous or compact dataset, its written chunks for a
+  chunked one (chunks never written would read as fill values: a 2 kB file could
+  declare gigabytes), at most :data:`MAX_EXPANSION` times them when a filter
+  (compression) is applied -- nor :data:`MAX_ARRAY_BYTES`, the per-array
   ceiling, which names itself in the error; an attribute may not declare more
   bytes than the whole file holds.
 
@@ -29,7 +32,9 @@ a signature (anyone can recompute it).  Measured at about 850 MiB/s on one core
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -37,17 +42,20 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import HopfieldMasksError, StorageFormatError
+from ..errors import HopfieldMasksError, InvalidArgumentError, StorageFormatError
 
 __all__ = [
-    "MAX_ARRAY_BYTES", "CHECKSUM_ATTR", "max_array_bytes", "check_tree", "check_dataset", "check_link",
+    "MAX_ARRAY_BYTES", "MAX_EXPANSION", "CHECKSUM_ATTR", "max_array_bytes", "check_tree", "check_dataset", "check_link",
     "check_attribute", "attrs_crc", "data_crc", "write_checksums", "verify_dataset", "verify_group_attrs",
     "record_group_checksum", "seal_tree", "verify_tree", "h5_errors",
 ]
 
 #: Default per-array ceiling (bytes) on what any one dataset may declare; the
-#: environment variable ``HOPFIELD_MASKS_MAX_ARRAY_BYTES`` overrides it.
+#: environment variable ``HOPFIELD_MASKS_MAX_ARRAY_BYTES`` overrides it (a byte size: ``160MB``, ``2GiB``, ``1e9``).
 MAX_ARRAY_BYTES = 8 << 30
+#: How many times its stored bytes a filtered (compressed) dataset may declare: deflate, the strongest
+#: standard HDF5 filter, expands at most about 1032-fold.
+MAX_EXPANSION = 1032
 #: The checksum attribute written on datasets and groups.
 CHECKSUM_ATTR = "crc32"
 _CHUNK = 16 << 20  # bytes read per slice when checksumming a large dataset
@@ -71,17 +79,32 @@ def h5_errors(path: object, what: str = "cannot be read") -> Iterator[None]:
         raise StorageFormatError(path, f"{what}: HDF5 reports {text!r} (damaged file)") from None
 
 
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+# the units of hopfield_masks.budget.parse_budget (decimal: powers of 1000, binary: powers of 1024; case ignored)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
+          "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
 def max_array_bytes() -> int:
-    """The per-array ceiling in force: ``HOPFIELD_MASKS_MAX_ARRAY_BYTES`` if set (bytes), else :data:`MAX_ARRAY_BYTES`."""
+    """The per-array ceiling in force: ``HOPFIELD_MASKS_MAX_ARRAY_BYTES`` if set, else :data:`MAX_ARRAY_BYTES`.
+
+    The variable holds a positive byte size, written as :func:`hopfield_masks.budget.parse_budget` reads
+    budgets: ``4096``, ``1e9``, ``160MB`` (decimal units), ``160MiB`` (binary units).
+
+    Raises
+    ------
+    InvalidArgumentError
+        The variable holds anything else (named, with what was expected and what it holds).
+    """
     text = os.environ.get("HOPFIELD_MASKS_MAX_ARRAY_BYTES")
-    if text:
-        try:
-            value = int(float(text))
-        except ValueError:
-            value = -1
-        if value > 0:
-            return value
-    return MAX_ARRAY_BYTES
+    if text is None or not text.strip():
+        return MAX_ARRAY_BYTES
+    match = _SIZE.match(text)
+    value = float(match.group(1)) * _UNITS[match.group(2).lower()] if match and match.group(2).lower() in _UNITS else 0.0
+    if not math.isfinite(value) or value < 1:
+        raise InvalidArgumentError("HOPFIELD_MASKS_MAX_ARRAY_BYTES",
+                                   "a positive byte size such as 8GiB, 160MB or 1e9", repr(text))
+    return int(value)
 
 
 def _ceiling_text(limit: int) -> str:
@@ -149,12 +172,17 @@ def check_dataset(ds: h5py.Dataset, path: object, *, file_bytes: int | None = No
     limit = max_array_bytes()
     if declared > limit:
         raise StorageFormatError(path, f"dataset {where} declares {declared:,} B, above {_ceiling_text(limit)}")
-    if n_filters == 0 and declared > stored:
-        raise StorageFormatError(
-            path, f"dataset {where} declares {declared:,} B but the file stores only {stored:,} B for it (damaged or crafted)"
-        )
-    if file_bytes is not None and n_filters == 0 and stored > file_bytes and layout != h5py.h5d.COMPACT:
+    if file_bytes is not None and stored > file_bytes and layout != h5py.h5d.COMPACT:
         raise StorageFormatError(path, f"dataset {where} claims {stored:,} B of storage in a {file_bytes:,} B file")
+    # what the stored bytes can hold: themselves, or MAX_EXPANSION times them once decompressed; a chunk never
+    # written reads as fill values, so it counts for nothing
+    capacity = stored * (MAX_EXPANSION if n_filters else 1)
+    if declared > capacity:
+        how = f" (compressed: at most {MAX_EXPANSION} times that is accepted)" if n_filters else ""
+        raise StorageFormatError(
+            path, f"dataset {where} declares {declared:,} B but the file stores only {stored:,} B for it{how} "
+                  "(damaged or crafted)"
+        )
     return declared
 
 

@@ -232,11 +232,11 @@ def test_litter_of_a_killed_writer_goes_at_the_next_open(tmp_path):
     """A temporary, a repack file and a lock file left by a killed writer are removed by the next reader."""
     path = tmp_path / "bank.h5"
     seed_bank(path)
-    for name in (".bank.h5.k3j2.tmp", ".bank.h5.x.repack", ".bank.h5.lock", ".other.h5.q.tmp"):
+    for name in (".bank.h5.k3j2q9_a.tmp", ".bank.h5.x8c1m2zz.repack", ".bank.h5.lock", ".other.h5.q7w8e9r0.tmp"):
         (tmp_path / name).write_bytes(b"left over")
     with open_bank(path) as bank:
         assert len(bank) == 3
-    assert litter(tmp_path) == [".other.h5.q.tmp"]  # another bank's files are not ours to judge
+    assert litter(tmp_path) == [".other.h5.q7w8e9r0.tmp"]  # another bank's files are not ours to judge
 
 
 @pytest.fixture

@@ -140,6 +140,18 @@ def craft_declared_size(folder: Path, entries: int) -> Path:
     return path
 
 
+def craft_unwritten_gzip_chunks(folder: Path, entries: int = 1_500_000_000) -> Path:
+    """An attachment dataset, gzip-chunked, of ``entries`` bytes with no chunk written and a correct checksum (of the
+    fill values): reading it would make a reader allocate ``entries`` bytes for a 2 kB file."""
+    path = folder / "unwritten_gzip.h5"
+    make_bank(path)
+    with h5py.File(path, "r+") as f:
+        group = f["attachments"].create_group("zeros")
+        group.create_dataset("data", shape=(entries,), dtype=np.uint8, chunks=(1 << 20,), compression="gzip")
+        seal_tree(group)
+    return path
+
+
 def craft_reservoir_declaring_huge_couplings(folder: Path) -> Path:
     """An attachment like a reservoir: couplings (1, 275200, 275200) int8 declared in a 2 kB file."""
     path = folder / "huge_reservoir.h5"
@@ -193,6 +205,7 @@ CRAFTED = {
     "declared 1e12 B": lambda d: craft_declared_size(d, 10**12),
     "declared 1e15 B": lambda d: craft_declared_size(d, 10**15),
     "reservoir of 275200^2 couplings": craft_reservoir_declaring_huge_couplings,
+    "gzip chunks never written, 1.5 GB declared": craft_unwritten_gzip_chunks,
     "layout dimension 1e9": lambda d: craft_layout_dimension(d, 10**9),
     "layout dimension 1e29": lambda d: craft_layout_dimension(d, 10**29),
     "metadata not JSON": lambda d: craft_root_metadata(d, "{not json", "notjson"),
@@ -218,6 +231,27 @@ class TestCraftedFiles:
             assert row["outcome"] == "error", (name, row)
             assert str(path) in row["message"] and "\n" not in row["message"], (name, row)
         assert {p: sha(p) for p in others} == others  # nothing written through a link
+
+    def test_chunked_datasets_are_bounded_by_what_the_file_holds(self, tmp_path):
+        """check_dataset refuses a chunked (gzip or plain) dataset declaring more than its stored chunks can expand to,
+        before anything is read; one whose chunks are all written passes."""
+        from hopfield_masks.safety.integrity import check_dataset
+
+        path = tmp_path / "chunks.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("gzip_empty", shape=(2_500_000_000,), dtype=np.uint8, chunks=(1 << 20,), compression="gzip")
+            f.create_dataset("plain_empty", shape=(10**8,), dtype=np.uint8, chunks=(1 << 16,))
+            part = f.create_dataset("plain_part", shape=(10**7,), dtype=np.uint8, chunks=(1 << 16,))
+            part[: 1 << 16] = 1
+            f.create_dataset("gzip_full", data=np.zeros(1 << 20, np.uint8), chunks=(1 << 16,), compression="gzip")
+            f.create_dataset("plain_full", data=np.arange(1000, dtype=np.int32), chunks=(64,))
+        with h5py.File(path, "r") as f:
+            file_bytes = path.stat().st_size
+            for name in ("gzip_empty", "plain_empty", "plain_part"):
+                with pytest.raises(StorageFormatError, match=f"dataset /{name} declares"):
+                    check_dataset(f[name], path, file_bytes=file_bytes)
+            assert check_dataset(f["gzip_full"], path, file_bytes=file_bytes) == 1 << 20
+            assert check_dataset(f["plain_full"], path, file_bytes=file_bytes) == 4000
 
     def test_encode_never_writes_through_an_external_attachments_link(self, tmp_path):
         """encode on a bank whose /attachments links into another file refuses; both files stay unchanged."""

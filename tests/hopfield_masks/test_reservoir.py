@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hopfield_masks._reservoir_parts import ITEMSIZE, reservoir_nbytes, size_for_budget
 from hopfield_masks.blocks import MaskLayout, split_blocks
 from hopfield_masks.errors import (
     BankFileNotFoundError,
@@ -26,6 +25,7 @@ from hopfield_masks.network import HopfieldNetwork
 from hopfield_masks.recall.guidance import HammingGuidance
 from hopfield_masks.recall.guided import EnergyLandscape
 from hopfield_masks.reservoir import Reservoir, read_reservoir, write_reservoir
+from hopfield_masks.reservoir_sizing import ITEMSIZE, reservoir_nbytes, size_for_budget
 from tests.strategies import byte_budgets, mask_layouts
 
 LAYOUT = MaskLayout(("fc1", "fc2"), ((5, 7), (13,)))  # P = 48: two blocks of 32, 16 padded units
