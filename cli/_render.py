@@ -6,6 +6,8 @@ from rich.table import Table
 
 from hopfield_masks.budget import format_bytes
 
+from ._untrusted import plain
+
 __all__ = ["encode_table", "recall_table", "pct"]
 
 
@@ -16,7 +18,7 @@ def pct(value: float | None) -> str:
 
 def encode_table(report) -> Table:
     """The reservoir an ``EncodeReport`` describes, next to exact bit-packed storage in the same budget."""
-    table = Table(title=f"Reservoir '{report.attachment}' in {report.path}", show_header=False)
+    table = Table(title=plain(f"Reservoir '{report.attachment}' in {report.path}"), show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("budget", f"{format_bytes(report.budget_bytes)} ({report.budget_bytes:,} B)")
@@ -53,7 +55,7 @@ def recall_table(rows, *, title: str, layers: list[str]) -> Table:
         table.add_column("acc true mask %", justify="right")
         table.add_column("acc recalled %", justify="right")
     for r in rows:
-        cells = [r.task, *(f"{r.bits_wrong[name]:,}" for name in layers), "yes" if r.exact else "[red]no[/]",
+        cells = [plain(r.task), *(f"{r.bits_wrong[name]:,}" for name in layers), "yes" if r.exact else "[red]no[/]",
                  str(r.steps_to_final)]
         if measured:
             cells += [pct(r.true_accuracy), pct(r.recalled_accuracy)]

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from ._app import app, console, err_console, guarded
 from ._render import encode_table
@@ -43,7 +41,7 @@ def encode(
         console.print_json(json.dumps(report.to_dict()))
         return
     # the path is the user's text, not markup (a '[' in a file name would otherwise restyle or break the title)
-    console.print(encode_table(replace(report, path=escape(report.path))))
+    console.print(encode_table(report))
     if report.over_capacity:
         err_console.print("[yellow]Warning:[/] the reservoir holds more tasks than its rule's capacity; "
                           "unguided recall is not expected to be exact.", highlight=False)

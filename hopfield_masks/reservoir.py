@@ -52,13 +52,12 @@ from .recall.guidance import Guidance
 from .recall.guided import GuidedRecallResult, guided_dynamics, score_descent
 from .reservoir_format import FORMAT_VERSION, read_parts, write_group
 from .reservoir_landscape import blocks_energy_gradient, blocks_recall, blocks_sweep, flat_state, make_cue, score_array
-from .reservoir_sizing import (
-    ITEMSIZE, check_int, check_reservoir_memory, keyed_size_for_budget, reservoir_nbytes, size_for_budget,
-)
+from .reservoir_sizing import ITEMSIZE, check_reservoir_memory, keyed_size_for_budget, reservoir_nbytes, size_for_budget
 from .rules import get_rule
 from .rules.base import LearningRule
 from .safety.files import atomic_path, open_h5_read
 from .safety.integrity import h5_errors, max_array_bytes, verify_tree
+from .validate import check_int
 
 __all__ = [
     "Reservoir",
@@ -102,8 +101,8 @@ class Reservoir:
         *, key_units: int = 0, key_seed: int = 0,
     ) -> None:
         _check_layout(layout)
-        size = check_int(network_size, "network_size", 2)
-        key_units = check_int(key_units, "key_units", 0)
+        size = check_int("network_size", network_size, low=2)
+        key_units = check_int("key_units", key_units, low=0)
         if key_units >= size:
             raise InvalidArgumentError("key_units", f"an integer in [0, {size - 1}] (fewer than network_size)",
                                        repr(key_units))
@@ -111,7 +110,7 @@ class Reservoir:
             raise InvalidArgumentError("dtype", f"one of {list(ITEMSIZE)}", repr(dtype))
         rule = get_rule(rule)
         check_reservoir_memory(layout.length, size, dtype, key_units)  # before any network is allocated
-        self._setup(layout, size, rule, dtype, key_units=key_units, key_seed=check_int(key_seed, "key_seed", 0))
+        self._setup(layout, size, rule, dtype, key_units=key_units, key_seed=check_int("key_seed", key_seed, low=0))
         self._networks = tuple(HopfieldNetwork(size, rule, dtype) for _ in range(self.block_layout.n_blocks))
         self._spin_sums = np.zeros(layout.length, dtype=np.int32)  # running sum of stored ±1 states, (P,)
         self._n_tasks = 0
@@ -475,7 +474,7 @@ class Reservoir:
         if index.size * per_task > max_array_bytes():
             raise InvalidArgumentError("tasks", f"at most {max_array_bytes() // per_task:,} tasks per call (the "
                                                 "per-array ceiling on their states)", f"{index.size:,} tasks")
-        seed = check_int(seed, "seed", 0)
+        seed = check_int("seed", seed, low=0)
         start = None
         if cue is not None:
             start = split_blocks(np.where(self._cue_scores(cue, seed) >= 0, 1, -1).astype(np.int8),

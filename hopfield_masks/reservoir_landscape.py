@@ -19,7 +19,7 @@ from .errors import InvalidArgumentError, PatternShapeError
 from .network import HopfieldNetwork
 from .patterns import validate_states
 from .recall.dynamics import RecallResult
-from .reservoir_sizing import check_int
+from .validate import check_int
 
 __all__ = ["flat_state", "score_array", "blocks_energy_gradient", "blocks_sweep", "blocks_recall", "make_cue"]
 
@@ -103,7 +103,7 @@ def make_cue(kind: object, length: int, seed: int, mean: Callable[[], np.ndarray
     expected = "'mean', 'random' or 'noisy:<p>' with 0 <= p <= 1"
     if not isinstance(kind, str):
         raise InvalidArgumentError("kind", expected, repr(kind))
-    rng = np.random.default_rng(check_int(seed, "seed", 0))
+    rng = np.random.default_rng(check_int("seed", seed, low=0))
     if kind == "mean":
         return mean()
     if kind == "random":

@@ -25,9 +25,10 @@ import numpy as np
 from .budget import check_memory, format_bytes, parse_budget
 from .errors import BudgetError, InvalidArgumentError
 from .network import coupling_nbytes, memory_nbytes
+from .validate import check_int
 
 __all__ = [
-    "ITEMSIZE", "KEY_FRACTION", "check_int", "reservoir_nbytes", "size_for_budget", "keyed_size_for_budget",
+    "ITEMSIZE", "KEY_FRACTION", "reservoir_nbytes", "size_for_budget", "keyed_size_for_budget",
     "check_reservoir_memory",
 ]
 
@@ -35,13 +36,6 @@ __all__ = [
 _AUTO_DTYPES = ("float32", "float16", "int8")
 #: Bytes per coupling (sign: one bit of the upper triangle); ``dtype="auto"`` tries them in this order.
 ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1, "sign": 0.125}
-
-
-def check_int(value: object, name: str, low: int) -> int:
-    """``value`` as an int after checking it is an integer >= ``low``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise InvalidArgumentError(name, f"an integer >= {low}", repr(value))
-    return int(value)
 
 
 def reservoir_nbytes(length: int, network_size: int, dtype: str, key_units: int = 0) -> int:
@@ -125,9 +119,9 @@ def size_for_budget(
     (23, 'float32')
     """
     n_bytes = parse_budget(budget)
-    length = check_int(length, "length", 1)
-    min_size = check_int(min_network_size, "min_network_size", 2)
-    key_units = check_int(key_units, "key_units", 0)
+    length = check_int("length", length, low=1)
+    min_size = check_int("min_network_size", min_network_size, low=2)
+    key_units = check_int("key_units", key_units, low=0)
     if dtype != "auto" and dtype not in ITEMSIZE:
         raise InvalidArgumentError("dtype", f"'auto' or one of {list(ITEMSIZE)}", repr(dtype))
     best: tuple[int, str] | None = None
@@ -176,7 +170,7 @@ def keyed_size_for_budget(
     (2805, 757)
     """
     n_bytes = parse_budget(budget)
-    length = check_int(length, "length", 1)
+    length = check_int("length", length, low=1)
     if dtype not in ITEMSIZE:
         raise InvalidArgumentError("dtype", f"one of {list(ITEMSIZE)}", repr(dtype))
     ok = isinstance(key_fraction, (int, float)) and not isinstance(key_fraction, bool)
