@@ -4,22 +4,195 @@ Command modules import :data:`app` from here and decorate their command
 functions with :func:`guarded`, which turns the libraries' expected errors into
 a one-line message on stderr and exit code 2 (no traceback). Unexpected
 exceptions still propagate with their traceback.
+
+**Refusals.** Every refused command -- a library error caught by :func:`guarded`, or a
+usage error Click finds while parsing (an unknown option, a missing argument, a value
+that is not an integer or out of its range) -- prints one line ``Error: ...`` on
+stderr and exits with code 2.  With ``--json``, the command also prints on stdout
+the JSON object :data:`JSON_ERROR_SHAPE` describes::
+
+    {"error": {"message": "--budget: expected ..., received ...", "argument": "--budget",
+               "expected": "...", "received": "...", "type": "BudgetError", "exit_code": 2}}
+
+``argument`` is the option or file the message names (``null`` when it names
+neither); ``expected`` and ``received`` are ``null`` for errors that are not about
+one value (a damaged file, a locked bank).
+
+**Signals.** While a command runs, SIGINT ends it like Ctrl-C (``KeyboardInterrupt``,
+exit code 130) and SIGTERM like ``SystemExit(143)``, both raised where the command
+is, so that open banks roll back and temporary files are removed -- never inside a
+bank's HDF5 work (:func:`hopfield_masks.safety.journal.defer_signal`) nor inside
+Numba's compiler, whose ctypes callbacks would swallow the exception (it is raised
+as soon as the compiler returns).  A command that ends after a signal was raised in
+it -- because some code caught the exception -- still exits 130 or 143.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import signal
+import sys
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import PurePath
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from hopfield_masks import HopfieldMasksError, __version__
+
+console = Console()
+err_console = Console(stderr=True)
+
+#: Exit code for a user error (bad input, missing file, budget too small).
+USER_ERROR = 2
+
+#: The keys of the ``"error"`` object a refused command prints on stdout with ``--json``.
+JSON_ERROR_SHAPE = ("message", "argument", "expected", "received", "type", "exit_code")
+
+#: Help of every command's ``--json`` option ending: what a refusal prints.
+JSON_ERROR_HELP = ("When refused, it prints {\"error\": {\"message\", \"argument\", \"expected\", \"received\", "
+                   "\"type\", \"exit_code\"}} on stdout (and the one-line error on stderr) and exits 2.")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# -- usage errors: one line, not a box ---------------------------------------------------------------------------
+def _typer_click() -> Any:
+    """The Click that Typer runs on (vendored as ``typer._click`` by recent Typer releases, else ``click``)."""
+    try:
+        from typer import _click
+    except ImportError:  # pragma: no cover - older Typer on the real click
+        import click as _click
+    return _click
+
+
+def _option_name(param: Any) -> str:
+    """How the user names ``param``: its first long option, or the argument's name in capitals."""
+    opts = [o for o in getattr(param, "opts", ()) or () if isinstance(o, str)]
+    longs = [o for o in opts if o.startswith("--")]
+    if longs or opts:
+        return (longs or opts)[0]
+    return str(getattr(param, "human_readable_name", None) or getattr(param, "name", "") or "value").upper()
+
+
+_PYDANTIC_KINDS = {"int_parsing": "an integer", "int_type": "an integer", "int_from_float": "an integer",
+                   "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false"}
+_PYDANTIC_BOUNDS = {"greater_than_equal": ("ge", ">="), "less_than_equal": ("le", "<="), "greater_than": ("gt", ">"),
+                    "less_than": ("lt", "<")}
+
+
+def _expected_of(error: dict[str, Any], param: Any) -> str:
+    """What a parameter accepts, from the first validation error of its value (``an integer in 1..64``)."""
+    kind = error.get("type")
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    number = "an integer" if annotation is int or int in typing.get_args(annotation) else "a number"
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    if kind in _PYDANTIC_BOUNDS and low is not None and high is not None:
+        return f"{number} in {low}..{high}"
+    if kind in _PYDANTIC_BOUNDS:
+        key, sign = _PYDANTIC_BOUNDS[kind]
+        return f"{number} {sign} {(error.get('ctx') or {}).get(key, '?')}"
+    if kind in _PYDANTIC_KINDS:
+        return _PYDANTIC_KINDS[kind]
+    return str(error.get("msg", "a valid value")).removeprefix("Input should be ").rstrip(".")
+
+
+def _usage_error(exc: Any) -> dict[str, Any]:
+    """A Click usage error as the refusal fields: one-line message, argument, expected, received."""
+    click = _typer_click()
+    argument = expected = received = None
+    param = getattr(exc, "param", None)
+    if isinstance(exc, click.exceptions.BadParameter) and not isinstance(exc, click.exceptions.MissingParameter) \
+            and param is not None:
+        argument = _option_name(param)
+        expected, received = str(exc.message), None
+        cause = exc.__cause__
+        errors = cause.errors() if cause is not None and hasattr(cause, "errors") else []
+        if errors:
+            expected = _expected_of(errors[0], param)
+            if "input" in errors[0]:
+                received = repr(errors[0]["input"])
+        message = f"{argument}: expected {expected}" + ("" if received is None else f", received {received}")
+    else:
+        message = exc.format_message()
+        if isinstance(exc, click.exceptions.NoSuchOption):
+            argument = exc.option_name
+        elif isinstance(exc, click.exceptions.MissingParameter) and param is not None:
+            argument = _option_name(param)
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    return {"message": message, "argument": argument, "expected": expected, "received": received,
+            "type": "UsageError", "exit_code": getattr(exc, "exit_code", USER_ERROR)}
+
+
+def _has_json(command: Any) -> bool:
+    return any("--json" in (getattr(p, "opts", None) or ()) for p in getattr(command, "params", ()))
+
+
+def _takes_json(ctx: Any, args: Sequence[str]) -> bool:
+    """True when the command line asked for ``--json`` (before any ``--``) of a command that has that option."""
+    args = list(args)
+    if "--json" not in (args[: args.index("--")] if "--" in args else args):
+        return False
+    command = getattr(ctx, "command", None)
+    if command is not None and not _has_json(command):  # the error came from the root: find the command named
+        commands = getattr(command, "commands", {})
+        command = next((commands[a] for a in args if a in commands), None)
+    return command is not None and _has_json(command)
+
+
+def _print_json_error(fields: dict[str, Any]) -> None:
+    typer.echo(json.dumps({"error": fields}, indent=2))
+
+
+class _OneLineErrorsGroup(TyperGroup):
+    """The root command: Click's usage errors become one ``Error: ...`` line on stderr (exit 2), not a box."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        click = _typer_click()
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                              **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # no arguments: the help, as Typer shows it
+            if not standalone_mode:
+                raise
+            _show_help_error(exc)
+            sys.exit(exc.exit_code)
+        except click.exceptions.ClickException as exc:
+            if not standalone_mode:
+                raise
+            fields = _usage_error(exc)
+            err_console.print(f"[bold red]Error:[/] {escape(fields['message'])}", highlight=False, soft_wrap=True)
+            if _takes_json(getattr(exc, "ctx", None), argv):
+                _print_json_error(fields)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            err_console.print("Aborted!", highlight=False)
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+
+def _show_help_error(exc: Any) -> None:
+    try:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+    except Exception:  # pragma: no cover - Typer without rich: Click's own
+        exc.show()
+
 
 app = typer.Typer(
     name="supsup-store",
@@ -27,16 +200,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_OneLineErrorsGroup,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-#: Exit code for a user error (bad input, missing file, budget too small).
-USER_ERROR = 2
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
+# -- library errors --------------------------------------------------------------------------------------------------
 def _expected_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [HopfieldMasksError]
     try:  # supsup_core is imported lazily: storage-only commands must not pay for torch
@@ -56,21 +224,117 @@ def fail(message: str) -> typer.Exit:
 
 
 def guarded(func: F) -> F:
-    """Run a command so that expected library errors end it with a message and exit code 2."""
+    """Run a command so that expected library errors end it with a message and exit code 2.
+
+    With ``--json`` (a command parameter ``as_json``), a refusal also prints the JSON error object on stdout (module
+    docstring).  A signal raised during the command ends it with 130 (SIGINT) or 143 (SIGTERM) even when some code
+    caught the exception it raised.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        previous = _catch_sigterm()
+        watch = _SignalWatch.start()
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
         except _expected_errors() as exc:
-            raise fail(_as_cli_message(func, exc)) from None
+            watch.raise_if_signalled()  # an error a signal caused: the signal decides the exit code
+            fields = _refusal(func, exc, kwargs)
+            err_console.print(f"[bold red]Error:[/] {escape(fields['message'])}", highlight=False, soft_wrap=True)
+            if kwargs.get("as_json") is True:
+                _print_json_error(fields)
+            raise typer.Exit(code=USER_ERROR) from None
+        except BaseException as exc:
+            watch.raise_if_signalled(unless=exc)  # Ray, for one, turns the handler's exception into SystemExit(1)
+            raise
+        else:
+            watch.raise_if_signalled()  # a signal whose exception something swallowed
+            return result
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous[0])
-                signal.signal(signal.SIGINT, previous[1])
+            watch.stop()
 
     return wrapper  # type: ignore[return-value]
+
+
+# -- signals ---------------------------------------------------------------------------------------------------------
+#: Modules inside which a Python signal handler must not raise: Numba's compiler runs Python callbacks from C
+#: (llvmlite's object cache, through ctypes), where an exception is printed and swallowed.
+_NO_RAISE_MODULES = ("numba", "llvmlite")
+
+
+def _inside(frame: Any, modules: tuple[str, ...] = _NO_RAISE_MODULES) -> bool:
+    """True when ``frame`` or one of its callers runs code of ``modules`` (or their submodules)."""
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "") if frame.f_globals is not None else ""
+        if isinstance(name, str) and name.split(".", 1)[0] in modules:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _SignalWatch:
+    """The handlers of one command run: what was raised, what waits for Numba's compiler to return."""
+
+    current: _SignalWatch | None = None
+
+    def __init__(self) -> None:
+        self.raised: int | None = None  # the signal whose exception was raised in the command
+        self.waiting: int | None = None  # a signal held while the compiler runs
+        self.previous: tuple[Any, Any] | None = None
+        self.outer: _SignalWatch | None = None  # the watch of an enclosing guarded call
+        self.done = threading.Event()
+
+    @classmethod
+    def start(cls) -> _SignalWatch:
+        watch = cls()
+        if threading.current_thread() is threading.main_thread():
+            try:
+                watch.previous = (signal.signal(signal.SIGTERM, _terminated), signal.signal(signal.SIGINT, _terminated))
+            except (ValueError, OSError):  # pragma: no cover - no signals here
+                watch.previous = None
+        watch.outer, cls.current = cls.current, watch
+        return watch
+
+    def stop(self) -> None:
+        self.done.set()
+        _SignalWatch.current = self.outer
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous[0])
+            signal.signal(signal.SIGINT, self.previous[1])
+
+    def raise_if_signalled(self, unless: BaseException | None = None) -> None:
+        """Raise the exception of the signal the command got, unless ``unless`` is already that exception."""
+        signum = self.raised or self.waiting
+        if signum is None:
+            return
+        self.waiting = None
+        if signum == signal.SIGINT and isinstance(unless, KeyboardInterrupt):
+            return
+        if signum != signal.SIGINT and isinstance(unless, SystemExit) and unless.code == 128 + signum:
+            return
+        _raise_for(signum)
+
+    def hold(self, signum: int) -> None:
+        """Deliver ``signum`` again to the main thread once it has left the compiler."""
+        first = self.waiting is None
+        self.waiting = self.waiting or signum
+        if first:
+            threading.Thread(target=self._redeliver, name="supsup-signal-redeliver", daemon=True).start()
+
+    def _redeliver(self) -> None:
+        main = threading.main_thread()
+        while not self.done.wait(0.01):
+            frame = sys._current_frames().get(main.ident)
+            if not _inside(frame):
+                signum, self.waiting = self.waiting, None
+                if signum is not None and not self.done.is_set():
+                    signal.pthread_kill(main.ident, signum)
+                return
+
+
+def _raise_for(signum: int) -> typing.NoReturn:
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)  # unwinds: open banks roll back, temporary files are removed
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -78,14 +342,18 @@ def _terminated(signum: int, frame: Any) -> None:
 
     if defer_signal(signum):  # a bank is inside HDF5 work: raised again the moment it is done
         return
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise SystemExit(128 + signum)  # unwinds: open banks roll back, temporary files are removed
+    watch = _SignalWatch.current
+    if watch is not None and _inside(frame):  # Numba's compiler would swallow it: raised once it returns
+        watch.hold(signum)
+        return
+    if watch is not None:
+        watch.raised = signum
+    _raise_for(signum)
 
 
 def _catch_sigterm() -> Any:
     """Make SIGTERM (and SIGINT) unwind the command like an exception, never inside a bank write; return the
-    previous (SIGTERM, SIGINT) handlers."""
+    previous (SIGTERM, SIGINT) handlers (kept for callers of the earlier interface; :func:`guarded` installs them)."""
     if threading.current_thread() is not threading.main_thread():
         return None
     try:
@@ -94,30 +362,80 @@ def _catch_sigterm() -> Any:
         return None
 
 
+# -- library argument names -> options ---------------------------------------------------------------------------------
 #: Library arguments that a command exposes under another option name (library name -> command parameter).
-LIBRARY_TO_OPTION = {"er_sigma": "sparsity", "classes_per_task": "split", "n_tasks": "tasks", "factory": "model"}
+#: ``"function:argument"`` names the argument of one library function (and whatever it calls): the stream's
+#: ``seed`` of :func:`supsup_core.data.benchmark_stream` is ``--stream-seed``, not the model's ``--seed``.
+LIBRARY_TO_OPTION = {
+    "er_sigma": "sparsity", "classes_per_task": "split", "n_tasks": "tasks", "factory": "model",
+    "benchmark_stream:seed": "stream_seed", "make_stream:seed": "stream_seed",
+}
 
 
-def _as_cli_message(func: Callable[..., Any], exc: BaseException) -> str:
+def _library_calls(exc: BaseException) -> list[str]:
+    """Names of the functions the exception went through, innermost first."""
+    names = []
+    tb = exc.__traceback__
+    while tb is not None:
+        names.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return names[::-1]
+
+
+def _parameter_for(argument: str, exc: BaseException) -> str:
+    for name in _library_calls(exc):
+        qualified = LIBRARY_TO_OPTION.get(f"{name}:{argument}")
+        if qualified is not None:
+            return qualified
+    return LIBRARY_TO_OPTION.get(argument, argument)
+
+
+def _is_path_argument(argument: str, values: dict[str, Any]) -> bool:
+    """True when ``argument`` is a file the user named (a path), not a library argument."""
+    if not argument.isidentifier():
+        return True  # a path ("conc/x.h5", "masks.h5"), or a description ("mask 'fc1.weight'")
+    return any(isinstance(v, PurePath) and str(v) == argument for v in values.values())
+
+
+def _option_of(func: Callable[..., Any], argument: str, exc: BaseException, values: dict[str, Any]) -> str | None:
+    """The option (``--budget``) of ``func`` that the library argument ``argument`` is, or None."""
+    if _is_path_argument(argument, values):
+        return None
+    parameter = _parameter_for(argument, exc)
+    try:
+        hint = typing.get_type_hints(func, include_extras=True).get(parameter)
+    except Exception:  # pragma: no cover - unresolvable annotations: keep the library's wording
+        return None
+    options = [info for info in getattr(hint, "__metadata__", ()) if isinstance(info, typer.models.OptionInfo)]
+    if not options:
+        return None
+    declared = [d for d in (options[0].param_decls or ()) if isinstance(d, str) and d.startswith("--")]
+    return declared[0] if declared else "--" + parameter.replace("_", "-")
+
+
+def _as_cli_message(func: Callable[..., Any], exc: BaseException, values: dict[str, Any] | None = None) -> str:
     """``str(exc)``, with a leading library argument name replaced by the command's option (``budget`` -> ``--budget``).
 
     The libraries name their Python arguments; the user typed an option.  Only
     arguments that are options of this command are renamed (:data:`LIBRARY_TO_OPTION`
-    maps the ones whose option has another name).
+    maps the ones whose option has another name); a file the message names (``values``:
+    the command's arguments, some of them paths) is never shown as an option.
     """
+    return _refusal(func, exc, values or {})["message"]
+
+
+def _refusal(func: Callable[..., Any], exc: BaseException, values: dict[str, Any]) -> dict[str, Any]:
+    """The refusal fields of a library error (module docstring): message, argument, expected, received, type."""
     message, argument = str(exc), getattr(exc, "argument", None)
-    if not isinstance(argument, str) or not message.startswith(f"{argument}:"):
-        return message
-    parameter = LIBRARY_TO_OPTION.get(argument, argument)
-    try:
-        hint = typing.get_type_hints(func, include_extras=True).get(parameter)
-    except Exception:  # pragma: no cover - unresolvable annotations: keep the library's wording
-        return message
-    options = [info for info in getattr(hint, "__metadata__", ()) if isinstance(info, typer.models.OptionInfo)]
-    if not options:
-        return message
-    declared = [d for d in (options[0].param_decls or ()) if isinstance(d, str) and d.startswith("--")]
-    return (declared[0] if declared else "--" + parameter.replace("_", "-")) + message[len(argument) :]
+    expected, received = getattr(exc, "expected", None), getattr(exc, "received", None)
+    shown = argument if isinstance(argument, str) else getattr(exc, "path", None)
+    if isinstance(argument, str) and message.startswith(f"{argument}:"):
+        option = _option_of(func, argument, exc, values)
+        if option is not None:
+            message, shown = option + message[len(argument):], option
+    return {"message": message, "argument": shown, "expected": None if expected is None else str(expected),
+            "received": None if received is None else str(received), "type": type(exc).__name__,
+            "exit_code": USER_ERROR}
 
 
 def _version_callback(value: bool) -> None:
@@ -136,4 +454,5 @@ def root(
     """Supermasks in Superposition: train supermasks, store them in mask banks and Hopfield reservoirs, recall them."""
 
 
-__all__ = ["app", "console", "err_console", "fail", "guarded", "USER_ERROR"]
+__all__ = ["app", "console", "err_console", "fail", "guarded", "USER_ERROR", "JSON_ERROR_SHAPE", "JSON_ERROR_HELP",
+           "LIBRARY_TO_OPTION"]

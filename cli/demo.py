@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ._app import app, console, err_console, guarded
+from ._app import JSON_ERROR_HELP, app, console, err_console, guarded
+from ._parsing import MAX_BATCHES_PER_TASK
 from ._render import encode_table, pct
 
 __all__ = ["demo"]
@@ -36,13 +37,13 @@ def demo(
     *,
     out: Annotated[Path, typer.Option("--out", help="Folder for masks.h5 (the bank, with its reservoir).")] = Path("demo_out"),
     budget: Annotated[str, typer.Option("--budget", help="Reservoir byte budget.")] = "1MB",
-    batches_per_task: Annotated[int | None, typer.Option("--batches-per-task", help="Training batches of 128 per task [default: 50].")] = None,
+    batches_per_task: Annotated[int | None, typer.Option("--batches-per-task", min=1, max=MAX_BATCHES_PER_TASK, help="Training batches of 128 per task [default: 50].")] = None,
     method: Annotated[str, typer.Option("--method", help="Guided recall: keyed (task keys recall one candidate per task; the entropy picks one), dynamics (guided Hopfield sweeps per block) or score-descent (the reference's).")] = "keyed",
     transductive: Annotated[bool, typer.Option("--transductive", help="Guide and score on the same test images (the reference's protocol).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the base network, training and recall.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda.")] = "auto",
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="MNIST IDX folder instead of the embedded subset.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON. " + JSON_ERROR_HELP)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing <out>/masks.h5.")] = False,
 ) -> None:
     """Train BNNet unit masks on 5 SplitMNIST tasks, save them, encode them under the budget, recall them with and without entropy guidance."""

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import app, console, err_console, guarded
+from ._app import JSON_ERROR_HELP, app, console, err_console, guarded
 from .train import _choice, _data_spec, resolve_device
 
 __all__ = ["evaluate"]
@@ -48,7 +48,7 @@ def evaluate(
         typer.Option("--protocol", help="auto, first-image, per-image or batch (auto: batch for bnnet, else first-image)."),
     ] = "auto",
     scenario: Annotated[str, typer.Option("--scenario", help="auto, gnu or gns (auto: gns for NNs banks, else gnu).")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Test batch size (the paper: 128).")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Test batch size (the paper: 128).")] = 128,
     task_inference: Annotated[
         bool, typer.Option("--task-inference/--no-task-inference", help="Measure single-image task inference per image.")
     ] = True,
@@ -60,7 +60,7 @@ def evaluate(
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="MODULE:FACTORY that built the bank's model, for banks of "
                                               "a model of yours (a bank never makes supsup-store import code).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON. " + JSON_ERROR_HELP)] = False,
 ) -> None:
     """Evaluate the masks of a bank: GG accuracy, inferred-task accuracy and task-inference accuracy per task."""
     from supsup_core.errors import ConfigError

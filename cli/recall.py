@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import app, console, err_console, guarded
+from ._app import JSON_ERROR_HELP, app, console, err_console, guarded
 from ._render import encode_table, pct, recall_table
 
 __all__ = ["recall"]
@@ -42,20 +42,20 @@ def recall(
     method: Annotated[str, typer.Option("--method", help="keyed (every task's key recalls a candidate; the output objective picks one), dynamics (guided Hopfield sweeps per block) or score-descent (the reference's).")] = "keyed",
     cue: Annotated[str | None, typer.Option("--cue", help="Where recall starts: key (keyed: the key's own field), mean (running ±1 sums), random, or noisy:0.1 (true mask with 10% flipped; dynamics and score-descent) [default: key for keyed, else mean].")] = None,
     objective: Annotated[str, typer.Option("--objective", help="Guidance objective: H (entropy) or G (superfluous neurons).")] = "H",
-    steps: Annotated[int | None, typer.Option("--steps", help="Sweeps (keyed, dynamics) or steps (score-descent) [default: 100 keyed, 30 otherwise].")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Sweeps (keyed, dynamics) or steps (score-descent), at most 1,000,000 [default: 100 keyed, 30 otherwise].")] = None,
     shortlist: Annotated[int, typer.Option("--shortlist", help="Keyed: candidates scored on every adaptation image after screening.")] = 8,
     selection: Annotated[str, typer.Option("--selection", help="Keyed: screen (each candidate scored on the first adaptation batch) or one-shot (one gradient over their superposition).")] = "screen",
     transductive: Annotated[bool, typer.Option("--transductive", help="Guide and score on the same test images (the reference's protocol).")] = False,
     rule: Annotated[str, typer.Option("--rule", help="Learning rule if the reservoir must be encoded first.")] = "pseudo-inverse",
     dtype: Annotated[str, typer.Option("--dtype", help="Coupling precision if the reservoir must be encoded first.")] = "auto",
-    key_units: Annotated[str, typer.Option("--key-units", help="Key units per network if the reservoir must be encoded first (auto or a count).")] = "auto",
-    restarts: Annotated[int, typer.Option("--restarts", help="dynamics/score-descent, guided: this many extra recalls per task from the cue with 20% of its signs flipped; the lowest objective wins.")] = 0,
+    key_units: Annotated[str, typer.Option("--key-units", help="Key units per network if the reservoir must be encoded first (auto or a count up to 1048576).")] = "auto",
+    restarts: Annotated[int, typer.Option("--restarts", help="dynamics/score-descent, guided: this many extra recalls per task (at most 1,000) from the cue with 20% of its signs flipped; the lowest objective wins.")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of cues, sweep orders and the adaptation/evaluation split.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    data: Annotated[str | None, typer.Option("--data", help="The bank's data from where it is here, as a data spec (default: the source recorded in the bank).")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="The bank's data from where it is here, as a data spec (default: the source recorded in the bank); data given here that cannot be read is refused.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="MNIST IDX folder (the same as --data idx:PATH).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="MODULE:FACTORY that built the bank's model, for banks of a model of yours.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON. " + JSON_ERROR_HELP)] = False,
 ) -> None:
     """Recall every task's mask from the bank's reservoir and print bits wrong and accuracies per task."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import app, console, err_console, guarded
+from ._parsing import MAX_BATCHES_PER_TASK, MAX_OUTPUT_SIZE, MAX_TASKS
 
 __all__ = ["train", "resolve_device", "default_output_size", "BENCHMARKS", "MODELS", "TRAIN_SCENARIOS", "BACKENDS",
            "parse_split"]
@@ -104,14 +105,26 @@ def _parse_eval_at(text: str | None) -> tuple[int, ...] | None:
 
 
 def _parse_hidden(text: str | None) -> tuple[int, ...] | None:
+    """``--hidden`` as widths, each in ``1..MAX_OUTPUT_SIZE`` (then :func:`supsup_core.models.check_model_size`
+    bounds the whole model without overflowing).
+
+    Examples
+    --------
+    >>> _parse_hidden("300,100"), _parse_hidden(None)
+    ((300, 100), None)
+    """
     from supsup_core.errors import ConfigError
 
     if text is None:
         return None
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError("--hidden", "comma-separated widths such as 300,100", repr(text)) from None
+    parts = text.split(",")
+    expected = f"comma-separated widths in 1..{MAX_OUTPUT_SIZE} such as 300,100"
+    if not all(p.strip().isascii() and p.strip().isdecimal() and len(p.strip().lstrip("0")) <= 9 for p in parts):
+        raise ConfigError("--hidden", expected, repr(text if len(text) <= 60 else text[:57] + "..."))
+    widths = tuple(int(p) for p in parts)
+    if not all(1 <= w <= MAX_OUTPUT_SIZE for w in widths):
+        raise ConfigError("--hidden", expected, repr(text if len(text) <= 60 else text[:57] + "..."))
+    return widths
 
 
 def _data_spec(data: str | None, data_dir: Path | None) -> str:
@@ -152,7 +165,7 @@ def _build_model(model: str, data: Any, stream: Any, scenario: str, *, output_si
     config = ModelConfig(arch=model, output_size=size, seed=seed, hidden=_parse_hidden(hidden), mask_mode=mask_mode,
                          er_sigma=sparsity, in_channels=channels, image=height, in_features=channels * height * width,
                          batchnorm=batchnorm, transfer=transfer)
-    check_model_size(config, "--hidden" if hidden is not None else "--model")
+    check_model_size(config, "--hidden" if hidden is not None else "--output-size" if output_size is not None else "--model")
     return build_model(config)
 
 
@@ -171,7 +184,7 @@ def train(
     split: Annotated[str | None, typer.Option("--split", help="Class-incremental tasks: CLASSES[:ORDER], ORDER sorted or "
                                               "seeded (the reference's order, seeded by --stream-seed) [default: 5:seeded "
                                               "for CIFAR-100, 10:seeded for image folders, else 2:sorted].")] = None,
-    tasks: Annotated[int | None, typer.Option("--tasks", min=1, help="Number of tasks (default: 10; every class group "
+    tasks: Annotated[int | None, typer.Option("--tasks", min=1, max=MAX_TASKS, help="Number of tasks (default: 10; every class group "
                                               "for split; 5 for split-mnist).")] = None,
     scenario: Annotated[
         str, typer.Option("--scenario", help="auto, gg, gnu, gns, nns or hopsupsup (auto: hopsupsup for bnnet; gg for the "
@@ -188,14 +201,16 @@ def train(
     augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Random crop (padding 4) and flip of the "
                                                  "training images [default: on for CIFAR].")] = None,
     batches_per_task: Annotated[
-        int | None, typer.Option("--batches-per-task", min=0, help="Optimiser steps per task (default: the scenario's; 0 = one epoch).")
+        int | None, typer.Option("--batches-per-task", min=0, max=MAX_BATCHES_PER_TASK,
+                                 help="Optimiser steps per task (default: the scenario's; 0 = one epoch).")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the base network, the scores and the data order.")] = 0,
-    stream_seed: Annotated[int | None, typer.Option("--stream-seed", help="Permutation seed (task i uses i + seed; "
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the base network, the scores and the data order.")] = 0,
+    stream_seed: Annotated[int | None, typer.Option("--stream-seed", min=0, help="Permutation seed (task i uses i + seed; "
                                                     "default 1), or the class-order seed of a seeded split (default: "
                                                     "--seed; 1 for image folders).")] = None,
     output_size: Annotated[
-        int | None, typer.Option("--output-size", help="Outputs s (default: the classes for gg and hopsupsup, else "
+        int | None, typer.Option("--output-size", min=1, max=MAX_OUTPUT_SIZE,
+                                 help="Outputs s (default: the classes for gg and hopsupsup, else "
                                  "100; for MODULE:FACTORY, the last layer's width).")
     ] = None,
     hidden: Annotated[str | None, typer.Option("--hidden", help="Hidden widths, e.g. 300,100 (default: the model's).")] = None,
@@ -223,7 +238,9 @@ def train(
     full_matrix: Annotated[
         bool, typer.Option("--full-matrix", help="Evaluate every learned task after every task (O(T²); a check).")
     ] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Tasks trained at once: this process and N-1 local processes, or N Ray actors.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Tasks trained at once: this process and N-1 local "
+                                         "processes, or N Ray actors; at most 4 per CPU (1024 actors on a Ray cluster), "
+                                         "and no more are started than there are tasks.")] = 1,
     batched: Annotated[int, typer.Option("--batched", min=1, help="Tasks trained at once in one batched step on --device (for a GPU; MLP masks bit-identical to one at a time on CPU).")] = 1,
     ray: Annotated[bool, typer.Option("--ray", help="Train on Ray (needs the extra supsup-store\\[ray]); a local instance unless --ray-address.")] = False,
     ray_address: Annotated[
@@ -240,8 +257,11 @@ def train(
     from supsup_core.persistence import benchmark_metadata, save_masks
     from supsup_core.training import (BankTrainingConfig, TrainConfig, TrainingSetup, check_training_data,
                                       evaluate_inferred, results_table, train_nns)
+    from supsup_core.training.engines import check_workers
     from supsup_core.training.nns import nns_batches
 
+    use_ray = ray or ray_address is not None
+    check_workers(workers, ray=use_ray, address=ray_address)  # before anything starts: no fork bomb
     _choice("--benchmark", benchmark, BENCHMARKS)
     _choice("--scenario", scenario, TRAIN_SCENARIOS)
     _choice("--batchnorm", batchnorm, ("task", "batch"))
@@ -267,7 +287,6 @@ def train(
         benchmark = "split" if split_data else "permuted-mnist"
     if benchmark == "split-mnist" and per_task_classes is not None:
         raise ConfigError("--split", "no --split with split-mnist (its five digit pairs are fixed)", split)
-    use_ray = ray or ray_address is not None
     if scenario == "nns" and (resume or workers > 1 or batched > 1 or use_ray or eval_at is not None or full_matrix):
         raise ConfigError(
             "--scenario", "gg, gnu, gns or hopsupsup with --resume/--workers/--batched/--ray/--eval-at/--full-matrix "
@@ -361,8 +380,9 @@ def _train_into_bank(
         engine = f"Ray ({run.ray_address or 'local instance'})"
     elif run.batched > 1:
         engine = f"{run.batched} tasks per batched step"
-    elif run.workers > 1:
-        engine = f"this process and {run.workers - 1} worker process{'es' if run.workers > 2 else ''}"
+    elif min(run.workers, run.n_tasks) > 1:  # no more workers than tasks are started
+        children = min(run.workers, run.n_tasks) - 1
+        engine = f"this process and {children} worker process{'es' if children > 1 else ''}"
     else:
         engine = "this process"
     name = net.config.arch if net.config is not None else net.spec.get("factory", "model")

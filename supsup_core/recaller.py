@@ -42,7 +42,7 @@ import torch
 from hopfield_masks.backends import open_bank
 from hopfield_masks.blocks import MaskLayout
 from hopfield_masks.encoding import EncodeReport, encode_bank, read_bank_reservoir, reservoir_is_current
-from hopfield_masks.errors import StorageFormatError
+from hopfield_masks.errors import InvalidArgumentError, StorageFormatError
 from hopfield_masks.reservoir import Reservoir
 
 from .errors import ConfigError, DataError
@@ -51,11 +51,15 @@ from .hopsupsup import TaskData, TaskRecall, masks_accuracy, recall_task, task_d
 from .inference.objectives import objective_values
 from .models import SupSupNet
 
-__all__ = ["RecallConfig", "EncodeSettings", "Recaller", "RECALL_METHODS", "SELECTIONS", "rank_candidates",
-           "select_candidate"]
+__all__ = ["RecallConfig", "EncodeSettings", "Recaller", "RECALL_METHODS", "SELECTIONS", "MAX_STEPS", "MAX_RESTARTS",
+           "rank_candidates", "select_candidate"]
 
 #: Recall procedures; the first is the default everywhere (library, CLI, demo).
 RECALL_METHODS = ("keyed", "dynamics", "score-descent")
+#: Most sweeps or steps one recall may run (:attr:`RecallConfig.steps`).
+MAX_STEPS = 1_000_000
+#: Most extra recalls per task (:attr:`RecallConfig.restarts`).
+MAX_RESTARTS = 1_000
 _OBJECTIVES = ("H", "G")
 
 
@@ -95,7 +99,7 @@ class RecallConfig:
     objective : str
         ``"H"`` (entropy) or ``"G"`` (superfluous-neuron logsumexp).
     steps : int or None
-        Sweeps (keyed, dynamics) or steps (score-descent); ``None``: the method's default.
+        Sweeps (keyed, dynamics) or steps (score-descent), at most :data:`MAX_STEPS`; ``None``: the method's default.
     shortlist : int
         Keyed: candidates scored on every adaptation image after the first narrowing.
     selection : str
@@ -105,7 +109,8 @@ class RecallConfig:
     screen_images : int
         Keyed, screening: images each candidate is scored on before the shortlist.
     restarts, restart_noise
-        Dynamics and score-descent: extra starts with that share of the cue's signs flipped.
+        Dynamics and score-descent: extra starts (at most :data:`MAX_RESTARTS`) with that share of the cue's signs
+        flipped.
     transductive : bool
         Guide and score on the same test images (the reference's protocol).
     seed : int
@@ -120,7 +125,7 @@ class RecallConfig:
     >>> RecallConfig(method="dynamics", steps=0)
     Traceback (most recent call last):
     ...
-    supsup_core.errors.ConfigError: steps: expected a positive number of steps or None, received 0
+    supsup_core.errors.ConfigError: steps: expected a number of steps in 1..1,000,000 (or None: the method's default), received 0
     """
 
     method: str = "keyed"
@@ -146,8 +151,8 @@ class RecallConfig:
             _check_cue(self.cue, self.method)
         if self.objective not in _OBJECTIVES:
             raise ConfigError("objective", "H or G", repr(self.objective))
-        if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
-            raise ConfigError("steps", "a positive number of steps or None", repr(self.steps))
+        if self.steps is not None and (not _is_int(self.steps) or not 1 <= self.steps <= MAX_STEPS):
+            raise ConfigError("steps", f"a number of steps in 1..{MAX_STEPS:,} (or None: the method's default)", repr(self.steps))
         if not _is_int(self.shortlist) or self.shortlist < 1:
             raise ConfigError("shortlist", "a positive number of candidates", repr(self.shortlist))
         if self.selection not in SELECTIONS:
@@ -155,8 +160,8 @@ class RecallConfig:
         if not _is_int(self.screen_images) or self.screen_images < 2:
             raise ConfigError("screen_images", "an integer >= 2 (batch-statistics models need two images)",
                               repr(self.screen_images))
-        if not _is_int(self.restarts) or self.restarts < 0:
-            raise ConfigError("restarts", "an integer >= 0", repr(self.restarts))
+        if not _is_int(self.restarts) or not 0 <= self.restarts <= MAX_RESTARTS:
+            raise ConfigError("restarts", f"an integer in 0..{MAX_RESTARTS:,}", repr(self.restarts))
         if self.restarts and self.guided is False:
             raise ConfigError("restarts", "0 for unguided recall (restarts are ranked by the guidance objective)",
                               repr(self.restarts))
@@ -318,7 +323,9 @@ class Recaller:
     device : str
         Torch device for the model.
     data_dir : path-like or str, optional
-        The bank's data from where it is here: an MNIST IDX folder (a path) or a data spec (a string).
+        The bank's data from where it is here: an MNIST IDX folder (a path) or a data spec (a string).  Data
+        given here must be usable: a path or spec that cannot be read is refused (before anything is written),
+        where the data the bank records is only skipped (unguided recall, with a note) when it is missing.
     encode_missing : EncodeSettings or None
         Encode a reservoir when the bank has none for ``budget`` (``None``: refuse).
     model, stream : optional
@@ -391,7 +398,7 @@ class Recaller:
         try:
             stream = stream_from_metadata(metadata, data_dir)
         except (DataError, ConfigError) as exc:
-            if self.config.guided:
+            if self.config.guided or data_dir is not None:  # data asked for (guidance, or given explicitly): refused
                 raise
             self.note = f"no data for guidance or accuracy ({exc})"
             return model, None
@@ -444,7 +451,27 @@ class Recaller:
 
     def recall_task(self, task: str, true_masks: Mapping[str, np.ndarray], data: TaskData | None,
                     position: int) -> TaskRecall:
-        """Recall bank task ``task`` (the ``position``-th) and compare it with ``true_masks``."""
+        """Recall bank task ``task`` (the ``position``-th) and compare it with ``true_masks``.
+
+        Every argument was checked when the config was built, so a bad value met during recall comes from the
+        bank's reservoir or from the model's outputs on its data: it is raised naming the bank (never as an
+        argument of the procedures inside, such as ``external_field``).
+        """
+        try:
+            return self._recall_task(task, true_masks, data, position)
+        except ConfigError:
+            raise
+        except InvalidArgumentError as exc:
+            if "guidance" in str(exc.argument):
+                raise ConfigError(str(self.bank), "a model whose outputs on the bank's data have a finite gradient "
+                                  "(guided recall follows it; or recall --unguided)",
+                                  f"NaN or infinity in the guidance gradient of task {task}") from None
+            raise StorageFormatError(self.bank, f"its reservoir for {self.budget} holds values recall cannot use "
+                                                f"(recalling task {task}: expected {exc.expected}, received "
+                                                f"{exc.received}); encode it again") from None
+
+    def _recall_task(self, task: str, true_masks: Mapping[str, np.ndarray], data: TaskData | None,
+                     position: int) -> TaskRecall:
         cfg = self.config
         guided = self.guided and data is not None
         if cfg.method != "keyed":

@@ -57,18 +57,52 @@ __all__ = ["MASK_SUFFIX", "prune_masks", "write_prune_task", "apply_prune_masks"
 MASK_SUFFIX = "_mask"
 
 
-def _binary(name: str, tensor: torch.Tensor) -> np.ndarray:
-    """The 0/1 tensor ``tensor`` as a bool ndarray; a one-line error naming ``name`` otherwise."""
-    values = tensor.detach().cpu()
-    if values.dtype != torch.bool:
-        bad = ~((values == 0) | (values == 1))
+def _unusable(tensor: torch.Tensor) -> str | None:
+    """Why the values of ``tensor`` cannot be read as they are (None when they can)."""
+    if getattr(tensor, "is_nested", False):
+        return "a nested tensor"
+    if tensor.layout != torch.strided:
+        return f"a {str(tensor.layout).removeprefix('torch.')} tensor"
+    if tensor.is_quantized:
+        return f"a quantized tensor ({str(tensor.dtype).removeprefix('torch.')})"
+    if tensor.device.type == "meta":
+        return "a tensor on the meta device (no data)"
+    return None
+
+
+def _binary(name: str, value: object) -> np.ndarray:
+    """The 0/1 values of ``value`` (a tensor or an array) as a bool ndarray; a one-line error naming ``name`` otherwise.
+
+    A tensor must be dense, not quantized and hold data (not on the meta device); any real or bool dtype is read
+    (bfloat16 and float8 through float32, which holds 0 and 1 exactly).
+    """
+    expected = "only 0 and 1 (a torch.nn.utils.prune mask)"
+    if isinstance(value, torch.Tensor):
+        why = _unusable(value)
+        if why is not None:
+            raise ConfigError(f"mask {name!r}", "a dense tensor with data of 0s and 1s (not sparse, nested, quantized "
+                              "or on the meta device)", why)
+        values = value.detach().cpu()
+        if values.is_floating_point() and values.dtype not in (torch.float16, torch.float32, torch.float64):
+            values = values.float()  # bfloat16, float8: NumPy has no such dtype; 0 and 1 are exact in float32
+        try:
+            array = values.resolve_conj().resolve_neg().numpy()
+        except (TypeError, RuntimeError) as exc:
+            raise ConfigError(f"mask {name!r}", expected, f"a tensor of dtype {values.dtype} ({exc})") from None
+    else:
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"mask {name!r}", expected, f"{type(value).__name__} ({exc})") from None
+    if array.dtype.kind not in "biufc":
+        raise ConfigError(f"mask {name!r}", expected, f"an array of dtype {array.dtype}")
+    if array.dtype != np.bool_:
+        bad = ~((array == 0) | (array == 1))
         if bool(bad.any()):
-            first = values[bad].flatten()[0].item()
-            raise ConfigError(
-                f"mask {name!r}", "only 0 and 1 (a torch.nn.utils.prune mask)",
-                f"{int(bad.sum())} other values of {values.numel()}, e.g. {first!r}",
-            )
-    return values.numpy().astype(bool)
+            first = array[bad].flatten()[0].item()
+            raise ConfigError(f"mask {name!r}", expected,
+                              f"{int(bad.sum())} other values of {array.size}, e.g. {first!r}")
+    return array.astype(bool)
 
 
 def prune_masks(source: nn.Module | Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -81,7 +115,9 @@ def prune_masks(source: nn.Module | Mapping[str, Any]) -> dict[str, np.ndarray]:
     ------
     ConfigError
         ``source`` is neither a module nor a mapping, holds no prune mask, or a
-        mask holds a value other than 0 and 1.
+        mask holds a value other than 0 and 1 or is a tensor whose values cannot
+        be read (sparse, nested, quantized, on the meta device).  Every mask is
+        checked before any is converted.
     """
     found: dict[str, torch.Tensor] = {}
     if isinstance(source, nn.Module):
@@ -112,7 +148,11 @@ def write_prune_task(
 
 
 def _targets(model: nn.Module, masks: Mapping[str, object]) -> list[tuple[nn.Module, str, torch.Tensor]]:
-    """Check every layer of ``masks`` against ``model``; return (module, param, mask tensor) for each."""
+    """Check every layer of ``masks`` against ``model``; return (module, param, mask tensor) for each.
+
+    Nothing is changed here; everything :func:`apply_prune_masks` needs is checked: the layer is a parameter of
+    the model (or a pruned one), dense and with data, and the mask has its shape and only 0s and 1s.
+    """
     if not isinstance(model, nn.Module):
         raise ConfigError("model", "a torch.nn.Module", type(model).__name__)
     if not isinstance(masks, Mapping) or not masks:
@@ -127,16 +167,46 @@ def _targets(model: nn.Module, masks: Mapping[str, object]) -> list[tuple[nn.Mod
         module_name, _, param = name.rpartition(".") if isinstance(name, str) else ("", "", "")
         module = modules.get(module_name)
         current = getattr(module, param, None) if module is not None and param else None
-        if not isinstance(current, torch.Tensor):
+        parameters = getattr(module, "_parameters", {}) if module is not None else {}
+        pruned = param + "_orig" in parameters and param + MASK_SUFFIX in getattr(module, "_buffers", {})
+        if not isinstance(current, torch.Tensor) or not (param in parameters or pruned):
             shown = ", ".join(pruneable[:8]) + (" ..." if len(pruneable) > 8 else "")
             raise ConfigError("masks", f"layers of the model ({shown})", f"layer {name!r}")
-        array = np.asarray(mask)
-        if tuple(array.shape) != tuple(current.shape):
-            raise ConfigError(f"mask {name!r}", f"shape {tuple(current.shape)} (the model's)", f"shape {array.shape}")
-        tensor = torch.as_tensor(array)
-        flat = _binary(name, tensor)  # raises on values other than 0/1
+        for tensor in (current, parameters.get(param + "_orig"), getattr(module, param + MASK_SUFFIX, None)):
+            why = _unusable(tensor) if isinstance(tensor, torch.Tensor) else None
+            if why is not None:
+                raise ConfigError("model", "dense parameters with data to prune (not sparse, nested, quantized or on "
+                                  "the meta device)", f"layer {name!r}: {why}")
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else tuple(np.shape(mask)) if not isinstance(
+            mask, (str, bytes)) else ()
+        if shape != tuple(current.shape):
+            raise ConfigError(f"mask {name!r}", f"shape {tuple(current.shape)} (the model's)", f"shape {shape}")
+        flat = _binary(name, mask)  # raises on values other than 0/1, and on tensors without readable values
         targets.append((module, param, torch.as_tensor(flat, dtype=current.dtype, device=current.device)))
     return targets
+
+
+def _undo(module: nn.Module, param: str, saved: torch.Tensor | None) -> None:
+    """Put ``module.param`` back as it was before :func:`apply_prune_masks` touched it.
+
+    ``saved``: the mask buffer's former values (the parameter was pruned already), or None (it was not: the
+    reparametrisation ``prune.custom_from_mask`` added is taken away again).
+    """
+    with torch.no_grad():
+        if saved is not None:
+            getattr(module, param + MASK_SUFFIX).copy_(saved)
+            setattr(module, param, getattr(module, param + "_orig") * getattr(module, param + MASK_SUFFIX))
+            return
+        if param + "_orig" not in module._parameters:
+            return  # custom_from_mask failed before changing anything
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, prune.BasePruningMethod) and getattr(hook, "_tensor_name", None) == param:
+                del module._forward_pre_hooks[key]
+        original = module._parameters.pop(param + "_orig")
+        module._buffers.pop(param + MASK_SUFFIX, None)
+        if param in module.__dict__:
+            del module.__dict__[param]
+        module.register_parameter(param, original)
 
 
 def apply_prune_masks(model: nn.Module, masks: Mapping[str, object]) -> list[str]:
@@ -146,23 +216,34 @@ def apply_prune_masks(model: nn.Module, masks: Mapping[str, object]) -> list[str
     is already pruned gets its ``*_mask`` buffer overwritten in place (its
     ``*_orig`` weights are kept, so the model can switch between tasks), and the
     pruned weight is recomputed at once.  Everything is checked before anything
-    is changed.
+    is changed, and should a layer still fail, the ones changed before it are put
+    back: the model is changed entirely or not at all.
 
     Raises
     ------
     ConfigError
-        A layer the model does not have, a shape different from the model's, or
-        a value other than 0 and 1.
+        A layer the model does not have (or a buffer, not a parameter), a parameter
+        that cannot be pruned (sparse, quantized, on the meta device), a shape different
+        from the model's, a mask that is not a dense array of 0s and 1s.
     """
     targets = _targets(model, masks)
     names = list(masks)
-    with torch.no_grad():
-        for module, param, mask in targets:
-            if hasattr(module, param + MASK_SUFFIX) and hasattr(module, param + "_orig"):
-                getattr(module, param + MASK_SUFFIX).copy_(mask)
-                setattr(module, param, getattr(module, param + "_orig") * getattr(module, param + MASK_SUFFIX))
-            else:
-                prune.custom_from_mask(module, param, mask)
+    done: list[tuple[nn.Module, str, torch.Tensor | None]] = []
+    try:
+        with torch.no_grad():
+            for module, param, mask in targets:
+                if hasattr(module, param + MASK_SUFFIX) and hasattr(module, param + "_orig"):
+                    buffer = getattr(module, param + MASK_SUFFIX)
+                    done.append((module, param, buffer.detach().clone()))
+                    buffer.copy_(mask)
+                    setattr(module, param, getattr(module, param + "_orig") * buffer)
+                else:
+                    done.append((module, param, None))
+                    prune.custom_from_mask(module, param, mask)
+    except BaseException:  # all or nothing: the layers changed so far are put back
+        for module, param, saved in reversed(done):
+            _undo(module, param, saved)
+        raise
     return names
 
 

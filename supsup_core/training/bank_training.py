@@ -46,7 +46,7 @@ from hopfield_masks.safety.locking import bank_lock
 from ..config import ModelConfig
 from ..errors import ConfigError, SupSupError
 from ..models import SupSupNet
-from .engines import make_engine
+from .engines import check_workers, make_engine
 from .evaluation import gg_accuracy_of_masks
 from .jobs import TaskOutcome, TrainingSetup
 
@@ -80,7 +80,8 @@ class BankTrainingConfig:
     full_matrix : bool
         Measure every learned task after every task (the whole accuracy matrix, O(T^2)).
     workers : int
-        Tasks trained at once (local processes, or Ray actors with ``ray``).
+        Tasks trained at once (local processes, or Ray actors with ``ray``): at most
+        :func:`~supsup_core.training.engines.max_workers`; no more are started than there are tasks to train.
     ray : bool
         Train on Ray (``ray_address`` or a local instance).
     ray_address : str, optional
@@ -130,6 +131,7 @@ class BankTrainingConfig:
         w = self.workers
         if isinstance(w, bool) or not isinstance(w, int) or w < 1:
             raise ConfigError("--workers", "an integer >= 1", w)
+        check_workers(w, ray=self.ray is True, address=self.ray_address, argument="--workers")  # the machine's bound
         for name in ("full_matrix", "ray", "resume", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, "a bool", getattr(self, name))

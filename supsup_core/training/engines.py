@@ -19,14 +19,31 @@ Because every task is trained from its own seeds on one intra-op thread
 At most ``2 workers + 1`` tasks are submitted ahead of the one the driver commits
 next (enough to keep every worker busy while results arrive out of order), so the
 driver's memory stays bounded however long the stream.
+
+**Bounds.** ``workers`` is at most :func:`max_workers` (``WORKERS_PER_CPU`` per CPU
+this process may use, or :data:`MAX_CLUSTER_WORKERS` actors on a Ray cluster), checked
+before anything starts; no more workers are started than there are tasks to train.
+
+**Shutdown.** Every engine releases its workers on every way out of
+:meth:`Engine.outcomes` -- the last task, an exception, ``KeyboardInterrupt`` (SIGINT) or
+``SystemExit`` (the CLI's SIGTERM) -- and :meth:`Engine.close` is idempotent.  Local
+worker processes ignore SIGINT (a terminal's Ctrl-C reaches the whole process group:
+the driver decides), die at once on SIGTERM (no Python handler that a blocking call
+could delay) and exit by themselves when the driver is gone.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import multiprocessing
+import os
+import signal
 import sys
+import threading
+import time
+from multiprocessing.connection import wait as wait_for
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -36,15 +53,62 @@ import torch
 from ..errors import ConfigError, SupSupError
 from .jobs import TaskOutcome, TaskWorker, TrainingSetup
 
-__all__ = ["Engine", "InlineEngine", "ProcessEngine", "RayEngine", "BatchedEngine", "RayUnavailableError", "make_engine", "ENGINES"]
+__all__ = ["Engine", "InlineEngine", "ProcessEngine", "RayEngine", "BatchedEngine", "RayUnavailableError",
+           "WorkerProcessError", "make_engine", "max_workers", "check_workers", "ENGINES", "WORKERS_PER_CPU",
+           "MAX_CLUSTER_WORKERS"]
 
 ENGINES = ("inline", "processes", "ray", "batched")
 
 _RAY_HINT = "pip install 'supsup-store[ray]' (or pip install ray)"
 
 
+#: Local workers (processes, or actors of a local Ray instance) allowed per CPU this process may use.
+WORKERS_PER_CPU = 4
+#: Ray actors allowed on an existing cluster (``address``), whose CPUs this machine cannot count.
+MAX_CLUSTER_WORKERS = 1024
+
+
 class RayUnavailableError(SupSupError, RuntimeError):
     """Ray is not installed, or the cluster at the given address cannot be reached in time."""
+
+
+class WorkerProcessError(SupSupError, RuntimeError):
+    """A local worker process ended without being asked to (killed, out of memory, crashed)."""
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def max_workers(cluster: bool = False) -> int:
+    """The most workers allowed: ``WORKERS_PER_CPU`` per CPU this process may use, or ``MAX_CLUSTER_WORKERS``
+    Ray actors on an existing cluster (``cluster=True``)."""
+    return MAX_CLUSTER_WORKERS if cluster else WORKERS_PER_CPU * _cpus()
+
+
+def check_workers(workers: object, *, ray: bool = False, address: str | None = None, argument: str = "workers") -> int:
+    """``workers`` if it is an integer in ``1..max_workers()``, else a :class:`ConfigError` naming ``argument``.
+
+    Checked before anything starts: a worker count no machine can hold never forks a process.
+
+    Examples
+    --------
+    >>> check_workers(2)
+    2
+    >>> check_workers(10**6)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    supsup_core.errors.ConfigError: workers: expected an integer in 1...(4 per CPU, ... here), received 1000000
+    """
+    ceiling = max_workers(cluster=bool(ray) and address is not None)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= ceiling:
+        where = (f"{MAX_CLUSTER_WORKERS} Ray actors on a cluster" if ceiling == MAX_CLUSTER_WORKERS else
+                 f"{WORKERS_PER_CPU} per CPU, {_cpus()} CPU{'s' if _cpus() != 1 else ''} here")
+        raise ConfigError(argument, f"an integer in 1..{ceiling} ({where})", workers)
+    return workers
 
 
 class Engine(ABC):
@@ -110,20 +174,15 @@ def default_start_method() -> str:
     return "spawn"
 
 
-def _process_ready() -> bool:
-    """Answered by a child once its initializer has run (it can train at full speed)."""
-    return _PROCESS_WORKER is not None
-
-
 def _process_run(task: int) -> TaskOutcome:
-    assert _PROCESS_WORKER is not None  # set by the pool initializer
+    assert _PROCESS_WORKER is not None  # set by the initializer
     return _PROCESS_WORKER.run(task)
 
 
-def _check_workers(workers: object) -> int:
+def _check_workers(workers: object, ray: bool = False, address: str | None = None) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError("workers", "an integer >= 1", workers)
-    return workers
+    return check_workers(workers, ray=ray, address=address)
 
 
 def _ordered(submit, tasks: Sequence[int], window: int) -> Iterator[TaskOutcome]:
@@ -143,6 +202,153 @@ def _ordered(submit, tasks: Sequence[int], window: int) -> Iterator[TaskOutcome]
         yield outcome
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this process when the process that started it ends (even by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):  # best effort: the parent's sentinel is watched as well
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def _sendable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling, else a RuntimeError carrying its text."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def _child_main(conn: Any, parent_pid: int, initializer: Any, initargs: tuple) -> None:
+    """Body of a local worker process: run the initializer, then train the tasks sent on ``conn`` until told to stop.
+
+    The child ignores SIGINT (a terminal's Ctrl-C reaches the whole process group; the driver decides), dies at
+    once on SIGTERM (the default action: no Python handler that a blocking call could delay), and ends when the
+    driver is gone (its sentinel, and on Linux the kernel's parent-death signal).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the driver ended before the death signal was armed
+        return
+    parent = multiprocessing.parent_process()
+    watched = [conn] + ([parent.sentinel] if parent is not None and parent.sentinel is not None else [])
+    try:
+        initializer(*initargs)
+    except Exception as exc:
+        conn.send(("failed", None, _sendable(exc)))
+        return
+    conn.send(("ready", None, None))
+    while True:
+        if conn not in wait_for(watched):
+            return  # the driver is gone
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            message = ("done", task, _process_run(task))
+        except Exception as exc:
+            message = ("error", task, _sendable(exc))
+        conn.send(message)
+
+
+class _Children:
+    """``n`` local worker processes, each with its own pipe (no lock shared with the driver or between children).
+
+    :meth:`send` gives a task to one child; :meth:`receive` waits for what the children send back
+    (``("ready" | "done" | "error" | "failed", task, payload)``) and raises :class:`WorkerProcessError` when a
+    child ends unasked.  :meth:`close` stops them all: asked to exit, then SIGTERM, then SIGKILL; it always
+    returns, and runs to the end even when a signal interrupts it.
+    """
+
+    def __init__(self, n: int, method: str, initializer: Any, initargs: tuple) -> None:
+        context = multiprocessing.get_context(method)
+        self.processes: list[Any] = []
+        self.pipes: list[Any] = []
+        try:
+            for i in range(n):
+                ours, theirs = context.Pipe(duplex=True)
+                process = context.Process(target=_child_main, args=(theirs, os.getpid(), initializer, initargs),
+                                          name=f"supsup-worker-{i + 1}", daemon=True)
+                self.processes.append(process)
+                self.pipes.append(ours)
+                process.start()
+                theirs.close()
+        except BaseException:
+            self.close()
+            raise
+
+    def send(self, child: int, task: int) -> None:
+        self.pipes[child].send(task)
+
+    def receive(self, timeout: float | None) -> list[tuple[int, str, Any, Any]]:
+        """Messages from the children, ``(child, kind, task, payload)``, waiting at most ``timeout`` s (None: until one)."""
+        pipes = {id(p): i for i, p in enumerate(self.pipes)}
+        sentinels = {p.sentinel: i for i, p in enumerate(self.processes)}
+        ready = wait_for(list(self.pipes) + list(sentinels), timeout)
+        messages = []
+        for obj in ready:
+            if id(obj) in pipes:
+                child = pipes[id(obj)]
+                try:
+                    while obj.poll():
+                        messages.append((child, *obj.recv()))
+                except (EOFError, OSError):
+                    self._died(child)
+        for obj in ready:
+            if not messages and obj in sentinels:  # ended with nothing left to say
+                self._died(sentinels[obj])
+        return messages
+
+    def _died(self, child: int) -> None:
+        process = self.processes[child]
+        process.join(1.0)
+        code = process.exitcode
+        how = (f"killed by signal {-code}" + (" (SIGKILL: out of memory?)" if code == -signal.SIGKILL else "")
+               if code is not None and code < 0 else f"exit code {code}")
+        raise WorkerProcessError(f"worker process {process.pid} ended unexpectedly ({how})")
+
+    def close(self, grace: float = 2.0) -> None:
+        """Stop every child: asked to exit (waiting up to ``grace`` s), then SIGTERM, then SIGKILL; reaped.
+
+        Idempotent.  A KeyboardInterrupt or SystemExit that arrives meanwhile does not stop it half-way: the
+        remaining stages run without waiting, then it is raised.
+        """
+        interrupted: BaseException | None = None
+        for stage, wait_s in (("ask", grace), ("terminate", 1.0), ("kill", 5.0)):
+            try:
+                alive = [(i, p) for i, p in enumerate(self.processes) if p.pid is not None and p.exitcode is None]
+                if not alive:
+                    break
+                for i, process in alive:
+                    with contextlib.suppress(Exception):  # a pipe already closed, a process already gone
+                        if stage == "ask":
+                            self.pipes[i].send(None)
+                        elif stage == "terminate":
+                            process.terminate()
+                        else:
+                            process.kill()
+                deadline = time.monotonic() + (min(wait_s, 0.2) if interrupted is not None else wait_s)
+                for _, process in alive:
+                    process.join(max(0.0, deadline - time.monotonic()))
+            except (KeyboardInterrupt, SystemExit) as exc:  # a second signal: finish stopping, faster, then raise
+                interrupted = interrupted or exc
+        for pipe in self.pipes:
+            with contextlib.suppress(Exception):
+                pipe.close()
+        self.processes, self.pipes = [], []
+        if interrupted is not None:
+            raise interrupted
+
+
 class ProcessEngine(Engine):
     """``workers`` tasks at once on the CPU: the driver itself and ``workers - 1`` local processes.
 
@@ -150,15 +356,19 @@ class ProcessEngine(Engine):
     child processes start (a spawned process needs seconds to import torch and build the
     stream) and one process fewer competes for the cores.
     Tasks are handed out in order, and only to children that have started (each
-    answers a ping once its initializer ran): up to two tasks per started child.
+    says so once its initializer ran): up to two tasks per started child.
     Whenever the next task to commit is not running elsewhere, the driver trains it;
     otherwise it trains the next unassigned task while it waits, as long as fewer than
     ``2 workers + 1`` tasks are held beyond the next one (bounded memory).
+    No more children are started than there are tasks for them.
 
     ``driver_trains=False`` keeps the driver to committing: ``workers`` child processes
     train every task (the same masks).  :attr:`trained_by` records, per task of the
     last run, ``"driver"`` or ``"child"``.  ``start_method`` is ``"fork"`` or
     ``"spawn"`` (default: :func:`default_start_method`); the masks are the same with either.
+
+    The children are stopped (module docstring, *Shutdown*) however :meth:`outcomes` ends; a child
+    that ends unasked (killed, out of memory) ends the run with :class:`WorkerProcessError`, never a hang.
     """
 
     def __init__(self, workers: int, callbacks: tuple = (), *, driver_trains: bool = True, model: Any = None,
@@ -173,51 +383,69 @@ class ProcessEngine(Engine):
             raise ConfigError("driver_trains", "a bool", driver_trains)
         self.callbacks, self.driver_trains, self.model, self.stream = tuple(callbacks), driver_trains, model, stream
         self.trained_by: dict[int, str] = {}
-        self._pool = None
+        self._children: _Children | None = None
+        self._running: dict[int, int] = {}
 
     def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
-        """Train ``tasks`` on the driver and the pool; yield their outcomes in order."""
+        """Train ``tasks`` on the driver and the children; yield their outcomes in order."""
+        order = [int(t) for t in tasks]
         method = self.start_method or default_start_method()
-        children = self.workers - 1 if self.driver_trains else self.workers
+        wanted = self.workers - 1 if self.driver_trains else self.workers
+        n_children = max(0, min(wanted, len(order) - 1 if self.driver_trains else len(order)))
         self.trained_by = {}
         local = TaskWorker(setup, "cpu", self.callbacks, self.model, self.stream)
+        if n_children == 0:  # one task (or none) for the driver: no process to start
+            for task in order:
+                self.trained_by[task] = "driver"
+                yield local.run(task)
+            return
         if method == "fork":
             initializer, initargs = _process_adopt, (local,)
         else:
             check_rebuildable(setup, self.stream, "spawned worker processes")
             initializer, initargs = _process_init, (setup.to_dict(),)
-        self._pool = multiprocessing.get_context(method).Pool(children, initializer=initializer, initargs=initargs)
-        pool = self._pool
-        pings = [pool.apply_async(_process_ready) for _ in range(children)]
-        order = [int(t) for t in tasks]
-        window = 2 * self.workers + 1
-        running: dict[int, Any] = {}  # task -> AsyncResult (children)
+        window = 2 * (n_children + (1 if self.driver_trains else 0)) + 1
+        running: dict[int, int] = {}  # task -> child training it
+        self._running = running
+        load = [0] * n_children  # tasks given to each child and not yet back
+        started: list[int] = []  # children whose initializer ran, in the order they said so
         done: dict[int, TaskOutcome] = {}
         cursor = 0  # next unassigned position in order
         try:
+            children = self._children = _Children(n_children, method, initializer, initargs)
+
+            def take(messages: list) -> None:
+                for child, kind, task, payload in messages:
+                    if kind == "ready":
+                        started.append(child)
+                    elif kind == "done":
+                        done[task] = payload
+                        running.pop(task, None)
+                        load[child] -= 1
+                        self.trained_by[task] = "child"
+                    else:  # "error" (a task raised) or "failed" (the initializer raised): the driver raises it
+                        raise payload
+
             for want in order:
                 while want not in done:
-                    ready = sum(p.ready() for p in pings)  # children not yet started get no task
-                    while cursor < len(order) and len(running) < 2 * ready and len(running) + len(done) < window:
-                        running[order[cursor]] = pool.apply_async(_process_run, (order[cursor],))
-                        cursor += 1
-                    for task in [t for t, r in running.items() if r.ready()]:
-                        done[task] = running.pop(task).get()
-                        self.trained_by[task] = "child"
+                    for child in started:  # hand out in order, up to two tasks per started child
+                        while (load[child] < 2 and cursor < len(order) and len(running) + len(done) < window):
+                            children.send(child, order[cursor])
+                            running[order[cursor]] = child
+                            load[child] += 1
+                            cursor += 1
+                    take(children.receive(0))
                     if want in done:
                         break
                     if not self.driver_trains:
-                        if want in running:
-                            running[want].wait()
-                        else:
-                            pings[0].wait()  # no child has started yet
+                        take(children.receive(None))
                         continue
                     if want not in running:  # unassigned (the lowest one): the driver trains it now
                         task = want
                     elif cursor < len(order) and len(running) + len(done) < window:
                         task = order[cursor]
                     else:
-                        running[want].wait()
+                        take(children.receive(None))
                         continue
                     done[task] = local.run(task)
                     self.trained_by[task] = "driver"
@@ -227,11 +455,10 @@ class ProcessEngine(Engine):
             self.close()
 
     def close(self) -> None:
-        """Terminate the pool."""
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        """Stop the children: idle ones are asked to exit, busy ones (an early end) get SIGTERM at once; idempotent."""
+        children, self._children = self._children, None
+        if children is not None:
+            children.close(grace=0.0 if self._running else 2.0)
 
 
 class BatchedEngine(Engine):
@@ -278,10 +505,10 @@ class RayEngine(Engine):
     """
 
     def __init__(self, workers: int, address: str | None = None, connect_timeout: float = 30.0, stream: Any = None) -> None:
-        self.workers = _check_workers(workers)
-        self.stream = stream
         if address is not None and (not isinstance(address, str) or not address.strip()):
             raise ConfigError("--ray", "a cluster address such as ray://host:10001 or host:6379", repr(address))
+        self.workers = _check_workers(workers, ray=True, address=address)
+        self.stream = stream
         if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) or connect_timeout <= 0:
             raise ConfigError("connect_timeout", "a number of seconds > 0", connect_timeout)
         self.address, self.connect_timeout = address, float(connect_timeout)
@@ -305,10 +532,12 @@ class RayEngine(Engine):
                 kwargs["num_cpus"] = self.workers
             else:
                 kwargs["address"] = self.address
-            try:
-                ray.init(**kwargs)
-            except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...: all mean "no cluster"
-                raise RayUnavailableError(f"--ray: could not start or join Ray at {self.address or 'a local instance'}: {exc}") from None
+            with _signal_handlers_kept():  # ray.init installs its own SIGTERM handler (sys.exit(15), at any point)
+                try:
+                    ray.init(**kwargs)
+                except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...: all mean "no cluster"
+                    where = self.address or "a local instance"
+                    raise RayUnavailableError(f"--ray: could not start or join Ray at {where}: {exc}") from None
             self._started = True
         self._ray = ray
         return ray
@@ -332,31 +561,64 @@ class RayEngine(Engine):
     def outcomes(self, setup: TrainingSetup, tasks: Sequence[int]) -> Iterator[TaskOutcome]:
         """Run tasks on the actors round-robin, up to ``2 workers + 1`` submitted ahead."""
         check_rebuildable(setup, self.stream, "Ray actors")
-        ray = self._connect()
-        actor_cls = ray.remote(num_cpus=1)(_RayTaskActor)
-        self._actors = [actor_cls.remote(setup.to_dict()) for _ in range(self.workers)]
-        counter = iter(range(1 << 62))
-
-        def submit(task: int):
-            ref = self._actors[next(counter) % len(self._actors)].run.remote(task)
-            return lambda: ray.get(ref)
-
+        order = [int(t) for t in tasks]
+        if not order:
+            self.close()
+            return
         try:
-            yield from _ordered(submit, tasks, 2 * self.workers + 1)
+            ray = self._connect()
+            actor_cls = ray.remote(num_cpus=1)(_RayTaskActor)
+            actors = max(1, min(self.workers, len(order)))  # no actor without a task
+            self._actors = [actor_cls.remote(setup.to_dict()) for _ in range(actors)]
+            counter = iter(range(1 << 62))
+
+            def submit(task: int):
+                ref = self._actors[next(counter) % len(self._actors)].run.remote(task)
+                return lambda: ray.get(ref)
+
+            yield from _ordered(submit, order, 2 * actors + 1)
         finally:
             self.close()
 
     def close(self) -> None:
-        """Kill the actors; shut down a Ray instance this engine started."""
-        if self._ray is None:
+        """Kill the actors; shut down a Ray instance this engine started (every step tried, even if one fails)."""
+        ray, self._ray = self._ray, None
+        actors, self._actors = self._actors, []
+        if ray is None:
             return
-        for actor in self._actors:
-            self._ray.kill(actor)
-        self._actors = []
+        interrupted: BaseException | None = None
+        for actor in actors:
+            try:
+                ray.kill(actor)
+            except (KeyboardInterrupt, SystemExit) as exc:  # a second signal: still shut Ray down
+                interrupted = interrupted or exc
+            except Exception:  # noqa: S112 - an actor already gone
+                continue
         if self._started:
-            self._ray.shutdown()
             self._started = False
-        self._ray = None
+            try:
+                ray.shutdown()
+            except (KeyboardInterrupt, SystemExit) as exc:
+                interrupted = interrupted or exc
+                ray.shutdown()
+        if interrupted is not None:
+            raise interrupted
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Restore this process's SIGTERM and SIGINT handlers after the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                with contextlib.suppress(ValueError, OSError, TypeError):
+                    signal.signal(sig, handler)
 
 
 class _RayTaskActor:
@@ -379,7 +641,7 @@ def make_engine(
     ``model`` (a base network with no finished tasks) and ``stream`` are trained on in this process (and
     inherited by forked workers) instead of being rebuilt from the setup.
     """
-    workers = _check_workers(workers)
+    workers = _check_workers(workers, ray=bool(ray), address=address if ray else None)
     if batched != 1:
         if ray or workers != 1:
             raise ConfigError("--batched", "1 with --workers or --ray (a batched step already fills one device)", batched)

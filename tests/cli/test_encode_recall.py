@@ -233,8 +233,13 @@ class TestRecall:
         assert [r["true_accuracy"] for r in ours["tasks"]] == [r["true_accuracy"] for r in embedded["tasks"]]
 
     def test_missing_data_falls_back_to_unguided_with_a_note(self, unit_bank, recall_json, tmp_path):
-        """When the bank's data cannot be loaded, recall without --guided is unguided, unscored, and says why."""
-        out = recall_json("--data-dir", str(tmp_path / "nowhere"))
+        """When the data the bank records cannot be loaded, recall without --guided is unguided, unscored, and says
+        why (data given with --data-dir or --data must be usable: test_explicit_data_that_cannot_be_read_is_refused)."""
+        with open_bank(unit_bank, "a") as bank:
+            metadata = dict(bank.metadata)
+            metadata["benchmark"] = {**metadata["benchmark"], "data_source": f"idx:{tmp_path / 'nowhere'}"}
+            bank.set_metadata(metadata)
+        out = recall_json()
         assert out["mode"]["guided"] is False and "no data" in out["note"]
         assert out["tasks"][0]["true_accuracy"] is None and out["summary"]["mean_accuracy_drop"] is None
 
