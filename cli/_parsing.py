@@ -6,8 +6,8 @@ from __future__ import annotations
 
 __all__ = ["parse_key_units", "MAX_KEY_UNITS", "MAX_TASKS", "MAX_BATCHES_PER_TASK", "MAX_OUTPUT_SIZE"]
 
-#: Most key units per network: a network of 2**20 units already needs 128 GiB of 1-bit couplings.
-MAX_KEY_UNITS = 1 << 20
+from hopfield_masks.reservoir_sizing import MAX_KEY_UNITS
+
 #: Most tasks of a stream: permuted tasks are seeded ``task + stream seed``, a 32-bit seed.
 MAX_TASKS = 2**32 - 1
 #: Most optimiser steps per task (``--batches-per-task``).

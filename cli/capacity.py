@@ -21,7 +21,7 @@ from hopfield_masks.capacity import (
 from hopfield_masks.errors import InvalidArgumentError
 from hopfield_masks.rules import get_rule
 
-from ._app import app, console, err_console, guarded
+from ._app import JSON_ERROR_HELP, app, console, err_console, guarded
 from ._untrusted import plain
 
 __all__ = ["capacity", "parse_loads"]
@@ -62,7 +62,7 @@ def capacity(
     mode: Annotated[str, typer.Option("--mode", help="Recall dynamics: async or sync.")] = "async",
     max_steps: Annotated[int, typer.Option("--max-steps", help="Sweeps (async) or updates (sync) per recall.")] = 50,
     plot: Annotated[Path | None, typer.Option("--plot", help="Save the curve as a PNG to this file.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON instead of a table. " + JSON_ERROR_HELP)] = False,
 ) -> None:
     """Measure the fraction of stored random patterns that are fixed points and are recovered from noisy cues."""
     rule_obj = get_rule(rule)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import app, console, err_console, guarded
+from ._app import JSON_ERROR_HELP, app, console, err_console, guarded
 from ._render import encode_table
 
 __all__ = ["encode"]
@@ -23,7 +23,7 @@ def encode(
     rule: Annotated[str, typer.Option("--rule", help="Learning rule: pseudo-inverse, storkey, hebbian, storkey-reference.")] = "pseudo-inverse",
     dtype: Annotated[str, typer.Option("--dtype", help="Coupling precision: auto (sign with task keys, else the widest that fits), float32, float16, int8 or sign (1 bit).")] = "auto",
     key_units: Annotated[str, typer.Option("--key-units", help="Units per network holding a task key: auto (a quarter or more of each network), or a count (0: no keys, block-wise recall only).")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON. " + JSON_ERROR_HELP)] = False,
 ) -> None:
     """Encode every mask in BANK into a reservoir stored inside the bank (attachment 'reservoir-<bytes>')."""
     from rich.progress import Progress

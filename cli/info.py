@@ -24,7 +24,7 @@ from rich.table import Table
 from hopfield_masks.budget import format_bytes
 from hopfield_masks.errors import InvalidArgumentError
 
-from ._app import app, console, guarded
+from ._app import JSON_ERROR_HELP, app, console, guarded
 from ._untrusted import plain
 
 __all__ = ["info", "render"]
@@ -98,7 +98,7 @@ def render(desc: dict[str, Any], *, limit: int = 50) -> None:
 @guarded
 def info(
     file: Annotated[Path, typer.Argument(help="A mask bank or reservoir file (HDF5).", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON. " + JSON_ERROR_HELP)] = False,
     limit: Annotated[int, typer.Option("--limit", help="Most tasks listed in the table.")] = 50,
 ) -> None:
     """Describe a mask bank (backend, metadata, tasks, sizes) or a reservoir file."""

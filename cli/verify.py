@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._app import app, console, fail, guarded
+from ._app import JSON_ERROR_HELP, app, console, fail, guarded
 from ._untrusted import plain, printable
 
 __all__ = ["verify"]
@@ -26,7 +26,7 @@ __all__ = ["verify"]
 @guarded
 def verify(
     file: Annotated[Path, typer.Argument(help="A mask bank file (HDF5).", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON. " + JSON_ERROR_HELP)] = False,
 ) -> None:
     """Verify a mask bank: CRC-32 of every task and attachment array, links, storage and declared sizes."""
     from hopfield_masks.backends import verify_file

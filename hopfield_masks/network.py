@@ -185,6 +185,8 @@ def _check_matrix(c: np.ndarray, sign: bool) -> None:
     for r0 in range(0, n, step):
         r1 = min(n, r0 + step)
         rows = c[r0:r1]
+        if rows.dtype.kind == "f" and not np.isfinite(rows).all():  # inf would reach recall's fields
+            raise InvalidArgumentError("arrays['couplings']", "finite couplings", "inf or NaN entries")
         if not np.array_equal(rows, c[:, r0:r1].T):
             raise InvalidArgumentError("arrays['couplings']", "a symmetric matrix", "an asymmetric matrix")
         if sign:

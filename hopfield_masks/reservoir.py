@@ -52,7 +52,7 @@ from .recall.guidance import Guidance
 from .recall.guided import GuidedRecallResult, guided_dynamics, score_descent
 from .reservoir_format import FORMAT_VERSION, read_parts, write_group
 from .reservoir_landscape import blocks_energy_gradient, blocks_recall, blocks_sweep, flat_state, make_cue, score_array
-from .reservoir_sizing import ITEMSIZE, check_reservoir_memory, keyed_size_for_budget, reservoir_nbytes, size_for_budget
+from .reservoir_sizing import ITEMSIZE, MAX_KEY_UNITS, check_reservoir_memory, keyed_size_for_budget, reservoir_nbytes, size_for_budget
 from .rules import get_rule
 from .rules.base import LearningRule
 from .safety.files import atomic_path, open_h5_read
@@ -102,7 +102,7 @@ class Reservoir:
     ) -> None:
         _check_layout(layout)
         size = check_int("network_size", network_size, low=2)
-        key_units = check_int("key_units", key_units, low=0)
+        key_units = check_int("key_units", key_units, low=0, high=MAX_KEY_UNITS)
         if key_units >= size:
             raise InvalidArgumentError("key_units", f"an integer in [0, {size - 1}] (fewer than network_size)",
                                        repr(key_units))

@@ -28,9 +28,13 @@ from .network import coupling_nbytes, memory_nbytes
 from .validate import check_int
 
 __all__ = [
+    "MAX_KEY_UNITS",
     "ITEMSIZE", "KEY_FRACTION", "reservoir_nbytes", "size_for_budget", "keyed_size_for_budget",
     "check_reservoir_memory",
 ]
+
+#: Most task-key units per network (keys of a million units are far past any useful reservoir).
+MAX_KEY_UNITS = 1 << 20
 
 #: ``dtype="auto"`` without keys: the precisions tried, highest first (sign couplings are chosen explicitly or keyed).
 _AUTO_DTYPES = ("float32", "float16", "int8")
@@ -121,7 +125,7 @@ def size_for_budget(
     n_bytes = parse_budget(budget)
     length = check_int("length", length, low=1)
     min_size = check_int("min_network_size", min_network_size, low=2)
-    key_units = check_int("key_units", key_units, low=0)
+    key_units = check_int("key_units", key_units, low=0, high=MAX_KEY_UNITS)
     if dtype != "auto" and dtype not in ITEMSIZE:
         raise InvalidArgumentError("dtype", f"'auto' or one of {list(ITEMSIZE)}", repr(dtype))
     best: tuple[int, str] | None = None

@@ -350,3 +350,16 @@ class TestSizesAndBudgets:
     def test_a_reservoir_network_size_is_bounded(self):
         with pytest.raises(InvalidArgumentError, match="^network_size: "):
             Reservoir(MaskLayout(("w",), ((100,),)), 2**40, "hebbian")
+
+
+def test_networks_with_infinite_couplings_are_refused():
+    """An inf coupling (symmetric, with a valid checksum in a file) would reach recall's fields: refused on load."""
+    from hopfield_masks.errors import InvalidArgumentError
+    from hopfield_masks.network import HopfieldNetwork
+
+    net = HopfieldNetwork(8, "hebbian")
+    arrays, attrs = net.to_arrays()
+    couplings = arrays["couplings"].copy()
+    couplings[1, 2] = couplings[2, 1] = np.inf
+    with pytest.raises(InvalidArgumentError, match="finite couplings"):
+        HopfieldNetwork.from_arrays({"couplings": couplings}, attrs)
