@@ -652,14 +652,18 @@ class JournaledFile(PlainFile):
         os.fsync(self._fh.fileno())
         self._head = None
 
+    def _flush_to_disk(self) -> None:
+        """Everything HDF5 wrote is in the file and durable (the first failed write raised instead)."""
+        self._fh.flush()
+        if self.error is not None:
+            raise self.error
+        self._extend_to_stored_eof()
+        self.fsync()
+
     def commit(self) -> None:
         """Make everything written so far durable and committed (fsync, unmark the bank, delete the journal)."""
         with self._guard():
-            self._fh.flush()
-            if self.error is not None:
-                raise self.error
-            self._extend_to_stored_eof()
-            self.fsync()
+            self._flush_to_disk()
             if self._jfd is not None:
                 self._freeze_views()
                 if self._head is not None:
@@ -671,11 +675,7 @@ class JournaledFile(PlainFile):
         """Make the file on disk the complete new state (for a repack that reads it by name), still undoable by
         :meth:`rollback`; a crash from here on keeps the new state (the journal is then provably stale)."""
         with self._guard():
-            self._fh.flush()
-            if self.error is not None:
-                raise self.error
-            self._extend_to_stored_eof()
-            self.fsync()
+            self._flush_to_disk()
             self._freeze_views()
             if self._head is not None:
                 self._unmark()

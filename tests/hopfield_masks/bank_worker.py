@@ -24,6 +24,26 @@ from hopfield_masks.errors import HopfieldMasksError
 SHAPES = {"fc1": (64, 40), "fc2": (40, 10)}
 
 
+def seed_bank(path, n: int = 3) -> None:
+    """A new bank at ``path`` (replacing one) with tasks ``seed-0`` .. ``seed-{n-1}``."""
+    with create_bank(path, overwrite=True) as bank:
+        for i in range(n):
+            bank.write_task(f"seed-{i}", masks_for(f"seed-{i}"))
+
+
+def assert_exact(path, names: list[str]) -> None:
+    """The bank at ``path`` holds exactly the tasks ``names``, each bit for bit, and verifies."""
+    from hopfield_masks.backends import verify_file
+
+    with open_bank(path) as bank:
+        assert sorted(bank.tasks()) == sorted(names)
+        for name in names:
+            got = bank.read_task(name)
+            for layer, mask in masks_for(name).items():
+                np.testing.assert_array_equal(got[layer], mask)
+    assert verify_file(path).ok
+
+
 def masks_for(name: str) -> dict[str, np.ndarray]:
     """The masks of task ``name`` (deterministic: the seed is the name's bytes)."""
     rng = np.random.default_rng(np.random.SeedSequence(list(name.encode("utf-8"))))

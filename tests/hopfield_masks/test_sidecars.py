@@ -28,30 +28,13 @@ import time
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from hopfield_masks.backends import create_bank, describe_file, open_bank, verify_file
 from hopfield_masks.errors import BankLockedError, FileWriteError, HopfieldMasksError, StorageFormatError
-from tests.hopfield_masks.bank_worker import masks_for
+from tests.hopfield_masks.bank_worker import assert_exact, masks_for, seed_bank
 
 ROOT = Path(__file__).parents[2]
-
-
-def seed_bank(path: Path, n: int = 3) -> None:
-    with create_bank(path, overwrite=True) as bank:
-        for i in range(n):
-            bank.write_task(f"seed-{i}", masks_for(f"seed-{i}"))
-
-
-def assert_exact(path: Path, names: list[str]) -> None:
-    with open_bank(path) as bank:
-        assert sorted(bank.tasks()) == sorted(names)
-        for name in names:
-            got = bank.read_task(name)
-            for layer, mask in masks_for(name).items():
-                np.testing.assert_array_equal(got[layer], mask)
-    assert verify_file(path).ok
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -220,7 +203,7 @@ class TestPlantedJournal:
 HOLDER = """
 import sys, time
 from hopfield_masks.backends import open_bank
-from tests.hopfield_masks.bank_worker import masks_for
+from tests.hopfield_masks.bank_worker import assert_exact, masks_for, seed_bank
 with open_bank(sys.argv[1], "a") as bank:
     for i in range(3):
         bank.write_task(f"held-{i}", masks_for(f"held-{i}"))

@@ -23,7 +23,7 @@ import pytest
 from hopfield_masks.backends import HDF5MaskBank, create_bank, describe_file, open_bank, verify_file
 from hopfield_masks.errors import BankLockedError, HopfieldMasksError
 from hopfield_masks.safety.locking import bank_lock
-from tests.hopfield_masks.bank_worker import masks_for
+from tests.hopfield_masks.bank_worker import assert_exact, masks_for, seed_bank
 
 SEEDS = [f"seed-{i}" for i in range(3)]
 ROOT = Path(__file__).parents[2]
@@ -38,22 +38,6 @@ try:
 except Exception as exc:
     print(type(exc).__name__)
 """
-
-
-def seed_bank(path: Path, n: int = 3) -> None:
-    with create_bank(path, overwrite=True) as bank:
-        for i in range(n):
-            bank.write_task(f"seed-{i}", masks_for(f"seed-{i}"))
-
-
-def assert_exact(path: Path, names: list[str]) -> None:
-    with open_bank(path) as bank:
-        assert sorted(bank.tasks()) == sorted(names)
-        for name in names:
-            got = bank.read_task(name)
-            for layer, mask in masks_for(name).items():
-                np.testing.assert_array_equal(got[layer], mask)
-    assert verify_file(path).ok
 
 
 def litter(folder: Path) -> list[str]:
