@@ -1,6 +1,6 @@
 """hopfield_masks: store binary masks as attractors of fixed-size Hopfield networks, and in HDF5 mask banks.
 
-NumPy, Numba and h5py (scipy and constriction in the modules that use them); this package never imports torch.
+NumPy, Numba and h5py (scipy in the modules that use it); this package never imports torch.
 The public API is re-exported here; see ``docs/ARCHITECTURE.md`` for the map.
 
 Examples

@@ -24,9 +24,10 @@ __all__ = [
     "json_safe", "read_header", "check_mask_bank", "file_bytes", "LIBVER", "create_tasks_group",
 ]
 
-#: Newest mask-bank format version read (2: CRC-32 checksums; 3: ``hdf5-entropy`` tasks as byte strings,
-#: ``docs/FORMAT.md``).  Each backend writes its own ``write_version`` (hdf5-packed and hdf5-sparse: 2).
-FORMAT_VERSION = 3
+#: Newest mask-bank format version read (2: CRC-32 checksums; 3: ``hdf5-entropy`` tasks as byte strings;
+#: 4: ``hdf5-entropy`` tasks as rANS codes, ``docs/FORMAT.md``).  Each backend writes its own ``write_version``
+#: (hdf5-packed and hdf5-sparse: 2, hdf5-entropy: 4).
+FORMAT_VERSION = 4
 #: The root ``kind`` attribute of a mask bank.
 KIND = "mask-bank"
 #: Group holding one dataset per task.

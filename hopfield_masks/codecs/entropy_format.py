@@ -1,10 +1,11 @@
 """The parts of the ``hdf5-entropy`` format that are numbers and bytes: model codes, counts, byte codes.
 
-:mod:`hopfield_masks.codecs.entropy` describes the format and does the coding;
-this module holds what a reader of the file has to agree on bit for bit:
+:mod:`hopfield_masks.codecs.entropy` describes the format and does the coding (the coder's own
+constants are in :mod:`hopfield_masks.codecs._rans_kernels`); this module holds what a reader of
+the file has to agree on bit for bit:
 
 - the model codes (``coding[0]``) and :data:`PRIOR_WEIGHTS`;
-- the version-3 ``coding`` attribute, one mixed-radix number (:func:`pack_coding`);
+- the ``coding`` attribute of versions 3 and 4, one mixed-radix number (:func:`pack_coding`);
 - the version-3 byte code of a task (:func:`_shortest_code`), given to the range
   decoder as whole big-endian words (:func:`_words_of`).
 
@@ -35,16 +36,17 @@ _N_MODELS = _CHAIN + len(PRIOR_WEIGHTS)
 _WORD = np.dtype(np.uint32)  # format versions 1 and 2: the coder's words as stored
 _BYTE = np.dtype(np.uint8)  # format version 3: the shortest byte string that decodes exactly
 _BYTES_VERSION = 3  # first mask-bank format_version whose task datasets are byte strings
+_RANS_VERSION = 4  # first mask-bank format_version whose tasks are rANS codes (no constriction)
 _COUNT_DTYPES = (np.uint16, np.uint32, np.uint64)
 
 
 def _coding_radices(layout: MaskLayout) -> list[int]:
-    """Radices of the version-3 ``coding`` number: the model, then ``n_l + 1`` per layer."""
+    """Radices of the ``coding`` number (versions 3 and 4): the model, then ``n_l + 1`` per layer."""
     return [_N_MODELS, *(math.prod(shape) + 1 for shape in layout.shapes)]
 
 
 def coding_nbytes(layout: MaskLayout) -> int:
-    """Bytes of the version-3 ``coding`` attribute for ``layout``: enough for every model and every count.
+    """Bytes of the ``coding`` attribute (versions 3 and 4) for ``layout``: enough for every model and every count.
 
     Examples
     --------
@@ -55,7 +57,8 @@ def coding_nbytes(layout: MaskLayout) -> int:
 
 
 def pack_coding(layout: MaskLayout, model: int, ones: list[int]) -> np.ndarray:
-    """The version-3 ``coding`` attribute: ``[model, k_1, ..., k_L]`` as one mixed-radix number, little-endian bytes.
+    """The ``coding`` attribute (versions 3 and 4): ``[model, k_1, ..., k_L]`` as one mixed-radix number,
+    little-endian bytes.
 
     ``value = model + M * (k_1 + (n_1 + 1) * (k_2 + (n_2 + 1) * ...))`` with ``M`` the number of models, so
     the attribute costs ``log2(M * prod(n_l + 1))`` bits rounded up to a byte (4 bytes for BNNet's
@@ -74,7 +77,7 @@ def pack_coding(layout: MaskLayout, model: int, ones: list[int]) -> np.ndarray:
 
 
 def unpack_coding(layout: MaskLayout, coding: np.ndarray) -> tuple[int, list[int]]:
-    """``(model, [k_1, ..., k_L])`` of a version-3 ``coding`` attribute; ValueError if it is out of range."""
+    """``(model, [k_1, ..., k_L])`` of a ``coding`` attribute (versions 3 and 4); ValueError if it is out of range."""
     value = int.from_bytes(np.asarray(coding, dtype=_BYTE).tobytes(), "little")
     radices = _coding_radices(layout)
     if value >= math.prod(radices):
@@ -134,7 +137,7 @@ def _shortest_code(words: np.ndarray, decodes_exactly, ideal: float) -> np.ndarr
                 size += 1
                 best = candidate(size)
     if best is None:
-        if not decodes_exactly(full):  # an internal invariant: constriction decodes its own output
+        if not decodes_exactly(full):  # an internal invariant: the range coder decodes its own output
             raise RuntimeError("hdf5-entropy: the range coder's output does not decode to the mask it encoded")
         best = full
     return np.frombuffer(best, dtype=_BYTE).copy()
