@@ -62,7 +62,8 @@ from hopfield_masks.budget import format_bytes, parse_budget
 from hopfield_masks.encoding import encode_bank
 from hopfield_masks.errors import CapacityWarning
 from supsup_core.config import ModelConfig
-from supsup_core.data import RotatedMNIST, SplitMNIST, TaskStream, load_mnist, permutation_for_task, permute_pixels
+from supsup_core.data import RotatedMNIST, SplitMNIST, load_mnist, permutation_for_task, permute_pixels
+from supsup_core.data.streams import ImageStream
 from supsup_core.models import build_model
 from supsup_core.persistence import load_model, save_masks, stream_from_metadata
 from supsup_core.recaller import EncodeSettings, RecallConfig, Recaller
@@ -84,7 +85,7 @@ VARIANTS = {
 }
 
 
-class PermutedSplitMNIST(TaskStream):
+class PermutedSplitMNIST(ImageStream):
     """SplitMNIST's 5 digit pairs under ``n_permutations`` pixel permutations (task ``5p + k``: pair ``k``, perm ``p``).
 
     Permutation 0 is the identity, so the first five tasks are exactly
