@@ -59,14 +59,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hopfield_masks.backends import create_bank, open_bank
 from hopfield_masks.budget import format_bytes, parse_budget
-from hopfield_masks.encoding import encode_bank
 from hopfield_masks.errors import CapacityWarning
 from supsup_core.config import ModelConfig
 from supsup_core.data import RotatedMNIST, SplitMNIST, load_mnist, permutation_for_task, permute_pixels
 from supsup_core.data.streams import ImageStream
 from supsup_core.models import build_model
 from supsup_core.persistence import load_model, save_masks, stream_from_metadata
-from supsup_core.recaller import EncodeSettings, RecallConfig, Recaller
+from hopfield_masks.encoding import EncodeSettings, encode_bank
+from supsup_core.recaller import RecallConfig, Recaller
 from supsup_core.training import TrainConfig, train_stream
 
 HERE = Path(__file__).resolve().parent
@@ -76,6 +76,9 @@ N_PERMUTATIONS = 8
 PERMUTATION_SEED = 1000  # any fixed offset; p >= 1 draws RandomState(p + 1000), never the identity
 #: Variants: (encode settings, guided recall config, unguided recall config).
 VARIANTS = {
+    "keyed/perceptron/bit": (
+        EncodeSettings(rule="perceptron", dtype="auto", key_units="auto"),
+        dict(method="keyed", selection="one-shot"), dict(method="keyed", guided=False)),
     "keyed/pseudo-inverse/sign": (
         EncodeSettings(rule="pseudo-inverse", dtype="auto", key_units="auto"),
         dict(method="keyed"), dict(method="keyed", guided=False)),
@@ -222,8 +225,7 @@ def sweep(full: Path, work: Path, model, stream, budgets, task_counts, variants,
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CapacityWarning)
-                reservoir, report = encode_bank(bank, budget, rule=settings.rule, dtype=settings.dtype,
-                                                key_units=settings.key_units)
+                reservoir, report = encode_bank(bank, budget, settings)
             reservoirs.append({"variant": variant, "budget": budget, "T": n_tasks,
                                "encode_s": round(time.perf_counter() - t0, 3),
                                **{k: v for k, v in report.to_dict().items() if k != "path"}})
@@ -278,10 +280,15 @@ def markdown(result: dict) -> str:
             continue
         seen.add((r["variant"], r["budget"]))
         keys = f", {r['key_units']} key units each" if r["key_units"] else ""
-        acc = (f"; writing needs a {format_bytes(r['write_accumulator_bytes'])} float32 accumulator, not kept"
+        held = "int16 hidden states and visiting orders" if r["dtype"] == "bit" else "a float32 accumulator"
+        acc = (f"; writing needs {format_bytes(r['write_accumulator_bytes'])} ({held}), not kept"
                if r["write_accumulator_bytes"] else "")
-        lines.append(f"- **{r['variant']} at {r['budget']}**: {r['n_networks']} networks × {r['network_size']} units"
-                     f"{keys} ({r['dtype']} couplings), {r['reservoir_bytes']:,} B{acc}")
+        if r["dtype"] == "bit":
+            shape = (f"{r['n_networks']} blocks of {r['network_size'] - r['key_units']} mask units, "
+                     f"{r['key_units']} key units (learned 1-bit couplings)")
+        else:
+            shape = f"{r['n_networks']} networks × {r['network_size']} units{keys} ({r['dtype']} couplings)"
+        lines.append(f"- **{r['variant']} at {r['budget']}**: {shape}, {r['reservoir_bytes']:,} B{acc}")
     lines += ["", f"Masks: {ms['density']:.1%} of units on; two tasks' masks differ in {ms['hamming_mean']:.0f} "
               f"bits on average (random patterns of that density: {ms['random_pattern_distance']:.0f}), minimum "
               f"{ms['hamming_min']}.", "",

@@ -51,13 +51,20 @@ def run_seed(seed: int, budget: str, work: Path) -> dict:
             "reservoir": out["reservoir"], "train_s": round(train_s, 1), "recall_s": round(recall_s, 1)}
 
 
+def _shape(res: dict) -> str:
+    """The reservoir's shape in words, for either kind."""
+    if res["dtype"] == "bit":
+        return (f"{res['networks']} blocks of {res['network_size'] - res['key_units']} mask units, "
+                f"{res['key_units']} key units, learned 1-bit couplings ({res['rule']} rule)")
+    return f"{res['networks']} × {res['network_size']} units, {res['key_units']} key units each, {res['dtype']} couplings"
+
+
 def markdown(result: dict) -> str:
     rows = result["seeds"]
     res = rows[0]["reservoir"]
     lines = ["# SplitMNIST through the CLI, several seeds", "",
              f"`{result['command']}`: per seed, `supsup-store train --benchmark split-mnist --model bnnet --seed S` "
-             f"then `supsup-store recall --budget {result['budget']}` (all defaults). Reservoir: {res['networks']} × "
-             f"{res['network_size']} units, {res['key_units']} key units each, {res['dtype']} couplings, "
+             f"then `supsup-store recall --budget {result['budget']}` (all defaults). Reservoir: {_shape(res)}, "
              f"{res['reservoir_bytes']:,} B. Load average at the end: {result['load_average_at_end'][0]:.1f} "
              f"({result['cpu_count']} cores).", "",
              "| seed | exact | chosen = own task | max accuracy drop (pts) | train (s) | recall (s) |",

@@ -257,15 +257,17 @@ def guarded(func: F) -> F:
 
 # -- signals ---------------------------------------------------------------------------------------------------------
 #: Modules inside which a Python signal handler must not raise: Numba's compiler runs Python callbacks from C
-#: (llvmlite's object cache, through ctypes), where an exception is printed and swallowed.
-_NO_RAISE_MODULES = ("numba", "llvmlite")
+#: (llvmlite's object cache, through ctypes), and the garbage collector runs weakref callbacks (``weakref``:
+#: WeakValueDictionary's ``remove``, ``weakref.finalize``) and ``__del__`` methods; an exception raised there is
+#: printed ("Exception ignored in ...") and swallowed, and the command would run on to its end.
+_NO_RAISE_MODULES = ("numba", "llvmlite", "weakref")
 
 
 def _inside(frame: Any, modules: tuple[str, ...] = _NO_RAISE_MODULES) -> bool:
-    """True when ``frame`` or one of its callers runs code of ``modules`` (or their submodules)."""
+    """True when ``frame`` or one of its callers runs code of ``modules`` (or their submodules) or a ``__del__``."""
     while frame is not None:
         name = frame.f_globals.get("__name__", "") if frame.f_globals is not None else ""
-        if isinstance(name, str) and name.split(".", 1)[0] in modules:
+        if isinstance(name, str) and name.split(".", 1)[0] in modules or frame.f_code.co_name == "__del__":
             return True
         frame = frame.f_back
     return False
@@ -343,7 +345,7 @@ def _terminated(signum: int, frame: Any) -> None:
     if defer_signal(signum):  # a bank is inside HDF5 work: raised again the moment it is done
         return
     watch = _SignalWatch.current
-    if watch is not None and _inside(frame):  # Numba's compiler would swallow it: raised once it returns
+    if watch is not None and _inside(frame):  # Numba's compiler or a GC callback would swallow it: raised after
         watch.hold(signum)
         return
     if watch is not None:

@@ -23,11 +23,23 @@ def encode_table(report) -> Table:
     table.add_column("")
     table.add_row("budget", f"{format_bytes(report.budget_bytes)} ({report.budget_bytes:,} B)")
     table.add_row("reservoir bytes", f"{report.reservoir_bytes:,} B")
-    if report.write_accumulator_bytes:
+    learned = report.rule == "perceptron"
+    if report.write_accumulator_bytes and learned:
+        table.add_row("while encoding", f"{report.write_accumulator_bytes:,} B of int16 hidden states and visiting "
+                                        "orders, not kept (growth starts again from the couplings' signs)")
+    elif report.write_accumulator_bytes:
         table.add_row("while encoding", f"{report.write_accumulator_bytes:,} B of float32 accumulators, not kept "
                                         "(1-bit couplings cannot be updated in place: the reservoir is read-only)")
     keys = f", {report.key_units} of them task-key units" if report.key_units else ""
-    table.add_row("networks", f"{report.n_networks} × {report.network_size} units{keys} ({report.dtype} couplings)")
+    if learned:
+        block = report.network_size - report.key_units
+        table.add_row("blocks", f"{report.n_networks} × {block} mask units, each unit's row {report.key_units:,} key "
+                                f"+ {block} mask couplings of 1 bit")
+        if report.rows_unconverged:
+            table.add_row("rows short of every constraint", f"{report.rows_unconverged:,} of "
+                                                            f"{report.n_networks * block:,}")
+    else:
+        table.add_row("networks", f"{report.n_networks} × {report.network_size} units{keys} ({report.dtype} couplings)")
     table.add_row("rule", report.rule)
     table.add_row("pattern length", f"{report.pattern_length:,} bits per task")
     table.add_row("tasks stored", str(report.n_tasks))

@@ -16,10 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hopfield_masks.capacity import (
-    CapacityRow, capacity_sweep, check_sweep_size, default_loads, plot_capacity, require_plotting,
+    CapacityRow, capacity_sweep, check_sweep_size, default_loads, plot_capacity, require_plotting, rule_capacity,
+    sweep_rule,
 )
 from hopfield_masks.errors import InvalidArgumentError
-from hopfield_masks.rules import get_rule
 
 from ._app import JSON_ERROR_HELP, app, console, err_console, guarded
 from ._untrusted import plain
@@ -51,7 +51,7 @@ def _table(rows: list[CapacityRow], title: str) -> Table:
 @guarded
 def capacity(
     size: Annotated[int, typer.Option("--size", help="Units N of the network.")] = 256,
-    rule: Annotated[str, typer.Option("--rule", help="Learning rule id (hebbian, storkey, storkey-reference, pseudo-inverse).")] = "storkey",
+    rule: Annotated[str, typer.Option("--rule", help="Learning rule id (hebbian, storkey, storkey-reference, pseudo-inverse, or perceptron: ±1 couplings learnt as ±1 with a margin, --size a multiple of 64).")] = "storkey",
     dtype: Annotated[str, typer.Option("--dtype", help="Coupling precision: float32, float16 or int8.")] = "float32",
     loads: Annotated[
         str | None,
@@ -65,10 +65,10 @@ def capacity(
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON instead of a table. " + JSON_ERROR_HELP)] = False,
 ) -> None:
     """Measure the fraction of stored random patterns that are fixed points and are recovered from noisy cues."""
-    rule_obj = get_rule(rule)
+    rule_obj = sweep_rule(rule)
     values = parse_loads(loads) if loads is not None else default_loads(size, rule_obj)
     check_sweep_size(size, dtype, max(values))  # a size this process cannot hold is refused before any work (--size)
-    theoretical = rule_obj.capacity(size)
+    theoretical = rule_capacity(rule_obj, size)
     if plot is not None and not plot.expanduser().parent.is_dir():  # checked now, not after the sweep
         raise InvalidArgumentError("--plot", "a file in an existing folder", f"{plot} (folder {plot.parent} does not exist)")
     if plot is not None:
@@ -84,6 +84,8 @@ def capacity(
             callback=lambda _row: progress.advance(task),
         )
 
+    if rule == "perceptron":  # learned 1-bit couplings, a margin of sqrt(N)/2, asynchronous recall
+        dtype, mode = "1-bit learned", "async"
     title = f"{rule}, N={size}, {dtype}, {mode}, noise {noise:g}: theory {theoretical:.1f} patterns"
     if as_json:
         payload = {

@@ -20,7 +20,7 @@ def encode(
     bank: Annotated[Path, typer.Argument(help="Mask bank file (HDF5) written by 'train', 'demo' or the library.")],
     *,
     budget: Annotated[str, typer.Option("--budget", help="Reservoir byte budget: 1MB, 512KiB, 2e6 ...")] = "1MB",
-    rule: Annotated[str, typer.Option("--rule", help="Learning rule: pseudo-inverse, storkey, hebbian, storkey-reference.")] = "pseudo-inverse",
+    rule: Annotated[str, typer.Option("--rule", help="Learning rule: auto (perceptron where the budget holds it, else pseudo-inverse), perceptron (±1 couplings learnt as ±1, keyed), pseudo-inverse, storkey, hebbian or storkey-reference.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="Coupling precision: auto (sign with task keys, else the widest that fits), float32, float16, int8 or sign (1 bit).")] = "auto",
     key_units: Annotated[str, typer.Option("--key-units", help="Units per network holding a task key: auto (a quarter or more of each network), or a count (0: no keys, block-wise recall only).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON. " + JSON_ERROR_HELP)] = False,
@@ -28,14 +28,14 @@ def encode(
     """Encode every mask in BANK into a reservoir stored inside the bank (attachment 'reservoir-<bytes>')."""
     from rich.progress import Progress
 
-    from hopfield_masks.encoding import encode_bank
+    from hopfield_masks.encoding import EncodeSettings, encode_bank
 
     from ._parsing import parse_key_units
 
     keys = parse_key_units(key_units)
     with Progress(console=err_console, transient=True, disable=as_json) as progress:
         bar = progress.add_task("encoding", total=None)
-        _, report = encode_bank(bank, budget, rule=rule, dtype=dtype, key_units=keys,
+        _, report = encode_bank(bank, budget, EncodeSettings(rule=rule, dtype=dtype, key_units=keys),
                                 progress=lambda done, total: progress.update(bar, completed=done, total=total))
     if as_json:
         console.print_json(json.dumps(report.to_dict()))

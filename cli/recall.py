@@ -46,7 +46,7 @@ def recall(
     shortlist: Annotated[int, typer.Option("--shortlist", help="Keyed: candidates scored on every adaptation image after screening.")] = 8,
     selection: Annotated[str, typer.Option("--selection", help="Keyed: screen (each candidate scored on the first adaptation batch) or one-shot (one gradient over their superposition).")] = "screen",
     transductive: Annotated[bool, typer.Option("--transductive", help="Guide and score on the same test images (the reference's protocol).")] = False,
-    rule: Annotated[str, typer.Option("--rule", help="Learning rule if the reservoir must be encoded first.")] = "pseudo-inverse",
+    rule: Annotated[str | None, typer.Option("--rule", help="Learning rule if the reservoir must be encoded first: perceptron, pseudo-inverse, storkey, hebbian or storkey-reference [default: auto (perceptron where the budget holds it, else pseudo-inverse) for keyed recall, else pseudo-inverse].", show_default=False)] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="Coupling precision if the reservoir must be encoded first.")] = "auto",
     key_units: Annotated[str, typer.Option("--key-units", help="Key units per network if the reservoir must be encoded first (auto or a count up to 1048576).")] = "auto",
     restarts: Annotated[int, typer.Option("--restarts", help="dynamics/score-descent, guided: this many extra recalls per task (at most 1,000) from the cue with 20% of its signs flipped; the lowest objective wins.")] = 0,
@@ -62,7 +62,7 @@ def recall(
 
     from hopfield_masks.budget import parse_budget
     from supsup_core.hopsupsup import summarise
-    from supsup_core.recaller import EncodeSettings, RecallConfig, Recaller
+    from supsup_core.recaller import RecallConfig, Recaller, encode_settings_for
 
     from ._parsing import parse_key_units
     from .train import _data_spec, resolve_device
@@ -71,7 +71,7 @@ def recall(
     parse_budget(budget, name="--budget")
     config = RecallConfig(method=method, guided=guided, cue=cue, objective=objective, steps=steps, shortlist=shortlist,
                           selection=selection, restarts=restarts, transductive=transductive, seed=seed)
-    encode = EncodeSettings(rule=rule, dtype=dtype, key_units=parse_key_units(key_units))
+    encode = encode_settings_for(method, rule, dtype, parse_key_units(key_units))
 
     # 2. open bank, model, data and reservoir (encoded now if missing; refused when stale)
     spec = None if data is None and data_dir is None else _data_spec(data, data_dir)
@@ -106,8 +106,11 @@ def recall(
     res = recaller.reservoir
     keys = f", {res.key_units} key units each" if res.key_units else ""
     how = f"guided ({objective}, {method})" if use_guidance else f"unguided ({method})"
-    title = (f"Recall from {res.n_blocks} × {res.network_size}-unit {res.rule.rule_id} networks{keys} "
-             f"({res.dtype} couplings, {res.nbytes:,} B), {how}, cue {config.start}")
+    if res.dtype == "bit":
+        what = f"{res.n_blocks} blocks of {res.mask_units} mask units, {res.key_units:,} key units (learned 1-bit couplings"
+    else:
+        what = f"{res.n_blocks} × {res.network_size}-unit {res.rule.rule_id} networks{keys} ({res.dtype} couplings"
+    title = f"Recall from {what}, {res.nbytes:,} B), {how}, cue {config.start}"
     console.print(recall_table(rows, title=title, layers=list(res.layout.names)))
     summary = summarise(rows)
     line = f"exact: {summary['exact']} of {summary['tasks']} tasks; largest steps to final mask: {summary['max_steps_to_final']}"

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             tasks.append(prune_masks(model))
             task_accuracy.append(accuracy(model, xt, yt))
             write_prune_task(bank, str(task), model)
-    reservoir, _ = hm.encode_bank(args.out / "random.h5", budget="32MB", dtype="int8")
+    reservoir, _ = hm.encode_bank(args.out / "random.h5", "32MB", hm.EncodeSettings(rule="pseudo-inverse", dtype="int8"))
     print(f"reservoir: {reservoir.n_blocks} networks of {reservoir.network_size} units, {reservoir.nbytes:,} B, "
           f"{reservoir.n_tasks} tasks")
     # 4. each recalled task back onto a fresh dense copy, as prune masks
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
               f"test accuracy {accuracy(model, xt, yt):.3f} (original {task_accuracy[task]:.3f})")
 
     # the nested checkpoints in a reservoir of the same budget, for comparison
-    reservoir, _ = hm.encode_bank(args.out / "hdf5-entropy.h5", budget="32MB", dtype="int8")
+    reservoir, _ = hm.encode_bank(args.out / "hdf5-entropy.h5", "32MB", hm.EncodeSettings(rule="pseudo-inverse", dtype="int8"))
     wrong = []
     for step, masks in enumerate(checkpoints):
         recalled, _ = reservoir.recall(cue=reservoir.cue("noisy:0.05", seed=step, reference=masks), method="dynamics")

@@ -19,6 +19,14 @@ Store two layer masks per task in a reservoir under a byte budget and recall one
 >>> recalled, result = res.recall(cue=cue, method="dynamics")
 >>> all((recalled[k] == tasks[1][k]).all() for k in tasks[1])
 True
+
+Or learn ±1 couplings for every task at once and recall each one by its key:
+
+>>> binary = hm.BinaryReservoir(layout, key_units=64)
+>>> binary.fit(np.stack([layout.flatten_spins(t) for t in tasks])).rows_unconverged
+0
+>>> bool((binary.recall_keyed().states[1] == layout.flatten_spins(tasks[1])).all())
+True
 """
 
 from __future__ import annotations
@@ -49,7 +57,8 @@ from .recall import Guidance, GuidedRecallResult, HammingGuidance, RecallResult,
 from .reservoir import Reservoir
 from .backends import MaskBank, available_backends, create_bank, describe_file, open_bank
 from .codecs import MaskCodec, register_codec
-from .encoding import EncodeReport, encode_bank, read_bank_reservoir
+from .binary import BinaryReservoir, PerceptronRule
+from .encoding import EncodeReport, EncodeSettings, encode_bank, read_bank_reservoir
 from .capacity import capacity_sweep
 
 __version__ = "0.1.0"
@@ -65,8 +74,8 @@ __all__ = [
     "LearningRule", "available_rules", "get_rule", "register_rule",
     "HopfieldNetwork",
     "Guidance", "GuidedRecallResult", "HammingGuidance", "RecallResult", "guided_dynamics", "score_descent",
-    "Reservoir",
+    "Reservoir", "BinaryReservoir", "PerceptronRule",
     "MaskBank", "available_backends", "create_bank", "describe_file", "open_bank", "MaskCodec", "register_codec",
-    "EncodeReport", "encode_bank", "read_bank_reservoir",
+    "EncodeReport", "EncodeSettings", "encode_bank", "read_bank_reservoir",
     "capacity_sweep",
 ]

@@ -15,6 +15,11 @@ Patterns and cues for a load are drawn from a generator seeded by
 Loads beyond the rule's capacity are the point of a sweep, so the network's
 :class:`~hopfield_masks.errors.CapacityWarning` is silenced here.
 
+``rule="perceptron"`` measures the learned ±1 couplings of :mod:`hopfield_masks.binary` without keys
+(``N`` a multiple of 64): one row of ``N`` couplings per unit, learnt with a margin of ``sqrt(N)/2``
+so that stored patterns have basins; ``dtype`` is ignored (the couplings are bits) and recall is
+asynchronous.
+
 The network size is checked before any work (:func:`check_sweep_size`): the
 float32 matrix every rule updates must fit the per-array ceiling and the
 sweep's working memory (couplings, a float64 temporary of the same shape, the
@@ -33,7 +38,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +46,14 @@ import numpy as np
 from .budget import check_memory
 from .safety.files import atomic_path
 from .errors import CapacityWarning, InvalidArgumentError
+from .binary.learning import WORD_BITS, PerceptronRule, fit_couplings, recall_couplings
 from .network import HopfieldNetwork
+from .recall.dynamics import RecallResult
 from .rules import LearningRule, get_rule
 from .rules.base import check_units
 
-__all__ = ["CapacityRow", "capacity_sweep", "check_sweep_size", "default_loads", "plot_capacity", "require_plotting"]
+__all__ = ["CapacityRow", "capacity_sweep", "sweep_rule", "rule_capacity", "check_sweep_size", "default_loads",
+           "plot_capacity", "require_plotting"]
 
 #: Bytes per coupling held in memory (sign couplings are read as an int8 matrix).
 _MEMORY_ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1, "sign": 1}
@@ -103,6 +111,17 @@ def check_sweep_size(size: object, dtype: str = "float32", max_load: float = _MA
     return n
 
 
+def sweep_rule(rule: object) -> LearningRule | PerceptronRule:
+    """The rule a sweep runs: ``"perceptron"`` (or a :class:`PerceptronRule`), or a Hopfield rule of the registry."""
+    return PerceptronRule() if rule == PerceptronRule.rule_id else rule if isinstance(rule, PerceptronRule) \
+        else get_rule(rule)
+
+
+def rule_capacity(rule: LearningRule | PerceptronRule, n: int) -> float:
+    """The rule's capacity, in patterns, for ``n`` units (no keys)."""
+    return rule.capacity(0, n) if isinstance(rule, PerceptronRule) else rule.capacity(n)
+
+
 def default_loads(size: int, rule: str | LearningRule = "storkey") -> list[float]:
     """Loads from a quarter to twice the rule's capacity per unit (capped at 1.5), 8 points, rounded to 4 digits.
 
@@ -112,7 +131,7 @@ def default_loads(size: int, rule: str | LearningRule = "storkey") -> list[float
     [0.0181, 0.0362, 0.0543, 0.0724, 0.0905, 0.1086, 0.1267, 0.1448]
     """
     n = check_sweep_size(size, max_load=1.5)
-    per_unit = get_rule(rule).capacity(n) / n
+    per_unit = rule_capacity(sweep_rule(rule), n) / n
     top = min(2.0 * per_unit, 1.5)
     return [round(top * i / 8, 4) for i in range(1, 9)]
 
@@ -168,7 +187,9 @@ def capacity_sweep(
         One row per load, in the given order.
     """
     n = check_units(size, name="size")
-    rule_obj = get_rule(rule)
+    rule_obj = sweep_rule(rule)
+    if isinstance(rule_obj, PerceptronRule) and n % WORD_BITS:
+        raise InvalidArgumentError("size", f"a multiple of {WORD_BITS} units for the perceptron rule", n)
     values = default_loads(n, rule_obj) if loads is None else _check_loads(loads, n)
     check_sweep_size(n, dtype, max(values))  # before any allocation
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= float(noise) <= 0.5:
@@ -181,20 +202,24 @@ def capacity_sweep(
         k = int(round(load * n))
         rng = np.random.default_rng([int(seed), k])
         patterns = rng.choice(np.array([-1, 1], np.int8), size=(k, n))  # (k, N)
-        net = HopfieldNetwork(n, rule_obj, dtype)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CapacityWarning)
-            net.store(patterns)
         cues = patterns.copy()
         for row in cues:  # flip exactly n_flip distinct spins per cue
             row[rng.choice(n, size=n_flip, replace=False)] *= -1
-        result = net.recall(cues, mode=mode, max_steps=max_steps, seed=int(seed))
+        if isinstance(rule_obj, PerceptronRule):
+            result, fixed = _perceptron_recall(rule_obj, patterns, cues, max_steps, seed)
+        else:
+            net = HopfieldNetwork(n, rule_obj, dtype)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CapacityWarning)
+                net.store(patterns)
+            result = net.recall(cues, mode=mode, max_steps=max_steps, seed=int(seed))
+            fixed = net.is_fixed_point(patterns)
         # x . s / N = (N - 2 * mismatches) / N for ±1 spins: no (k, N) float64 product
         overlap = (n - 2.0 * np.count_nonzero(result.states != patterns, axis=1)) / n  # (k,)
         point = CapacityRow(
             load=float(load),
             n_patterns=k,
-            fixed_point_fraction=float(np.mean(net.is_fixed_point(patterns))),
+            fixed_point_fraction=float(np.mean(fixed)),
             recovered_fraction=float(np.mean((result.states == patterns).all(axis=1))),
             mean_overlap=float(overlap.mean()),
             converged_fraction=float(np.mean(result.converged)),
@@ -203,6 +228,18 @@ def capacity_sweep(
         if callback is not None:
             callback(point)
     return rows
+
+
+def _perceptron_recall(rule: PerceptronRule, patterns: np.ndarray, cues: np.ndarray, max_steps: int,
+                       seed: int) -> tuple[RecallResult, np.ndarray]:
+    """Learn ±1 couplings for ``patterns`` (no keys, margin ``sqrt(N)/2``), recall from ``cues``; and the fixed points."""
+    k, n = patterns.shape
+    margin = replace(rule, kappa_full=max(rule.kappa_full, math.isqrt(n) // 2), seed=int(seed))
+    fit = fit_couplings(np.zeros((k, 0), np.int8), patterns[:, None, :], margin)
+    none = np.zeros((k, 0), np.int8)
+    states, sweeps, converged = recall_couplings(fit.couplings, none, start=cues[:, None, :], max_sweeps=max_steps)
+    still, _, _ = recall_couplings(fit.couplings, none, start=patterns[:, None, :], max_sweeps=1)
+    return RecallResult(states=states[:, 0], steps=sweeps, converged=converged), (still[:, 0] == patterns).all(1)
 
 
 def require_plotting(argument: str = "plot") -> None:

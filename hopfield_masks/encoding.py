@@ -23,26 +23,116 @@ import json
 import tempfile
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .backends import create_bank, open_bank
 from .budget import parse_budget
-from .errors import CapacityWarning, StorageFormatError
+from .errors import BudgetError, CapacityWarning, InvalidArgumentError, StorageFormatError, UnknownRuleError
 from .safety.locking import bank_lock
 from .patterns import pack_bits, packed_nbytes
+from .binary import KIND as BINARY_KIND, BinaryReservoir, PerceptronRule
+from .binary.format import read_binary_reservoir, write_binary_reservoir
 from .reservoir import Reservoir, read_reservoir, write_reservoir
+from .reservoir_sizing import ITEMSIZE, MAX_KEY_UNITS
+from .rules import available_rules
+from .safety.integrity import check_tree, max_array_bytes
+from .validate import check_choice, check_int
 
 __all__ = [
-    "bank_digest", "reservoir_is_current", "exact_storage_cost", "EncodeReport", "reservoir_name", "encode_bank",
-    "read_bank_reservoir", "bank_reservoirs",
+    "EncodeSettings", "plan_reservoir", "bank_digest", "reservoir_is_current", "exact_storage_cost", "EncodeReport",
+    "reservoir_name", "encode_bank", "read_bank_reservoir", "bank_reservoirs", "read_any_reservoir", "AnyReservoir",
 ]
+
+#: Either kind of reservoir a bank may hold.
+AnyReservoir = Reservoir | BinaryReservoir
 
 _PREFIX = "reservoir-"
 _EXTRA_COPIES = 32  # tasks added to measure the per-task file cost
 _DIGEST_ATTR = "bank_digest"  # reservoir attribute: bank_digest() of the masks it was encoded from
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How a bank's masks are encoded into a reservoir, checked once at construction.
+
+    Parameters
+    ----------
+    rule : str
+        ``"auto"`` (the default: ``"perceptron"`` when the budget holds its smallest reservoir, else
+        ``"pseudo-inverse"``), ``"perceptron"`` (±1 couplings learnt as ±1, recalled by key,
+        :class:`~hopfield_masks.binary.BinaryReservoir`) or a Hopfield learning rule id
+        (:func:`~hopfield_masks.rules.available_rules`).
+    dtype : str
+        Coupling precision of a Hopfield rule (``"auto"``: see :meth:`Reservoir.from_budget`);
+        ``"auto"`` for the perceptron rule, whose couplings are bits.
+    key_units : int or "auto"
+        Task-key units (``"auto"``: sized from the budget and the number of tasks; 0: no keys,
+        Hopfield rules only).
+
+    Examples
+    --------
+    >>> EncodeSettings().rule
+    'auto'
+    >>> EncodeSettings(rule="perceptron", key_units=0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hopfield_masks.errors.InvalidArgumentError: key_units: expected 'auto' or a multiple of 64 ... received 0
+    """
+
+    rule: str = "auto"
+    dtype: str = "auto"
+    key_units: int | str = "auto"
+
+    def __post_init__(self) -> None:
+        rules = ("auto", PerceptronRule.rule_id, *available_rules())
+        if not isinstance(self.rule, str) or self.rule not in rules:
+            raise UnknownRuleError(self.rule, list(rules)) if isinstance(self.rule, str) else \
+                InvalidArgumentError("rule", f"one of {', '.join(rules)}", repr(self.rule))
+        check_choice("dtype", self.dtype, ("auto", *ITEMSIZE))
+        if self.key_units != "auto":
+            check_int("key_units", self.key_units, low=0, high=MAX_KEY_UNITS)
+        if self.rule == PerceptronRule.rule_id:  # "auto" falls back to pseudo-inverse for settings like these
+            if self.dtype != "auto":
+                raise InvalidArgumentError("dtype", "'auto' for the perceptron rule (its couplings are bits)",
+                                           repr(self.dtype))
+            if self.key_units != "auto" and (self.key_units < 64 or self.key_units % 64):
+                raise InvalidArgumentError("key_units", "'auto' or a multiple of 64 of at least 64 for the "
+                                                        "perceptron rule", repr(self.key_units))
+
+
+def plan_reservoir(budget: str | int | float, layout, settings: EncodeSettings, n_tasks: int | None = None):
+    """The empty reservoir ``settings`` make for ``budget`` and masks of ``layout`` (sized, nothing learnt).
+
+    Raises
+    ------
+    BudgetError
+        The budget is too small (the message gives the smallest that works) or builds a reservoir this
+        process cannot hold.
+    """
+    if not isinstance(settings, EncodeSettings):
+        raise InvalidArgumentError("settings", "an EncodeSettings", type(settings).__name__)
+    rule = settings.rule
+    if rule == "auto":
+        keys = settings.key_units
+        if settings.dtype == "auto" and (keys == "auto" or (keys >= 64 and keys % 64 == 0)):
+            try:
+                return plan_reservoir(budget, layout, replace(settings, rule=PerceptronRule.rule_id), n_tasks)
+            except BudgetError:  # below the perceptron rule's smallest reservoir: the projection rule's
+                pass
+        rule = "pseudo-inverse"
+    if rule != PerceptronRule.rule_id:
+        return Reservoir.from_budget(budget, layout, rule=rule, dtype=settings.dtype, key_units=settings.key_units)
+    if settings.key_units == "auto":
+        return BinaryReservoir.from_budget(budget, layout, n_tasks=n_tasks)
+    nbytes = parse_budget(budget)
+    reservoir = BinaryReservoir(layout, settings.key_units, budget=nbytes)
+    if reservoir.nbytes > nbytes:
+        raise BudgetError("key_units", f"a key length whose couplings fit the budget of {nbytes:,} bytes",
+                          f"{settings.key_units} ({reservoir.nbytes:,} bytes)")
+    return reservoir
 
 
 def reservoir_name(budget: str | int | float) -> str:
@@ -77,6 +167,7 @@ class EncodeReport:
     exact_tasks_in_budget: int
     key_units: int = 0
     write_accumulator_bytes: int = 0
+    rows_unconverged: int = 0
 
     def to_dict(self) -> dict:
         """JSON-safe dict of the fields."""
@@ -119,13 +210,22 @@ def reservoir_is_current(path: str | Path, budget: str | int | float) -> bool | 
         return stored == bank_digest(bank)
 
 
-def read_bank_reservoir(path: str | Path, budget: str | int | float) -> Reservoir | None:
+def read_any_reservoir(group) -> AnyReservoir:
+    """Read the reservoir in ``group``, of whichever kind its ``kind`` attribute names (untrusted input)."""
+    check_tree(group, group.file.filename, file_bytes=int(group.file.id.get_filesize()))  # before any attribute
+    kind = group.attrs.get("kind") if "kind" in group.attrs else None
+    if isinstance(kind, (bytes, np.bytes_)):
+        kind = kind.decode("utf-8", "replace")
+    return read_binary_reservoir(group) if kind == BINARY_KIND else read_reservoir(group)
+
+
+def read_bank_reservoir(path: str | Path, budget: str | int | float) -> AnyReservoir | None:
     """The reservoir stored in the bank for ``budget``, or None when it has none."""
     name = reservoir_name(budget)
     with open_bank(path, "r") as bank:
         if name not in bank.attachments():
             return None
-        return bank.read_attachment(name, read_reservoir)
+        return bank.read_attachment(name, read_any_reservoir)
 
 
 def exact_storage_cost(masks: Mapping[str, np.ndarray]) -> tuple[int, int]:
@@ -151,13 +251,11 @@ def exact_storage_cost(masks: Mapping[str, np.ndarray]) -> tuple[int, int]:
 def encode_bank(
     path: str | Path,
     budget: str | int | float = "1MB",
+    settings: EncodeSettings | None = None,
     *,
-    rule: str = "pseudo-inverse",
-    dtype: str = "auto",
-    key_units: int | str = "auto",
     overwrite: bool = True,
     progress=None,
-) -> tuple[Reservoir, EncodeReport]:
+) -> tuple[AnyReservoir, EncodeReport]:
     """Store every task of the bank at ``path`` in a reservoir sized from ``budget`` and attach it to the bank.
 
     Parameters
@@ -166,11 +264,9 @@ def encode_bank(
         A mask bank file (any file backend).
     budget : str or int
         Byte budget of the reservoir ("1MB", "512KiB", "2e6", ...).
-    rule, dtype : str
-        Learning rule id and coupling precision (``"auto"``: see :meth:`Reservoir.from_budget`).
-    key_units : int or "auto"
-        Units per network that hold a task key (``"auto"``: a keyed reservoir sized by
-        :func:`~hopfield_masks.reservoir.keyed_size_for_budget`; 0: no keys).
+    settings : EncodeSettings, optional
+        Rule, precision and key units (default: ``EncodeSettings()``: the perceptron rule where the budget
+        holds it).
     overwrite : bool
         Replace an existing reservoir of the same budget.
     progress : callable, optional
@@ -183,12 +279,14 @@ def encode_bank(
     BudgetError
         The budget is too small for even one network (the message gives the smallest that works).
     """
+    settings = EncodeSettings() if settings is None else settings
+    if not isinstance(settings, EncodeSettings):
+        raise InvalidArgumentError("settings", "an EncodeSettings", type(settings).__name__)
     with bank_lock(path, exclusive=True):  # no other writer between reading the masks and attaching the reservoir
-        return _encode_locked(path, budget, rule=rule, dtype=dtype, key_units=key_units, overwrite=overwrite,
-                              progress=progress)
+        return _encode_locked(path, budget, settings, overwrite=overwrite, progress=progress)
 
 
-def _encode_locked(path, budget, *, rule, dtype, key_units, overwrite, progress) -> tuple[Reservoir, EncodeReport]:
+def _encode_locked(path, budget, settings: EncodeSettings, *, overwrite, progress) -> tuple[AnyReservoir, EncodeReport]:
     parse_budget(budget)  # a bad budget is refused before any work
     with open_bank(path, "r") as bank:
         tasks = bank.tasks()
@@ -198,21 +296,27 @@ def _encode_locked(path, budget, *, rule, dtype, key_units, overwrite, progress)
         for task in tasks[1:]:
             if bank.task_layout(task) != layout:
                 raise StorageFormatError(path, f"task {task!r} has a different layer layout from task {tasks[0]!r}")
-        # sized (and refused when this process cannot hold it) before any mask is read
-        reservoir = Reservoir.from_budget(budget, layout, rule=rule, dtype=dtype, key_units=key_units)
         digest = bank_digest(bank)
-        with warnings.catch_warnings():
-            # over capacity is reported in the EncodeReport (and by the CLI), not as a warning per task
-            warnings.simplefilter("ignore", CapacityWarning)
-            for i, task in enumerate(tasks):
-                reservoir.store(bank.read_task(task))
-                if progress is not None:
-                    progress(i + 1, len(tasks))
+        # sized (and refused when this process cannot hold it) before any mask is read
+        reservoir = plan_reservoir(budget, layout, settings, n_tasks=len(tasks))
+        if isinstance(reservoir, BinaryReservoir):
+            _learn_bank(bank, path, tasks, reservoir, progress)
+        else:
+            with warnings.catch_warnings():
+                # over capacity is reported in the EncodeReport (and by the CLI), not as a warning per task
+                warnings.simplefilter("ignore", CapacityWarning)
+                for i, task in enumerate(tasks):
+                    reservoir.store(bank.read_task(task))
+                    if progress is not None:
+                        progress(i + 1, len(tasks))
         header_bytes, file_bytes_per_task = exact_storage_cost(bank.read_task(tasks[0]))
     name = reservoir_name(budget)
     with open_bank(path, "a") as bank:
         def write(group) -> None:
-            write_reservoir(group, reservoir)
+            if isinstance(reservoir, BinaryReservoir):
+                write_binary_reservoir(group, reservoir)
+            else:
+                write_reservoir(group, reservoir)
             group.attrs[_DIGEST_ATTR] = np.bytes_(digest)  # fixed-length ASCII: no global heap
 
         bank.write_attachment(name, write, overwrite=overwrite)
@@ -236,6 +340,22 @@ def _encode_locked(path, budget, *, rule, dtype, key_units, overwrite, progress)
         exact_file_header_bytes=int(header_bytes),
         exact_tasks_in_budget=max(0, (budget_bytes - header_bytes) // file_bytes_per_task),
         key_units=int(reservoir.key_units),
-        write_accumulator_bytes=int(sum(net.accumulator_nbytes for net in reservoir.networks)),
+        write_accumulator_bytes=int(reservoir.write_nbytes if isinstance(reservoir, BinaryReservoir)
+                                    else sum(net.accumulator_nbytes for net in reservoir.networks)),
+        rows_unconverged=int(reservoir.last_fit.rows_unconverged) if isinstance(reservoir, BinaryReservoir) else 0,
     )
     return reservoir, report
+
+
+def _learn_bank(bank, path, tasks, reservoir: BinaryReservoir, progress) -> None:
+    """Teach ``reservoir`` every task of the open bank, all together."""
+    layout = reservoir.layout
+    if len(tasks) * layout.length > max_array_bytes():
+        raise StorageFormatError(path, f"holds {len(tasks):,} tasks of {layout.length:,} entries, more than one "
+                                       f"array of their spins may hold ({max_array_bytes():,} B)")
+    states = np.empty((len(tasks), layout.length), np.int8)
+    for i, task in enumerate(tasks):
+        states[i] = layout.flatten_spins(bank.read_task(task))
+        if progress is not None:
+            progress(i + 1, len(tasks))
+    reservoir.fit(states)

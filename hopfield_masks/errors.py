@@ -100,10 +100,15 @@ class UnknownRuleError(HopfieldMasksError, KeyError):
     def __init__(self, rule_id: str, available: list[str]) -> None:
         self.rule_id = rule_id
         self.available = list(available)
+        # the fields of InvalidArgumentError: the CLI names its option (--rule) and fills its --json error object
+        self.argument, self.expected, self.received = "rule", f"one of {self.available}", repr(rule_id)
         super().__init__(f"rule: expected one of {self.available}, received {rule_id!r}")
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0])
+
+    def __reduce__(self):  # pickled by training workers: rebuilt from its own arguments, not from the message
+        return (type(self), (self.rule_id, self.available))
 
 
 class UnknownBackendError(HopfieldMasksError, KeyError):
@@ -112,10 +117,14 @@ class UnknownBackendError(HopfieldMasksError, KeyError):
     def __init__(self, backend_id: str, available: list[str]) -> None:
         self.backend_id = backend_id
         self.available = list(available)
+        self.argument, self.expected, self.received = "backend", f"one of {self.available}", repr(backend_id)
         super().__init__(f"backend: expected one of {self.available}, received {backend_id!r}")
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    def __reduce__(self):
+        return (type(self), (self.backend_id, self.available))
 
 
 class TaskNotFoundError(HopfieldMasksError, KeyError):
@@ -129,6 +138,9 @@ class TaskNotFoundError(HopfieldMasksError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    def __reduce__(self):
+        return (type(self), (self.task, self.available))
 
 
 class StorageFormatError(HopfieldMasksError, ValueError):

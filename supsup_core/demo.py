@@ -21,19 +21,21 @@ from pathlib import Path
 from typing import Any
 
 
-from hopfield_masks.encoding import EncodeReport, encode_bank
-from hopfield_masks.reservoir import Reservoir
-from hopfield_masks.rules import get_rule
+from hopfield_masks.binary import BinaryReservoir
+from hopfield_masks.encoding import EncodeReport, EncodeSettings, encode_bank, plan_reservoir
 
 from .config import ModelConfig
 from .data import load_mnist, make_stream
 from .errors import ConfigError
 from .guidance import model_layout
 from .hopsupsup import TaskRecall, summarise
-from .recaller import EncodeSettings, RecallConfig, Recaller
+from .recaller import RecallConfig, Recaller, encode_settings_for
 from .models import build_model
 from .persistence import benchmark_metadata, save_masks
 from .training import TrainConfig, train_stream
+
+#: SplitMNIST's five digit pairs.
+N_TASKS = 5
 
 __all__ = ["DemoResult", "run_demo", "DEMO_BATCHES_PER_TASK"]
 
@@ -99,21 +101,25 @@ def run_demo(
     """Run the whole pipeline in ``out_dir`` (created if needed) and return what it measured.
 
     ``recall`` configures the guided recall (default: keyed, seeded with ``seed``);
-    the unguided comparison is plain block-wise Hopfield dynamics from the mean cue.
+    the unguided comparison is the candidate nearest to the mean cue (a perceptron reservoir) or plain
+    block-wise Hopfield dynamics from the mean cue (a Hopfield rule's).
 
     Raises
     ------
-    ConfigError, UnknownRuleError, BudgetError
+    ConfigError, BudgetError
         Bad settings (batch count, recall config, rule, ``out_dir`` a file, a budget too small
         for BNNet's masks), all raised before training starts and before anything is written.
     """
     if batches_per_task < 1:
         raise ConfigError("batches_per_task", "a positive number of batches", batches_per_task)
     recall = recall if recall is not None else RecallConfig(seed=seed)
-    encode = encode if encode is not None else EncodeSettings()
+    encode = encode if encode is not None else encode_settings_for(recall.method if isinstance(recall, RecallConfig)
+                                                                   else "keyed")
     if not isinstance(recall, RecallConfig):
         raise ConfigError("recall", "a RecallConfig", type(recall).__name__)
-    get_rule(encode.rule)  # UnknownRuleError lists the known rules
+    if not isinstance(encode, EncodeSettings):
+        raise ConfigError("encode", "an EncodeSettings", type(encode).__name__)
+    encode = encode_settings_for(recall.method, encode.rule, encode.dtype, encode.key_units)  # fits the method
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError("out_dir", "a folder (created when missing)", f"the existing file {out}")
@@ -124,8 +130,8 @@ def run_demo(
     t0 = time.perf_counter()
     model = build_model(ModelConfig(arch="bnnet", output_size=10, seed=seed), device=device)
     # BudgetError (with the smallest budget) before training
-    Reservoir.from_budget(budget, model_layout(model), encode.rule, encode.dtype, key_units=encode.key_units)
-    stream = make_stream("split-mnist", 5, load_mnist(data_dir))
+    plan_reservoir(budget, model_layout(model), encode, n_tasks=N_TASKS)
+    stream = make_stream("split-mnist", N_TASKS, load_mnist(data_dir))
     out.mkdir(parents=True, exist_ok=True)
     bank_path = out / "masks.h5"
     config = TrainConfig.for_scenario("hopsupsup", seed=seed, batches_per_task=batches_per_task)
@@ -146,13 +152,15 @@ def run_demo(
                training={"scenario": "hopsupsup", "config": config.to_dict(), "device": device})
 
     # 3. encode into a reservoir under the budget
-    _, encoded = encode_bank(bank_path, budget, rule=encode.rule, dtype=encode.dtype, key_units=encode.key_units,
-                             progress=lambda d, n: report("encode", d, n))
+    reservoir, encoded = encode_bank(bank_path, budget, encode, progress=lambda d, n: report("encode", d, n))
     timings["save_and_encode"] = time.perf_counter() - t0
 
-    # 4. recall with guidance (no task identity given), and plain Hopfield dynamics from the mean cue
-    unguided = RecallConfig(method="dynamics", guided=False, cue="mean", transductive=recall.transductive,
-                            seed=recall.seed)
+    # 4. recall with guidance (no task identity given), and without
+    if isinstance(reservoir, BinaryReservoir):  # recalled by key only: the candidate nearest to the mean cue
+        unguided = RecallConfig(method="keyed", guided=False, transductive=recall.transductive, seed=recall.seed)
+    else:
+        unguided = RecallConfig(method="dynamics", guided=False, cue="mean", transductive=recall.transductive,
+                                seed=recall.seed)
     rows: dict[bool, list[TaskRecall]] = {}
     for guided, config in ((True, RecallConfig.from_dict({**recall.to_dict(), "guided": True})), (False, unguided)):
         t0 = time.perf_counter()

@@ -16,8 +16,9 @@ Methods
     one candidate mask per stored task, recalled once and shared by all
     queries.  Which task a query needs is decided as in SupSup's one-shot task
     inference (REFERENCE.md §2.4), by the output objective on the unlabeled
-    adaptation images: every candidate is screened on the first batch, and the
-    ``shortlist`` best are scored on all of them; the lowest wins.  (The
+    adaptation images: every candidate is screened on the first ``screen_images``
+    images (in bfloat16 where the hardware computes it natively), and the
+    ``shortlist`` best are scored on all of them in float32; the lowest wins.  (The
     one-shot gradient over the superposition of the candidates is available as
     ``selection="one-shot"``; on BNNet unit masks it ranked the true candidate
     first for only 6 of 14 tasks in a 40-task bank, where screening finds 14
@@ -31,6 +32,7 @@ Methods
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,9 +43,11 @@ import torch
 
 from hopfield_masks.backends import open_bank
 from hopfield_masks.blocks import MaskLayout
-from hopfield_masks.encoding import EncodeReport, encode_bank, read_bank_reservoir, reservoir_is_current
+from hopfield_masks.binary import BinaryReservoir, PerceptronRule
+from hopfield_masks.encoding import (
+    AnyReservoir, EncodeReport, EncodeSettings, encode_bank, read_bank_reservoir, reservoir_is_current,
+)
 from hopfield_masks.errors import InvalidArgumentError, StorageFormatError
-from hopfield_masks.reservoir import Reservoir
 
 from .errors import ConfigError, DataError
 from .guidance import model_layout
@@ -51,7 +55,7 @@ from .hopsupsup import TaskData, TaskRecall, masks_accuracy, recall_task, task_d
 from .inference.objectives import objective_values
 from .models import SupSupNet
 
-__all__ = ["RecallConfig", "EncodeSettings", "Recaller", "RECALL_METHODS", "SELECTIONS", "MAX_STEPS", "MAX_RESTARTS",
+__all__ = ["RecallConfig", "EncodeSettings", "encode_settings_for", "Recaller", "RECALL_METHODS", "SELECTIONS", "MAX_STEPS", "MAX_RESTARTS",
            "rank_candidates", "select_candidate"]
 
 #: Recall procedures; the first is the default everywhere (library, CLI, demo).
@@ -135,7 +139,7 @@ class RecallConfig:
     steps: int | None = None
     shortlist: int = 8
     selection: str = "screen"
-    screen_images: int = 32
+    screen_images: int = 8
     restarts: int = 0
     restart_noise: float = 0.2
     transductive: bool = False
@@ -199,13 +203,23 @@ class RecallConfig:
         return cls(**dict(data))
 
 
-@dataclass(frozen=True)
-class EncodeSettings:
-    """How :class:`Recaller` encodes a bank that has no reservoir for the budget yet (see ``encode_bank``)."""
+def encode_settings_for(method: str, rule: str | None = None, dtype: str = "auto",
+                        key_units: int | str = "auto") -> EncodeSettings:
+    """How to encode a bank that has no reservoir yet, for recall by ``method``.
 
-    rule: str = "pseudo-inverse"
-    dtype: str = "auto"
-    key_units: int | str = "auto"
+    ``rule=None`` picks the rule the method works best with: ``"auto"`` for keyed recall (learned ±1
+    couplings where the budget holds them), pseudo-inverse couplings for ``"dynamics"`` and
+    ``"score-descent"`` (their sweeps and energy need a Hopfield network).  A perceptron reservoir is
+    refused for those two here, before anything is written.
+    """
+    if method not in RECALL_METHODS:
+        raise ConfigError("method", f"one of {', '.join(RECALL_METHODS)}", repr(method))
+    if rule is None or (rule == "auto" and method != "keyed"):
+        rule = "auto" if method == "keyed" else "pseudo-inverse"
+    if rule == PerceptronRule.rule_id and method != "keyed":
+        raise ConfigError("rule", f"a Hopfield learning rule for {method} recall (the perceptron rule's reservoir "
+                                  "is recalled by key only)", repr(rule))
+    return EncodeSettings(rule=rule, dtype=dtype, key_units=key_units)
 
 
 def _unflatten(layout: MaskLayout, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -245,32 +259,41 @@ def rank_candidates(model: SupSupNet, candidates: np.ndarray, batches: list[torc
 
 def _exact_objectives(model: SupSupNet, candidates: np.ndarray, rows: list[int], batches: list[torch.Tensor],
                       objective: str, real_classes: int) -> dict[int, float]:
-    """Mean objective on ``batches`` of each candidate row in ``rows``."""
-    layout = model_layout(model)
-    out: dict[int, float] = {}
-    with torch.no_grad():
-        for i in rows:
-            flat = torch.from_numpy((candidates[i].astype(np.float32) + 1.0) / 2.0).to(model.device)
-            out[i] = float(_mean_objective(model, _unflatten(layout, flat), batches, objective, real_classes))
-    return out
+    """Mean objective on every image of ``batches`` of each candidate row in ``rows`` (float32, vectorised)."""
+    picked = np.asarray(candidates)[rows]
+    total = np.zeros(len(rows))
+    for x in batches:
+        total += len(x) * _screen_objectives(model, picked, x.to(model.device), objective, real_classes)
+    total /= sum(len(x) for x in batches)
+    return dict(zip(rows, total.tolist()))
+
+
+def _low_precision(device: torch.device) -> torch.autocast | contextlib.nullcontext:
+    """bfloat16 autocast where the hardware computes it natively (a CUDA device, or a CPU with AVX512-BF16)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and torch.cpu._is_avx512_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _screen_objectives(model: SupSupNet, candidates: np.ndarray, x: torch.Tensor, objective: str,
-                       real_classes: int, chunk: int = 64) -> np.ndarray:
+                       real_classes: int, chunk: int = 256, fast: bool = False) -> np.ndarray:
     """Mean objective on one batch ``x`` of every candidate, ``(T,)``: vectorised over candidates with ``vmap``.
 
     What does not depend on the mask (the first layer's pre-activations) is
     computed once per chunk.  A model whose forward cannot be vectorised is
-    scored one candidate at a time, with the same result.
+    scored one candidate at a time, with the same result.  ``fast``: in bfloat16
+    where the hardware has it (a screen: the shortlist is then scored in float32).
     """
     layout = model_layout(model)
 
     def one(flat: torch.Tensor) -> torch.Tensor:
-        return objective_values(model(x, masks=_unflatten(layout, flat)), objective, real_classes).mean()
+        return objective_values(model(x, masks=_unflatten(layout, flat)), objective, real_classes).float().mean()
 
     masks01 = torch.from_numpy((np.asarray(candidates, np.float32) + 1.0) / 2.0).to(model.device)  # (T, P)
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), (_low_precision(masks01.device) if fast else contextlib.nullcontext()):
         for part in torch.split(masks01, chunk):
             try:
                 out.append(torch.func.vmap(one)(part))
@@ -285,7 +308,7 @@ SELECTIONS = ("screen", "one-shot")
 
 def select_candidate(model: SupSupNet, candidates: np.ndarray, batches: list[torch.Tensor], *,
                      objective: str = "H", real_classes: int = 10, shortlist: int = 8,
-                     selection: str = "screen", screen_images: int = 32) -> tuple[int, dict[int, float]]:
+                     selection: str = "screen", screen_images: int = 8) -> tuple[int, dict[int, float]]:
     """The candidate with the lowest mean objective on ``batches``, among a shortlist when there are many.
 
     With more than ``shortlist`` candidates they are first narrowed down:
@@ -303,7 +326,7 @@ def select_candidate(model: SupSupNet, candidates: np.ndarray, batches: list[tor
             scores = rank_candidates(model, candidates, batches, objective=objective, real_classes=real_classes)
         else:
             x = batches[0][:max(2, screen_images)].to(model.device)  # batch statistics need two images
-            scores = _screen_objectives(model, candidates, x, objective, real_classes)
+            scores = _screen_objectives(model, candidates, x, objective, real_classes, fast=True)
         rows = np.argsort(scores, kind="stable")[:shortlist].tolist()
     exact = _exact_objectives(model, candidates, rows, batches, objective, real_classes)
     best = min(exact, key=lambda i: (exact[i], i))
@@ -392,6 +415,10 @@ class Recaller:
         from .persistence import PRODUCER, check_model_fits, load_model, stream_from_metadata
 
         if metadata.get("producer") != PRODUCER or "model" not in metadata:
+            if data_dir is not None:  # data given explicitly cannot be used: refused, not skipped
+                raise ConfigError("data_dir", "a bank whose metadata describes a supsup_core model (written by "
+                                              "'train' or 'demo') for data to guide and score recall",
+                                  f"{self.bank}: no model in its metadata")
             self.note = "the bank's metadata does not describe a supsup_core model, so only bits wrong are reported"
             return None, None
         model, metadata = load_model(self.bank, device=device, factory=factory)  # BaseNetworkMismatchError when it differs
@@ -405,17 +432,19 @@ class Recaller:
         check_model_fits(model, stream, self.bank)
         return model, stream
 
-    def _open_reservoir(self, encode_missing: EncodeSettings | None) -> Reservoir:
+    def _open_reservoir(self, encode_missing: EncodeSettings | None) -> AnyReservoir:
         reservoir = read_bank_reservoir(self.bank, self.budget)
         if reservoir is None:
             if encode_missing is None:
                 raise StorageFormatError(self.bank, f"has no reservoir for {self.budget}; run 'supsup-store encode "
                                                     f"{self.bank} --budget {self.budget}' first")
+            if self.config.method != "keyed" and encode_missing.rule == PerceptronRule.rule_id:  # before any write
+                raise ConfigError("method", "keyed recall for a reservoir of learned ±1 couplings (rule perceptron)",
+                                  repr(self.config.method))
             if self.config.method == "keyed" and encode_missing.key_units == 0:  # refused before anything is written
                 raise ConfigError("method", "dynamics or score-descent for a reservoir without task keys (or "
                                             "key units > 0)", "'keyed'")
-            reservoir, self.encoded = encode_bank(self.bank, self.budget, rule=encode_missing.rule,
-                                                  dtype=encode_missing.dtype, key_units=encode_missing.key_units)
+            reservoir, self.encoded = encode_bank(self.bank, self.budget, encode_missing)
         elif (reservoir_is_current(self.bank, self.budget) is False or reservoir.n_tasks != len(self.tasks)
               or reservoir.layout != self.layout):
             # tasks written, overwritten or deleted after encoding: recall would score masks never stored
@@ -424,6 +453,9 @@ class Recaller:
                            f"{reservoir.n_tasks} tasks of {reservoir.layout.length} entries) but the bank has "
                            f"{len(self.tasks)} of {self.layout.length}; run 'supsup-store encode {self.bank} "
                            f"--budget {self.budget}' again")
+        if self.config.method != "keyed" and isinstance(reservoir, BinaryReservoir):
+            raise ConfigError("method", "keyed recall for a reservoir of learned ±1 couplings (rule perceptron)",
+                              repr(self.config.method))
         if self.config.method == "keyed" and not reservoir.key_units:
             raise ConfigError("method", "dynamics or score-descent for a reservoir without task keys (or encode "
                                         "it again with keys)", "'keyed'")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 class TestLayering:
@@ -72,3 +73,19 @@ class TestImportCost:
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.split() == ["False"]
+
+
+def test_every_package_is_in_the_wheel():
+    """Each folder with an ``__init__.py`` is listed in pyproject.toml's packages (a missing one installs nothing)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    renamed = {folder: name for name, folder in config.get("package-dir", {}).items()}
+    found = set()
+    for top in ("hopfield_masks", "supsup_core", "cli"):
+        for init in (root / top).rglob("__init__.py"):
+            parts = init.parent.relative_to(root).parts
+            found.add(".".join((renamed.get(parts[0], parts[0]), *parts[1:])))
+    assert found == listed

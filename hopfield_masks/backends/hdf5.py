@@ -161,7 +161,7 @@ def open_shared(path: str | os.PathLike, lock_timeout: float | None = None):
             lock = _lock_for_reading(path, fd, lock_timeout)
             if lock is not None and lock.view:  # this process is changing the file in place: its last commit
                 try:
-                    view = CommittedView(target, lock.hub, lock.identity)
+                    view = CommittedView(target, lock.hub, lock.identity, fd)
                     h5 = _open_view(view, path)
                 except BaseException:
                     if view is not None:
@@ -184,6 +184,15 @@ def open_shared(path: str | os.PathLike, lock_timeout: float | None = None):
             os.close(fd)
         try:
             h5 = open_h5_read(path)  # checks it is a regular HDF5 file first
+        except StorageFormatError:
+            # the name may since lead to another file (a repack renamed a new bank over the one locked, and a new
+            # session may already have marked it): that one is judged and locked next time round, never reported
+            replaced = lock is not None and lock.identity is not None and not _path_is(named, lock.identity)
+            if lock is not None:
+                lock.release()
+            if replaced:
+                continue
+            raise
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -267,6 +276,15 @@ def _names(path: Path, fd: int) -> bool:
     except OSError:
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _path_is(path: Path, identity: tuple[int, int]) -> bool:
+    """Whether ``path`` (links followed) names the file of ``identity`` = (st_dev, st_ino)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == identity
 
 
 def _same_inode(h5: h5py.File, lock: FileLock | None) -> bool:
@@ -539,7 +557,12 @@ class HDF5MaskBank(MaskBank):
 
     def _chain(self) -> list[str]:
         if self._chain_names is None:
-            self._chain_names = [name for name in self._tasks if "layout" not in self._tasks[name].attrs]
+            # A soft or external link is never followed (an external link to a FIFO would block here): it stays in
+            # the chain, so that decoding any chain task after it raises naming the link (check_link in _dataset).
+            tasks = self._tasks
+            self._chain_names = [name for name in tasks
+                                 if not isinstance(tasks.get(name, getlink=True), h5py.HardLink)
+                                 or "layout" not in tasks[name].attrs]
         return self._chain_names
 
     def _decode_chain_until(self, position: int) -> None:

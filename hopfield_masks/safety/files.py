@@ -138,6 +138,9 @@ def open_sidecar(path: str | os.PathLike, owners: frozenset[int], *, writable: b
                 raise SidecarRefused(p, "is a symbolic link") from None
             raise
         after = os.fstat(fd)
+        if after.st_nlink == 0 and (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino):
+            os.close(fd)  # deleted by its last holder between the lstat and the open (a lock file): look again
+            continue
         problem = sidecar_problem(after, owners, max_bytes=max_bytes, private=private)
         if problem or (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
             os.close(fd)

@@ -707,10 +707,18 @@ class JournaledFile(PlainFile):
             self._begin()
 
     def discard_journal(self) -> None:
-        """The file was replaced by a new one (a repack renamed over it): its journal is stale, delete it."""
+        """The file was replaced by a new one (a repack renamed over it): its journal is stale, delete it.
+
+        Snapshot readers of this process that are reading this (old) file keep the pages of the commit they opened
+        (taken from the journal before it goes); from then on the session describes the old file as it is on disk
+        -- the settled new state, whole (:meth:`settle_for_copy`) -- so a snapshot reader that locked the old file
+        just before the rename and opens it only now reads that state, never its bytes cut at the size before the
+        session."""
         with self._guard():
+            self._freeze_views()
             self._head = None
             self._drop_journal()
+            self._begin()
 
     def abandon(self) -> None:
         """Close the journal without committing or rolling back (the next opener rolls it back)."""
@@ -742,11 +750,13 @@ class CommittedView(io.RawIOBase):
     when that session committed.  It never writes, and never touches the journal.
     """
 
-    def __init__(self, path: str | os.PathLike, hub: Any, identity: tuple[int, int]) -> None:
+    def __init__(self, path: str | os.PathLike, hub: Any, identity: tuple[int, int], fd: int | None = None) -> None:
         super().__init__()
         self.path = Path(path)
         self._hub = hub
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # the descriptor that was locked (duplicated), never the name again: a repack may have renamed a new
+        # file over it since, and this view is registered with the session of the file that was locked
+        self._fd = os.dup(fd) if fd is not None else os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         st = os.fstat(self._fd)
         if (st.st_dev, st.st_ino) != identity:
             os.close(self._fd)
@@ -754,8 +764,11 @@ class CommittedView(io.RawIOBase):
         self._frozen: dict[int, bytes] = {}
         self._pos = 0
         with hub.lock:
+            # the size and the registration in one step under the lock a session holds around every change (and
+            # a commit around freezing its views): a size taken before it could be that of a commit since
+            # replaced, with no frozen pages of it (the view was not registered yet): a cut file
             session = hub.session
-            self.size = session.original_size if session is not None else st.st_size
+            self.size = session.original_size if session is not None else os.fstat(self._fd).st_size
             hub.live_views.add(self)
 
     def __repr__(self) -> str:

@@ -31,10 +31,12 @@ locks it holds, with the thread that holds them:
   ``"a"`` for each task); another thread of the process waits for it like another process would;
 - a second writing bank object in the thread that already has one open on the bank is refused at once (it
   could only deadlock, or interleave two sessions on one file);
-- a reader in the process that is changing the bank in place (any thread) does not wait and never touches the
-  live session's journal: it reads a snapshot of the last commit
-  (:class:`hopfield_masks.safety.journal.CommittedView`), and the process keeps the file locked until that
-  reader is closed too;
+- a reader in the process that is changing the bank in place (any thread) does not wait for the session and
+  never touches the live session's journal: it reads a snapshot of the last commit
+  (:class:`hopfield_masks.safety.journal.CommittedView`, over the very descriptor it locked), and the process
+  keeps the file locked until that reader is closed too.  It waits only while another thread holds the file
+  exclusively without a session (rolling back a killed writer's journal, or opening its session): those
+  changes are recorded nowhere a snapshot could read around;
 - a writer thread waits for readers in other threads of the process to finish; a thread that is itself
   reading the bank cannot start writing it (a shared lock cannot be upgraded:
   :class:`~hopfield_masks.errors.InvalidArgumentError`).
@@ -495,6 +497,10 @@ class FileLock:
         """Share what this process already holds, if that is safe now (``_COND`` held); False: wait."""
         if not self.exclusive:
             if entry.exclusive:  # this process changes the file in place: read its last commit instead
+                if entry.writer not in (None, me) and entry.session is None:
+                    # locked by another thread that has no session yet: it may be rolling back a killed writer's
+                    # journal (or settling it for a new session), and nothing records the pages it restores; wait
+                    return False
                 entry.viewers[me] += 1
                 self.view = True
             else:
@@ -519,6 +525,8 @@ class FileLock:
         if self.hub is not None:
             with self.hub.lock:
                 self.hub.session = session
+            with _COND:
+                _COND.notify_all()  # snapshot readers of other threads waited for the session
 
     def release(self) -> None:
         """Release (idempotent)."""

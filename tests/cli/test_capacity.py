@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from supsup_store_cli.app import app
@@ -52,3 +54,16 @@ class TestCapacityCommand:
         result = runner.invoke(app, ["capacity", "--size", "32", "--rule", "oja"])
         assert result.exit_code == 2
         assert "storkey-reference" in result.stderr
+
+
+def test_the_perceptron_rule_reports_its_figures():
+    """--rule perceptron: learned 1-bit couplings keep 0.3 N patterns and recover them from 5% noise."""
+    result = runner.invoke(app, ["capacity", "--rule", "perceptron", "--size", "128", "--loads", "0.3",
+                                 "--noise", "0.05", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["rule"]["id"] == "perceptron" and payload["theoretical_capacity"] == pytest.approx(0.6 * 128)
+    (row,) = payload["rows"]
+    assert row["fixed_point_fraction"] == 1.0 and row["recovered_fraction"] >= 0.95
+    refused = runner.invoke(app, ["capacity", "--rule", "perceptron", "--size", "100"])
+    assert refused.exit_code == 2 and "--size: expected a multiple of 64" in refused.output

@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 
 import supsup_core.demo as demo_module
 from hopfield_masks.encoding import encode_bank, read_bank_reservoir
-from hopfield_masks.errors import BudgetError, UnknownRuleError
+from hopfield_masks.errors import BudgetError
 from supsup_core.config import ModelConfig
 from supsup_core.data import load_mnist, make_stream
 from supsup_core.demo import DEMO_BATCHES_PER_TASK, DemoResult, run_demo
 from supsup_core.errors import ConfigError
 from supsup_core.guidance import model_layout
-from supsup_core.recaller import EncodeSettings, RecallConfig, Recaller
+from hopfield_masks.encoding import EncodeSettings
+from supsup_core.recaller import RecallConfig, Recaller
 from supsup_core.models import build_model
 from supsup_core.persistence import save_masks
 from supsup_store_cli.app import app
@@ -45,7 +46,7 @@ def tiny_result(tmp_path_factory) -> DemoResult:
     save_masks(model, path, benchmark=stream.describe())
     _, report = encode_bank(path, "1MB")
     configs = {True: RecallConfig(method="keyed", guided=True),
-               False: RecallConfig(method="dynamics", guided=False, steps=2)}
+               False: RecallConfig(method="keyed", guided=False)}
     rows = {guided: Recaller(path, "1MB", config, model=model, stream=stream).recall_all()
             for guided, config in configs.items()}
     return DemoResult(bank_path=str(path), device="cpu", encode=report, true_accuracy={t: 0.5 for t in range(5)},
@@ -156,7 +157,8 @@ class TestRunDemoChecks:
     @pytest.mark.parametrize(
         "kwargs, error",
         [({"batches_per_task": 0}, ConfigError), ({"recall": "keyed"}, ConfigError),
-         ({"encode": EncodeSettings(rule="oja")}, UnknownRuleError), ({"budget": "1kB"}, BudgetError)],
+         ({"recall": RecallConfig(method="dynamics"), "encode": EncodeSettings(rule="perceptron")}, ConfigError),
+         ({"budget": "1kB"}, BudgetError)],
     )
     def test_bad_settings_fail_before_anything_is_written(self, tmp_path, kwargs, error):
         """Bad settings raise before training, and the output folder is not even created."""

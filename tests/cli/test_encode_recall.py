@@ -110,13 +110,14 @@ def recall_json(unit_bank):
 
 class TestEncode:
     def test_default_budget_prints_the_reservoir_and_the_exact_alternative(self, unit_bank):
-        """encode with no options stores a 1 MB reservoir and prints bytes, networks, load and the exact alternative."""
+        """encode with no options stores a reservoir of learned couplings within 1 MB and prints bytes, blocks, load
+        and the exact alternative."""
         result = runner.invoke(app, ["encode", str(unit_bank)])
         assert result.exit_code == 0, result.output
         out = _flat(result.stdout)
-        for needle in ("1,000,000 B", "reservoir bytes", "networks 1 × 128 units, 64 of them task-key units (sign "
-                       "couplings)", "pseudo-inverse", "load vs capacity 5 /", "hdf5-packed bank file:",
-                       "(8 B of bits)", "float32 accumulators, not kept"):
+        for needle in ("1,000,000 B", "reservoir bytes", "blocks 1 × 64 mask units, each unit's row 64 key + 64 "
+                       "mask couplings of 1 bit", "perceptron", "load vs capacity 5 /", "hdf5-packed bank file:",
+                       "(8 B of bits)", "int16 hidden states and visiting orders, not kept"):
             assert needle in out, needle
         assert bank_reservoirs(unit_bank) == ["reservoir-1000000"]
 

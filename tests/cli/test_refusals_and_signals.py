@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import signal
+import time
+import weakref
 
 import numpy as np
 import pytest
@@ -72,6 +74,18 @@ def test_a_refusal_with_json_prints_the_error_object(library_bank):
     assert tuple(error) == JSON_ERROR_SHAPE
     assert error["argument"] == "--key-units" and error["expected"].startswith("auto or a number of units")
     assert error["received"] == "'99999999999'" and error["exit_code"] == 2 and line == f"Error: {error['message']}"
+    assert _files(library_bank.parent) == before
+
+
+def test_an_unknown_rule_names_the_option_and_fills_the_json_fields(library_bank):
+    """encode --rule nope: the message named the library argument ('rule: expected ...') and --json printed
+    argument/expected/received as null; now it names --rule and fills them, like every other refusal."""
+    before = _files(library_bank.parent)
+    result = runner.invoke(app, ["encode", str(library_bank), "--budget", "64KB", "--rule", "nope", "--json"])
+    line = one_error_line(result)
+    error = json.loads(result.stdout)["error"]
+    assert line.startswith("Error: --rule: expected one of [") and error["argument"] == "--rule"
+    assert error["expected"].startswith("one of [") and error["received"] == "'nope'"
     assert _files(library_bank.parent) == before
 
 
@@ -152,13 +166,12 @@ def test_non_finite_values_met_during_recall_name_the_bank_not_internal_argument
     """A value recall cannot use (e.g. a non-finite field of the reservoir) is said naming the bank; no library
     argument such as external_field reaches the user."""
     from hopfield_masks.errors import InvalidArgumentError
-    from hopfield_masks.reservoir import Reservoir
 
     def broken(self, *args, **kwargs):
         raise InvalidArgumentError("external_field", "finite values", "NaN or infinity")
 
-    hm.encode_bank(library_bank, "1MB")
-    monkeypatch.setattr(Reservoir, "recall_keyed", broken)
+    reservoir, _ = hm.encode_bank(library_bank, "1MB")
+    monkeypatch.setattr(type(reservoir), "recall_keyed", broken)
     line = one_error_line(runner.invoke(app, ["recall", str(library_bank), "--device", "cpu"]))
     assert "external_field" not in line and line.startswith(f"Error: {library_bank}: its reservoir")
 
@@ -223,3 +236,59 @@ def test_a_signal_whose_exception_was_swallowed_still_ends_the_command():
         with pytest.raises(SystemExit) as exc:
             command()
         assert exc.value.code == 143
+
+
+@pytest.mark.parametrize("where", ["weakref callback", "__del__"])
+def test_a_signal_inside_a_garbage_collector_callback_still_ends_the_command(where, capfd):
+    """SIGTERM arriving while the garbage collector runs a weakref callback (WeakValueDictionary's ``remove``, met at
+    random instants of ``encode``) or a ``__del__`` was raised there, printed as "Exception ignored" and swallowed: the
+    command ran on and committed, then exited 143.  It must be raised once the callback returns, in the command."""
+
+    class Doomed:
+        def __del__(self) -> None:
+            signal.raise_signal(signal.SIGTERM)
+
+    reached: list[str] = []
+
+    @guarded
+    def command() -> None:
+        if where == "__del__":
+            obj = Doomed()
+        else:
+            obj = type("Obj", (), {})()
+            weakref.finalize(obj, signal.raise_signal, signal.SIGTERM)  # run by weakref.finalize.__call__
+        del obj
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the held signal is delivered again within about 10 ms
+            time.sleep(0.01)
+        reached.append("end")  # what the command would have committed
+
+    with pytest.raises(SystemExit) as exc:
+        command()
+    assert exc.value.code == 143 and reached == []
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_ctrl_c_before_the_command_installs_its_handlers_is_one_line_and_exit_130(monkeypatch, capsys):
+    """SIGINT while Typer builds the command (before guarded() installs the handlers) printed a KeyboardInterrupt
+    traceback; main() now ends it with one line on stderr and exit code 130."""
+    import typer.main
+
+    from supsup_store_cli import app as app_module
+
+    real_get_command = typer.main.get_command
+
+    def interrupted(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # Python's default handler: KeyboardInterrupt raised here
+        return real_get_command(*args, **kwargs)
+
+    monkeypatch.setattr(typer.main, "get_command", interrupted)
+    monkeypatch.setattr("sys.argv", ["supsup-store", "info", "bank.h5"])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(SystemExit) as exc:
+        app_module.main()
+    assert exc.value.code == 130
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err and "KeyboardInterrupt" not in captured.err, lines
+    assert "Interrupted" in lines[0] and captured.out == ""

@@ -38,6 +38,20 @@ class TestRegistry:
             create_bank(tmp_path / "x.h5", "zip")
         assert list(tmp_path.iterdir()) == []
 
+    def test_lookup_errors_survive_pickling(self):
+        """Training workers send their exceptions through pickle: UnknownBackendError, UnknownRuleError and
+        TaskNotFoundError were rebuilt from their message alone and failed to unpickle (the driver then got a
+        RuntimeError, shown with a traceback, instead of the library error)."""
+        import pickle
+
+        from hopfield_masks.errors import TaskNotFoundError, UnknownRuleError
+
+        for exc in (UnknownBackendError("zip", ["memory"]), UnknownRuleError("oja", ["hebbian"]),
+                    TaskNotFoundError("t9", ["t0", "t1"])):
+            copy = pickle.loads(pickle.dumps(exc))
+            assert type(copy) is type(exc) and str(copy) == str(exc)
+            assert getattr(copy, "argument", None) == getattr(exc, "argument", None)
+
     def test_duplicates_and_non_codecs_are_refused(self):
         """Registering a taken id, a class without id, or a non-MaskCodec raises RegistryError."""
         with pytest.raises(RegistryError, match="already registered"):

@@ -259,7 +259,8 @@ class TestRealDiskFull:
         path = small_tmpfs / "bank.h5"
         seed_bank(path)
         before = path.read_bytes()
-        proc = subprocess.run([sys.executable, "-m", "supsup_store_cli", "encode", str(path), "--budget", "1MB"],
+        proc = subprocess.run([sys.executable, "-m", "supsup_store_cli", "encode", str(path), "--budget", "1MB",
+                               "--rule", "pseudo-inverse"],  # a reservoir that fills its 1 MB
                               capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
         assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr

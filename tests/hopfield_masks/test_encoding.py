@@ -12,9 +12,12 @@ import pytest
 from hypothesis import given, settings
 
 from hopfield_masks.backends import create_bank, open_bank
+from hopfield_masks.binary import BinaryReservoir
 from hopfield_masks.blocks import MaskLayout
 from hopfield_masks.encoding import (
+    EncodeSettings,
     EncodeReport,
+    plan_reservoir,
     bank_digest,
     reservoir_is_current,
     bank_reservoirs,
@@ -64,10 +67,14 @@ def _snapshot(path) -> tuple[bytes, int]:
 
 
 def _minimum_budget(length: int = LENGTH) -> int:
-    """The smallest budget of the default (keyed, sign) reservoir for ``length`` mask entries."""
+    """The smallest budget of the default reservoir (the perceptron rule's) for ``length`` mask entries."""
     with pytest.raises(BudgetError) as info:
-        Reservoir.from_budget(1, MaskLayout(("w",), ((length,),)), key_units="auto")
+        plan_reservoir(1, MaskLayout(("w",), ((length,),)), EncodeSettings())
     return info.value.minimum
+
+
+#: A Hopfield reservoir (keyed, sign couplings of the projection rule), for tests of its networks.
+HOPFIELD = EncodeSettings(rule="pseudo-inverse")
 
 
 @pytest.fixture
@@ -91,7 +98,7 @@ class TestReservoirName:
 class TestEncodeBank:
     def test_attached_reservoir_reads_back_identical(self, bank):
         """The reservoir attached to the bank reads back with the same layout, rule, couplings and spin sums."""
-        built, report = encode_bank(bank, "20kB")
+        built, report = encode_bank(bank, "20kB", HOPFIELD)
         again = read_bank_reservoir(bank, "20kB")
         assert isinstance(again, Reservoir)
         assert again.layout == built.layout and again.network_size == built.network_size
@@ -114,7 +121,7 @@ class TestEncodeBank:
 
     def test_stored_masks_are_recalled_exactly_at_low_load(self, bank):
         """Unguided recall from a 10%-noisy cue returns each of the 3 stored masks exactly (load well below 1)."""
-        encode_bank(bank, "1MB")
+        encode_bank(bank, "1MB", HOPFIELD)
         reservoir = read_bank_reservoir(bank, "1MB")
         assert reservoir.load < 0.5
         for i, task in enumerate(_read_tasks(bank)):
@@ -126,7 +133,7 @@ class TestEncodeBank:
     def test_report_fields_describe_the_reservoir(self, tmp_path, backend):
         """Every report field matches the reservoir built, for both file backends, and is JSON-safe."""
         path = _make_bank(tmp_path / "bank.h5", 4, backend)
-        reservoir, report = encode_bank(path, "3kB", rule="storkey", key_units=0)
+        reservoir, report = encode_bank(path, "3kB", EncodeSettings(rule="storkey", key_units=0))
         n = reservoir.network_size
         assert isinstance(report, EncodeReport)
         assert report.path == str(path) and report.attachment == "reservoir-3000" and report.budget_bytes == 3000
@@ -139,11 +146,23 @@ class TestEncodeBank:
         assert json.loads(json.dumps(report.to_dict(), allow_nan=False)) == report.to_dict()
         assert report.key_units == 0 and report.write_accumulator_bytes == 0
 
-    def test_default_is_keyed_sign_pseudo_inverse(self, tmp_path):
-        """The default reservoir has task keys, 1-bit couplings and the projection rule; the report says so,
+    def test_default_is_the_perceptron_rule_and_reads_back_identical(self, bank):
+        """The default reservoir learns ±1 couplings (every task recalled exactly by key); it reads back bit for bit,
+        and the report counts the hidden states that encoding needed and did not keep."""
+        built, report = encode_bank(bank, "20kB")
+        again = read_bank_reservoir(bank, "20kB")
+        assert isinstance(again, BinaryReservoir) and report.rule == "perceptron" and report.dtype == "bit"
+        assert np.array_equal(again.couplings, built.couplings) and again.n_tasks == 3 and again.budget == 20_000
+        assert report.reservoir_bytes == again.nbytes <= 20_000 and report.write_accumulator_bytes == built.write_nbytes
+        layout = again.layout
+        expected = np.stack([layout.flatten_spins(t) for t in _read_tasks(bank)])
+        assert np.array_equal(again.recall_keyed().states, expected)
+
+    def test_pseudo_inverse_is_keyed_sign(self, tmp_path):
+        """The projection rule's reservoir has task keys and 1-bit couplings; the report says so,
         including the float32 accumulator that encoding needed and did not keep."""
         path = _make_bank(tmp_path / "bank.h5", 4, "hdf5-packed")
-        reservoir, report = encode_bank(path, "3kB")
+        reservoir, report = encode_bank(path, "3kB", HOPFIELD)
         assert report.rule == "pseudo-inverse" and report.dtype == "sign" and report.key_units == reservoir.key_units > 0
         assert report.reservoir_bytes == reservoir.nbytes <= 3000
         assert report.write_accumulator_bytes == reservoir.n_blocks * 4 * reservoir.network_size ** 2
@@ -169,7 +188,7 @@ class TestEncodeBank:
 
     def test_rule_and_precision_options_are_used(self, bank):
         """rule='hebbian', dtype='int8' give a Hebbian reservoir with int8 couplings and the Hebbian capacity."""
-        reservoir, report = encode_bank(bank, "20kB", rule="hebbian", dtype="int8")
+        reservoir, report = encode_bank(bank, "20kB", EncodeSettings(rule="hebbian", dtype="int8"))
         assert report.rule == "hebbian" and report.dtype == "int8"
         stored = read_bank_reservoir(bank, "20kB")
         assert stored.networks[0].couplings.dtype == np.int8
@@ -243,19 +262,26 @@ class TestEncodeErrors:
         minimum = _minimum_budget()
         with pytest.raises(BudgetError) as info:
             encode_bank(bank, minimum - 1)
-        assert info.value.minimum == minimum and str(minimum) in str(info.value)
+        assert info.value.minimum == minimum and (str(minimum) in str(info.value) or f"{minimum:,}" in str(info.value))
         assert _snapshot(bank) == before
         _, report = encode_bank(bank, minimum)
         assert report.reservoir_bytes <= minimum
 
     @pytest.mark.parametrize(
-        "kwargs, error", [({"rule": "oja"}, UnknownRuleError), ({"dtype": "float64"}, InvalidArgumentError)]
+        "kwargs, error", [({"rule": "oja"}, UnknownRuleError), ({"dtype": "float64"}, InvalidArgumentError),
+                          ({"rule": "hebbian", "key_units": -1}, InvalidArgumentError),
+                          ({"rule": "perceptron", "dtype": "int8"}, InvalidArgumentError),  # its couplings are bits
+                          ({"rule": "perceptron", "key_units": 100}, InvalidArgumentError)]
     )
-    def test_bad_rule_or_precision_changes_nothing(self, bank, kwargs, error):
-        """An unknown rule or precision raises before anything is written."""
-        before = _snapshot(bank)
+    def test_bad_settings_are_refused_when_made(self, kwargs, error):
+        """An unknown rule, precision or key count raises when the settings are made, before any bank is opened."""
         with pytest.raises(error):
-            encode_bank(bank, "1MB", **kwargs)
+            EncodeSettings(**kwargs)
+
+    def test_settings_of_another_type_change_nothing(self, bank):
+        before = _snapshot(bank)
+        with pytest.raises(InvalidArgumentError, match="^settings:"):
+            encode_bank(bank, "1MB", {"rule": "hebbian"})
         assert _snapshot(bank) == before
 
     def test_missing_and_non_hdf5_files(self, tmp_path):
@@ -279,6 +305,7 @@ class TestEncodeErrors:
 
         before = _snapshot(bank)
         monkeypatch.setattr(encoding, "write_reservoir", broken)
+        monkeypatch.setattr(encoding, "write_binary_reservoir", broken)
         with pytest.raises(RuntimeError, match="disk full"):
             encode_bank(bank, "1MB")
         assert _snapshot(bank) == before and bank_reservoirs(bank) == []

@@ -7,7 +7,8 @@ import os
 import h5py
 import pytest
 
-from hopfield_masks.safety.files import atomic_path, open_h5_read
+from hopfield_masks.safety import files
+from hopfield_masks.safety.files import atomic_path, open_h5_read, open_sidecar
 from hopfield_masks.errors import BankFileNotFoundError, FileWriteError, StorageFormatError
 
 
@@ -202,3 +203,26 @@ class TestNoDestructiveSurprises:
             check_output_file(tmp_path / "b.h5", overwrite=False, expected_bytes=1 << 62, argument="--out")
         assert check_output_file(tmp_path / "no" / "b.h5", overwrite=False, folder_may_be_created=True).name == "b.h5"
         assert check_output_file(tmp_path / "old.h5", overwrite=True) == (tmp_path / "old.h5").resolve()
+
+
+def test_a_sidecar_deleted_between_lstat_and_open_is_looked_up_again(tmp_path, monkeypatch):
+    """A writer releasing the bank deletes its lock file; another writer that had just lstat-ed it then opened a file
+    with no name left (st_nlink 0) and was refused ("has 0 names (a hard link to another file)"; 2 sessions in 33
+    with two processes of two threads each appending).  It must look again and create the lock file anew."""
+    lock = tmp_path / ".bank.h5.lock"
+    lock.write_bytes(b"123\n")
+    real_open, raced = os.open, []
+
+    def open_then_released(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        if not flags & os.O_CREAT and not raced:
+            raced.append(path)
+            os.unlink(path)  # the holder's release, just after our open
+        return fd
+
+    monkeypatch.setattr(files.os, "open", open_then_released)
+    fd, created = open_sidecar(lock, frozenset({os.geteuid()}), writable=True, create=True, max_bytes=64)
+    try:
+        assert raced and created and os.fstat(fd).st_nlink == 1 and lock.exists()
+    finally:
+        os.close(fd)

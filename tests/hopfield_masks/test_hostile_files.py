@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -403,3 +404,36 @@ def test_flipped_coupling_bit_in_a_real_reservoir_is_caught(tmp_path):
     assert [item[0] for item in report.damaged] == ["attachment 'reservoir-64000'"]
     row = read_all([path])[str(path)]
     assert row["outcome"] == "error" and "CRC-32" in row["message"]
+
+
+# ------------------------------------------------------------------------------------------------ links in a chain
+@pytest.mark.parametrize("where", ["last", "middle"])
+def test_entropy_bank_never_follows_a_task_link_to_a_fifo(tmp_path, where):
+    """hdf5-entropy lists its chain tasks by their attributes: a /tasks link to a FIFO once made every read path (and
+    ``info``/``verify``) block forever opening the FIFO.  Now each refuses naming the link, and reads of chain tasks
+    before the link still succeed."""
+    path = tmp_path / f"entropy_{where}.h5"
+    make_bank(path, n_tasks=3, backend="hdf5-entropy")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    if where == "middle":  # tasks 0, 1 (the link), 2: task 2 was coded against task 1
+        make_bank(tmp_path / "source.h5", n_tasks=3, backend="hdf5-entropy")
+    with h5py.File(path, "r+") as f:
+        if where == "middle":
+            del f["tasks"]["1"], f["tasks"]["2"]
+        f["tasks"]["1" if where == "middle" else "evil"] = h5py.ExternalLink(str(fifo), "/grp")
+        if where == "middle":
+            with h5py.File(tmp_path / "source.h5", "r") as source:
+                source.copy(source["tasks"]["2"], f["tasks"], name="2")
+    proc = subprocess.run([sys.executable, str(WORKER), str(path)], capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limit_memory, cwd=ROOT)
+    row = json.loads(proc.stdout.splitlines()[-1])
+    assert row["outcome"] == "error" and "external link" in row["message"], row
+    with open_bank(path) as bank:
+        assert bank.read_task("0")["out"].shape == (7,)
+        with pytest.raises(StorageFormatError, match="external link"):
+            bank.read_task("2" if where == "middle" else "evil")
+    for command in ("info", "verify"):
+        proc = subprocess.run([sys.executable, "-m", "supsup_store_cli", command, str(path)], capture_output=True,
+                              text=True, timeout=120, cwd=ROOT)
+        assert proc.returncode == 2 and "external link" in proc.stdout + proc.stderr, proc.stderr

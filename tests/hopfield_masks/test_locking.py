@@ -160,3 +160,33 @@ class TestLockSemantics:
         assert code != 0 and "BankLockedError" in err and "waited 0.3 s" in err
         monkeypatch.undo()
         assert reservoir_is_current(path, "64KB")
+
+
+def test_a_reader_racing_a_repack_and_a_new_session_reads_the_new_bank(tmp_path, monkeypatch):
+    """A reader (also open_bank(..., "a"), which first peeks at the backend) that locked the bank just before a repack
+    renamed a new file over it, then opened the name while a new session had marked that file, reported "is not an
+    HDF5 file (no HDF5 signature)" for a sound bank (2 sessions in 33, two processes of two threads appending).  It
+    must look again: the new file, once that session committed, is read normally."""
+    from hopfield_masks.backends import hdf5
+
+    path = tmp_path / "bank.h5"
+    with create_bank(path) as bank:
+        bank.write_task("a", masks_for("a"))
+    good = path.read_bytes()
+    real, raced = hdf5.open_h5_read, []
+
+    def racing(name, *args, **kwargs):
+        if not raced:
+            raced.append(name)
+            renamed = tmp_path / "renamed.h5"
+            renamed.write_bytes(b"HMSESS03" + good[8:])  # a repack's new file, already marked by the next session
+            os.replace(renamed, path)
+            try:
+                return real(name, *args, **kwargs)
+            finally:
+                path.write_bytes(good)  # that session commits: the mark goes, the inode stays
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(hdf5, "open_h5_read", racing)
+    with open_bank(path) as bank:
+        assert bank.tasks() == ["a"] and raced

@@ -30,7 +30,7 @@ from hopfield_masks.backends import create_bank, open_bank
 from hopfield_masks.blocks import MaskLayout
 from hopfield_masks.budget import parse_budget
 from hopfield_masks.capacity import capacity_sweep, check_sweep_size
-from hopfield_masks.encoding import encode_bank, read_bank_reservoir
+from hopfield_masks.encoding import EncodeSettings, encode_bank, read_bank_reservoir
 from hopfield_masks.errors import BudgetError, InvalidArgumentError, StorageFormatError
 from hopfield_masks.network import HopfieldNetwork, coupling_nbytes, pack_sign_couplings, unpack_sign_couplings
 from hopfield_masks.reservoir import Reservoir
@@ -162,20 +162,20 @@ class TestRepack:
         """``encode`` run twice replaces the reservoir (a repack): a linked attachment is refused, nothing copied."""
         path, other = tmp_path / "bank.h5", other_file(tmp_path)
         make_bank(path)
-        encode_bank(path, "64KB", rule="hebbian")
+        encode_bank(path, "64KB", EncodeSettings(rule="hebbian"))
         with h5py.File(path, "r+") as f:
             _link_attachment(f, other)
         before = sha(path), sha(other)
         with pytest.raises(StorageFormatError, match="external link"):
-            encode_bank(path, "64KB", rule="hebbian")
+            encode_bank(path, "64KB", EncodeSettings(rule="hebbian"))
         assert (sha(path), sha(other)) == before
 
     def test_a_clean_bank_still_repacks(self, tmp_path):
         """The checks refuse nothing a bank itself writes: delete, encode twice, read back."""
         path = tmp_path / "bank.h5"
         make_bank(path)
-        encode_bank(path, "64KB", rule="hebbian")
-        encode_bank(path, "64KB", rule="hebbian")
+        encode_bank(path, "64KB", EncodeSettings(rule="hebbian"))
+        encode_bank(path, "64KB", EncodeSettings(rule="hebbian"))
         with open_bank(path, "a") as bank:
             bank.delete_task("0")
         with open_bank(path) as bank:

@@ -44,6 +44,21 @@ def litter(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
+def read_every_task(path: Path, seen: list, done: threading.Event | None = None) -> None:
+    """Open the bank for reading and read every task; append the sorted names to ``seen`` (or the error raised),
+    then set ``done``."""
+    try:
+        with open_bank(path) as reader:
+            seen.append(sorted(reader.tasks()))
+            for name in reader.tasks():
+                reader.read_task(name)
+    except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        seen.append(exc)
+    finally:
+        if done is not None:
+            done.set()
+
+
 class TestReaderInTheWritersProcess:
     def test_same_thread_read_during_an_append_sees_the_last_commit(self, tmp_path):
         """open_bank(path) inside open_bank(path, "a"): the reader sees the last commit, the append then commits."""
@@ -76,16 +91,7 @@ class TestReaderInTheWritersProcess:
             writer.delete_task("seed-1")
             writer._h5.flush()
 
-            def read() -> None:
-                try:
-                    with open_bank(path) as reader:
-                        seen.append(sorted(reader.tasks()))
-                        for name in reader.tasks():
-                            reader.read_task(name)
-                except BaseException as exc:  # noqa: BLE001 - reported below
-                    seen.append(exc)
-
-            thread = threading.Thread(target=read)
+            thread = threading.Thread(target=read_every_task, args=(path, seen))
             started = time.monotonic()
             thread.start()
             thread.join(timeout=30)
@@ -227,3 +233,158 @@ class TestSameThread:
                     assert f"t{i}" in bank.tasks()
         assert_exact(path, [*SEEDS, "t0", "t1", "t2"])
         assert litter(tmp_path) == []
+
+
+class TestRepackInterleavings:
+    """A session that deleted something ends by repacking the bank into a new file renamed over it; a reader of the
+    writer's process that got the old file's lock just before must still open a whole bank (regression: it opened
+    the old file at its size before the session, while its pages already held the new state)."""
+
+    def _interleave(self, tmp_path, monkeypatch, pause_in: str):
+        import hopfield_masks.backends.hdf5 as hdf5
+        from hopfield_masks.safety.journal import JournaledFile
+
+        path = tmp_path / "bank.h5"
+        seed_bank(path)
+        reached, released = threading.Event(), threading.Event()
+        reader_thread: dict = {}
+        seen: list = []
+
+        def pause() -> None:
+            if threading.get_ident() == reader_thread.get("id"):
+                reached.set()
+                assert released.wait(30)
+
+        if pause_in == "open":  # the view is registered before the rename, HDF5 opens it after the journal went
+            real_open_view = hdf5._open_view
+            monkeypatch.setattr(hdf5, "_open_view", lambda view, p: (pause(), real_open_view(view, p))[1])
+        else:  # the old file is locked before the rename, its view is made after the journal went
+            real_lock = hdf5._lock_for_reading
+            monkeypatch.setattr(hdf5, "_lock_for_reading", lambda *a: (real_lock(*a), pause())[0])
+
+        def read() -> None:
+            reader_thread["id"] = threading.get_ident()
+            read_every_task(path, seen, reached)
+
+        real_repack = hdf5.repack
+        thread = threading.Thread(target=read)
+
+        def repack(target) -> None:  # the session is settled: the old file holds the new state, journal still there
+            thread.start()
+            assert reached.wait(30)
+            real_repack(target)
+
+        real_discard = JournaledFile.discard_journal
+
+        def discard_journal(self) -> None:
+            real_discard(self)
+            released.set()
+
+        monkeypatch.setattr(hdf5, "repack", repack)
+        monkeypatch.setattr(JournaledFile, "discard_journal", discard_journal)
+        with open_bank(path, "a") as writer:
+            writer.write_task("a", masks_for("a"))
+            writer.delete_task("seed-0")
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+        assert len(seen) == 1 and not isinstance(seen[0], BaseException), seen
+        assert_exact(path, ["seed-1", "seed-2", "a"])
+        assert litter(tmp_path) == []
+
+    def test_reader_opening_the_old_file_as_the_repack_is_published(self, tmp_path, monkeypatch):
+        self._interleave(tmp_path, monkeypatch, "open")
+
+    def test_reader_locking_the_old_file_as_the_repack_is_published(self, tmp_path, monkeypatch):
+        self._interleave(tmp_path, monkeypatch, "lock")
+
+
+class _PausingLock:
+    """A hub's lock that makes one thread wait (once) before taking it, until released."""
+
+    def __init__(self, real, thread: int, reached: threading.Event, released: threading.Event) -> None:
+        self.real, self.thread, self.reached, self.released, self.paused = real, thread, reached, released, False
+
+    def __enter__(self):
+        if threading.get_ident() == self.thread and not self.paused:
+            self.paused = True
+            self.reached.set()
+            assert self.released.wait(30)
+        return self.real.__enter__()
+
+    def __exit__(self, *exc):
+        return self.real.__exit__(*exc)
+
+
+def test_reader_thread_whose_snapshot_is_set_up_as_the_session_ends(tmp_path, monkeypatch):
+    """A reader thread joins the session as a snapshot reader, then the session commits and ends before the snapshot
+    is set up: the snapshot is of the commit (regression: it took the file's size before the commit, and the commit
+    froze no pages for it, so it read the new file cut at the old size)."""
+    import hopfield_masks.backends.hdf5 as hdf5
+
+    path = tmp_path / "bank.h5"
+    seed_bank(path)
+    reached, released = threading.Event(), threading.Event()
+    seen: list = []
+    real_lock = hdf5._lock_for_reading
+
+    def lock_for_reading(*args):
+        lock = real_lock(*args)
+        if lock is not None and lock.view:
+            lock.hub.lock = _PausingLock(lock.hub.lock, threading.get_ident(), reached, released)
+        return lock
+
+    monkeypatch.setattr(hdf5, "_lock_for_reading", lock_for_reading)
+
+    thread = threading.Thread(target=read_every_task, args=(path, seen, reached))
+    with open_bank(path, "a") as writer:
+        writer.write_task("a", masks_for("a"))  # (HDF5 keeps it in its caches until the commit: the file is unchanged)
+        thread.start()
+        assert reached.wait(30)
+    released.set()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert seen == [sorted([*SEEDS, "a"])], seen
+    assert_exact(path, [*SEEDS, "a"])
+    assert litter(tmp_path) == []
+
+
+def test_reader_thread_waits_while_another_thread_rolls_back_a_killed_writers_journal(tmp_path, monkeypatch):
+    """A thread opening the bank "a" rolls back a killed writer's journal under the exclusive lock before its session
+    begins; a reader thread meanwhile waits for that session instead of reading the file mid-rollback (regression:
+    it read the marked, half-restored file as a snapshot and failed)."""
+    import shutil
+
+    import hopfield_masks.backends.hdf5 as hdf5
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    seed_bank(killed / "bank.h5")
+    path = tmp_path / "bank.h5"
+    with open_bank(killed / "bank.h5", "a") as writer:  # a copy taken mid-session is a killed writer's state
+        writer.write_task("x", masks_for("x"))
+        writer.delete_task("seed-0")
+        writer._h5.flush()
+        shutil.copyfile(killed / "bank.h5", path)
+        shutil.copyfile(killed / ".bank.h5.journal", tmp_path / ".bank.h5.journal")
+        os.chmod(tmp_path / ".bank.h5.journal", 0o600)
+    seen: list = []
+    done = threading.Event()
+
+    thread = threading.Thread(target=read_every_task, args=(path, seen, done))
+    real_recover = hdf5.recover
+
+    def recover(*args):
+        if threading.current_thread() is threading.main_thread() and not thread.is_alive() and not done.is_set():
+            thread.start()  # the bank is locked exclusively, its journal not yet rolled back
+            done.wait(1.0)  # the old code's reader is done (it failed) within this; a waiting one is not
+        return real_recover(*args)
+
+    monkeypatch.setattr(hdf5, "recover", recover)
+    with open_bank(path, "a") as writer:
+        writer.write_task("a", masks_for("a"))
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    # the rolled-back bank, or (a reader thread slow to start under load) the session's commit: never an error
+    assert seen in ([SEEDS], [sorted([*SEEDS, "a"])]), seen
+    assert_exact(path, [*SEEDS, "a"])
+    assert litter(tmp_path) == []

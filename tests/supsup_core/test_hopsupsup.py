@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hopfield_masks.backends import create_bank
-from hopfield_masks.encoding import encode_bank
+from hopfield_masks.encoding import EncodeSettings, encode_bank
 from hopfield_masks.errors import InvalidArgumentError
 from hopfield_masks.reservoir import Reservoir
 from supsup_core.config import ModelConfig
@@ -72,7 +72,7 @@ def unit_bank(tmp_path_factory, unit_model, stream):
     model, _ = unit_model
     path = tmp_path_factory.mktemp("hopsupsup") / "masks.h5"
     save_masks(model, path, benchmark=stream.describe())
-    reservoir, _ = encode_bank(path, "1MB", rule="storkey", key_units=0)
+    reservoir, _ = encode_bank(path, "1MB", EncodeSettings(rule="storkey", key_units=0))
     encode_bank(path, "512KiB")  # the default: keyed, pseudo-inverse, sign couplings
     return path, reservoir
 
@@ -340,7 +340,7 @@ class TestRecallAll:
         with create_bank(path) as bank:
             for t in range(3):
                 bank.write_task(str(t), {"w": rng.random(40) < 0.5})
-        encode_bank(path, "1MB", rule="storkey", key_units=0)
+        encode_bank(path, "1MB", EncodeSettings(rule="storkey", key_units=0))
         recaller = Recaller(path, "1MB", RecallConfig(method="dynamics", cue="noisy:0.1"))
         rows = recaller.recall_all()
         assert len(rows) == 3 and not any(r.guided for r in rows) and "metadata" in recaller.note
@@ -369,7 +369,7 @@ class TestRecallAll:
         with create_bank(path) as bank:
             for name in ("alpha", "beta"):
                 bank.write_task(name, {"w": rng.random(40) < 0.5})
-        encode_bank(path, "1MB", rule="storkey", key_units=0)
+        encode_bank(path, "1MB", EncodeSettings(rule="storkey", key_units=0))
         rows = _recall(path, RecallConfig(method="dynamics", cue="noisy:0.1"))
         assert [r.task for r in rows] == ["alpha", "beta"]
 

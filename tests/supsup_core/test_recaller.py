@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hopfield_masks.backends import open_bank
-from hopfield_masks.encoding import encode_bank
+from hopfield_masks.backends import create_bank, open_bank
+from hopfield_masks.encoding import EncodeSettings, encode_bank
 from hopfield_masks.errors import StorageFormatError
 from supsup_core.config import ModelConfig
 from supsup_core.data import load_mnist, make_stream
@@ -16,7 +16,6 @@ from supsup_core.guidance import model_layout
 from supsup_core.models import build_model
 from supsup_core.persistence import save_masks
 from supsup_core.recaller import (
-    EncodeSettings,
     RecallConfig,
     Recaller,
     _exact_objectives,
@@ -47,6 +46,13 @@ def trained(tmp_path_factory, stream):
     save_masks(model, path, benchmark=stream.describe())
     encode_bank(path, BUDGET)
     return model.eval(), path
+
+
+def copy_of(path, folder):
+    """A byte copy of the bank at ``path`` in ``folder`` (tests that write must not touch the shared one)."""
+    copy = folder / "copy.h5"
+    copy.write_bytes(path.read_bytes())
+    return copy
 
 
 class TestRecallConfig:
@@ -123,16 +129,15 @@ class TestSelection:
 class TestRecaller:
     def test_guided_recall_beats_unguided(self, trained, stream):
         """On a tiny bank every key recalls its task's mask exactly, the entropy picks the right one for most tasks
-        (this small, briefly trained model is a weaker judge than the full BNNet), and guided recall beats plain
-        dynamics from the mean cue."""
+        (this small, briefly trained model is a weaker judge than the full BNNet), and guided recall beats the
+        candidate nearest to the mean cue."""
         model, path = trained
         recaller = Recaller(path, BUDGET, RecallConfig(), model=model, stream=stream)
         with open_bank(path) as bank:
             true = np.stack([recaller.layout.flatten_spins(bank.read_task(str(t))) for t in range(5)])
         assert np.array_equal(recaller.candidates(), true)
         guided = recaller.recall_all()
-        unguided = Recaller(path, BUDGET, RecallConfig(method="dynamics", guided=False, cue="mean"),
-                            model=model, stream=stream).recall_all()
+        unguided = Recaller(path, BUDGET, RecallConfig(guided=False), model=model, stream=stream).recall_all()
         exact = sum(r.exact for r in guided)
         assert exact >= 4 and sum(r.exact for r in unguided) < exact
         assert all(r.exact == (r.chosen_task == int(r.task)) for r in guided)
@@ -146,15 +151,14 @@ class TestRecaller:
 
     def test_keyed_needs_a_keyed_reservoir(self, trained, stream):
         model, path = trained
-        encode_bank(path, "200kB", rule="storkey", key_units=0)
+        encode_bank(path, "200kB", EncodeSettings(rule="storkey", key_units=0))
         with pytest.raises(ConfigError, match="method"):
             Recaller(path, "200kB", RecallConfig(), model=model, stream=stream)
 
     def test_keyed_without_keys_is_refused_before_encoding(self, tmp_path, trained, stream):
         """Asking for keyed recall with key_units=0 fails before a reservoir is encoded: the bank is unchanged."""
         model, path = trained
-        copy = tmp_path / "copy.h5"
-        copy.write_bytes(path.read_bytes())
+        copy = copy_of(path, tmp_path)
         before = copy.read_bytes()
         with pytest.raises(ConfigError, match="method"):
             Recaller(copy, "300kB", model=model, stream=stream, encode_missing=EncodeSettings(key_units=0))
@@ -163,8 +167,7 @@ class TestRecaller:
     def test_a_stale_reservoir_is_refused(self, tmp_path, trained, stream):
         """After a task is overwritten the reservoir no longer holds the bank's masks: recall refuses it."""
         model, path = trained
-        copy = tmp_path / "copy.h5"
-        copy.write_bytes(path.read_bytes())
+        copy = copy_of(path, tmp_path)
         with open_bank(copy, "a") as bank:
             masks = bank.read_task("0")
             bank.write_task("0", {k: ~v for k, v in masks.items()}, overwrite=True)
@@ -173,9 +176,34 @@ class TestRecaller:
 
     def test_missing_reservoir_is_encoded_or_refused(self, tmp_path, trained, stream):
         model, path = trained
-        copy = tmp_path / "copy.h5"
-        copy.write_bytes(path.read_bytes())
+        copy = copy_of(path, tmp_path)
         with pytest.raises(StorageFormatError, match="no reservoir"):
             Recaller(copy, "32kB", model=model, stream=stream, encode_missing=None)
         recaller = Recaller(copy, "32kB", model=model, stream=stream)
         assert recaller.encoded is not None and recaller.encoded.key_units > 0
+
+    def test_a_perceptron_reservoir_is_recalled_by_key_only(self, tmp_path, trained, stream):
+        """Dynamics on learned ±1 couplings is refused before anything is encoded; keyed recall of them is exact."""
+        model, path = trained
+        copy = copy_of(path, tmp_path)
+        with pytest.raises(ConfigError, match="^method:"):
+            Recaller(copy, "300kB", RecallConfig(method="dynamics"), model=model, stream=stream,
+                     encode_missing=EncodeSettings(rule="perceptron"))
+        assert copy.read_bytes() == path.read_bytes()
+        recaller = Recaller(copy, "300kB", model=model, stream=stream, encode_missing=EncodeSettings(rule="perceptron"))
+        assert recaller.describe()["rule"] == "perceptron" and recaller.describe()["dtype"] == "bit"
+        with open_bank(copy) as bank:
+            true = np.stack([recaller.layout.flatten_spins(bank.read_task(t)) for t in bank.tasks()])
+        assert np.array_equal(recaller.candidates(), true)
+
+    def test_data_for_a_bank_without_a_model_is_refused(self, tmp_path):
+        """Data given explicitly for a bank whose metadata names no model cannot guide anything: refused, unchanged."""
+        path = tmp_path / "plain.h5"
+        rng = np.random.default_rng(0)
+        with create_bank(path) as bank:
+            for t in range(3):
+                bank.write_task(str(t), {"w": rng.random(64) < 0.5})
+        before = path.read_bytes()
+        with pytest.raises(ConfigError, match="^data_dir:"):
+            Recaller(path, "64kB", data_dir=tmp_path / "nonexistent")
+        assert path.read_bytes() == before
