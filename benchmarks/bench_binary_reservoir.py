@@ -11,7 +11,7 @@ Reads a bank of real BNNet unit masks (4,096 bits per task; written by ``bench_h
    (within 1 point?), so the reservoir's losses past its capacity are measured per task.
 3. **Selection** on a seeded sample of tasks (``--sample``): the candidate chosen by the output entropy
    on half of the task's test images, without labels and without the task's identity
-   (:func:`supsup_core.recaller.select_candidate`, as :class:`~supsup_core.recaller.Recaller` runs it);
+   (:func:`supsup_core.recall.select_candidate`, as :class:`~supsup_core.recall.Recaller` runs it);
    correct fraction and seconds per recalled task (the candidates, recalled once, timed apart).
 4. **Recalled bits per byte** (exact masks' bits over the reservoir's bytes) beside the bit-packed
    bank's (all mask bits over the bank file's bytes).
@@ -47,9 +47,9 @@ from hopfield_masks.backends import open_bank
 from hopfield_masks.binary import BinaryReservoir
 from hopfield_masks.budget import parse_budget
 from hopfield_masks.encoding import EncodeSettings, encode_bank
-from supsup_core.hopsupsup import masks_accuracy, task_data
+from supsup_core.recall import masks_accuracy, task_data
 from supsup_core.persistence import load_model
-from supsup_core.recaller import RecallConfig, Recaller, select_candidate
+from supsup_core.recall import RecallConfig, Recaller, select_candidate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_hopsupsup import machine, open_stream, stored_states, subset_bank  # noqa: E402
@@ -91,7 +91,7 @@ def selection(recaller: Recaller, sample: np.ndarray, progress, bar) -> dict:
     """Which candidate the output entropy picks for each sampled task, and the seconds that choice takes.
 
     The candidates are recalled once per reservoir (``candidates_s``, shared by every query); a task's recall is
-    then :func:`~supsup_core.recaller.select_candidate` on its unlabeled adaptation images.
+    then :func:`~supsup_core.recall.select_candidate` on its unlabeled adaptation images.
     """
     cand = recaller.candidates()
     cfg = recaller.config

@@ -3,7 +3,7 @@
 Two settings, both at mask sizes of this project (BNNet unit masks 4,096; LeNet 300-100 266,200;
 a 10M-entry mask):
 
-- **recall reports** (``supsup_core.hopsupsup``: bits wrong per layer): the masks are ``bool``
+- **recall reports** (``supsup_core.recall``: bits wrong per layer): the masks are ``bool``
   arrays.  NumPy: ``np.count_nonzero(a != b)``; bitarray: pack both (``np.packbits``), wrap the bytes
   without copying (``bitarray(buffer=...)``) and ``bitarray.util.count_xor``;
 - **packed masks** (bank bytes): NumPy 2 ``np.bitwise_count(a ^ b).sum()`` against

@@ -61,12 +61,12 @@ from hopfield_masks.backends import create_bank, open_bank
 from hopfield_masks.budget import format_bytes, parse_budget
 from hopfield_masks.errors import CapacityWarning
 from supsup_core.config import ModelConfig
-from supsup_core.data import RotatedMNIST, SplitMNIST, load_mnist, permutation_for_task, permute_pixels
+from supsup_core.data import PermutedMNIST, RotatedMNIST, SplitMNIST, load_mnist, permutation_for_task, permute_pixels
 from supsup_core.data.streams import ImageStream
 from supsup_core.models import build_model
 from supsup_core.persistence import load_model, save_masks, stream_from_metadata
 from hopfield_masks.encoding import EncodeSettings, encode_bank
-from supsup_core.recaller import RecallConfig, Recaller
+from supsup_core.recall import RecallConfig, Recaller
 from supsup_core.training import TrainConfig, train_stream
 
 HERE = Path(__file__).resolve().parent
@@ -133,6 +133,8 @@ def train_bank(path: Path, stream_name: str, n_tasks: int, batches: int, seed: i
     data = load_mnist()
     if stream_name == "rotated-mnist":
         stream = RotatedMNIST(data, n_tasks)
+    elif stream_name == "permuted-mnist":
+        stream = PermutedMNIST(data, n_tasks)
     else:
         stream = PermutedSplitMNIST(data, n_permutations=-(-n_tasks // len(SplitMNIST.TASK_DIGITS)))
     model = build_model(ModelConfig(arch="bnnet", output_size=10, seed=seed), device=device)
@@ -354,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Train (or reuse a bank), encode, recall, and write the json, md and png results; return the results dict."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 batches per task, T = 5 and 10, 1MB")
-    parser.add_argument("--stream", default="permuted-split-mnist", choices=["permuted-split-mnist", "rotated-mnist"])
+    parser.add_argument("--stream", default="permuted-split-mnist", choices=["permuted-split-mnist", "rotated-mnist", "permuted-mnist"])
     parser.add_argument("--bank", type=Path, help="reuse this bank (BNNet masks of the stream) instead of training")
     parser.add_argument("--tasks", default=",".join(map(str, TASK_COUNTS)))
     parser.add_argument("--budgets", default=",".join(BUDGETS))
@@ -413,8 +415,9 @@ def main(argv: list[str] | None = None) -> dict:
               "timings_s": {"train": round(train_s, 1), "sweep": round(time.perf_counter() - started - train_s, 1)},
               "wall_s": round(time.perf_counter() - started, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.name or ("hopsupsup_quick" if args.quick else ("hopsupsup" if args.stream == "permuted-split-mnist"
-                                                               else "hopsupsup_rotated"))
+    stem = args.name or ("hopsupsup_quick" if args.quick else {"permuted-split-mnist": "hopsupsup",
+                                                                "rotated-mnist": "hopsupsup_rotated"}.get(
+                                                                    args.stream, "hopsupsup_permuted"))
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(result))
     plot(result, args.out / f"{stem}.png")

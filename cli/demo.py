@@ -53,12 +53,12 @@ def demo(
     from hopfield_masks.budget import parse_budget
     from supsup_core.demo import DEMO_BATCHES_PER_TASK, run_demo
     from supsup_core.errors import ConfigError
-    from supsup_core.hopsupsup import summarise
-    from supsup_core.recaller import RecallConfig
+    from supsup_core.recall import summarise
+    from supsup_core.recall import RecallConfig
 
     from .train import resolve_device
 
-    parse_budget(budget, name="--budget")
+    budget_bytes = parse_budget(budget, name="--budget")  # parsed once; the library gets the number
     check_output_file(out / "masks.h5", overwrite=overwrite, argument="--out", folder_may_be_created=True)
     # checked here, not after minutes of training
     recall = RecallConfig(method=method, guided=True, transductive=transductive, seed=seed)
@@ -75,7 +75,7 @@ def demo(
             progress.update(bars[stage], completed=done, total=total)
 
         batches = DEMO_BATCHES_PER_TASK if batches_per_task is None else batches_per_task
-        result = run_demo(out, budget=budget, batches_per_task=batches, seed=seed, device=dev, recall=recall,
+        result = run_demo(out, budget=budget_bytes, batches_per_task=batches, seed=seed, device=dev, recall=recall,
                           data_dir=data_dir, progress=report)
     if as_json:
         console.print_json(json.dumps(result.to_dict()))

@@ -61,21 +61,21 @@ def recall(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from hopfield_masks.budget import parse_budget
-    from supsup_core.hopsupsup import summarise
-    from supsup_core.recaller import RecallConfig, Recaller, encode_settings_for
+    from supsup_core.recall import summarise
+    from supsup_core.recall import RecallConfig, Recaller, encode_settings_for
 
     from ._parsing import parse_key_units
     from .train import _data_spec, resolve_device
 
     # 1. parse and validate everything before writing anything
-    parse_budget(budget, name="--budget")
+    budget_bytes = parse_budget(budget, name="--budget")  # parsed once; the library gets the number
     config = RecallConfig(method=method, guided=guided, cue=cue, objective=objective, steps=steps, shortlist=shortlist,
                           selection=selection, restarts=restarts, transductive=transductive, seed=seed)
     encode = encode_settings_for(method, rule, dtype, parse_key_units(key_units))
 
     # 2. open bank, model, data and reservoir (encoded now if missing; refused when stale)
     spec = None if data is None and data_dir is None else _data_spec(data, data_dir)
-    recaller = Recaller(bank, budget, config, device=resolve_device(device), data_dir=spec, encode_missing=encode,
+    recaller = Recaller(bank, budget_bytes, config, device=resolve_device(device), data_dir=spec, encode_missing=encode,
                         factory=model)
     if recaller.encoded is not None and not as_json:
         err_console.print(f"No reservoir for {budget} in {bank}: encoded one.", highlight=False)
@@ -97,7 +97,7 @@ def recall(
     }
     if as_json:
         console.print_json(json.dumps({
-            "bank": str(bank), "budget_bytes": parse_budget(budget), "reservoir_bytes": info["reservoir_bytes"],
+            "bank": str(bank), "budget_bytes": budget_bytes, "reservoir_bytes": info["reservoir_bytes"],
             "n_tasks": info["n_tasks"], "capacity_tasks": info["capacity_tasks"],
             "over_capacity": info["over_capacity"], "reservoir": info, "mode": mode, "note": recaller.note,
             "tasks": [r.to_dict() for r in rows], "summary": summarise(rows),

@@ -34,7 +34,6 @@ array([ 1., -1.,  1.,  1.])
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,7 +56,7 @@ from .rules import get_rule
 from .rules.base import LearningRule
 from .safety.files import atomic_path, open_h5_read
 from .safety.integrity import h5_errors, max_array_bytes, verify_tree
-from .validate import check_int
+from .validate import check_int, check_optional
 
 __all__ = [
     "Reservoir",
@@ -371,7 +370,7 @@ class Reservoir:
         return blocks_sweep(self._mask_networks(), self._blocks(state), self._pad_src, external_field, rng)
 
     def recall(self, cue: object = "mean", guidance: Guidance | None = None, *, method: str = "score-descent",
-               seed: int = 0, **knobs: object) -> tuple[dict[str, np.ndarray], GuidedRecallResult]:
+               seed: int = 0, steps: int | None = None) -> tuple[dict[str, np.ndarray], GuidedRecallResult]:
         """Recall one task's masks, guided or not.
 
         Parameters
@@ -385,8 +384,11 @@ class Reservoir:
             starting from the cue as scores) or ``"dynamics"``
             (:func:`~hopfield_masks.recall.guided.guided_dynamics`, starting
             from ``sign(cue)`` with 0 -> +1, seeded with ``seed``).
-        **knobs
-            Keyword arguments of the chosen procedure.
+        steps : int, optional
+            Steps of score descent (``n_steps``) or sweeps of the dynamics (``max_sweeps``); ``None``: the
+            procedure's default.  The other settings of either procedure are its own function's keywords: call
+            :func:`~hopfield_masks.recall.guided.score_descent` or
+            :func:`~hopfield_masks.recall.guided.guided_dynamics` with this reservoir as the landscape.
 
         Returns
         -------
@@ -396,17 +398,14 @@ class Reservoir:
         """
         if method not in _METHODS:
             raise InvalidArgumentError("method", f"one of {sorted(_METHODS)}", repr(method))
-        fixed = {"landscape", "cue_scores", "cue_state", "guidance", "seed"}
-        allowed = [p for p in inspect.signature(_METHODS[method]).parameters if p not in fixed]
-        unknown = sorted(set(knobs) - set(allowed))
-        if unknown:
-            raise InvalidArgumentError("knobs", f"keywords of {method} among {allowed}", unknown)
+        steps = check_optional(check_int, "steps", steps, low=1)
         scores = self._cue_scores(cue, seed)
         if method == "score-descent":
-            result = score_descent(self, scores, guidance, **knobs)  # type: ignore[arg-type]
+            result = score_descent(self, scores, guidance, **({} if steps is None else {"n_steps": steps}))
         else:
             start = np.where(scores >= 0, 1, -1).astype(np.int8)  # the mask 1[u >= 0] as spins
-            result = guided_dynamics(self, start, guidance, seed=seed, **knobs)  # type: ignore[arg-type]
+            sweeps = {} if steps is None else {"max_sweeps": steps}
+            result = guided_dynamics(self, start, guidance, seed=seed, **sweeps)
         return self.layout.unflatten(result.state), result
 
     def recall_blocks(

@@ -28,8 +28,8 @@ from .config import ModelConfig
 from .data import load_mnist, make_stream
 from .errors import ConfigError
 from .guidance import model_layout
-from .hopsupsup import TaskRecall, summarise
-from .recaller import RecallConfig, Recaller, encode_settings_for
+from .recall import TaskRecall, summarise
+from .recall import RecallConfig, Recaller, encode_settings_for
 from .models import build_model
 from .persistence import benchmark_metadata, save_masks
 from .training import TrainConfig, train_stream

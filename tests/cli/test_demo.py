@@ -20,7 +20,7 @@ from supsup_core.demo import DEMO_BATCHES_PER_TASK, DemoResult, run_demo
 from supsup_core.errors import ConfigError
 from supsup_core.guidance import model_layout
 from hopfield_masks.encoding import EncodeSettings
-from supsup_core.recaller import RecallConfig, Recaller
+from supsup_core.recall import RecallConfig, Recaller
 from supsup_core.models import build_model
 from supsup_core.persistence import save_masks
 from supsup_store_cli.app import app
@@ -86,7 +86,7 @@ class TestDemoCommand:
         args, kwargs = _arguments(fake_run_demo)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         assert args == (Path("demo_out"),)
-        assert kwargs == {"budget": "1MB", "batches_per_task": DEMO_BATCHES_PER_TASK, "seed": 0, "device": device,
+        assert kwargs == {"budget": 1_000_000, "batches_per_task": DEMO_BATCHES_PER_TASK, "seed": 0, "device": device,
                           "recall": RecallConfig(method="keyed", guided=True), "data_dir": None}
 
     def test_every_option_is_forwarded(self, fake_run_demo, tmp_path):
@@ -97,7 +97,7 @@ class TestDemoCommand:
         assert result.exit_code == 0, result.output
         args, kwargs = _arguments(fake_run_demo)
         assert args == (tmp_path / "o",)
-        assert kwargs == {"budget": "512KiB", "batches_per_task": 7, "seed": 3, "device": "cpu",
+        assert kwargs == {"budget": 524_288, "batches_per_task": 7, "seed": 3, "device": "cpu",
                           "recall": RecallConfig(method="score-descent", guided=True, transductive=True, seed=3),
                           "data_dir": tmp_path / "idx"}
 

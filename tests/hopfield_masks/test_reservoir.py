@@ -296,19 +296,19 @@ class TestRecall:
             masks, result = res.recall("mean", guidance, method=method)
             assert _same_masks(masks, task) and result.state.shape == (48,)
 
-    def test_knobs_reach_the_procedure(self, filled):
-        """Keyword knobs are passed on (n_steps sets the number of steps run)."""
+    def test_steps_reach_the_procedure(self, filled):
+        """steps sets the number of score-descent steps run."""
         res, tasks = filled
-        _, result = res.recall(tasks[0], n_steps=7)
+        _, result = res.recall(tasks[0], steps=7)
         assert result.steps_run == 7
 
     @pytest.mark.parametrize(
         ("kwargs", "match"),
-        [({"method": "annealing"}, "method"), ({"n_stepz": 3}, "knobs"), ({"method": "dynamics", "lr": 1.0}, "knobs"),
+        [({"method": "annealing"}, "method"), ({"steps": 0}, "steps"), ({"method": "dynamics", "steps": True}, "steps"),
          ({"cue": np.zeros(5)}, "cue"), ({"cue": np.full(48, np.nan)}, "cue")],
     )
     def test_rejects_bad_arguments(self, filled, kwargs, match):
-        """Unknown methods or knobs and bad cue arrays are named in the error."""
+        """Unknown methods, bad step counts and bad cue arrays are named in the error."""
         with pytest.raises((InvalidArgumentError, PatternShapeError), match=match):
             filled[0].recall(**kwargs)
 

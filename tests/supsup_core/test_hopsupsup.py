@@ -1,4 +1,4 @@
-"""Tests of supsup_core/hopsupsup.py: the data split, scoring and recall of every task's mask from a reservoir."""
+"""Tests of supsup_core/recall/ (data, blockwise, report): the data split, scoring and recall of every task's mask from a reservoir."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from supsup_core.data import load_mnist, make_stream
 from supsup_core.errors import ConfigError, DataError
 from supsup_core.guidance import model_layout
 from supsup_core.persistence import stream_from_metadata
-from supsup_core.hopsupsup import (
+from supsup_core.recall import (
     TaskData,
     TaskRecall,
     masks_accuracy,
@@ -30,7 +30,7 @@ from supsup_core.hopsupsup import (
 )
 from supsup_core.models import SupSupNet, build_model
 from supsup_core.persistence import save_masks
-from supsup_core.recaller import RecallConfig, Recaller
+from supsup_core.recall import RecallConfig, Recaller
 
 N_TASKS = 4
 
@@ -185,7 +185,7 @@ class TestRecallTask:
         _, reservoir = unit_bank
         model, masks = unit_model
         row = recall_task(reservoir, masks[0], task="0", model=model, data=data[0], method="dynamics",
-                          knobs={"max_sweeps": 6})
+                          steps=6)
         assert row.guided and row.guidance_calls == 3 and row.steps_run <= 6
         assert row.history["guidance_weight"][0] == 1.0
         expected = masks_accuracy(model, masks[0], data[0].eval_x, data[0].eval_y)
@@ -203,7 +203,7 @@ class TestRecallTask:
         row = recall_task(reservoir, masks[1], task="1", model=model, data=split, guided=False, cue="noisy:0.1")
         assert row.exact and set(row.bits_wrong) == {"fc1", "fc2", "fc3"}
         guided = recall_task(reservoir, masks[1], task="1", model=model, data=split, cue="noisy:0.1",
-                             method="dynamics", knobs={"max_sweeps": 4})
+                             method="dynamics", steps=4)
         assert guided.guidance_calls == 2 and guided.true_accuracy == row.true_accuracy
 
     def test_same_seed_same_row(self, unit_bank, unit_model, data):
@@ -211,7 +211,7 @@ class TestRecallTask:
         _, reservoir = unit_bank
         model, masks = unit_model
         rows = [recall_task(reservoir, masks[2], task="2", model=model, data=data[2], cue="random", seed=5,
-                            method="dynamics", knobs={"max_sweeps": 4}) for _ in range(2)]
+                            method="dynamics", steps=4) for _ in range(2)]
         assert rows[0].to_dict() == rows[1].to_dict()
 
     def test_without_model_only_bits_are_compared(self, unit_bank, unit_model):
@@ -225,11 +225,11 @@ class TestRecallTask:
         [({"method": "gradient"}, ConfigError, "method"),
          ({"guided": True}, ConfigError, "guided"),
          ({"guided": False, "cue": "nearby"}, InvalidArgumentError, "noisy"),
-         ({"guided": False, "knobs": {"sweeps": 3}}, InvalidArgumentError, "knobs")],
-        ids=["method", "guided-without-model", "cue", "knob"],
+         ({"guided": False, "steps": 0}, InvalidArgumentError, "steps")],
+        ids=["method", "guided-without-model", "cue", "steps"],
     )
     def test_bad_arguments(self, unit_bank, unit_model, kwargs, error, match):
-        """An unknown method, guidance without a model, an unknown cue or knob raise with a message naming it."""
+        """An unknown method, guidance without a model, an unknown cue or a bad step count raise naming it."""
         _, reservoir = unit_bank
         with pytest.raises(error, match=match):
             recall_task(reservoir, unit_model[1][0], task="0", **kwargs)
@@ -240,14 +240,14 @@ class TestRestarts:
         """restarts=0 gives the same row as leaving the option out (chosen start 0)."""
         _, reservoir = unit_bank
         model, masks = unit_model
-        kwargs = dict(task="1", model=model, data=data[1], method="dynamics", seed=3, knobs={"max_sweeps": 4})
+        kwargs = dict(task="1", model=model, data=data[1], method="dynamics", seed=3, steps=4)
         plain = recall_task(reservoir, masks[1], **kwargs)
         assert recall_task(reservoir, masks[1], restarts=0, **kwargs).to_dict() == plain.to_dict()
         assert plain.restarts == 0 and plain.chosen_start == 0
 
     def test_the_ending_with_the_lowest_objective_is_kept(self, unit_bank, unit_model, data, monkeypatch):
         """With restarts, the final mask of lowest mean objective on the adaptation images wins, and is scored."""
-        import supsup_core.hopsupsup as hop
+        import supsup_core.recall.blockwise as hop
 
         _, reservoir = unit_bank
         model, masks = unit_model
@@ -260,7 +260,7 @@ class TestRestarts:
 
         monkeypatch.setattr(hop, "_adaptation_objective", scored)
         row = recall_task(reservoir, masks[0], task="0", model=model, data=data[0], method="dynamics",
-                          cue="random", seed=1, knobs={"max_sweeps": 4}, restarts=3, restart_noise=0.5)
+                          cue="random", seed=1, steps=4, restarts=3, restart_noise=0.5)
         assert row.restarts == 3 and 0 <= row.chosen_start <= 3 and row.guidance_calls == 4 * 2
         values = [real(hop.OutputGuidance(model, data[0].adapt), s, data[0].adapt) for s in seen]
         winner = seen[int(np.argmin(values))]
@@ -272,7 +272,7 @@ class TestRestarts:
         _, reservoir = unit_bank
         model, masks = unit_model
         rows = [recall_task(reservoir, masks[2], task="2", model=model, data=data[2], method="dynamics",
-                            cue="random", seed=4, knobs={"max_sweeps": 4}, restarts=2) for _ in range(2)]
+                            cue="random", seed=4, steps=4, restarts=2) for _ in range(2)]
         assert rows[0].to_dict() == rows[1].to_dict()
 
     @given(scores=st.lists(st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), min_size=1, max_size=40),

@@ -1,4 +1,4 @@
-"""Tests of supsup_core/recaller.py: RecallConfig, keyed selection and the Recaller on a small trained bank."""
+"""Tests of supsup_core/recall/ (config, selection, recaller): RecallConfig, keyed selection and the Recaller on a small trained bank."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from supsup_core.errors import ConfigError
 from supsup_core.guidance import model_layout
 from supsup_core.models import build_model
 from supsup_core.persistence import save_masks
-from supsup_core.recaller import (
-    RecallConfig,
-    Recaller,
+from supsup_core.recall import RecallConfig, Recaller
+from supsup_core.recall.selection import (
     _exact_objectives,
     _mean_objective,
     _screen_objectives,

@@ -1,7 +1,7 @@
 """HopSupSup pieces: per-task adaptation/evaluation data, block-wise guided recall of one task, scoring.
 
 The object that opens a bank and recalls all its tasks is
-:class:`supsup_core.recaller.Recaller`; its default method (keyed recall) is
+:class:`supsup_core.recall.Recaller`; its default method (keyed recall) is
 described there.  This module holds what every method shares and the
 block-wise procedures (``"dynamics"``, ``"score-descent"``).
 
@@ -38,141 +38,23 @@ the objective finds the right one more often (BNNet, permuted SplitMNIST, 1MB,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
 from hopfield_masks.reservoir import Reservoir
 
-from .errors import ConfigError
-from .validate import check_int
-from .guidance import OutputGuidance
-from .models import SupSupNet
+from ..errors import ConfigError
+from ..guidance import OutputGuidance
+from ..models import SupSupNet
+from ..validate import check_int
+from .data import TaskData
+from .report import TaskRecall, masks_accuracy
 
-__all__ = [
-    "TaskData",
-    "TaskRecall",
-    "BLOCK_METHODS",
-    "task_data",
-    "masks_accuracy",
-    "recall_task",
-    "restart_cues",
-    "summarise",
-]
 
 #: Procedures over the blocks independently: the reference's score descent, and discrete dynamics biased by the
-#: guidance (keyed recall, the default, lives in :mod:`supsup_core.recaller`).
+#: guidance (keyed recall, the default, lives in :mod:`supsup_core.recall.recaller`).
 BLOCK_METHODS = ("score-descent", "dynamics")
-
-
-@dataclass(frozen=True)
-class TaskData:
-    """One task's test images split for recall: ``adapt`` guides (labels unused), ``evaluate`` scores."""
-
-    adapt: list[torch.Tensor]
-    eval_x: torch.Tensor
-    eval_y: torch.Tensor
-    transductive: bool
-
-
-@dataclass
-class TaskRecall:
-    """The outcome of recalling one task's mask (one row of the recall table).
-
-    With restarts, ``steps_run``, ``steps_to_final`` and ``history`` describe the
-    chosen start (``chosen_start``: 0 is the cue itself) and ``guidance_calls``
-    counts the gradients of every start.
-    """
-
-    task: str
-    method: str
-    guided: bool
-    cue: str
-    bits_wrong: dict[str, int]
-    exact: bool
-    steps_run: int
-    steps_to_final: int
-    guidance_calls: int
-    true_accuracy: float | None = None
-    recalled_accuracy: float | None = None
-    history: dict[str, list[float]] = field(default_factory=dict)
-    restarts: int = 0
-    chosen_start: int = 0
-    chosen_task: int | None = None  # keyed recall: the stored task whose candidate was returned
-    candidates: int = 0  # keyed recall: candidates recalled (one per stored task)
-
-    @property
-    def total_bits_wrong(self) -> int:
-        """Bits wrong over all layers."""
-        return int(sum(self.bits_wrong.values()))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (history included)."""
-        out = asdict(self)
-        out["total_bits_wrong"] = self.total_bits_wrong
-        return out
-
-
-def _chunks(n: int, size: int) -> list[slice]:
-    """Slices of ``range(n)`` of ``size`` items; a trailing single item joins the chunk before it.
-
-    A batch-statistics model (BNNet's unit masks) cannot run on one image, so
-    no chunk may hold exactly one item unless ``n == 1``.
-    """
-    starts = list(range(0, n, size))
-    if len(starts) > 1 and n - starts[-1] == 1:
-        starts.pop()
-    return [slice(a, b) for a, b in zip(starts, [*starts[1:], n])]
-
-
-def task_data(stream, task: int, *, batch_size: int = 64, transductive: bool = False, seed: int = 0) -> TaskData:
-    """Split task ``task``'s test set into adaptation batches and an evaluation set (see the module docstring).
-
-    Adaptation batches hold ``batch_size`` images; a trailing single image joins the batch before it.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError("batch_size", "a positive integer", repr(batch_size))
-    xs, ys = [], []
-    for x, y, _ in stream.test_batches(task, batch_size=512):
-        xs.append(x)
-        ys.append(y)
-    x_all, y_all = torch.cat(xs), torch.cat(ys)  # (n, 1, 28, 28), (n,)
-    if transductive:
-        adapt_x, eval_x, eval_y = x_all, x_all, y_all
-    else:
-        # a seeded shuffle first: test sets are stored digit by digit, and each half needs every digit
-        order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(seed * 1_000 + task))
-        half = len(order) // 2
-        adapt_x = x_all[order[:half]]
-        eval_x, eval_y = x_all[order[half:]], y_all[order[half:]]
-    adapt = [adapt_x[part] for part in _chunks(len(adapt_x), batch_size)]
-    return TaskData(adapt=adapt, eval_x=eval_x, eval_y=eval_y, transductive=transductive)
-
-
-def masks_accuracy(model: SupSupNet, masks: Mapping[str, np.ndarray], x: torch.Tensor, y: torch.Tensor,
-                   batch_size: int = 256) -> float:
-    """Accuracy of ``model`` with explicit layer ``masks`` on ``(x, y)`` (argmax over all outputs).
-
-    Images go through in chunks of ``batch_size`` (a trailing single image joins the chunk before
-    it, since batch-statistics models need two), so a BNNet's score depends on ``batch_size``.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError("batch_size", "a positive integer", repr(batch_size))
-    device = model.device
-    mt = {name: torch.from_numpy(np.asarray(m, dtype=np.float32)).to(device) for name, m in masks.items()}
-    correct = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for part in _chunks(len(y), batch_size):
-                logits = model(x[part].to(device), masks=mt)  # (b, s)
-                correct += int((logits.argmax(dim=1).cpu() == y[part]).sum())
-    finally:
-        model.train(was_training)
-    return correct / max(1, len(y))
 
 
 def _check_restarts(restarts: object, restart_noise: object) -> tuple[int, float]:
@@ -230,7 +112,7 @@ def recall_task(
     cue: str = "mean",
     objective: str = "H",
     seed: int = 0,
-    knobs: Mapping[str, Any] | None = None,
+    steps: int | None = None,
     restarts: int = 0,
     restart_noise: float = 0.2,
     real_classes: int = 10,
@@ -243,7 +125,8 @@ def recall_task(
     ``restarts`` (guided only) adds that many recalls from the cue with a
     ``restart_noise`` fraction of its signs flipped (:func:`restart_cues`); the
     final mask with the lowest mean objective over all adaptation images is kept
-    (the cue's own on a tie).
+    (the cue's own on a tie).  ``steps``: steps of score descent or sweeps of the dynamics (``None``: the
+    procedure's default).
     """
     if method not in BLOCK_METHODS:
         raise ConfigError("method", f"one of {BLOCK_METHODS}", repr(method))
@@ -267,7 +150,7 @@ def recall_task(
             guidance = OutputGuidance(model, data.adapt, reservoir.layout, objective=objective,
                                       real_classes=min(real_classes, model.output_size))
         recalled, result = reservoir.recall(cue=begin, guidance=guidance, method=method, seed=_start_seed(seed, j),
-                                            **dict(knobs or {}))
+                                            steps=steps)
         calls += guidance.calls if guidance else 0
         if len(starts) == 1:
             best = (0.0, 0, recalled, result)
@@ -292,27 +175,3 @@ def recall_task(
         row.recalled_accuracy = (row.true_accuracy if row.exact
                                  else masks_accuracy(model, recalled, data.eval_x, data.eval_y))
     return row
-
-
-def summarise(rows: list[TaskRecall]) -> dict[str, float | None]:
-    """Exact-recall count, mean bits wrong, mean accuracy drop and the largest steps-to-final over rows.
-
-    A value that was not measured (no rows, no accuracies) is ``None``, not NaN, so the
-    summary stays strict JSON for ``--json``.
-
-    Examples
-    --------
-    >>> row = TaskRecall("0", "dynamics", False, "mean", {"fc1": 3}, False, 5, 4, 0)
-    >>> summarise([row])
-    {'tasks': 1, 'exact': 0, 'mean_bits_wrong': 3.0, 'mean_accuracy_drop': None, 'max_accuracy_drop': None, 'max_steps_to_final': 4}
-    """
-    drops = [r.true_accuracy - r.recalled_accuracy for r in rows
-             if r.true_accuracy is not None and r.recalled_accuracy is not None]
-    return {
-        "tasks": len(rows),
-        "exact": sum(r.exact for r in rows),
-        "mean_bits_wrong": float(np.mean([r.total_bits_wrong for r in rows])) if rows else None,
-        "mean_accuracy_drop": float(np.mean(drops)) if drops else None,
-        "max_accuracy_drop": float(np.max(drops)) if drops else None,
-        "max_steps_to_final": max((r.steps_to_final for r in rows), default=0),
-    }
