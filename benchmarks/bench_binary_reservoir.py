@@ -101,7 +101,8 @@ def selection(recaller: Recaller, sample: np.ndarray, progress, bar) -> dict:
         t0 = time.perf_counter()
         chosen, _ = select_candidate(recaller.model, cand, data.adapt, objective=cfg.objective,
                                      real_classes=int(recaller.stream.output_classes), shortlist=cfg.shortlist,
-                                     selection=cfg.selection, screen_images=cfg.screen_images)
+                                     selection=cfg.selection, screen_images=cfg.screen_images,
+                                     score_images=cfg.score_images)
         seconds.append(time.perf_counter() - t0)
         correct += chosen == i
         progress.advance(bar)

@@ -18,7 +18,7 @@ Methods
     inference (REFERENCE.md §2.4), by the output objective on the unlabeled
     adaptation images: every candidate is screened on the first ``screen_images``
     images (in bfloat16 where the hardware computes it natively), and the
-    ``shortlist`` best are scored on all of them in float32; the lowest wins.  (The
+    ``shortlist`` best are scored on the first ``score_images`` of them in float32; the lowest wins.  (The
     one-shot gradient over the superposition of the candidates is available as
     ``selection="one-shot"``; on BNNet unit masks it ranked the true candidate
     first for only 6 of 14 tasks in a 40-task bank, where screening finds 14

@@ -66,6 +66,8 @@ class RecallConfig:
         (one gradient over their superposition; see :func:`select_candidate`).
     screen_images : int
         Keyed, screening: images each candidate is scored on before the shortlist.
+    score_images : int
+        Keyed: adaptation images the shortlist is scored on (the first ones; fewer when the task has fewer).
     restarts, restart_noise
         Dynamics and score-descent: extra starts (at most :data:`MAX_RESTARTS`) with that share of the cue's signs
         flipped.
@@ -94,6 +96,7 @@ class RecallConfig:
     shortlist: int = 8
     selection: str = "screen"
     screen_images: int = 8
+    score_images: int = 256
     restarts: int = 0
     restart_noise: float = 0.2
     transductive: bool = False
@@ -118,6 +121,9 @@ class RecallConfig:
         if not is_int(self.screen_images) or self.screen_images < 2:
             raise ConfigError("screen_images", "an integer >= 2 (batch-statistics models need two images)",
                               repr(self.screen_images))
+        if not is_int(self.score_images) or self.score_images < 2:
+            raise ConfigError("score_images", "an integer >= 2 (batch-statistics models need two images)",
+                              repr(self.score_images))
         if not is_int(self.restarts) or not 0 <= self.restarts <= MAX_RESTARTS:
             raise ConfigError("restarts", f"an integer in 0..{MAX_RESTARTS:,}", repr(self.restarts))
         if self.restarts and self.guided is False:

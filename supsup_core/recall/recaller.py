@@ -23,7 +23,7 @@ from .blockwise import recall_task
 from .config import RecallConfig
 from .data import TaskData, task_data
 from .report import TaskRecall, masks_accuracy
-from .selection import select_candidate
+from .selection import first_images, select_candidate
 
 
 class Recaller:
@@ -211,10 +211,12 @@ class Recaller:
         if guided:
             chosen, scored = select_candidate(self.model, candidates, data.adapt, objective=cfg.objective,
                                               real_classes=self._real_classes(), shortlist=cfg.shortlist,
-                                              selection=cfg.selection, screen_images=cfg.screen_images)
+                                              selection=cfg.selection, screen_images=cfg.screen_images,
+                                              score_images=cfg.score_images)
             narrowed = len(candidates) > cfg.shortlist
             first = (len(data.adapt) if cfg.selection == "one-shot" else len(candidates)) if narrowed else 0
-            calls = first + len(data.adapt) * len(scored)  # forward passes (screen: of screen_images images)
+            # forward passes (screen: of screen_images images; the shortlist: batches of its first score_images)
+            calls = first + len(first_images(data.adapt, cfg.score_images)) * len(scored)
         else:  # no guidance, no task identity: the candidate nearest to the cue
             cue = np.where(self.reservoir.cue("mean" if cfg.start == "key" else cfg.start, seed=cfg.seed) >= 0, 1, -1)
             chosen = int(np.argmin((candidates != cue[None, :].astype(np.int8)).sum(1)))

@@ -96,16 +96,32 @@ def _screen_objectives(model: SupSupNet, candidates: np.ndarray, x: torch.Tensor
     return torch.cat(out).double().cpu().numpy()
 
 
+def first_images(batches: list[torch.Tensor], n: int | None) -> list[torch.Tensor]:
+    """The first ``n`` images of ``batches`` (all of them for ``None``), batch by batch; a cut batch keeps at least
+    two images (batch-statistics models need two)."""
+    if n is None:
+        return list(batches)
+    out: list[torch.Tensor] = []
+    left = n
+    for x in batches:
+        if left < 2:
+            break
+        out.append(x[:left])
+        left -= len(out[-1])
+    return out or list(batches[:1])
+
+
 def select_candidate(model: SupSupNet, candidates: np.ndarray, batches: list[torch.Tensor], *,
                      objective: str = "H", real_classes: int = 10, shortlist: int = 8,
-                     selection: str = "screen", screen_images: int = 8) -> tuple[int, dict[int, float]]:
+                     selection: str = "screen", screen_images: int = 8,
+                     score_images: int | None = None) -> tuple[int, dict[int, float]]:
     """The candidate with the lowest mean objective on ``batches``, among a shortlist when there are many.
 
     With more than ``shortlist`` candidates they are first narrowed down:
     ``"screen"`` scores every candidate on the first ``screen_images`` images of the first batch,
     ``"one-shot"`` ranks them by :func:`rank_candidates` (one gradient);
-    the ``shortlist`` best are then scored on all of ``batches``.  Returns the
-    chosen row and the objective of every candidate scored on all batches.
+    the ``shortlist`` best are then scored on the first ``score_images`` images of ``batches`` (all of them
+    for ``None``).  Returns the chosen row and the objective of every candidate scored so.
     """
     if selection not in SELECTIONS:
         raise ConfigError("selection", f"one of {SELECTIONS}", repr(selection))
@@ -118,6 +134,6 @@ def select_candidate(model: SupSupNet, candidates: np.ndarray, batches: list[tor
             x = batches[0][:max(2, screen_images)].to(model.device)  # batch statistics need two images
             scores = _screen_objectives(model, candidates, x, objective, real_classes, fast=True)
         rows = np.argsort(scores, kind="stable")[:shortlist].tolist()
-    exact = _exact_objectives(model, candidates, rows, batches, objective, real_classes)
+    exact = _exact_objectives(model, candidates, rows, first_images(batches, score_images), objective, real_classes)
     best = min(exact, key=lambda i: (exact[i], i))
     return best, exact

@@ -18,6 +18,7 @@ from supsup_core.persistence import save_masks
 from supsup_core.recall import RecallConfig, Recaller
 from supsup_core.recall.selection import (
     _exact_objectives,
+    first_images,
     _mean_objective,
     _screen_objectives,
     _unflatten,
@@ -105,6 +106,22 @@ class TestSelection:
             assert len(scored) == 2 and scored[best] == min(scored.values())
         best, scored = select_candidate(model, recaller.candidates(), batches, shortlist=8)
         assert sorted(scored) == [0, 1, 2, 3, 4] and best == 3
+
+    def test_the_shortlist_is_scored_on_the_first_score_images(self, trained, stream):
+        """score_images bounds the images the shortlist is scored on: the first ones, a cut batch keeping two."""
+        model, path = trained
+        recaller = Recaller(path, BUDGET, model=model, stream=stream)
+        batches = recaller.task_data(3).adapt
+        cand = recaller.candidates()
+        n = len(batches[0]) + 5
+        first = first_images(batches, n)
+        assert [len(x) for x in first] == [len(batches[0]), 5] and torch.equal(first[1], batches[1][:5])
+        one_over = first_images(batches, len(batches[0]) + 1)  # one image left over: not a batch
+        assert len(one_over) == 1 and torch.equal(one_over[0], batches[0])
+        _, scored = select_candidate(model, cand, batches, shortlist=8, score_images=n)
+        assert scored == pytest.approx(_exact_objectives(model, cand, list(range(len(cand))), first, "H", 10))
+        with pytest.raises(ConfigError, match="^score_images:"):
+            RecallConfig(score_images=1)
 
     def test_one_shot_scores_are_the_superposition_gradient(self, trained, stream):
         """rank_candidates is m_t . dH/dm at the mean candidate (checked against a finite difference)."""
