@@ -50,7 +50,7 @@ from .recall.dynamics import RecallResult
 from .recall.guidance import Guidance
 from .recall.guided import GuidedRecallResult, guided_dynamics, score_descent
 from .reservoir_format import FORMAT_VERSION, read_parts, write_group
-from .reservoir_landscape import blocks_energy_gradient, blocks_recall, blocks_sweep, flat_state, make_cue, score_array
+from .reservoir_landscape import blocks_energy_gradient, blocks_recall, blocks_sweep, flat_state, make_cue, score_array, seeded_keys
 from .reservoir_sizing import ITEMSIZE, MAX_KEY_UNITS, check_reservoir_memory, keyed_size_for_budget, reservoir_nbytes, size_for_budget
 from .rules import get_rule
 from .rules.base import LearningRule
@@ -341,14 +341,7 @@ class Reservoir:
         >>> res.task_keys([0, 1]).shape, bool((res.task_keys([1]) == res.task_keys([0, 1])[1:]).all())
         ((2, 2, 2), True)
         """
-        index = np.asarray(tasks)
-        if index.ndim != 1 or (index.size and (index.dtype.kind not in "iu" or index.min() < 0)):
-            raise InvalidArgumentError("tasks", "a 1-D sequence of task indices >= 0", repr(tasks))
-        out = np.empty((index.size, self.n_blocks, self.key_units), np.int8)
-        for i, t in enumerate(index.tolist()):
-            rng = np.random.default_rng(np.random.SeedSequence(self.key_seed, spawn_key=(int(t),)))
-            out[i] = 2 * rng.integers(0, 2, size=(self.n_blocks, self.key_units), dtype=np.int8) - 1
-        return out
+        return seeded_keys(self.key_seed, tasks, (self.n_blocks, self.key_units))
 
     def energy(self, state: object) -> float:
         """Total energy ``sum_b -1/2 s_b^T W_b s_b`` of a flat state (padding included; key units absent)."""

@@ -21,7 +21,8 @@ from .patterns import validate_states
 from .recall.dynamics import RecallResult
 from .validate import check_int
 
-__all__ = ["flat_state", "score_array", "blocks_energy_gradient", "blocks_sweep", "blocks_recall", "make_cue"]
+__all__ = ["flat_state", "score_array", "blocks_energy_gradient", "blocks_sweep", "blocks_recall", "make_cue",
+           "seeded_keys"]
 
 
 def flat_state(state: object, length: int, name: str) -> np.ndarray:
@@ -87,6 +88,21 @@ def blocks_recall(networks: Sequence[HopfieldNetwork], blocks: np.ndarray, mode:
     states = np.stack([r.states for r in results])  # B x (N,) -> (B, N)
     steps, converged = (np.array([getattr(r, k) for r in results]) for k in ("steps", "converged"))  # (B,)
     return RecallResult(states=states, steps=steps, converged=converged)
+
+
+def seeded_keys(key_seed: int, tasks: object, shape: tuple[int, ...]) -> np.ndarray:
+    """Task keys, int8 ±1 ``(T, *shape)``: task ``t``'s from ``SeedSequence(key_seed, spawn_key=(t,))``.
+
+    Keys are regenerated from the seed, never stored (``docs/FORMAT.md``).
+    """
+    index = np.asarray(tasks)
+    if index.ndim != 1 or (index.size and (index.dtype.kind not in "iu" or index.min() < 0)):
+        raise InvalidArgumentError("tasks", "a 1-D sequence of task indices >= 0", repr(tasks)[:200])
+    out = np.empty((index.size, *shape), np.int8)
+    for i, t in enumerate(index.tolist()):
+        rng = np.random.default_rng(np.random.SeedSequence(key_seed, spawn_key=(int(t),)))
+        out[i] = 2 * rng.integers(0, 2, size=shape, dtype=np.int8) - 1
+    return out
 
 
 def make_cue(kind: object, length: int, seed: int, mean: Callable[[], np.ndarray],

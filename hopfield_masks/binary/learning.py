@@ -26,7 +26,6 @@ rows that already meet every constraint stop after one epoch.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -286,7 +285,3 @@ def recall_couplings(couplings: object, keys: object, *, start: object = None,
     _kernels.recall_rows(couplings, key_bits, start_bits, start is None, max_sweeps, out, sweeps, converged)
     return unpack_spins(out), sweeps.max(1, initial=0), converged.all(1)
 
-
-def suggested_bound(inputs: int) -> int:
-    """An odd hidden-state bound that grows like ``sqrt(inputs)`` (SBPI's usual scale), at least 61."""
-    return max(61, 2 * math.isqrt(max(inputs, 1)) + 1)

@@ -37,7 +37,7 @@ from ..blocks import BlockLayout, MaskLayout, join_blocks, split_blocks
 from ..budget import parse_budget
 from ..errors import BudgetError, InvalidArgumentError
 from ..recall.dynamics import RecallResult
-from ..reservoir_landscape import make_cue
+from ..reservoir_landscape import make_cue, seeded_keys
 from ..reservoir_sizing import MAX_KEY_UNITS
 from ..safety.files import atomic_path, open_h5_read
 from ..safety.integrity import h5_errors, max_array_bytes, verify_tree
@@ -194,14 +194,7 @@ class BinaryReservoir:
     # -- keys, cues ----------------------------------------------------------------------------------
     def task_keys(self, tasks: object) -> np.ndarray:
         """The keys of the given task indices, int8 ``(T, K)``, from ``SeedSequence(key_seed, spawn_key=(t,))``."""
-        index = np.asarray(tasks)
-        if index.ndim != 1 or (index.size and (index.dtype.kind not in "iu" or index.min() < 0)):
-            raise InvalidArgumentError("tasks", "a 1-D sequence of task indices >= 0", repr(tasks)[:200])
-        out = np.empty((index.size, self.key_units), np.int8)
-        for i, t in enumerate(index.tolist()):
-            rng = np.random.default_rng(np.random.SeedSequence(self.key_seed, spawn_key=(int(t),)))
-            out[i] = 2 * rng.integers(0, 2, size=self.key_units, dtype=np.int8) - 1
-        return out
+        return seeded_keys(self.key_seed, tasks, (self.key_units,))
 
     def mean_cue(self) -> np.ndarray:
         """The mean ±1 state of the stored tasks, float64 ``(P,)``."""
