@@ -182,6 +182,13 @@ def test_sizing_uses_the_budget_for_key_couplings():
         binary_size_for_budget(60_000, 4096)
 
 
+def test_sizing_for_a_task_count_adds_one_word_of_key_when_the_budget_holds_it():
+    assert binary_size_for_budget(256 * 1024, 4096, n_tasks=26)[0] == 128  # 26 / 0.495 -> 64, plus 64
+    assert binary_size_for_budget(256 * 1024, 4096, n_tasks=60)[0] == 192  # 60 / 0.495 -> 128, plus 64
+    assert binary_size_for_budget(100_000, 4096, n_tasks=5)[0] == 128
+    assert binary_size_for_budget(65_536, 4096, n_tasks=5)[0] == 64  # only one word fits
+
+
 def test_reservoir_recalls_every_task_from_its_key_and_counts_every_bit():
     res = BinaryReservoir.from_budget("20kB", LAYOUT, n_tasks=60)
     fit = res.fit(random_states(60))
