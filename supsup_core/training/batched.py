@@ -110,6 +110,7 @@ from ..validate import check_int, is_int
 from ..heap import release_free_memory
 from ..models import SupSupNet, task_seed
 from ..subnet import kept_count, threshold_mask
+from .config import steps_per_epoch
 from .jobs import TaskOutcome, TaskWorker, TrainingSetup, single_thread
 from .optimizers import ScoreOptimizer
 
@@ -320,9 +321,13 @@ class BatchedTaskTrainer:
         scores = self.start_scores(tasks)
         statistics = self.start_statistics(len(tasks))
         optimizer = ScoreOptimizer(scores, self.config)  # what Trainer steps a single task with
+        cfg = self.config
+        epoch_steps = (steps_per_epoch(self.stream.train_size(tasks[0]), cfg.batch_size, self.setup.drop_last)
+                       if cfg.schedule != "constant" else 1)  # equal batch schedules: equal epochs
         n_outputs = self.model.output_size
         self.model.train()
-        for step in zip(*(batches for _, batches, _ in group), strict=True):
+        for i, step in enumerate(zip(*(batches for _, batches, _ in group), strict=True)):
+            optimizer.lr = cfg.learning_rate(i, epoch_steps, cfg.batches_per_task or epoch_steps)
             x, y = _stack([b[0] for b in step], self.device), torch.stack([b[1] for b in step])  # (K, B, ...), (K, B)
             _check_labels(y, n_outputs)  # on the CPU labels: no device sync
             y = _to_device(y, self.device)

@@ -23,6 +23,7 @@ batches (about 8 epochs of the subset), the setting ``supsup-store demo`` uses.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,12 +31,24 @@ from ..errors import ConfigError
 from ..validate import check_choice, check_float, check_int, check_optional
 from ..settings import Settings
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "SCENARIOS"]
+__all__ = ["TrainConfig", "OPTIMIZERS", "SCENARIOS", "SCHEDULES", "steps_per_epoch"]
 
 #: Optimisers :class:`TrainConfig` accepts.
 OPTIMIZERS = ("rmsprop", "sgd", "adam")
 #: Scenario names :meth:`TrainConfig.for_scenario` knows.
 SCENARIOS = ("gnu", "gns", "gg", "nns", "hopsupsup")
+#: Learning-rate schedules: ``constant``, or ``cosine`` per epoch after ``warmup_epochs`` of linear warm-up.
+SCHEDULES = ("constant", "cosine")
+
+
+def steps_per_epoch(n_samples: int, batch_size: int, drop_last: bool = False) -> int:
+    """Batches in one epoch of ``n_samples`` (at least 1).
+
+    >>> steps_per_epoch(2500, 128), steps_per_epoch(2500, 128, drop_last=True)
+    (20, 19)
+    """
+    whole, rest = divmod(int(n_samples), int(batch_size))
+    return max(1, whole + (1 if rest and not drop_last else 0))
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,13 @@ class TrainConfig(Settings):
         Optimiser steps per task (the stream cycles through epochs); None = one epoch.
     seed : int
         Seed of the training data order, >= 0 (the model's seed lives in its ModelConfig).
+    schedule : {"constant", "cosine"}
+        ``cosine``: the rate of epoch ``e`` of ``E`` (the task's batches counted in epochs of its data) is
+        ``lr * (1 + cos(pi * e / E)) / 2``, as ``CosineAnnealingLR(T_max=E)`` stepped once per epoch; with
+        ``warmup_epochs = w`` the first ``w`` epochs ramp linearly (``lr * (e + 1) / w``) and the cosine
+        spans the remaining ``E - w`` (the reference code's ImageNet schedule).
+    warmup_epochs : int
+        Epochs of linear warm-up before the cosine (``cosine`` only), >= 0.
 
     Examples
     --------
@@ -81,6 +101,8 @@ class TrainConfig(Settings):
     batch_size: int = 128
     batches_per_task: int | None = 1000
     seed: int = 0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
 
     _PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "gnu": {"optimizer": "rmsprop", "lr": 1e-4, "batch_size": 128, "batches_per_task": 1000},
@@ -99,18 +121,42 @@ class TrainConfig(Settings):
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        if self.schedule == "constant" and self.warmup_epochs:
+            raise ConfigError("warmup_epochs", "0 with the constant schedule", self.warmup_epochs)
         clean = {
             "lr": check_float("lr", self.lr, low=0, low_open=True),
             "weight_decay": check_float("weight_decay", self.weight_decay, low=0),
             "batch_size": check_int("batch_size", self.batch_size, low=1),
             "batches_per_task": check_optional(check_int, "batches_per_task", self.batches_per_task, low=1),
             "seed": check_int("seed", self.seed, low=0),
+            "warmup_epochs": check_int("warmup_epochs", self.warmup_epochs, low=0),
         }
         momentum = check_float("momentum", self.momentum, low=0)
         if momentum >= 1.0:
             raise ConfigError("momentum", "a number in [0, 1)", momentum)
         for name, value in {**clean, "momentum": momentum}.items():
             object.__setattr__(self, name, value)  # frozen: NumPy numbers become plain ones (JSON round trips)
+
+    def learning_rate(self, step: int, epoch_steps: int, total_steps: int) -> float:
+        """The rate of optimiser step ``step`` (0-based) of a task trained for ``total_steps`` steps of which
+        ``epoch_steps`` make one epoch of its data.
+
+        >>> cfg = TrainConfig(optimizer="adam", lr=1.0, schedule="cosine", warmup_epochs=1)
+        >>> [round(cfg.learning_rate(s, 10, 30), 3) for s in (0, 9, 10, 20, 29)]
+        [1.0, 1.0, 1.0, 0.5, 0.5]
+        >>> TrainConfig(lr=0.1).learning_rate(123, 10, 1000)
+        0.1
+        """
+        if self.schedule == "constant":
+            return self.lr
+        epochs = max(1, -(-int(total_steps) // int(epoch_steps)))
+        epoch = min(int(step) // int(epoch_steps), epochs - 1)
+        warm = min(self.warmup_epochs, epochs)
+        if epoch < warm:
+            return self.lr * (epoch + 1) / warm
+        span = max(1, epochs - warm)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / span))
 
     @classmethod
     def for_scenario(cls, scenario: str, **overrides: Any) -> TrainConfig:

@@ -45,7 +45,7 @@ import torch
 from ..errors import ConfigError
 from ..validate import is_int
 from ..heap import release_free_memory
-from ..inference import METHODS, OBJECTIVES
+from ..inference import DEFAULT_METHOD, METHODS, OBJECTIVES
 from ..inference.groups import infer_groups
 from ..layers.norm import TaskStatistics
 
@@ -373,7 +373,7 @@ def evaluate_inferred(
     model: Any,
     stream: Any,
     tasks: Iterable[int] | None = None,
-    method: str = "oneshot",
+    method: str = DEFAULT_METHOD,
     objective: str = "H",
     protocol: str = "first-image",
     scenario: str = "gnu",
@@ -392,8 +392,10 @@ def evaluate_inferred(
         As :func:`evaluate_gg` (``batch_size`` matters here: it is the group a first-image or batch decision covers).
         The stream also needs ``test_size`` and ``release_cache`` (each task's cached tensors are dropped once it
         is scored).
-    method : {"oneshot", "binary", "rerank"}
-        Task-inference algorithm (:func:`supsup_core.inference.infer_task`).
+    method : {"rerank", "oneshot", "binary"}
+        Task-inference algorithm (:func:`supsup_core.inference.infer_task`): ``"rerank"``, the default
+        (:data:`~supsup_core.inference.DEFAULT_METHOD`, the best measured), or the paper's ``"oneshot"`` and
+        ``"binary"``.
     objective : {"H", "G"}
         Entropy, or the superfluous-neuron objective G.
     protocol : {"first-image", "per-image", "batch"}

@@ -35,7 +35,7 @@ from ..heap import release_free_memory
 from ..models import SupSupNet, model_from_spec, spec_kind
 from ..wrapping import WrapConfig
 from .callbacks import attach_callbacks
-from .config import TrainConfig
+from .config import TrainConfig, steps_per_epoch
 from .evaluation import gg_accuracy_of_masks
 from .trainer import Trainer
 
@@ -223,7 +223,9 @@ class TaskWorker:
         model, cfg = self.model, self.config
         with single_thread():
             start = time.perf_counter()
-            trainer = Trainer(model, model.begin_task(task), cfg)
+            epoch_steps = (steps_per_epoch(self.stream.train_size(task), cfg.batch_size, self.setup.drop_last)
+                           if cfg.schedule != "constant" else None)
+            trainer = Trainer(model, model.begin_task(task), cfg, epoch_steps=epoch_steps)
             attach_callbacks(trainer, self.callbacks)
             batches = self.stream.train_batches(
                 task, batch_size=cfg.batch_size, seed=cfg.seed, n_batches=cfg.batches_per_task,

@@ -225,6 +225,9 @@ def train_nns(
     trainer: Trainer | None = None
     trained = 0
 
+    if config.schedule != "constant":
+        raise ConfigError("schedule", "constant for NNs (a task's length is only known when it ends)", config.schedule)
+
     def finish_open() -> None:
         nonlocal trainer
         if trainer is not None:

@@ -75,6 +75,7 @@ class ScoreOptimizer:
         if not self.params or not all(isinstance(p, torch.Tensor) for p in self.params):
             raise ConfigError("params", "one or more tensors to optimise", [type(p).__name__ for p in self.params][:3])
         self.config = config
+        self.lr = config.lr  # the rate of the next step (a schedule sets it before each step)
         self.steps = 0
         self._state: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -115,9 +116,9 @@ class ScoreOptimizer:
         if cfg.momentum > 0:
             buf = state.setdefault("momentum_buffer", torch.zeros_like(p, memory_format=torch.preserve_format))
             buf.mul_(cfg.momentum).addcdiv_(grad, avg)
-            p.add_(buf, alpha=-cfg.lr)
+            p.add_(buf, alpha=-self.lr)
         else:
-            p.addcdiv_(grad, avg, value=-cfg.lr)
+            p.addcdiv_(grad, avg, value=-self.lr)
 
     def _sgd(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         cfg = self.config
@@ -128,10 +129,9 @@ class ScoreOptimizer:
             else:
                 buf.mul_(cfg.momentum).add_(grad, alpha=1)
             grad = buf
-        p.add_(grad, alpha=-cfg.lr)
+        p.add_(grad, alpha=-self.lr)
 
     def _adam(self, p: torch.Tensor, grad: torch.Tensor, state: dict) -> None:
-        cfg = self.config
         beta1, beta2 = ADAM_BETAS
         exp_avg = state.setdefault("exp_avg", torch.zeros_like(p, memory_format=torch.preserve_format))
         exp_avg_sq = state.setdefault("exp_avg_sq", torch.zeros_like(p, memory_format=torch.preserve_format))
@@ -141,6 +141,6 @@ class ScoreOptimizer:
         step = float(step)
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
-        step_size = cfg.lr / bias_correction1
+        step_size = self.lr / bias_correction1
         denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(EPS)
         p.addcdiv_(exp_avg, denom, value=-step_size)

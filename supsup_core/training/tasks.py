@@ -15,7 +15,7 @@ import torch
 from ..errors import ConfigError
 from ..validate import is_int
 from .callbacks import ProgressCallback, attach_callbacks
-from .config import TrainConfig
+from .config import TrainConfig, steps_per_epoch
 from .evaluation import evaluate_gg
 from .metrics import AccuracyMatrix
 from .trainer import Trainer
@@ -68,7 +68,9 @@ def train_task(
     if not isinstance(config, TrainConfig):
         raise ConfigError("config", "a TrainConfig", type(config).__name__)
     index = model.add_task()
-    trainer = Trainer(model, model.score_parameters(), config, device)
+    trainer = Trainer(model, model.score_parameters(), config, device,
+                      epoch_steps=steps_per_epoch(stream.train_size(task), config.batch_size, drop_last)
+                      if config.schedule != "constant" else None)
     attach_callbacks(trainer, callbacks)
     if progress is not None:
         ProgressCallback(progress).attach(trainer)

@@ -50,6 +50,9 @@ def make_optimizer(params: Sequence[nn.Parameter], config: TrainConfig) -> torch
     >>> type(make_optimizer([p], TrainConfig.for_scenario("hopsupsup"))).__name__
     'SGD'
     """
+    if config.schedule != "constant":  # torch.optim has no such rate of its own: the caller's scheduler sets it
+        raise ConfigError("schedule", "constant for a torch.optim optimiser (attach an LR scheduler instead)",
+                          config.schedule)
     params = list(params)
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -83,6 +86,9 @@ class Trainer:
         builds the batches).
     device : str or torch.device, optional
         Where batches are moved; default: the device of the first parameter.
+    epoch_steps : int, optional
+        Batches in one epoch of the task's data: needed by a non-constant ``config.schedule``
+        (the rate of each step comes from :meth:`TrainConfig.learning_rate`).
 
     Examples
     --------
@@ -102,9 +108,15 @@ class Trainer:
         params: Iterable[nn.Parameter],
         config: TrainConfig,
         device: str | torch.device | None = None,
+        epoch_steps: int | None = None,
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise ConfigError("config", "a TrainConfig", type(config).__name__)
+        if config.schedule != "constant" and (isinstance(epoch_steps, bool) or not isinstance(epoch_steps, int)
+                                              or epoch_steps < 1):
+            raise ConfigError("epoch_steps", f"batches per epoch (an integer >= 1) for the {config.schedule} schedule",
+                              epoch_steps)
+        self.epoch_steps = epoch_steps
         self.params = list(params)
         if not self.params:
             raise ConfigError("params", "at least one parameter to train", "an empty sequence")
@@ -162,6 +174,10 @@ class Trainer:
         loss = F.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.config.schedule != "constant":
+            cfg = self.config
+            self.optimizer.lr = cfg.learning_rate(self.iter_num, self.epoch_steps,
+                                                  cfg.batches_per_task or self.epoch_steps)
         self.optimizer.step()
         return loss.detach()
 
