@@ -295,12 +295,12 @@ class BatchedTaskTrainer:
             groups: dict[tuple[int, ...], list[tuple[int, Iterator, float]]] = {}
             for task in tasks:
                 t0 = time.perf_counter()  # building a task's data counts as its training, as in the job
+                n = self.stream.train_size(task)  # builds the task's tensors, which train_batches then uses
+                n_batches = cfg.task_steps(steps_per_epoch(n, cfg.batch_size, self.setup.drop_last))
                 batches = self.stream.train_batches(
-                    task, batch_size=cfg.batch_size, seed=cfg.seed, n_batches=cfg.batches_per_task,
-                    drop_last=self.setup.drop_last,
+                    task, batch_size=cfg.batch_size, seed=cfg.seed, n_batches=n_batches, drop_last=self.setup.drop_last,
                 )
-                n = self.stream.train_size(task)  # the stream's cache holds the tensors train_batches just built
-                groups.setdefault(_batch_sizes(n, cfg.batch_size, cfg.batches_per_task, self.setup.drop_last), []).append(
+                groups.setdefault(_batch_sizes(n, cfg.batch_size, n_batches, self.setup.drop_last), []).append(
                     (task, batches, time.perf_counter() - t0))
             outcomes: dict[int, TaskOutcome] = {}
             for group in groups.values():
@@ -327,7 +327,7 @@ class BatchedTaskTrainer:
         n_outputs = self.model.output_size
         self.model.train()
         for i, step in enumerate(zip(*(batches for _, batches, _ in group), strict=True)):
-            optimizer.lr = cfg.learning_rate(i, epoch_steps, cfg.batches_per_task or epoch_steps)
+            optimizer.lr = cfg.learning_rate(i, epoch_steps, cfg.task_steps(epoch_steps))
             x, y = _stack([b[0] for b in step], self.device), torch.stack([b[1] for b in step])  # (K, B, ...), (K, B)
             _check_labels(y, n_outputs)  # on the CPU labels: no device sync
             y = _to_device(y, self.device)

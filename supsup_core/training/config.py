@@ -68,7 +68,7 @@ class TrainConfig(Settings):
     batch_size : int
         Training batch size, >= 1.
     batches_per_task : int or None
-        Optimiser steps per task (the stream cycles through epochs); None = one epoch.
+        Optimiser steps per task (the stream cycles through epochs); None = one epoch (or ``epochs``).
     seed : int
         Seed of the training data order, >= 0 (the model's seed lives in its ModelConfig).
     schedule : {"constant", "cosine"}
@@ -78,6 +78,9 @@ class TrainConfig(Settings):
         spans the remaining ``E - w`` (the reference code's ImageNet schedule).
     warmup_epochs : int
         Epochs of linear warm-up before the cosine (``cosine`` only), >= 0.
+    epochs : int or None
+        Epochs of each task's own data instead of a fixed ``batches_per_task`` (which must then be None):
+        tasks of different sizes train for different numbers of steps, as the reference code's image runs do.
 
     Examples
     --------
@@ -103,6 +106,7 @@ class TrainConfig(Settings):
     seed: int = 0
     schedule: str = "constant"
     warmup_epochs: int = 0
+    epochs: int | None = None
 
     _PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "gnu": {"optimizer": "rmsprop", "lr": 1e-4, "batch_size": 128, "batches_per_task": 1000},
@@ -131,12 +135,25 @@ class TrainConfig(Settings):
             "batches_per_task": check_optional(check_int, "batches_per_task", self.batches_per_task, low=1),
             "seed": check_int("seed", self.seed, low=0),
             "warmup_epochs": check_int("warmup_epochs", self.warmup_epochs, low=0),
+            "epochs": check_optional(check_int, "epochs", self.epochs, low=1),
         }
+        if clean["epochs"] is not None and clean["batches_per_task"] is not None:
+            raise ConfigError("epochs", "None when batches_per_task is set (one or the other)", clean["epochs"])
         momentum = check_float("momentum", self.momentum, low=0)
         if momentum >= 1.0:
             raise ConfigError("momentum", "a number in [0, 1)", momentum)
         for name, value in {**clean, "momentum": momentum}.items():
             object.__setattr__(self, name, value)  # frozen: NumPy numbers become plain ones (JSON round trips)
+
+    def task_steps(self, epoch_steps: int) -> int:
+        """Optimiser steps of a task whose data makes ``epoch_steps`` batches per epoch.
+
+        >>> TrainConfig(batches_per_task=None, epochs=3).task_steps(20), TrainConfig().task_steps(20)
+        (60, 1000)
+        """
+        if self.epochs is not None:
+            return self.epochs * int(epoch_steps)
+        return self.batches_per_task if self.batches_per_task is not None else int(epoch_steps)
 
     def learning_rate(self, step: int, epoch_steps: int, total_steps: int) -> float:
         """The rate of optimiser step ``step`` (0-based) of a task trained for ``total_steps`` steps of which

@@ -224,11 +224,12 @@ class TaskWorker:
         with single_thread():
             start = time.perf_counter()
             epoch_steps = (steps_per_epoch(self.stream.train_size(task), cfg.batch_size, self.setup.drop_last)
-                           if cfg.schedule != "constant" else None)
+                           if cfg.schedule != "constant" or cfg.epochs is not None else None)
             trainer = Trainer(model, model.begin_task(task), cfg, epoch_steps=epoch_steps)
             attach_callbacks(trainer, self.callbacks)
             batches = self.stream.train_batches(
-                task, batch_size=cfg.batch_size, seed=cfg.seed, n_batches=cfg.batches_per_task,
+                task, batch_size=cfg.batch_size, seed=cfg.seed,
+                n_batches=cfg.batches_per_task if epoch_steps is None else cfg.task_steps(epoch_steps),
                 drop_last=self.setup.drop_last,
             )
             trainer.run(batches)

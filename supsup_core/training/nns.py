@@ -225,8 +225,10 @@ def train_nns(
     trainer: Trainer | None = None
     trained = 0
 
-    if config.schedule != "constant":
-        raise ConfigError("schedule", "constant for NNs (a task's length is only known when it ends)", config.schedule)
+    if config.schedule != "constant" or config.epochs is not None:
+        raise ConfigError("schedule" if config.schedule != "constant" else "epochs",
+                          "a constant rate and batches_per_task for NNs (a task's length is only known when it ends)",
+                          config.schedule if config.schedule != "constant" else config.epochs)
 
     def finish_open() -> None:
         nonlocal trainer

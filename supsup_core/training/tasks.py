@@ -68,14 +68,15 @@ def train_task(
     if not isinstance(config, TrainConfig):
         raise ConfigError("config", "a TrainConfig", type(config).__name__)
     index = model.add_task()
-    trainer = Trainer(model, model.score_parameters(), config, device,
-                      epoch_steps=steps_per_epoch(stream.train_size(task), config.batch_size, drop_last)
-                      if config.schedule != "constant" else None)
+    epoch_steps = (steps_per_epoch(stream.train_size(task), config.batch_size, drop_last)
+                   if config.schedule != "constant" or config.epochs is not None else None)
+    trainer = Trainer(model, model.score_parameters(), config, device, epoch_steps=epoch_steps)
     attach_callbacks(trainer, callbacks)
     if progress is not None:
         ProgressCallback(progress).attach(trainer)
     batches = stream.train_batches(
-        task, batch_size=config.batch_size, seed=config.seed, n_batches=config.batches_per_task, drop_last=drop_last
+        task, batch_size=config.batch_size, seed=config.seed,
+        n_batches=config.batches_per_task if epoch_steps is None else config.task_steps(epoch_steps), drop_last=drop_last
     )
     trainer.run(batches)
     model.finish_task()

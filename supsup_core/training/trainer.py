@@ -176,8 +176,7 @@ class Trainer:
         loss.backward()
         if self.config.schedule != "constant":
             cfg = self.config
-            self.optimizer.lr = cfg.learning_rate(self.iter_num, self.epoch_steps,
-                                                  cfg.batches_per_task or self.epoch_steps)
+            self.optimizer.lr = cfg.learning_rate(self.iter_num, self.epoch_steps, cfg.task_steps(self.epoch_steps))
         self.optimizer.step()
         return loss.detach()
 

@@ -65,3 +65,34 @@ def test_old_configs_without_a_schedule_read_back_as_constant():
 def test_steps_per_epoch_counts_the_last_partial_batch_unless_dropped():
     assert steps_per_epoch(256, 128) == 2 and steps_per_epoch(257, 128) == 3
     assert steps_per_epoch(257, 128, drop_last=True) == 2 and steps_per_epoch(5, 128, drop_last=True) == 1
+
+
+def test_epochs_and_the_cosine_train_the_same_masks_batched_and_one_task_at_a_time():
+    from supsup_core.config import ModelConfig
+    from supsup_core.data import make_stream
+    from supsup_core.training import TrainingSetup
+    from supsup_core.training.batched import BatchedTaskTrainer
+    from supsup_core.training.jobs import TaskWorker
+
+    import numpy as np
+
+    config = TrainConfig(optimizer="adam", lr=1e-2, batch_size=512, batches_per_task=None, epochs=2,
+                         schedule="cosine", warmup_epochs=1, seed=5)
+    setup = TrainingSetup.from_objects(ModelConfig(arch="lenet", hidden=(24, 12), output_size=10, seed=3),
+                                       make_stream("permuted-mnist", 3).describe(), config)
+    worker = TaskWorker(setup, "cpu")
+    steps = []
+    worker.callbacks = (("on_batch_end", lambda tr: steps.append(tr.optimizer.lr)),)
+    one = {t: worker.run(t) for t in (0, 1)}
+    per_epoch = steps_per_epoch(worker.stream.train_size(0), 512)
+    assert len(steps) == 2 * 2 * per_epoch  # two tasks, two epochs each
+    assert steps[:per_epoch] == [1e-2] * per_epoch and steps[per_epoch] == steps[2 * per_epoch - 1] == 1e-2
+    for outcome in BatchedTaskTrainer(setup, k=2).run([0, 1]):
+        for name, mask in outcome.masks.items():
+            assert np.array_equal(mask, one[outcome.task].masks[name]), (outcome.task, name)
+
+
+def test_epochs_exclude_batches_per_task():
+    with pytest.raises(ConfigError, match="^epochs: expected None when batches_per_task is set"):
+        TrainConfig(epochs=3)
+    assert TrainConfig(batches_per_task=None, epochs=3).task_steps(7) == 21
