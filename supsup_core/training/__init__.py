@@ -6,7 +6,8 @@
 - :func:`evaluate_gg`, :func:`evaluate_inferred` (``evaluation.py``): GG, GNs and GNu accuracy.
 - :func:`train_nns` (``nns.py``): no task identity; allocate a mask when none fits.
 - :class:`AccuracyMatrix` (``metrics.py``): accuracy matrix, average accuracy, forgetting, BWT.
-- :class:`TrainConfig` (``config.py``): hyperparameters and the paper's presets per scenario.
+- :class:`TrainConfig` (``config.py``): hyperparameters, schedules and the paper's presets per scenario.
+- :func:`recipe` (``recipes.py``): the reference's SplitCIFAR100 and SplitImageNet experiments, one object each.
 - :func:`train_to_bank` (``bank_training.py``): linear-time, resumable training straight into a
   mask bank, each task committed as it finishes; tasks trained by an engine (``engines.py``:
   inline, local processes, Ray) from self-contained jobs (``jobs.py``).
@@ -22,10 +23,14 @@ from .evaluation import GGResult, InferredResult, evaluate_gg, evaluate_inferred
 from .jobs import TaskOutcome, TaskWorker, TrainingSetup
 from .metrics import AccuracyMatrix, accuracy_table, results_table
 from .nns import NNsDecision, NNsResult, decision_gradients, nns_batches, train_nns
+from .recipes import RECIPES, Recipe, recipe
 from .tasks import train_stream, train_task
 from .trainer import EVENTS, RunSummary, Trainer, make_optimizer
 
 __all__ = [
+    "RECIPES",
+    "Recipe",
+    "recipe",
     "BatchedTaskTrainer",
     "BatchedEngine",
     "AccuracyMatrix",
