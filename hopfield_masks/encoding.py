@@ -3,10 +3,15 @@
 The reservoir for a byte budget is an *attachment* of the bank named
 ``reservoir-<bytes>`` (for example ``reservoir-1000000`` for ``--budget 1MB``),
 so one file holds the exact masks and every reservoir made from them.
-Encoding reads the tasks one at a time and writes each into the reservoir
-(storing a mask never needs the earlier ones), then appends the reservoir to
-the bank in place under its rollback journal: the bank grows by about the
-reservoir's size, and a failure or a crash leaves it as it was.  The bank's
+Encoding reads the tasks one at a time, keeping them only in the compact
+form the rule learns from (the perceptron rule: int8 spins cut into the
+reservoir's blocks; a Hopfield rule: packed bits, an eighth of the masks'
+bools), builds the reservoir a chunk of coupling rows or one network at a
+time (so what a write needs beyond the reservoir and the masks is a small
+fraction of the reservoir, :attr:`EncodeReport.write_accumulator_bytes`),
+then appends the reservoir to the bank in place under its rollback journal:
+the bank grows by about the reservoir's size, and a failure or a crash
+leaves it as it was.  The bank's
 exclusive writer lock is held for the whole read-compute-write cycle, so a task
 appended meanwhile by another process waits instead of being left out of (or
 made stale by) the reservoir.
@@ -35,6 +40,7 @@ from .safety.locking import bank_lock
 from .patterns import pack_bits, packed_nbytes
 from .binary import KIND as BINARY_KIND, BinaryReservoir, PerceptronRule
 from .binary.format import read_binary_reservoir, write_binary_reservoir
+from .blocks import split_blocks
 from .reservoir import Reservoir, read_reservoir, write_reservoir
 from .reservoir_sizing import ITEMSIZE, MAX_KEY_UNITS
 from .rules import available_rules
@@ -146,7 +152,16 @@ def reservoir_name(budget: str | int | float) -> str:
 
 @dataclass(frozen=True)
 class EncodeReport:
-    """What :func:`encode_bank` built, for people and for ``--json``."""
+    """What :func:`encode_bank` built, for people (``print(report)``: one line) and for ``--json`` (:meth:`to_dict`).
+
+    Examples
+    --------
+    >>> report = EncodeReport("masks.h5", "reservoir-8000000", 8_000_000, 6_365_184, "perceptron", "bit", 4144,
+    ...                       192, 265_200, 3, 70.4, 3 / 70.4, False, 33_150, 33_372, 860, 239, key_units=128)
+    >>> print(report)
+    perceptron reservoir masks.h5:reservoir-8000000, 6,365,184 B of the 8,000,000 B budget (4,144 blocks, 128 key \
+units): 3 tasks of 265,200 bits, load 0.04 of capacity 70.4; every task is recalled exactly by its key
+    """
 
     path: str
     attachment: str
@@ -172,6 +187,31 @@ class EncodeReport:
     def to_dict(self) -> dict:
         """JSON-safe dict of the fields."""
         return asdict(self)
+
+    @property
+    def exact(self) -> bool | None:
+        """Whether every stored task is known to be recalled exactly: for the perceptron rule, True when every
+        coupling row met its constraints (each task's key then lands on its mask in one step, and the mask is a
+        fixed point); None for the Hopfield rules, whose recall depends on the cue (recall to find out)."""
+        return self.rows_unconverged == 0 if self.rule == PerceptronRule.rule_id else None
+
+    def __str__(self) -> str:
+        if self.rule == PerceptronRule.rule_id:
+            shape = f"{self.n_networks:,} blocks, {self.key_units} key units"
+        else:
+            keys = f", {self.key_units} key units" if self.key_units else ""
+            shape = f"{self.n_networks:,} networks of {self.network_size:,} units{keys}, {self.dtype} couplings"
+        load = f"load {self.load:.2f} of capacity {self.capacity_tasks:.1f}" + (" (over capacity)" if self.over_capacity else "")
+        if self.exact is None:
+            outcome = "exact recall is not known before recalling (it depends on the cue)"
+        elif self.exact:
+            outcome = "every task is recalled exactly by its key"
+        else:
+            outcome = (f"{self.rows_unconverged:,} coupling rows missed a constraint, so some tasks may not be "
+                       "recalled exactly (a larger budget gives longer keys)")
+        return (f"{self.rule} reservoir {self.path}:{self.attachment}, {self.reservoir_bytes:,} B of the "
+                f"{self.budget_bytes:,} B budget ({shape}): {self.n_tasks:,} tasks of {self.pattern_length:,} bits, "
+                f"{load}; {outcome}")
 
 
 def bank_reservoirs(path: str | Path) -> list[str]:
@@ -302,13 +342,13 @@ def _encode_locked(path, budget, settings: EncodeSettings, *, overwrite, progres
         if isinstance(reservoir, BinaryReservoir):
             _learn_bank(bank, path, tasks, reservoir, progress)
         else:
+            # every task's packed bits (an eighth of the masks' bools), then the networks one at a time
+            bits = _packed_tasks(bank, path, tasks, layout, progress)
             with warnings.catch_warnings():
                 # over capacity is reported in the EncodeReport (and by the CLI), not as a warning per task
                 warnings.simplefilter("ignore", CapacityWarning)
-                for i, task in enumerate(tasks):
-                    reservoir.store(bank.read_task(task))
-                    if progress is not None:
-                        progress(i + 1, len(tasks))
+                reservoir.store_packed(bits)
+            del bits
         header_bytes, file_bytes_per_task = exact_storage_cost(bank.read_task(tasks[0]))
     name = reservoir_name(budget)
     with open_bank(path, "a") as bank:
@@ -341,21 +381,43 @@ def _encode_locked(path, budget, settings: EncodeSettings, *, overwrite, progres
         exact_tasks_in_budget=max(0, (budget_bytes - header_bytes) // file_bytes_per_task),
         key_units=int(reservoir.key_units),
         write_accumulator_bytes=int(reservoir.write_nbytes if isinstance(reservoir, BinaryReservoir)
-                                    else sum(net.accumulator_nbytes for net in reservoir.networks)),
+                                    else 4 * reservoir.network_size ** 2 if reservoir.dtype == "sign" else 0),
         rows_unconverged=int(reservoir.last_fit.rows_unconverged) if isinstance(reservoir, BinaryReservoir) else 0,
     )
     return reservoir, report
 
 
 def _learn_bank(bank, path, tasks, reservoir: BinaryReservoir, progress) -> None:
-    """Teach ``reservoir`` every task of the open bank, all together."""
-    layout = reservoir.layout
-    if len(tasks) * layout.length > max_array_bytes():
+    """Teach ``reservoir`` every task of the open bank, all together.
+
+    Each task is cut into the reservoir's blocks as it is read: the tasks' blocks (one int8 per mask
+    entry and padding copy) are the only copy of the masks held while the couplings are learnt.
+    """
+    layout, block_layout = reservoir.layout, reservoir.block_layout
+    per_task = block_layout.n_blocks * block_layout.block_size
+    if len(tasks) * per_task > max_array_bytes():
         raise StorageFormatError(path, f"holds {len(tasks):,} tasks of {layout.length:,} entries, more than one "
                                        f"array of their spins may hold ({max_array_bytes():,} B)")
-    states = np.empty((len(tasks), layout.length), np.int8)
+    blocks = np.empty((len(tasks), block_layout.n_blocks, block_layout.block_size), np.int8)
+    sums = np.zeros(layout.length, np.int32)
     for i, task in enumerate(tasks):
-        states[i] = layout.flatten_spins(bank.read_task(task))
+        spins = layout.flatten_spins(bank.read_task(task))  # (P,) int8
+        sums += spins
+        blocks[i] = split_blocks(spins, block_layout)
         if progress is not None:
             progress(i + 1, len(tasks))
-    reservoir.fit(states)
+    reservoir._learn_blocks(blocks, sums)
+
+
+def _packed_tasks(bank, path, tasks, layout, progress) -> np.ndarray:
+    """Every task's flat mask as packed bits, uint8 ``(T, ceil(P / 8))``, read one task at a time."""
+    width = packed_nbytes(layout.length)
+    if len(tasks) * width > max_array_bytes():
+        raise StorageFormatError(path, f"holds {len(tasks):,} tasks of {layout.length:,} entries, more than one "
+                                       f"array of their packed bits may hold ({max_array_bytes():,} B)")
+    bits = np.empty((len(tasks), width), np.uint8)
+    for i, task in enumerate(tasks):
+        bits[i] = pack_bits(layout.flatten(bank.read_task(task)))
+        if progress is not None:
+            progress(i + 1, len(tasks))
+    return bits

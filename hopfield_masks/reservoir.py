@@ -9,6 +9,14 @@ Besides the couplings it keeps the running sum of the stored ±1 states (int32
 per entry): divided by the task count it is the reference code's recovery
 start, the mean ±1 mask (REFERENCE.md §2.8, §7).
 
+**Memory.**  :meth:`Reservoir.store_packed` (what :func:`~hopfield_masks.encoding.encode_bank`
+uses) builds the networks one at a time from every task's packed bits, so a write holds one
+network's float32 work matrix at a time, not one per network; sign couplings are then kept
+*packed* (one bit per coupling of each upper triangle, what :attr:`Reservoir.nbytes` counts), and
+each network's int8 matrix is unpacked only while that network is used (a recall sweep, an energy)
+and dropped after.  Such a reservoir is read-only, like one read from a file.  Networks are
+allocated on first use, so a reservoir sized by :meth:`Reservoir.from_budget` holds nothing yet.
+
 The last block is padded with copies of the pattern's first spins
 (``"wrap"``).  During recall the copies are kept consistent with their sources:
 :meth:`Reservoir.sweep` refreshes them from the current state right before the
@@ -34,8 +42,9 @@ array([ 1., -1.,  1.,  1.])
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -44,7 +53,7 @@ import numpy as np
 from .blocks import BlockLayout, MaskLayout, join_blocks, split_blocks
 from .budget import parse_budget
 from .errors import BudgetError, CapacityWarning, InvalidArgumentError
-from .network import HopfieldNetwork
+from .network import HopfieldNetwork, coupling_nbytes, pack_sign_couplings
 from .patterns import packed_nbytes
 from .recall.dynamics import RecallResult
 from .recall.guidance import Guidance
@@ -110,7 +119,7 @@ class Reservoir:
         rule = get_rule(rule)
         check_reservoir_memory(layout.length, size, dtype, key_units)  # before any network is allocated
         self._setup(layout, size, rule, dtype, key_units=key_units, key_seed=check_int("key_seed", key_seed, low=0))
-        self._networks = tuple(HopfieldNetwork(size, rule, dtype) for _ in range(self.block_layout.n_blocks))
+        self._nets: Sequence[HopfieldNetwork] | None = None  # allocated on first use (see _networks)
         self._spin_sums = np.zeros(layout.length, dtype=np.int32)  # running sum of stored ±1 states, (P,)
         self._n_tasks = 0
 
@@ -188,8 +197,19 @@ class Reservoir:
         return self.block_layout.n_blocks
 
     @property
-    def networks(self) -> tuple[HopfieldNetwork, ...]:
-        """The networks, block order (do not store into them directly)."""
+    def _networks(self) -> Sequence[HopfieldNetwork]:
+        """The networks: allocated (empty) on first use, or packed sign networks unpacked one per access."""
+        if self._nets is None:
+            self._nets = tuple(HopfieldNetwork(self.network_size, self.rule, self.dtype) for _ in range(self.n_blocks))
+        return self._nets
+
+    @property
+    def networks(self) -> Sequence[HopfieldNetwork]:
+        """The networks, block order (do not store into them directly).
+
+        A tuple, or for sign couplings kept packed (:meth:`store_packed`) a sequence that unpacks each
+        network when it is taken (frozen: it cannot store).
+        """
         return self._networks
 
     @property
@@ -211,7 +231,8 @@ class Reservoir:
     def capacity(self) -> float:
         """Tasks storable in theory: a network's capacity (every network holds every task; see
         :attr:`HopfieldNetwork.capacity`, which caps sign couplings at ``0.1 N``)."""
-        return float(self._networks[0].capacity) if self._networks else float(self.rule.capacity(self.network_size))
+        theory = float(self.rule.capacity(self.network_size))  # as HopfieldNetwork.capacity, without a network
+        return min(theory, 0.1 * self.network_size) if self.dtype == "sign" else theory
 
     @property
     def exact_storage_bytes_per_task(self) -> int:
@@ -257,6 +278,86 @@ class Reservoir:
                 stacklevel=2,
             )
         return self._n_tasks - 1
+
+    def store_packed(self, bits: object, progress=None) -> None:
+        """Store ``T`` tasks given as packed bits, network after network: what :meth:`store` of each task in
+        turn gives, bit for bit, holding one network's work matrix at a time.
+
+        Parameters
+        ----------
+        bits : uint8 array (T, ceil(P / 8))
+            Row ``t``: task ``t``'s flat mask (``layout.flatten``) packed most significant bit first
+            (:func:`~hopfield_masks.patterns.pack_bits`, the bank's packed format).
+        progress : callable, optional
+            ``progress(done, total)`` after each network.
+
+        Memory: the bits, the tasks' keys (``T * B * K`` bytes), and one network at a time: its block of
+        every task (``T * N`` bytes) and, for sign, float16 and int8 couplings, its float32 matrix (``4 N**2``
+        bytes).  Sign couplings are then kept packed (:attr:`nbytes`) and the reservoir is read-only;
+        float couplings and int8 keep their networks.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Tasks are already stored, or ``bits`` is not ``(T, ceil(P / 8))`` uint8 with ``T >= 1``.
+        """
+        if self._n_tasks:
+            raise InvalidArgumentError("reservoir", "an empty reservoir (store_packed writes every task at once)",
+                                       f"{self._n_tasks} stored tasks")
+        bits = np.asarray(bits)
+        width = packed_nbytes(self.length)
+        if bits.ndim != 2 or bits.dtype != np.uint8 or bits.shape[0] < 1 or bits.shape[1] != width:
+            raise InvalidArgumentError("bits", f"uint8 packed masks (T, {width}) with T >= 1",
+                                       f"{bits.dtype} of shape {bits.shape}")
+        bits = np.ascontiguousarray(bits)
+        t, n, m, blocks = bits.shape[0], self.network_size, self.mask_units, self.n_blocks
+        sums = np.zeros(self.length, np.int32)
+        for row in bits:
+            spins = np.unpackbits(row, count=self.length).view(np.int8)  # 0/1, then ±1 in place
+            spins *= 2
+            spins -= 1
+            sums += spins
+        del spins
+        keys = self.task_keys(np.arange(t)) if self.key_units else None  # (T, B, K)
+        flat = np.arange(blocks * m)  # padded flat index of every mask unit, block after block
+        flat[self.length:] = self._pad_src
+        sign = self.dtype == "sign"
+        one_by_one = self.dtype in ("float16", "int8")  # requantised after every store, as store() does
+        packed = np.empty((blocks, _sign_nbytes(n)), np.uint8) if sign else None
+        scales = np.empty(blocks, np.float32) if sign else None
+        nets: list[HopfieldNetwork] = []
+        self._nets, self._mask_nets = None, None
+        patterns = np.empty((t, n), np.int8)  # one network's block of every task: mask units, then key units
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CapacityWarning)  # the load is the caller's to report
+            for b in range(blocks):
+                cols = flat[b * m:(b + 1) * m]
+                np.right_shift(bits[:, cols >> 3], (7 - (cols & 7)).astype(np.uint8), out=patterns[:, :m].view(np.uint8))
+                patterns[:, :m] &= 1
+                patterns[:, :m] *= 2
+                patterns[:, :m] -= 1
+                if keys is not None:
+                    patterns[:, m:] = keys[:, b]
+                net = HopfieldNetwork(n, self.rule, self.dtype)
+                for p in (patterns if one_by_one else (patterns,)):
+                    net.store(p)
+                if sign:
+                    packed[b], scales[b] = _pack_sign(net.couplings), net.scale
+                else:
+                    nets.append(net)
+                del net
+                if progress is not None:
+                    progress(b + 1, blocks)
+        self._nets = _SignBlocks(packed, scales, n, self.rule, t) if sign else tuple(nets)
+        self._spin_sums = sums
+        self._n_tasks = t
+
+    def packed_sign_couplings(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The sign couplings as kept after :meth:`store_packed`: uint8 ``(B, ceil(N(N-1)/16))`` (each network's
+        strict upper triangle, the file's layout) and float32 scales ``(B,)``, read-only views; None when the
+        couplings are not kept packed."""
+        nets = self._nets
+        return nets.arrays() if isinstance(nets, _SignBlocks) else None
 
     def mean_cue(self) -> np.ndarray:
         """The mean ±1 state of the stored tasks, float64 ``(P,)``: the reference's recovery start.
@@ -319,6 +420,8 @@ class Reservoir:
         """
         if not self.key_units:
             return self._networks
+        if isinstance(self._nets, _SignBlocks):  # unpacked one per access, never all at once
+            return self._nets.restricted(self.mask_units)
         if self._mask_nets is None:
             m = self.mask_units
             nets = []
@@ -522,6 +625,117 @@ class Reservoir:
             write_reservoir(fh, self)
 
 
+#: Largest cached gather index (int32, ``4 m**2`` bytes) of :func:`_unpack_sign` and triangle mask
+#: (bool, ``N**2`` bytes) of :func:`_pack_sign`; larger networks unpack and pack row by row instead.
+_GATHER_BYTES = 1 << 22
+
+
+def _sign_nbytes(n: int) -> int:
+    """Bytes of one network's packed sign couplings (the strict upper triangle, 1 bit each)."""
+    return coupling_nbytes(n, "sign") - 4
+
+
+@functools.lru_cache(maxsize=4)
+def _upper(n: int) -> np.ndarray:
+    """bool ``(N, N)``: the strict upper triangle, whose row-major order is the packed bits' order."""
+    mask = np.triu(np.ones((n, n), bool), 1)
+    mask.flags.writeable = False
+    return mask
+
+
+def _pack_sign(q: np.ndarray) -> np.ndarray:
+    """The packed strict upper triangle of a ±1 matrix: :func:`~hopfield_masks.network.pack_sign_couplings`,
+    in one vectorised pass for networks whose triangle mask is cached (``N**2 <= _GATHER_BYTES``)."""
+    n = q.shape[0]
+    return np.packbits(q[_upper(n)] > 0) if n * n <= _GATHER_BYTES else pack_sign_couplings(q)
+
+
+@functools.lru_cache(maxsize=4)
+def _gather(n: int, m: int) -> np.ndarray | None:
+    """int32 ``(m, m)``: where entry ``(i, j)`` of the first ``m`` units' matrix is in the packed order of an
+    ``n``-unit network (the diagonal points one past the end, at a zero); None when larger than ``_GATHER_BYTES``."""
+    if 4 * m * m > _GATHER_BYTES:
+        return None
+    i, j = np.ogrid[:m, :m]
+    a, b = np.minimum(i, j), np.maximum(i, j)
+    index = (a * (2 * n - a - 1) // 2 + (b - a - 1)).astype(np.int32)
+    np.fill_diagonal(index, n * (n - 1) // 2)
+    index.flags.writeable = False
+    return index
+
+
+def _unpack_sign(bits: np.ndarray, n: int, m: int | None = None) -> np.ndarray:
+    """The symmetric int8 ±1 matrix with a zero diagonal of packed sign couplings (inverse of :func:`_pack_sign`);
+    with ``m``, of the first ``m`` units only (``(m, m)``)."""
+    m = n if m is None else m
+    count = n * (n - 1) // 2
+    upper = np.empty(count + 1, np.int8)  # ±1 in packed order, then the diagonal's 0
+    upper[:count] = np.unpackbits(bits, count=count).view(np.int8)
+    upper *= 2
+    upper -= 1
+    upper[count] = 0
+    index = _gather(n, m)
+    if index is not None:  # one gather
+        return np.take(upper, index)
+    # large networks, as network.unpack_sign_couplings: row by row, then mirrored a block of rows at a time
+    # (no index arrays, no temporary the size of the matrix)
+    q = np.zeros((m, m), np.int8)
+    start = 0
+    for i in range(m - 1):
+        q[i, i + 1:] = upper[start:start + m - 1 - i]
+        start += n - 1 - i
+    del upper
+    step = max(1, _GATHER_BYTES // m)
+    for r0 in range(0, m, step):
+        r1 = min(m, r0 + step)
+        q[r0:r1, :r0] = q[:r0, r0:r1].T
+        diag = q[r0:r1, r0:r1]
+        diag += np.tril(diag.T, -1)
+    return q
+
+
+class _SignBlocks(Sequence):
+    """Sign networks kept as their packed bits (``(B, ceil(N(N-1)/16))`` uint8) and scales, each unpacked into a
+    frozen :class:`HopfieldNetwork` when it is taken; ``mask_units``: the networks restricted to their first
+    ``mask_units`` units (the key units absent)."""
+
+    def __init__(self, bits: np.ndarray, scales: np.ndarray, size: int, rule: LearningRule, n_stored: int,
+                 mask_units: int | None = None) -> None:
+        self._bits, self._scales, self._size, self._rule = bits, scales, size, rule
+        self._n_stored, self._mask_units = n_stored, mask_units
+
+    def __len__(self) -> int:
+        return len(self._bits)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Read-only views of the packed bits and the scales."""
+        views = self._bits.view(), self._scales.view()
+        for view in views:
+            view.flags.writeable = False
+        return views
+
+    def restricted(self, mask_units: int) -> _SignBlocks:
+        """The same networks restricted to their first ``mask_units`` units."""
+        return _SignBlocks(self._bits, self._scales, self._size, self._rule, self._n_stored, mask_units)
+
+    def _network(self, index: int) -> HopfieldNetwork:
+        q = _unpack_sign(self._bits[index], self._size, self._mask_units)
+        net = HopfieldNetwork.__new__(HopfieldNetwork)
+        net._assign(len(q), self._rule, "sign", q, float(self._scales[index]), self._n_stored, None)  # frozen
+        return net
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self._network(i) for i in range(*index.indices(len(self))))
+        i = int(index)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"network {i} of {len(self)}")
+        return self._network(i % len(self))
+
+    def __iter__(self) -> Iterator[HopfieldNetwork]:
+        return (self._network(i) for i in range(len(self)))
+
+
 def _max_row_abs_sum(couplings: np.ndarray) -> float:
     """``max_i sum_j |W_ij|`` of the stored couplings, a block of rows at a time (no float64 copy of the matrix)."""
     n = couplings.shape[0]
@@ -562,7 +776,7 @@ def read_reservoir(group: h5py.Group) -> Reservoir:
     res = Reservoir.__new__(Reservoir)
     res._setup(parts.layout, parts.block_layout.block_size + parts.key_units, parts.rule, parts.dtype, parts.budget,
                key_units=parts.key_units, key_seed=parts.key_seed)
-    res._networks = parts.networks
+    res._nets = parts.networks
     res._spin_sums = parts.spin_sums.astype(np.int32)
     res._n_tasks = parts.n_tasks
     return res

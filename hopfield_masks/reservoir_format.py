@@ -63,7 +63,10 @@ def write_group(group: h5py.Group, reservoir: Any) -> None:
         shape, dtype = (b, n, n), np.dtype(reservoir.dtype)
     couplings = group.create_dataset("couplings", shape=shape, dtype=dtype)
     scales = np.empty(b, dtype=np.float32)
-    for i, net in enumerate(reservoir.networks):
+    kept = reservoir.packed_sign_couplings()  # sign couplings kept packed are written as they are
+    if kept is not None:
+        couplings[...], scales[...] = kept
+    for i, net in enumerate(() if kept is not None else reservoir.networks):
         arrays, attrs = net.to_arrays()
         # one block at a time: no (B, N, N) copy in memory
         couplings[i] = pack_sign_couplings(arrays["couplings"]) if reservoir.dtype == "sign" else arrays["couplings"]

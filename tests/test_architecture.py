@@ -89,3 +89,41 @@ def test_every_package_is_in_the_wheel():
             parts = init.parent.relative_to(root).parts
             found.add(".".join((renamed.get(parts[0], parts[0]), *parts[1:])))
     assert found == listed
+
+
+def test_the_built_wheel_holds_every_package_its_data_and_the_command(tmp_path):
+    """A wheel built from a copy of the sources holds every package folder's modules, the py.typed markers and the
+    ``supsup-store`` entry point, and nothing else of the repository (no tests, benchmarks or docs).
+
+    The full check (build, install in a fresh environment outside the checkout, run the demo and the README's
+    quick start) is ``.ci/wheel-check``; this one builds without isolation, offline, in about a second.
+    """
+    import shutil
+    import zipfile
+
+    import pytest
+
+    pytest.importorskip("setuptools", minversion="68", reason="building the wheel needs setuptools (the build backend)")
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    for top in ("hopfield_masks", "supsup_core", "cli"):
+        shutil.copytree(root / top, src / top, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc"))
+    code = "import sys, setuptools.build_meta as backend; print(backend.build_wheel(sys.argv[1]))"
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dist")], cwd=src, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    wheel = tmp_path / "dist" / out.stdout.strip().splitlines()[-1]
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {"hopfield_masks/py.typed", "supsup_core/py.typed"}
+    for top, installed in (("hopfield_masks", "hopfield_masks"), ("supsup_core", "supsup_core"), ("cli", "supsup_store_cli")):
+        for module in (root / top).rglob("*.py"):
+            if (module.parent / "__init__.py").is_file():  # a module of a package (every folder is one)
+                expected.add("/".join((installed, *module.relative_to(root / top).parts)))
+    assert expected - names == set()
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"hopfield_masks", "supsup_core", "supsup_store_cli", wheel.name.split("-py3")[0] + ".dist-info"}
+    info = wheel.name.split("-py3")[0] + ".dist-info"
+    entry_points = zipfile.ZipFile(wheel).read(f"{info}/entry_points.txt").decode()
+    assert "supsup-store = supsup_store_cli.app:main" in entry_points

@@ -18,10 +18,13 @@ sign (so the first step of keyed recall already lands on the mask), and so does 
 key and mask units (so the mask is a fixed point of the dynamics).  Without keys only the second
 applies: an auto-associative memory whose margin ``kappa_full`` buys basins of attraction.
 
-What a write needs beyond the kept bits: the hidden states, 2 bytes per coupling (int16), and the
-stored patterns as int8 spins.  A reservoir can grow without its bank: its stored masks are recalled
-from their keys, and learning starts again from the present couplings (hidden states ``±1``), so
-rows that already meet every constraint stop after one epoch.
+What a write needs beyond the kept bits: the stored patterns as int8 spins (and packed), and the
+hidden states, 2 bytes per coupling (int16), of one *chunk* of rows at a time (:func:`fit_chunk_rows`):
+rows are independent, so they are learnt chunk after chunk and only the chunk's hidden states exist
+at once (about a 64th of the rows, never fewer than 2,048), which keeps the write's memory a small
+fraction of the couplings' instead of 16 times them.  A reservoir can grow without its bank: its
+stored masks are recalled from their keys, and learning starts again from the present couplings
+(hidden states ``±1``), so rows that already meet every constraint stop after one epoch.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from ..safety.integrity import max_array_bytes
 from ..validate import check_float, check_int
 
 __all__ = ["PerceptronRule", "FitResult", "fit_couplings", "recall_couplings", "pack_spins", "unpack_spins",
-           "WORD_BITS"]
+           "fit_chunk_rows", "WORD_BITS"]
 
 #: Spins per packed word: key and block lengths are multiples of it.
 WORD_BITS = 64
@@ -44,6 +47,10 @@ WORD_BITS = 64
 REINFORCE_BITS = 53
 #: The largest hidden-state bound (hidden states are int16).
 MAX_BOUND = 2**15 - 1
+#: Rows are learnt in chunks of about 1/CHUNKS of them (their hidden states exist one chunk at a time) ...
+CHUNKS = 64
+#: ... of at least this many rows (enough to keep every thread busy between chunks).
+MIN_CHUNK_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -133,12 +140,13 @@ class PerceptronRule:
 class FitResult:
     """What :func:`fit_couplings` learnt.
 
-    ``couplings`` (B, M, (K+M)/64) uint64 packed rows; ``hidden`` (B, M, K+M) int16 hidden states;
-    ``epochs`` (B, M) int64 epochs each row ran; ``converged`` (B, M) bool: the row met every constraint.
+    ``couplings`` (B, M, (K+M)/64) uint64 packed rows; ``epochs`` (B, M) int64 epochs each row ran;
+    ``converged`` (B, M) bool: the row met every constraint; ``hidden`` (B, M, K+M) int16 final hidden
+    states, only when asked for (``keep_hidden=True``: 16 times the couplings' bytes), else None.
     """
 
     couplings: np.ndarray
-    hidden: np.ndarray
+    hidden: np.ndarray | None
     epochs: np.ndarray
     converged: np.ndarray
 
@@ -154,9 +162,13 @@ def pack_spins(spins: np.ndarray) -> np.ndarray:
 
 
 def unpack_spins(words: np.ndarray, n: int | None = None) -> np.ndarray:
-    """int8 ±1 spins of packed words (last axis), the first ``n`` of them (default: all)."""
-    bits = np.unpackbits(np.ascontiguousarray(words).view(np.uint8), axis=-1, bitorder="little", count=n)
-    return (2 * bits.astype(np.int8) - 1).astype(np.int8)
+    """int8 ±1 spins of packed words (last axis), the first ``n`` of them (default: all); one byte per spin,
+    no temporaries."""
+    spins = np.unpackbits(np.ascontiguousarray(words).view(np.uint8), axis=-1, bitorder="little", count=n)
+    spins = spins.view(np.int8)  # 0/1, the array unpackbits made
+    spins *= 2
+    spins -= 1
+    return spins
 
 
 def _check_spins(name: str, value: object, ndim: int) -> np.ndarray:
@@ -165,9 +177,14 @@ def _check_spins(name: str, value: object, ndim: int) -> np.ndarray:
         raise InvalidArgumentError(name, f"an int8 array of {ndim} dimensions", f"{arr.dtype} of shape {arr.shape}")
     if arr.shape[-1] % WORD_BITS:
         raise InvalidArgumentError(name, f"a last axis that is a multiple of {WORD_BITS}", f"shape {arr.shape}")
-    if arr.size and not np.all(np.abs(arr) == 1):
-        raise InvalidArgumentError(name, "spins in {-1, +1}", "other values")
-    return np.ascontiguousarray(arr)
+    arr = np.ascontiguousarray(arr)
+    flat = arr.reshape(-1)
+    step = 1 << 20  # checked a megabyte at a time: no temporaries the size of the array
+    for lo in range(0, flat.size, step):
+        part = flat[lo:lo + step]
+        if np.count_nonzero(part == 1) + np.count_nonzero(part == -1) != part.size:
+            raise InvalidArgumentError(name, "spins in {-1, +1}", "other values")
+    return arr
 
 
 def _check_bytes(name: str, nbytes: int) -> None:
@@ -176,9 +193,22 @@ def _check_bytes(name: str, nbytes: int) -> None:
                                    f"{nbytes:,} B")
 
 
+def fit_chunk_rows(n_blocks: int, m: int) -> int:
+    """Rows of ``n_blocks`` blocks of ``m`` units that :func:`fit_couplings` learns per chunk (whole blocks):
+    about ``1 / CHUNKS`` of them, at least ``MIN_CHUNK_ROWS`` (or all)."""
+    rows = n_blocks * m
+    want = max(MIN_CHUNK_ROWS, -(-rows // CHUNKS))
+    return min(n_blocks, -(-want // m)) * m
+
+
 def fit_couplings(keys: object, masks: object, rule: PerceptronRule | None = None, *,
-                  start: object = None) -> FitResult:
+                  start: object = None, keep_hidden: bool = False, chunk_rows: int | None = None) -> FitResult:
     """Learn the ±1 couplings of ``B`` blocks that store every task's mask under its key.
+
+    Rows are learnt a chunk of blocks at a time (:func:`fit_chunk_rows`): only that chunk's int16
+    hidden states exist at once.  Rows are independent and each has its own generator, and the first
+    hidden states are drawn from one stream in row order whatever the chunks, so the result does not
+    depend on the chunk size (nor on the number of threads).
 
     Parameters
     ----------
@@ -190,6 +220,11 @@ def fit_couplings(keys: object, masks: object, rule: PerceptronRule | None = Non
     start : uint64 array (B, M, (K+M)/64), optional
         Couplings to start from (growth: every hidden state starts at ``±1`` with their signs);
         default: random signs drawn from ``rule.seed``.
+    keep_hidden : bool
+        Return every row's final hidden states in :attr:`FitResult.hidden` (16 times the couplings' bytes;
+        for tests and inspection).
+    chunk_rows : int, optional
+        Rows per chunk (rounded up to whole blocks); default :func:`fit_chunk_rows`.
 
     Returns
     -------
@@ -208,30 +243,61 @@ def fit_couplings(keys: object, masks: object, rule: PerceptronRule | None = Non
     if m == 0 or n_blocks == 0:
         raise InvalidArgumentError("masks", "at least one block of at least 64 units", f"shape {masks.shape}")
     n_in = k_units + m
+    words = n_in // WORD_BITS
     rows = n_blocks * m
-    _check_bytes("masks", rows * n_in * 2)  # the hidden states
-    _check_bytes("masks", rows * t * 4)  # every row's visiting order
-    rng = np.random.default_rng(np.random.SeedSequence(rule.seed))
-    if start is None:
-        hidden = (2 * rng.integers(0, 2, size=(n_blocks, m, n_in), dtype=np.int16) - 1).astype(np.int16)
-    else:
+    if chunk_rows is None:
+        chunk_rows = fit_chunk_rows(n_blocks, m)
+    chunk = max(1, min(n_blocks, -(-check_int("chunk_rows", chunk_rows, low=1) // m)))  # blocks per chunk
+    _check_bytes("masks", rows * n_in * 2 if keep_hidden else chunk * m * n_in * 2)  # the hidden states
+    _check_bytes("masks", chunk * m * t * 4)  # the chunk's visiting orders
+    if start is not None:
         start = np.asarray(start)
-        shape = (n_blocks, m, n_in // WORD_BITS)
+        shape = (n_blocks, m, words)
         if start.dtype != np.uint64 or start.shape != shape:
             raise InvalidArgumentError("start", f"uint64 couplings of shape {shape}", f"{start.dtype} {start.shape}")
-        hidden = unpack_spins(start).astype(np.int16)
-    couplings = pack_spins(hidden.astype(np.int8))
-    states = rng.integers(1, 2**63, size=rows, dtype=np.int64).astype(np.uint64) | np.uint64(1)
+        start = np.ascontiguousarray(start)
+    rng = np.random.default_rng(np.random.SeedSequence(rule.seed))
+    signs = None
+    if start is None:
+        # The stream holds every row's first hidden states, then every row's generator state.  The states are
+        # needed before the first chunk is learnt, so the signs are drawn (and dropped) a chunk at a time to
+        # reach them, then drawn again, from a second generator on the same seed, as each chunk is learnt.
+        # Chunks of whole rows draw an even number of int16 values each, which NumPy takes two per 32-bit
+        # word with nothing left over: the same values as one draw of every row at once.
+        signs = np.random.default_rng(np.random.SeedSequence(rule.seed))
+        for b0 in range(0, n_blocks, chunk):
+            rng.integers(0, 2, size=(min(chunk, n_blocks - b0), m, n_in), dtype=np.int16)
+    states = rng.integers(1, 2**63, size=rows, dtype=np.int64).view(np.uint64)  # positive: the same bits
+    states |= np.uint64(1)
     reinforce = np.uint64(round(rule.reinforcement(k_units) * 2**REINFORCE_BITS))
-    order = np.empty((rows, t), np.int32)
+    couplings = np.empty((n_blocks, m, words), np.uint64)
+    hidden_all = np.empty((n_blocks, m, n_in), np.int16) if keep_hidden else None
     epochs = np.zeros(rows, np.int64)
+    key_bits = pack_spins(keys) if k_units else np.zeros((t, 0), np.uint64)
+    mask_bits = pack_spins(masks)  # (T, B, M/64)
     from . import _kernels  # Numba loads at the first fit, not at import
 
-    _kernels.fit_rows(pack_spins(keys) if k_units else np.zeros((t, 0), np.uint64), keys, pack_spins(masks), masks,
-                      hidden, couplings, states, int(rule.kappa_key), int(rule.kappa_full), int(rule.theta),
-                      reinforce, int(rule.bound), int(rule.max_epochs), order, epochs)
+    for b0 in range(0, n_blocks, chunk):
+        b1 = min(n_blocks, b0 + chunk)
+        if signs is not None:
+            hidden = signs.integers(0, 2, size=(b1 - b0, m, n_in), dtype=np.int16)
+            hidden *= 2
+            hidden -= 1
+        else:
+            hidden = unpack_spins(start[b0:b1]).astype(np.int16)
+        if hidden_all is not None:
+            hidden_all[b0:b1] = hidden
+            hidden = hidden_all[b0:b1]
+        part = couplings[b0:b1]  # a contiguous view: the kernel writes the chunk's couplings in place
+        part[...] = np.packbits(hidden > 0, axis=-1, bitorder="little").view(np.uint64)
+        r0, r1 = b0 * m, b1 * m
+        _kernels.fit_rows(key_bits, keys, np.ascontiguousarray(mask_bits[:, b0:b1]),
+                          np.ascontiguousarray(masks[:, b0:b1]), hidden, part, states[r0:r1],
+                          int(rule.kappa_key), int(rule.kappa_full), int(rule.theta), reinforce, int(rule.bound),
+                          int(rule.max_epochs), np.empty((r1 - r0, t), np.int32), epochs[r0:r1])
+        del hidden
     epochs = epochs.reshape(n_blocks, m)
-    return FitResult(couplings=couplings, hidden=hidden, epochs=epochs, converged=epochs <= rule.max_epochs)
+    return FitResult(couplings=couplings, hidden=hidden_all, epochs=epochs, converged=epochs <= rule.max_epochs)
 
 
 def recall_couplings(couplings: object, keys: object, *, start: object = None,

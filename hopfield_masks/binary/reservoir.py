@@ -42,7 +42,7 @@ from ..reservoir_sizing import MAX_KEY_UNITS
 from ..safety.files import atomic_path, open_h5_read
 from ..safety.integrity import h5_errors, max_array_bytes, verify_tree
 from ..validate import check_int
-from .learning import WORD_BITS, FitResult, PerceptronRule, fit_couplings, recall_couplings
+from .learning import WORD_BITS, FitResult, PerceptronRule, fit_chunk_rows, fit_couplings, recall_couplings
 
 __all__ = ["BinaryReservoir", "binary_size_for_budget", "KIND"]
 
@@ -186,8 +186,10 @@ class BinaryReservoir:
 
     @property
     def write_nbytes(self) -> int:
-        """Bytes a write needs beyond the couplings: int16 hidden states and a visiting order per row."""
-        rows = self.n_blocks * self.mask_units
+        """Bytes a write needs beyond the couplings and the patterns: the int16 hidden states and a visiting order
+        of one chunk of rows (:func:`~hopfield_masks.binary.learning.fit_chunk_rows`), the only ones that exist
+        at once."""
+        rows = fit_chunk_rows(self.n_blocks, self.mask_units)
         return rows * self.network_size * 2 + rows * max(self._n_tasks, 1) * 4
 
     def __repr__(self) -> str:
@@ -244,16 +246,23 @@ class BinaryReservoir:
         return self._learn(np.concatenate([stored, new]), start=self.couplings)
 
     def _learn(self, states: np.ndarray, start: np.ndarray | None) -> FitResult:
-        t = len(states)
+        spin_sums = states.sum(0, dtype=np.int64).astype(np.int32)
+        return self._learn_blocks(split_blocks(states, self.block_layout), spin_sums, start)  # (T, B, M), wrap-padded
+
+    def _learn_blocks(self, blocks: np.ndarray, spin_sums: np.ndarray, start: np.ndarray | None = None) -> FitResult:
+        """Store exactly the tasks whose wrap-padded ±1 blocks are ``blocks`` (int8 ``(T, B, M)``), replacing what
+        was stored; ``spin_sums`` is the sum of their ±1 states (``(P,)``).  What :meth:`fit` does after cutting
+        the states into blocks (:func:`~hopfield_masks.encoding.encode_bank` writes each task's blocks as it
+        reads it, so the flat states never exist)."""
+        t = len(blocks)
         keys = self.task_keys(np.arange(t))
-        blocks = split_blocks(states, self.block_layout)  # (T, B, M), wrap-padded
         rule = self.rule
         if start is not None:  # a fresh generator for every growth step, from the rule's seed
             seed = int(np.random.SeedSequence(rule.seed, spawn_key=(t,)).generate_state(1, np.uint64)[0] >> 1)
             rule = replace(rule, seed=seed)
         result = fit_couplings(keys, blocks, rule, start=start)
         self.couplings = result.couplings
-        self._spin_sums = states.sum(0, dtype=np.int64).astype(np.int32)
+        self._spin_sums = np.asarray(spin_sums, np.int32)
         self._n_tasks = t
         self.last_fit = result
         return result

@@ -44,7 +44,7 @@ def test_fit_kernel_agrees_with_reference(seed, t, keyed, blocks, kappa, theta, 
     keys, masks = spins(rng, t, k), spins(rng, t, blocks, 64)
     rule = PerceptronRule(kappa_key=kappa, kappa_full=kappa + 1, theta=theta, reinforce=reinforce,
                           bound=2 * bound + 1, max_epochs=epochs, seed=seed)
-    got = fit_couplings(keys, masks, rule)
+    got = fit_couplings(keys, masks, rule, keep_hidden=True, chunk_rows=64)  # one block per kernel call
     hidden, couplings, states, p = kernel_inputs(rule, keys, masks)
     ran = np.zeros(blocks * 64, np.int64)
     fit_rows_reference(None, keys, None, masks, hidden, couplings, states, kappa, kappa + 1, theta, p,
@@ -79,6 +79,33 @@ def test_xorshift_matches_the_reference():
     for _ in range(5):
         s, r = np.uint64(_kernels.xorshift(s)), xorshift_reference(r)
         assert int(s) == r
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32), t=st.integers(1, 12), key_words=st.integers(0, 2), blocks=st.integers(1, 5),
+       chunk=st.integers(1, 5), grow=st.booleans())
+def test_learning_in_chunks_of_rows_gives_what_learning_every_row_at_once_gives(seed, t, key_words, blocks, chunk, grow):
+    """Only a chunk's hidden states exist at once; couplings, hidden states and epochs do not depend on the chunks."""
+    rng = np.random.default_rng(seed)
+    k = 64 * key_words
+    keys, masks = spins(rng, t, k), spins(rng, t, blocks, 64)
+    start = pack_spins(spins(rng, blocks, 64, k + 64)) if grow else None
+    rule = PerceptronRule(max_epochs=5, seed=seed)
+    whole = fit_couplings(keys, masks, rule, start=start, keep_hidden=True, chunk_rows=blocks * 64)
+    parts = fit_couplings(keys, masks, rule, start=start, keep_hidden=True, chunk_rows=64 * chunk)
+    default = fit_couplings(keys, masks, rule, start=start)
+    assert np.array_equal(whole.couplings, parts.couplings) and np.array_equal(whole.couplings, default.couplings)
+    assert np.array_equal(whole.hidden, parts.hidden) and default.hidden is None
+    assert np.array_equal(whole.epochs, parts.epochs) and np.array_equal(whole.epochs, default.epochs)
+
+
+def test_chunks_are_whole_blocks_of_about_a_sixty_fourth_of_the_rows():
+    from hopfield_masks.binary.learning import MIN_CHUNK_ROWS, fit_chunk_rows
+
+    assert fit_chunk_rows(4144, 64) == 65 * 64  # the README's LeNet masks: 4,144 blocks, 65 per chunk
+    assert fit_chunk_rows(10, 64) == 640  # fewer rows than a chunk: all of them
+    assert fit_chunk_rows(100, 64) == MIN_CHUNK_ROWS  # 32 blocks
+    assert fit_chunk_rows(1000, 4096) == 16 * 4096
 
 
 def test_the_same_seed_gives_the_same_couplings_for_any_number_of_threads():

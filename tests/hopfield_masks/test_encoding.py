@@ -160,13 +160,47 @@ class TestEncodeBank:
 
     def test_pseudo_inverse_is_keyed_sign(self, tmp_path):
         """The projection rule's reservoir has task keys and 1-bit couplings; the report says so,
-        including the float32 accumulator that encoding needed and did not keep."""
+        including the float32 accumulator that encoding needed (one network's at a time) and did not keep."""
         path = _make_bank(tmp_path / "bank.h5", 4, "hdf5-packed")
         reservoir, report = encode_bank(path, "3kB", HOPFIELD)
         assert report.rule == "pseudo-inverse" and report.dtype == "sign" and report.key_units == reservoir.key_units > 0
         assert report.reservoir_bytes == reservoir.nbytes <= 3000
-        assert report.write_accumulator_bytes == reservoir.n_blocks * 4 * reservoir.network_size ** 2
-        assert read_bank_reservoir(path, "3kB").networks[0].frozen
+        assert report.write_accumulator_bytes == 4 * reservoir.network_size ** 2
+        bits, scales = reservoir.packed_sign_couplings()  # kept as the bits the budget counts
+        assert bits.nbytes + scales.nbytes + reservoir.spin_sums.nbytes == reservoir.nbytes
+        assert read_bank_reservoir(path, "3kB").networks[0].frozen and reservoir.networks[0].frozen
+
+    @pytest.mark.parametrize("settings", [None, HOPFIELD, EncodeSettings(rule="storkey", key_units=0, dtype="int8")])
+    def test_encoding_gives_what_storing_each_task_in_turn_gives(self, bank, settings):
+        """Encoding learns from every task at once (compact, a chunk or network at a time); the couplings are
+        those of the reservoir planned for the same budget fed each task in turn."""
+        reservoir, report = encode_bank(bank, "20kB", settings)
+        planned = plan_reservoir("20kB", reservoir.layout, settings or EncodeSettings(), n_tasks=3)
+        tasks = _read_tasks(bank)
+        if isinstance(planned, BinaryReservoir):
+            planned.fit(np.stack([planned.layout.flatten_spins(t) for t in tasks]))
+            assert np.array_equal(planned.couplings, reservoir.couplings)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CapacityWarning)
+                for t in tasks:
+                    planned.store(t)
+            for a, b in zip(planned.networks, reservoir.networks):
+                np.testing.assert_array_equal(a.couplings, b.couplings)
+                assert a.scale == b.scale
+        np.testing.assert_array_equal(planned.spin_sums, reservoir.spin_sums)
+
+    def test_the_report_prints_what_was_built_in_one_line(self, bank):
+        """print(report) names the rule, the bytes, the tasks and, for the perceptron rule, that recall is exact."""
+        _, report = encode_bank(bank, "20kB")
+        text = str(report)
+        assert report.exact is True and "\n" not in text
+        assert text.startswith(f"perceptron reservoir {bank}:reservoir-20000, {report.reservoir_bytes:,} B of the 20,000 B")
+        assert "3 tasks of 37 bits" in text and text.endswith("every task is recalled exactly by its key")
+        _, report = encode_bank(bank, "20kB", HOPFIELD)
+        assert report.exact is None and "sign couplings" in str(report) and "not known" in str(report)
+        unconverged = EncodeReport(**{**report.to_dict(), "rule": "perceptron", "rows_unconverged": 5})
+        assert unconverged.exact is False and "5 coupling rows missed a constraint" in str(unconverged)
 
     def test_honest_alternative_counts_the_file_overhead(self, bank):
         """The exact alternative counts the packed bits plus the measured per-task and header bytes of a bank file."""

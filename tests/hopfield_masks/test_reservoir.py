@@ -188,6 +188,90 @@ class TestStore:
         assert len(record) == 1 and res.load == pytest.approx(3 / res.capacity) and res.load > 1
 
 
+class TestStorePacked:
+    """store_packed: every task at once, network after network, equal bit for bit to store() of each task."""
+
+    @staticmethod
+    def _packed(layout: MaskLayout, tasks: list[dict]) -> np.ndarray:
+        from hopfield_masks.patterns import pack_bits
+
+        return np.stack([pack_bits(layout.flatten(t)) for t in tasks])
+
+    @given(layout=mask_layouts(max_side=30), seed=st.integers(0, 2**16), k=st.integers(1, 5),
+           rule=st.sampled_from(["hebbian", "storkey", "storkey-reference", "pseudo-inverse"]),
+           dtype=st.sampled_from(["float32", "float16", "int8", "sign"]), keys=st.integers(0, 3),
+           size=st.integers(4, 24))
+    def test_equals_storing_each_task_in_turn(self, layout, seed, k, rule, dtype, keys, size):
+        tasks = _random_tasks(layout, k, seed)
+        one = Reservoir(layout, size, rule, dtype, key_units=keys, key_seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CapacityWarning)
+            for t in tasks:
+                one.store(t)
+            all_at_once = Reservoir(layout, size, rule, dtype, key_units=keys, key_seed=seed)
+            all_at_once.store_packed(self._packed(layout, tasks))
+        assert all_at_once.n_tasks == k and all_at_once.capacity == pytest.approx(one.capacity)
+        np.testing.assert_array_equal(all_at_once.spin_sums, one.spin_sums)
+        assert len(all_at_once.networks) == len(one.networks) == one.n_blocks
+        for a, b in zip(all_at_once.networks, one.networks):
+            np.testing.assert_array_equal(a.couplings, b.couplings)
+            assert a.scale == b.scale and a.n_stored == b.n_stored == k and a.dtype == dtype
+        state = layout.flatten_spins(tasks[0])
+        assert all_at_once.energy(state) == one.energy(state)
+        np.testing.assert_array_equal(all_at_once.energy_gradient(state), one.energy_gradient(state))
+
+    def test_sign_couplings_are_kept_packed_and_unpacked_per_network(self, tmp_path):
+        """Kept: the bits the file holds (nbytes), each network unpacked when taken, frozen; the file is the same."""
+        tasks = _random_tasks(LAYOUT, 3, seed=5)
+        res = Reservoir(LAYOUT, 40, "pseudo-inverse", "sign", key_units=8)
+        res.store_packed(self._packed(LAYOUT, tasks))
+        bits, scales = res.packed_sign_couplings()
+        assert bits.shape == (res.n_blocks, (40 * 39 + 15) // 16) and scales.shape == (res.n_blocks,)
+        assert not bits.flags.writeable and bits.nbytes + scales.nbytes + res.spin_sums.nbytes == res.nbytes
+        assert res.networks[0].frozen and res.networks[-1].size == 40 and len(res.networks[:2]) == 2
+        with pytest.raises(InvalidArgumentError, match="frozen"):
+            res.store(tasks[0])
+        res.save(tmp_path / "packed.h5")
+        back = Reservoir.from_file(tmp_path / "packed.h5")
+        assert back.packed_sign_couplings() is None  # read back as int8 matrices
+        for a, b in zip(back.networks, res.networks):
+            np.testing.assert_array_equal(a.couplings, b.couplings)
+        keyed = res.recall_keyed()
+        np.testing.assert_array_equal(keyed.states, back.recall_keyed().states)
+        np.testing.assert_array_equal(keyed.states, np.stack([LAYOUT.flatten_spins(t) for t in tasks]))
+
+    def test_refuses_bad_bits_and_a_reservoir_that_holds_tasks(self):
+        res = Reservoir(LAYOUT, 32, "hebbian")
+        for bits in (np.zeros((2, 5), np.uint8), np.zeros((0, 6), np.uint8), np.zeros((2, 6), np.int8)):
+            with pytest.raises(InvalidArgumentError, match="^bits:"):
+                res.store_packed(bits)
+        res.store(_random_tasks(LAYOUT, 1, seed=1)[0])
+        with pytest.raises(InvalidArgumentError, match="^reservoir:"):
+            res.store_packed(np.zeros((1, 6), np.uint8))
+
+    @given(n=st.integers(2, 70), seed=st.integers(0, 2**16), data=st.data())
+    def test_unpacking_agrees_with_the_network_modules_packing(self, n, seed, data):
+        """The vectorised pack/unpack (gather or, for large networks, scatter) against network.py's row-by-row ones."""
+        import hopfield_masks.reservoir as module
+        from hopfield_masks.network import pack_sign_couplings, unpack_sign_couplings
+
+        rng = np.random.default_rng(seed)
+        q = np.triu(rng.choice(np.array([-1, 1], np.int8), size=(n, n)), 1)
+        q = q + q.T
+        m = data.draw(st.integers(1, n))
+        bits = pack_sign_couplings(q)
+        for gather_bytes in (module._GATHER_BYTES, 0):
+            try:
+                module._GATHER_BYTES = gather_bytes
+                module._gather.cache_clear()
+                np.testing.assert_array_equal(module._pack_sign(q), bits)
+                np.testing.assert_array_equal(module._unpack_sign(bits, n), unpack_sign_couplings(bits, n))
+                np.testing.assert_array_equal(module._unpack_sign(bits, n, m), q[:m, :m])
+            finally:
+                module._GATHER_BYTES = 1 << 22
+                module._gather.cache_clear()
+
+
 class TestCues:
     def test_mean_needs_a_task(self):
         """The mean cue of an empty reservoir raises instead of dividing by zero."""
