@@ -16,7 +16,12 @@ the JSON object :data:`JSON_ERROR_SHAPE` describes::
 
 ``argument`` is the option or file the message names (``null`` when it names
 neither); ``expected`` and ``received`` are ``null`` for errors that are not about
-one value (a damaged file, a locked bank).
+one value (a damaged file, a locked bank).  A library error names the library's
+argument (``budget``, ``n_tasks``); the message shows the option the user typed
+instead (``--budget``, ``--tasks``: :mod:`supsup_store_cli._refusal`, one mapping), and
+ends with a value that works when the error knows one: a budget too small for the
+bank's masks ends ``(try --budget 1.5MB)``, the smallest budget that fits to two
+significant digits.  A refused choice lists the valid ones.
 
 **Signals.** While a command runs, SIGINT ends it like Ctrl-C (``KeyboardInterrupt``,
 exit code 130) and SIGTERM like ``SystemExit(143)``, both raised where the command
@@ -36,7 +41,6 @@ import sys
 import threading
 import typing
 from collections.abc import Callable, Sequence
-from pathlib import PurePath
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -44,7 +48,10 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from hopfield_masks import HopfieldMasksError, __version__
+from hopfield_masks import HopfieldMasksError
+
+from ._help import HelpCommand, render_help
+from ._refusal import LIBRARY_TO_OPTION, refusal
 
 console = Console()
 err_console = Console(stderr=True)
@@ -55,9 +62,8 @@ USER_ERROR = 2
 #: The keys of the ``"error"`` object a refused command prints on stdout with ``--json``.
 JSON_ERROR_SHAPE = ("message", "argument", "expected", "received", "type", "exit_code")
 
-#: Help of every command's ``--json`` option ending: what a refusal prints.
-JSON_ERROR_HELP = ("When refused, it prints {\"error\": {\"message\", \"argument\", \"expected\", \"received\", "
-                   "\"type\", \"exit_code\"}} on stdout (and the one-line error on stderr) and exits 2.")
+#: Help of every command's ``--json`` option ending: what a refusal prints (module docstring).
+JSON_ERROR_HELP = 'a refusal: {"error": ...}'
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -153,7 +159,11 @@ def _print_json_error(fields: dict[str, Any]) -> None:
 
 
 class _OneLineErrorsGroup(TyperGroup):
-    """The root command: Click's usage errors become one ``Error: ...`` line on stderr (exit 2), not a box."""
+    """The root command: Click's usage errors become one ``Error: ...`` line on stderr (exit 2), not a box; its help
+    is rendered like every command's (:func:`~supsup_store_cli._help.render_help`)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        render_help(self, ctx, formatter)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -204,6 +214,25 @@ app = typer.Typer(
 )
 
 
+# -- help that reads at 80 columns -----------------------------------------------------------------------------------
+#: Panels of ``--help`` (``rich_help_panel=`` on an option).  Options without one (a command's main inputs,
+#: ``--json``, ``--help``) show in the "Options" panel, first.
+DATA_PANEL = "Data"
+MODEL_PANEL = "Model"
+TRAINING_PANEL = "Training"
+INFERENCE_PANEL = "Task inference"
+RECALL_PANEL = "Recall"
+RESERVOIR_PANEL = "Reservoir (if recall encodes it first)"
+OUTPUT_PANEL = "Output"
+COMPUTE_PANEL = "Compute"
+
+
+def command(name: str) -> Callable[[F], F]:
+    """``@command("train")``: register a command on :data:`app`, its ``--help`` rendered by
+    :class:`~supsup_store_cli._help.HelpCommand` (one screen at 80 columns)."""
+    return app.command(name, cls=HelpCommand)
+
+
 # -- library errors --------------------------------------------------------------------------------------------------
 def _expected_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [HopfieldMasksError]
@@ -238,7 +267,7 @@ def guarded(func: F) -> F:
             result = func(*args, **kwargs)
         except _expected_errors() as exc:
             watch.raise_if_signalled()  # an error a signal caused: the signal decides the exit code
-            fields = _refusal(func, exc, kwargs)
+            fields = refusal(func, exc, kwargs, exit_code=USER_ERROR)
             err_console.print(f"[bold red]Error:[/] {escape(fields['message'])}", highlight=False, soft_wrap=True)
             if kwargs.get("as_json") is True:
                 _print_json_error(fields)
@@ -364,85 +393,21 @@ def _catch_sigterm() -> Any:
         return None
 
 
-# -- library argument names -> options ---------------------------------------------------------------------------------
-#: Library arguments that a command exposes under another option name (library name -> command parameter).
-#: ``"function:argument"`` names the argument of one library function (and whatever it calls): the stream's
-#: ``seed`` of :func:`supsup_core.data.benchmark_stream` is ``--stream-seed``, not the model's ``--seed``.
-LIBRARY_TO_OPTION = {
-    "er_sigma": "sparsity", "classes_per_task": "split", "n_tasks": "tasks", "factory": "model",
-    "benchmark_stream:seed": "stream_seed", "make_stream:seed": "stream_seed",
-}
+def package_version() -> str:
+    """The installed supsup-store's version (``importlib.metadata``); the source tree's when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
 
-
-def _library_calls(exc: BaseException) -> list[str]:
-    """Names of the functions the exception went through, innermost first."""
-    names = []
-    tb = exc.__traceback__
-    while tb is not None:
-        names.append(tb.tb_frame.f_code.co_name)
-        tb = tb.tb_next
-    return names[::-1]
-
-
-def _parameter_for(argument: str, exc: BaseException) -> str:
-    for name in _library_calls(exc):
-        qualified = LIBRARY_TO_OPTION.get(f"{name}:{argument}")
-        if qualified is not None:
-            return qualified
-    return LIBRARY_TO_OPTION.get(argument, argument)
-
-
-def _is_path_argument(argument: str, values: dict[str, Any]) -> bool:
-    """True when ``argument`` is a file the user named (a path), not a library argument."""
-    if not argument.isidentifier():
-        return True  # a path ("conc/x.h5", "masks.h5"), or a description ("mask 'fc1.weight'")
-    return any(isinstance(v, PurePath) and str(v) == argument for v in values.values())
-
-
-def _option_of(func: Callable[..., Any], argument: str, exc: BaseException, values: dict[str, Any]) -> str | None:
-    """The option (``--budget``) of ``func`` that the library argument ``argument`` is, or None."""
-    if _is_path_argument(argument, values):
-        return None
-    parameter = _parameter_for(argument, exc)
     try:
-        hint = typing.get_type_hints(func, include_extras=True).get(parameter)
-    except Exception:  # pragma: no cover - unresolvable annotations: keep the library's wording
-        return None
-    options = [info for info in getattr(hint, "__metadata__", ()) if isinstance(info, typer.models.OptionInfo)]
-    if not options:
-        return None
-    declared = [d for d in (options[0].param_decls or ()) if isinstance(d, str) and d.startswith("--")]
-    return declared[0] if declared else "--" + parameter.replace("_", "-")
+        return version("supsup-store")
+    except PackageNotFoundError:  # pragma: no cover - run from a checkout that was never installed
+        from hopfield_masks import __version__
 
-
-def _as_cli_message(func: Callable[..., Any], exc: BaseException, values: dict[str, Any] | None = None) -> str:
-    """``str(exc)``, with a leading library argument name replaced by the command's option (``budget`` -> ``--budget``).
-
-    The libraries name their Python arguments; the user typed an option.  Only
-    arguments that are options of this command are renamed (:data:`LIBRARY_TO_OPTION`
-    maps the ones whose option has another name); a file the message names (``values``:
-    the command's arguments, some of them paths) is never shown as an option.
-    """
-    return _refusal(func, exc, values or {})["message"]
-
-
-def _refusal(func: Callable[..., Any], exc: BaseException, values: dict[str, Any]) -> dict[str, Any]:
-    """The refusal fields of a library error (module docstring): message, argument, expected, received, type."""
-    message, argument = str(exc), getattr(exc, "argument", None)
-    expected, received = getattr(exc, "expected", None), getattr(exc, "received", None)
-    shown = argument if isinstance(argument, str) else getattr(exc, "path", None)
-    if isinstance(argument, str) and message.startswith(f"{argument}:"):
-        option = _option_of(func, argument, exc, values)
-        if option is not None:
-            message, shown = option + message[len(argument):], option
-    return {"message": message, "argument": shown, "expected": None if expected is None else str(expected),
-            "received": None if received is None else str(received), "type": type(exc).__name__,
-            "exit_code": USER_ERROR}
+        return __version__
 
 
 def _version_callback(value: bool) -> None:
     if value:
-        console.print(f"supsup-store {__version__}")
+        console.print(f"supsup-store {package_version()}", highlight=False)
         raise typer.Exit()
 
 
@@ -456,5 +421,6 @@ def root(
     """Supermasks in Superposition: train supermasks, store them in mask banks and Hopfield reservoirs, recall them."""
 
 
-__all__ = ["app", "console", "err_console", "fail", "guarded", "USER_ERROR", "JSON_ERROR_SHAPE", "JSON_ERROR_HELP",
-           "LIBRARY_TO_OPTION"]
+__all__ = ["app", "command", "console", "err_console", "fail", "guarded", "USER_ERROR",
+           "JSON_ERROR_SHAPE", "JSON_ERROR_HELP", "LIBRARY_TO_OPTION", "package_version", "DATA_PANEL", "MODEL_PANEL",
+           "TRAINING_PANEL", "INFERENCE_PANEL", "RECALL_PANEL", "RESERVOIR_PANEL", "OUTPUT_PANEL", "COMPUTE_PANEL"]

@@ -4,7 +4,10 @@ and the ceilings of the integer options that size work or memory (refused before
 
 from __future__ import annotations
 
-__all__ = ["parse_key_units", "MAX_KEY_UNITS", "MAX_TASKS", "MAX_BATCHES_PER_TASK", "MAX_OUTPUT_SIZE"]
+__all__ = ["parse_key_units", "budget_at_least", "MAX_KEY_UNITS", "MAX_TASKS", "MAX_BATCHES_PER_TASK",
+           "MAX_OUTPUT_SIZE"]
+
+import math
 
 from hopfield_masks.reservoir_sizing import MAX_KEY_UNITS
 
@@ -38,3 +41,26 @@ def parse_key_units(text: str, option: str = "--key-units") -> int | str:
     if not (text.isascii() and text.isdecimal()) or len(text.lstrip("0")) > 8 or int(text) > MAX_KEY_UNITS:
         raise ConfigError(option, expected, repr(text if len(text) <= 40 else text[:37] + "..."))
     return int(text)
+
+
+def budget_at_least(minimum: int) -> str:
+    """The shortest budget text (two significant digits, decimal units) that :func:`~hopfield_masks.parse_budget`
+    reads as at least ``minimum`` bytes: what a refusal suggests.
+
+    Examples
+    --------
+    >>> budget_at_least(1_467_736), budget_at_least(20_480), budget_at_least(146_700), budget_at_least(512)
+    ('1.5MB', '21kB', '150kB', '520B')
+    """
+    from hopfield_masks.budget import parse_budget
+
+    unit, scale = next(((u, s) for u, s in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)) if minimum >= s), ("B", 1))
+    value = minimum / scale
+    step = 10.0 ** (math.floor(math.log10(value)) - 1) if value > 0 else 1.0  # two significant digits
+    while True:
+        rounded = math.ceil(value / step - 1e-9) * step
+        digits = f"{rounded:.{max(0, -math.floor(math.log10(step)))}f}"
+        text = (digits.rstrip("0").rstrip(".") if "." in digits else digits) + unit
+        if parse_budget(text) >= minimum:
+            return text
+        value += step / 2  # float rounding left it a byte short: the next step up

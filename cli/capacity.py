@@ -21,7 +21,7 @@ from hopfield_masks.capacity import (
 )
 from hopfield_masks.errors import InvalidArgumentError
 
-from ._app import JSON_ERROR_HELP, app, console, err_console, guarded
+from ._app import JSON_ERROR_HELP, command, console, err_console, guarded
 from ._untrusted import plain
 
 __all__ = ["capacity", "parse_loads"]
@@ -47,24 +47,32 @@ def _table(rows: list[CapacityRow], title: str) -> Table:
     return table
 
 
-@app.command("capacity")
+@command("capacity")
 @guarded
 def capacity(
-    size: Annotated[int, typer.Option("--size", help="Units N of the network.")] = 256,
-    rule: Annotated[str, typer.Option("--rule", help="Learning rule id (hebbian, storkey, storkey-reference, pseudo-inverse, or perceptron: ±1 couplings learnt as ±1 with a margin, --size a multiple of 64).")] = "storkey",
-    dtype: Annotated[str, typer.Option("--dtype", help="Coupling precision: float32, float16 or int8.")] = "float32",
-    loads: Annotated[
-        str | None,
-        typer.Option("--loads", help="Comma-separated loads (patterns per unit). Default: up to twice the rule's capacity."),
+    size: Annotated[int, typer.Option("--size", help="Units N of the network")] = 256,
+    rule: Annotated[str, typer.Option(
+        "--rule", metavar="NAME", help="hebbian, storkey, storkey-reference, pseudo-inverse, or perceptron (learned ±1 "
+        "couplings; --size a multiple of 64)")] = "storkey",
+    dtype: Annotated[str, typer.Option("--dtype", metavar="NAME", help="float32, float16 or int8")] = "float32",
+    loads: Annotated[str | None, typer.Option(
+        "--loads", metavar="X,X", help="Patterns per unit, e.g. 0.05,0.1 [default: up to 2 × the rule's capacity]")
     ] = None,
-    noise: Annotated[float, typer.Option("--noise", help="Fraction of spins flipped in each recall cue.")] = 0.1,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of patterns, cues and sweep orders.")] = 0,
-    mode: Annotated[str, typer.Option("--mode", help="Recall dynamics: async or sync.")] = "async",
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Sweeps (async) or updates (sync) per recall.")] = 50,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Save the curve as a PNG to this file.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON instead of a table. " + JSON_ERROR_HELP)] = False,
+    noise: Annotated[float, typer.Option("--noise", help="Fraction of spins flipped in each cue")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of patterns, cues and sweep orders")] = 0,
+    mode: Annotated[str, typer.Option("--mode", metavar="NAME", help="Recall dynamics: async or sync")] = "async",
+    max_steps: Annotated[int, typer.Option(
+        "--max-steps", help="Sweeps (async) or updates (sync) per recall")] = 50,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", metavar="FILE", help="Save the curve as a PNG (extra supsup-store[plot])")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=f"Print the rows as JSON ({JSON_ERROR_HELP})")] = False,
 ) -> None:
     """Measure the fraction of stored random patterns that are fixed points and are recovered from noisy cues."""
+    from hopfield_masks.rules import available_rules
+
+    choices = sorted([*available_rules(), "perceptron"])
+    if rule not in choices:  # the registry's refusal would not list perceptron, which sweeps too
+        raise InvalidArgumentError("--rule", f"one of {', '.join(choices)}", repr(rule))
     rule_obj = sweep_rule(rule)
     values = parse_loads(loads) if loads is not None else default_loads(size, rule_obj)
     check_sweep_size(size, dtype, max(values))  # a size this process cannot hold is refused before any work (--size)

@@ -8,43 +8,31 @@ from typing import Annotated
 
 import typer
 
-from ._app import JSON_ERROR_HELP, app, console, err_console, guarded
+from ._app import JSON_ERROR_HELP, command, console, err_console, guarded
 from ._parsing import MAX_BATCHES_PER_TASK
-from ._render import encode_table, pct
+from ._render import demo_table, encode_table, pct
 
 __all__ = ["demo"]
 
 
-def _demo_table(result):
-    from rich.table import Table
-
-    table = Table(title="HopSupSup on SplitMNIST: masks recalled from the reservoir, no task identity given")
-    for name, justify in (("task", "right"), ("digits", "center"), ("acc true mask %", "right"),
-                          ("acc guided %", "right"), ("acc unguided %", "right"), ("bits wrong guided", "right"),
-                          ("bits wrong unguided", "right"), ("guided exact", "center"), ("steps to final", "right")):
-        table.add_column(name, justify=justify)
-    for g, u in zip(result.guided, result.unguided):
-        t = int(g.task)
-        table.add_row(g.task, f"{2 * t},{2 * t + 1}", pct(g.true_accuracy), pct(g.recalled_accuracy),
-                      pct(u.recalled_accuracy), f"{g.total_bits_wrong:,}", f"{u.total_bits_wrong:,}",
-                      "yes" if g.exact else "[red]no[/]", str(g.steps_to_final))
-    return table
-
-
-@app.command("demo")
+@command("demo")
 @guarded
 def demo(
     *,
-    out: Annotated[Path, typer.Option("--out", help="Folder for masks.h5 (the bank, with its reservoir).")] = Path("demo_out"),
-    budget: Annotated[str, typer.Option("--budget", help="Reservoir byte budget.")] = "1MB",
-    batches_per_task: Annotated[int | None, typer.Option("--batches-per-task", min=1, max=MAX_BATCHES_PER_TASK, help="Training batches of 128 per task [default: 50].")] = None,
-    method: Annotated[str, typer.Option("--method", help="Guided recall: keyed (task keys recall one candidate per task; the entropy picks one), dynamics (guided Hopfield sweeps per block) or score-descent (the reference's).")] = "keyed",
-    transductive: Annotated[bool, typer.Option("--transductive", help="Guide and score on the same test images (the reference's protocol).")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the base network, training and recall.")] = 0,
-    device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda.")] = "auto",
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="MNIST IDX folder instead of the embedded subset.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON. " + JSON_ERROR_HELP)] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for masks.h5 (the bank and its reservoir)")] = Path("demo_out"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing <out>/masks.h5.")] = False,
+    budget: Annotated[str, typer.Option("--budget", metavar="SIZE", help="Reservoir byte budget")] = "1MB",
+    batches_per_task: Annotated[int | None, typer.Option(
+        "--batches-per-task", min=1, max=MAX_BATCHES_PER_TASK, help="Batches of 128 per task [default: 50]")] = None,
+    method: Annotated[str, typer.Option(
+        "--method", metavar="NAME", help="Guided recall: keyed, dynamics or score-descent")] = "keyed",
+    transductive: Annotated[bool, typer.Option(
+        "--transductive", help="Guide and score on the same images (the reference's)")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of base network, training and recall")] = 0,
+    device: Annotated[str, typer.Option("--device", metavar="NAME", help="auto, cpu or cuda")] = "auto",
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="MNIST IDX folder [default: the embedded subset]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=f"Print the results as JSON ({JSON_ERROR_HELP})")] = False,
 ) -> None:
     """Train BNNet unit masks on 5 SplitMNIST tasks, save them, encode them under the budget, recall them with and without entropy guidance."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -81,7 +69,7 @@ def demo(
         console.print_json(json.dumps(result.to_dict()))
         return
     console.print(encode_table(result.encode))
-    console.print(_demo_table(result))
+    console.print(demo_table(result, width=console.width))
     g, u = summarise(result.guided), summarise(result.unguided)
     scored = ("the same test images that guided recall (transductive)" if transductive else
               "held-out test images: half of each task's test set guides recall without labels, the other half scores")

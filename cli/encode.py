@@ -8,22 +8,28 @@ from typing import Annotated
 
 import typer
 
-from ._app import JSON_ERROR_HELP, app, console, err_console, guarded
+from ._app import JSON_ERROR_HELP, command, console, err_console, guarded
 from ._render import encode_table
 
 __all__ = ["encode"]
 
 
-@app.command("encode")
+@command("encode")
 @guarded
 def encode(
-    bank: Annotated[Path, typer.Argument(help="Mask bank file (HDF5) written by 'train', 'demo' or the library.")],
+    bank: Annotated[Path, typer.Argument(help="Mask bank (HDF5) written by train, demo or the library.",
+                                         show_default=False)],
     *,
-    budget: Annotated[str, typer.Option("--budget", help="Reservoir byte budget: 1MB, 512KiB, 2e6 ...")] = "1MB",
-    rule: Annotated[str, typer.Option("--rule", help="Learning rule: auto (perceptron where the budget holds it, else pseudo-inverse), perceptron (±1 couplings learnt as ±1, keyed), pseudo-inverse, storkey, hebbian or storkey-reference.")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="Coupling precision: auto (sign with task keys, else the widest that fits), float32, float16, int8 or sign (1 bit).")] = "auto",
-    key_units: Annotated[str, typer.Option("--key-units", help="Units per network holding a task key: auto (a quarter or more of each network), or a count (0: no keys, block-wise recall only).")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON. " + JSON_ERROR_HELP)] = False,
+    budget: Annotated[str, typer.Option(
+        "--budget", metavar="SIZE", help="Reservoir byte budget: 1MB, 512KiB, 2e6 ...")] = "1MB",
+    rule: Annotated[str, typer.Option(
+        "--rule", metavar="NAME", help="perceptron (learned ±1 couplings, keyed), pseudo-inverse, storkey, hebbian, "
+        "storkey-reference or auto (perceptron if it fits)")] = "auto",
+    dtype: Annotated[str, typer.Option(
+        "--dtype", metavar="NAME", help="Couplings: float32, float16, int8, sign (1 bit) or auto")] = "auto",
+    key_units: Annotated[str, typer.Option(
+        "--key-units", metavar="N", help="Key units per network: auto, or 0 (no keys) to 1048576")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help=f"Print the report as JSON ({JSON_ERROR_HELP})")] = False,
 ) -> None:
     """Encode every mask in BANK into a reservoir stored inside the bank (attachment 'reservoir-<bytes>')."""
     from rich.progress import Progress

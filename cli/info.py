@@ -24,7 +24,7 @@ from rich.table import Table
 from hopfield_masks.budget import format_bytes
 from hopfield_masks.errors import InvalidArgumentError
 
-from ._app import JSON_ERROR_HELP, app, console, guarded
+from ._app import JSON_ERROR_HELP, command, console, guarded
 from ._untrusted import plain
 
 __all__ = ["info", "render"]
@@ -94,12 +94,12 @@ def render(desc: dict[str, Any], *, limit: int = 50) -> None:
         _render_other(desc)
 
 
-@app.command("info")
+@command("info")
 @guarded
 def info(
     file: Annotated[Path, typer.Argument(help="A mask bank or reservoir file (HDF5).", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON. " + JSON_ERROR_HELP)] = False,
-    limit: Annotated[int, typer.Option("--limit", help="Most tasks listed in the table.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help=f"Print the description as JSON ({JSON_ERROR_HELP})")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Most tasks listed in the table")] = 50,
 ) -> None:
     """Describe a mask bank (backend, metadata, tasks, sizes) or a reservoir file."""
     from hopfield_masks.backends import describe_file

@@ -2,7 +2,11 @@
 
 All checks (bank, budget, base network, data) run before anything is written,
 so a failed command never modifies the bank; the only write is encoding a
-missing reservoir, which is atomic.
+missing reservoir, which is atomic.  Recall of a model's bank is guided by the
+data it was trained on; when that data cannot be read here, recall refuses
+(:func:`check_guidance_data`: ``--data`` says where it is, ``--unguided`` accepts
+recall without guidance) rather than return masks it could not choose.  ``--plot``
+saves bits wrong and accuracies per task as a PNG.
 """
 
 from __future__ import annotations
@@ -13,10 +17,42 @@ from typing import Annotated
 
 import typer
 
-from ._app import JSON_ERROR_HELP, app, console, err_console, guarded
+from ._app import (COMPUTE_PANEL, DATA_PANEL, JSON_ERROR_HELP, OUTPUT_PANEL, RECALL_PANEL, RESERVOIR_PANEL, command,
+                   console, err_console, guarded)
 from ._render import encode_table, pct, recall_table
+from ._untrusted import plain
 
-__all__ = ["recall"]
+__all__ = ["recall", "check_guidance_data"]
+
+
+def check_guidance_data(bank: Path) -> None:
+    """Refuse recall that would be unguided only because the data the bank was trained on cannot be read here.
+
+    Guided recall picks each task's mask with the model's outputs on that task's images; without them
+    keyed recall has no way to choose among its candidates and returns wrong masks.  So when a bank of a
+    model (written by ``train`` or ``demo``) records data this machine cannot rebuild, recall stops before
+    anything is encoded or written, naming what it needs: ``--data`` where the data is here, or
+    ``--unguided`` to accept recall without guidance.  Banks without a model (written by the storage
+    library) have no data to guide them and recall unguided, as before.
+    """
+    from hopfield_masks.backends import open_bank
+    from supsup_core.errors import ConfigError, DataError
+    from supsup_core.persistence import PRODUCER, stream_from_metadata
+
+    with open_bank(bank, "r") as b:  # a missing or damaged file: the library's one-line refusal naming it
+        metadata = dict(b.metadata)
+    if metadata.get("producer") != PRODUCER or "model" not in metadata:
+        return
+    source = (metadata.get("benchmark") or {}).get("data_source", "mnist")
+    try:
+        stream_from_metadata(metadata)
+    except ConfigError:  # metadata that describes no stream: the bank's own problem, which recall then names
+        return
+    except DataError as exc:
+        raise ConfigError(
+            "--data", "the data this bank was trained on, to guide recall (--data SPEC: where it is on this machine; "
+            "or --unguided: recall without guidance)", f"{source!r}, which cannot be read here",
+        ) from exc
 
 
 def _scored_on(transductive: bool, guided: bool) -> str:
@@ -28,43 +64,75 @@ def _scored_on(transductive: bool, guided: bool) -> str:
     return "half of each task's test set (the same half guided recall scores on)"
 
 
-@app.command("recall")
+@command("recall")
 @guarded
 def recall(
-    bank: Annotated[Path, typer.Argument(help="Mask bank file (default: masks.h5 in the current folder).")] = Path("masks.h5"),
+    bank: Annotated[Path, typer.Argument(help="Mask bank file.")] = Path("masks.h5"),
     *,
-    budget: Annotated[str, typer.Option("--budget", help="Byte budget of the reservoir to recall from (encoded first if missing).")] = "1MB",
-    guided: Annotated[
-        bool | None,
-        typer.Option("--guided/--unguided", help="Entropy guidance from unlabeled test batches of each task "
-                                                 "[default: guided when the bank's data is available]."),
-    ] = None,
-    method: Annotated[str, typer.Option("--method", help="keyed (every task's key recalls a candidate; the output objective picks one), dynamics (guided Hopfield sweeps per block) or score-descent (the reference's).")] = "keyed",
-    cue: Annotated[str | None, typer.Option("--cue", help="Where recall starts: key (keyed: the key's own field), mean (running ±1 sums), random, or noisy:0.1 (true mask with 10% flipped; dynamics and score-descent) [default: key for keyed, else mean].")] = None,
-    objective: Annotated[str, typer.Option("--objective", help="Guidance objective: H (entropy) or G (superfluous neurons).")] = "H",
-    steps: Annotated[int | None, typer.Option("--steps", help="Sweeps (keyed, dynamics) or steps (score-descent), at most 1,000,000 [default: 100 keyed, 30 otherwise].")] = None,
-    shortlist: Annotated[int, typer.Option("--shortlist", help="Keyed: candidates scored on every adaptation image after screening.")] = 8,
-    selection: Annotated[str, typer.Option("--selection", help="Keyed: screen (each candidate scored on the first adaptation batch) or one-shot (one gradient over their superposition).")] = "screen",
-    transductive: Annotated[bool, typer.Option("--transductive", help="Guide and score on the same test images (the reference's protocol).")] = False,
-    rule: Annotated[str | None, typer.Option("--rule", help="Learning rule if the reservoir must be encoded first: perceptron, pseudo-inverse, storkey, hebbian or storkey-reference [default: auto (perceptron where the budget holds it, else pseudo-inverse) for keyed recall, else pseudo-inverse].", show_default=False)] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="Coupling precision if the reservoir must be encoded first.")] = "auto",
-    key_units: Annotated[str, typer.Option("--key-units", help="Key units per network if the reservoir must be encoded first (auto or a count up to 1048576).")] = "auto",
-    restarts: Annotated[int, typer.Option("--restarts", help="dynamics/score-descent, guided: this many extra recalls per task (at most 1,000) from the cue with 20% of its signs flipped; the lowest objective wins.")] = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of cues, sweep orders and the adaptation/evaluation split.")] = 0,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    data: Annotated[str | None, typer.Option("--data", help="The bank's data from where it is here, as a data spec (default: the source recorded in the bank); data given here that cannot be read is refused.")] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="MNIST IDX folder (the same as --data idx:PATH).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="MODULE:FACTORY that built the bank's model, for banks of a model of yours.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON. " + JSON_ERROR_HELP)] = False,
+    budget: Annotated[str, typer.Option(
+        "--budget", metavar="SIZE", help="Reservoir byte budget, encoded if missing")] = "1MB",
+    method: Annotated[str, typer.Option(
+        "--method", metavar="NAME", rich_help_panel=RECALL_PANEL,
+        help="keyed (task keys), dynamics (guided Hopfield sweeps) or score-descent (the reference's)")] = "keyed",
+    guided: Annotated[bool | None, typer.Option(
+        "--guided/--unguided", rich_help_panel=RECALL_PANEL,
+        help="Entropy guidance [default: guided for a model's bank]")] = None,
+    cue: Annotated[str | None, typer.Option(
+        "--cue", metavar="NAME", rich_help_panel=RECALL_PANEL,
+        help="key, mean, random or noisy:P [default: key, or mean]")] = None,
+    objective: Annotated[str, typer.Option(
+        "--objective", metavar="H|G", rich_help_panel=RECALL_PANEL,
+        help="Guidance: entropy H, or G")] = "H",
+    steps: Annotated[int | None, typer.Option(
+        "--steps", rich_help_panel=RECALL_PANEL,
+        help="Sweeps or steps [default: 100 keyed, else 30]")] = None,
+    shortlist: Annotated[int, typer.Option(
+        "--shortlist", rich_help_panel=RECALL_PANEL, help="Keyed: candidates scored on every image")] = 8,
+    selection: Annotated[str, typer.Option(
+        "--selection", metavar="NAME", rich_help_panel=RECALL_PANEL,
+        help="Keyed: screen or one-shot")] = "screen",
+    restarts: Annotated[int, typer.Option(
+        "--restarts", rich_help_panel=RECALL_PANEL,
+        help="Extra guided starts, ≤ 1,000")] = 0,
+    transductive: Annotated[bool, typer.Option(
+        "--transductive", rich_help_panel=RECALL_PANEL,
+        help="Guide and score on the same images (the reference's)")] = False,
+    seed: Annotated[int, typer.Option(
+        "--seed", rich_help_panel=RECALL_PANEL, help="Seed of cues, sweeps and image split")] = 0,
+    rule: Annotated[str | None, typer.Option(
+        "--rule", metavar="NAME", rich_help_panel=RESERVOIR_PANEL,
+        help="perceptron, pseudo-inverse, storkey, hebbian or storkey-reference [default: auto]")] = None,
+    dtype: Annotated[str, typer.Option(
+        "--dtype", metavar="NAME", rich_help_panel=RESERVOIR_PANEL,
+        help="auto, float32, float16, int8 or sign")] = "auto",
+    key_units: Annotated[str, typer.Option(
+        "--key-units", metavar="N", rich_help_panel=RESERVOIR_PANEL,
+        help="Key units per network: auto, or 0..1048576")] = "auto",
+    data: Annotated[str | None, typer.Option(
+        "--data", metavar="SPEC", rich_help_panel=DATA_PANEL,
+        help="The bank's data where it is here [default: as recorded]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", hidden=True, help="MNIST IDX folder (the same as --data idx:PATH).")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", metavar="MODULE:FACTORY", rich_help_panel=DATA_PANEL,
+        help="Your model's factory, for a bank of your model")] = None,
+    device: Annotated[str, typer.Option(
+        "--device", metavar="NAME", rich_help_panel=COMPUTE_PANEL, help="auto, cpu or cuda")] = "auto",
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", metavar="FILE", rich_help_panel=OUTPUT_PANEL,
+        help="Save recall per task as a PNG (extra supsup-store[plot])")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", rich_help_panel=OUTPUT_PANEL, help=f"Print the results as JSON ({JSON_ERROR_HELP})")] = False,
 ) -> None:
     """Recall every task's mask from the bank's reservoir and print bits wrong and accuracies per task."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from hopfield_masks.budget import parse_budget
+    from hopfield_masks.budget import format_bytes, parse_budget
     from supsup_core.recall import summarise
     from supsup_core.recall import RecallConfig, Recaller, encode_settings_for
 
     from ._parsing import parse_key_units
+    from ._plots import check_plot, plot_recall
     from .train import _data_spec, resolve_device
 
     # 1. parse and validate everything before writing anything
@@ -73,8 +141,12 @@ def recall(
                           selection=selection, restarts=restarts, transductive=transductive, seed=seed)
     encode = encode_settings_for(method, rule, dtype, parse_key_units(key_units))
 
-    # 2. open bank, model, data and reservoir (encoded now if missing; refused when stale)
+    check_plot(plot)
     spec = None if data is None and data_dir is None else _data_spec(data, data_dir)
+    if guided is None and spec is None:
+        check_guidance_data(bank)
+
+    # 2. open bank, model, data and reservoir (encoded now if missing; refused when stale)
     recaller = Recaller(bank, budget_bytes, config, device=resolve_device(device), data_dir=spec, encode_missing=encode,
                         factory=model)
     if recaller.encoded is not None and not as_json:
@@ -95,6 +167,8 @@ def recall(
         "objective": objective if use_guidance else None, "transductive": transductive, "restarts": restarts,
         "scored_on": _scored_on(transductive, use_guidance),
     }
+    if as_json and plot is not None:
+        plot_recall(plot, rows, title=f"{bank.name}: recall ({'guided' if use_guidance else 'unguided'}, {method})")
     if as_json:
         console.print_json(json.dumps({
             "bank": str(bank), "budget_bytes": budget_bytes, "reservoir_bytes": info["reservoir_bytes"],
@@ -104,6 +178,10 @@ def recall(
         }))
         return
     res = recaller.reservoir
+    if plot is not None:
+        written = plot_recall(plot, rows, title=f"{bank.name}: recall from {format_bytes(res.nbytes)} "
+                                               f"({'guided' if use_guidance else 'unguided'}, {method})")
+        err_console.print(plain(f"wrote {written}"))
     keys = f", {res.key_units} key units each" if res.key_units else ""
     how = f"guided ({objective}, {method})" if use_guidance else f"unguided ({method})"
     if res.dtype == "bit":
@@ -111,7 +189,7 @@ def recall(
     else:
         what = f"{res.n_blocks} × {res.network_size}-unit {res.rule.rule_id} networks{keys} ({res.dtype} couplings"
     title = f"Recall from {what}, {res.nbytes:,} B), {how}, cue {config.start}"
-    console.print(recall_table(rows, title=title, layers=list(res.layout.names)))
+    console.print(recall_table(rows, title=title, layers=list(res.layout.names), width=console.width))
     summary = summarise(rows)
     line = f"exact: {summary['exact']} of {summary['tasks']} tasks; largest steps to final mask: {summary['max_steps_to_final']}"
     if rows and rows[0].true_accuracy is not None:

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import app, console, err_console, guarded
+from ._app import COMPUTE_PANEL, DATA_PANEL, MODEL_PANEL, TRAINING_PANEL, command, console, err_console, guarded
 from ._parsing import MAX_BATCHES_PER_TASK, MAX_OUTPUT_SIZE, MAX_TASKS
 
 __all__ = ["train", "resolve_device", "default_output_size", "BENCHMARKS", "MODELS", "TRAIN_SCENARIOS", "BACKENDS",
@@ -169,85 +169,92 @@ def _build_model(model: str, data: Any, stream: Any, scenario: str, *, output_si
     return build_model(config)
 
 
-@app.command("train")
+@command("train")
 @guarded
 def train(
     out: Annotated[Path, typer.Option("--out", help="Mask bank file to write (HDF5).")],
-    model: Annotated[str, typer.Option("--model", help="lenet, fc1024, bnnet, conv, gemresnet18, resnet18, resnet50, or "
-                                       "MODULE:FACTORY: a function of yours returning an nn.Module to wrap.")] = "lenet",
-    data: Annotated[str | None, typer.Option("--data", help="mnist (the embedded subset, default), mnist-full, digits, "
-                                             "cifar10:PATH, cifar100:PATH, imagefolder:PATH or idx:PATH; SPEC@CxHxW pads "
-                                             "and repeats channels to fit a model (digits@3x32x32).")] = None,
-    benchmark: Annotated[str, typer.Option("--benchmark", help="auto, permuted, rotated or split (the -mnist names: the "
-                                           "paper's MNIST streams). auto: split for --split, CIFAR, digits and image "
-                                           "folders, else permuted-mnist.")] = "auto",
-    split: Annotated[str | None, typer.Option("--split", help="Class-incremental tasks: CLASSES[:ORDER], ORDER sorted or "
-                                              "seeded (the reference's order, seeded by --stream-seed) [default: 5:seeded "
-                                              "for CIFAR-100, 10:seeded for image folders, else 2:sorted].")] = None,
-    tasks: Annotated[int | None, typer.Option("--tasks", min=1, max=MAX_TASKS, help="Number of tasks (default: 10; every class group "
-                                              "for split; 5 for split-mnist).")] = None,
-    scenario: Annotated[
-        str, typer.Option("--scenario", help="auto, gg, gnu, gns, nns or hopsupsup (auto: hopsupsup for bnnet; gg for the "
-                          "ResNets and relabelled class splits; else gnu).")
-    ] = "auto",
-    sparsity: Annotated[float | None, typer.Option("--sparsity", help="Top-k masks with the paper's Erdős–Rényi sparsity "
-                                                   "sigma (1 to 32: larger is denser) [default: threshold masks].")] = None,
-    transfer: Annotated[bool, typer.Option("--transfer", help="Start each task's scores at the mean of the earlier tasks' "
-                                           "(SupSup Transfer; tasks then train one after another).")] = False,
-    batchnorm: Annotated[str, typer.Option("--batchnorm", help="BatchNorm of the ResNets and of factory models: task "
-                                           "(running statistics per task, the reference's) or batch.")] = "task",
-    base: Annotated[str, typer.Option("--base", help="MODULE:FACTORY models: seed (weights drawn from --seed) or "
-                                      "pretrained (the module's own weights, frozen).")] = "seed",
-    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Random crop (padding 4) and flip of the "
-                                                 "training images [default: on for CIFAR].")] = None,
-    batches_per_task: Annotated[
-        int | None, typer.Option("--batches-per-task", min=0, max=MAX_BATCHES_PER_TASK,
-                                 help="Optimiser steps per task (default: the scenario's; 0 = one epoch).")
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the base network, the scores and the data order.")] = 0,
-    stream_seed: Annotated[int | None, typer.Option("--stream-seed", min=0, help="Permutation seed (task i uses i + seed; "
-                                                    "default 1), or the class-order seed of a seeded split (default: "
-                                                    "--seed; 1 for image folders).")] = None,
-    output_size: Annotated[
-        int | None, typer.Option("--output-size", min=1, max=MAX_OUTPUT_SIZE,
-                                 help="Outputs s (default: the classes for gg and hopsupsup, else "
-                                 "100; for MODULE:FACTORY, the last layer's width).")
-    ] = None,
-    hidden: Annotated[str | None, typer.Option("--hidden", help="Hidden widths, e.g. 300,100 (default: the model's).")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the scenario's).")] = None,
-    decision_every: Annotated[int, typer.Option("--decision-every", min=1, help="NNs: batches between decisions.")] = 100,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder of MNIST IDX files (the same as --data idx:PATH).")
-    ] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option("--backend", help="Mask bank backend: hdf5-packed (1 bit per entry), hdf5-sparse (16-bit indices "
-                     "of the kept entries) or hdf5-entropy (range-coded, within 1% of n·H(p); appends decode the "
-                     "tasks already stored). Default hdf5-packed; with --resume, the bank's own."),
-    ] = None,
+    backend: Annotated[str | None, typer.Option(
+        "--backend", metavar="NAME", help="hdf5-packed, hdf5-sparse, hdf5-entropy [default: hdf5-packed]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the bank at --out (same settings), from its first missing task.")
-    ] = False,
-    eval_at: Annotated[
-        str | None,
-        typer.Option("--eval-at", help="Task counts after which every learned task is evaluated, e.g. 10,50,250 "
-                     "(default: after the last task; 'none': never)."),
-    ] = None,
-    full_matrix: Annotated[
-        bool, typer.Option("--full-matrix", help="Evaluate every learned task after every task (O(T²); a check).")
-    ] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Tasks trained at once: this process and N-1 local "
-                                         "processes, or N Ray actors; at most 4 per CPU (1024 actors on a Ray cluster), "
-                                         "and no more are started than there are tasks.")] = 1,
-    batched: Annotated[int, typer.Option("--batched", min=1, help="Tasks trained at once in one batched step on --device (for a GPU; MLP masks bit-identical to one at a time on CPU).")] = 1,
-    ray: Annotated[bool, typer.Option("--ray", help="Train on Ray (needs the extra supsup-store\\[ray]); a local instance unless --ray-address.")] = False,
-    ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="An existing Ray cluster, e.g. ray://head:10001 (implies --ray).")
-    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue --out from its first missing task (same settings).")] = False,
+    # -- data
+    data: Annotated[str | None, typer.Option(
+        "--data", metavar="SPEC", rich_help_panel=DATA_PANEL,
+        help="mnist, mnist-full, digits, cifar10:PATH, cifar100:PATH, imagefolder:PATH, "
+        "idx:PATH [default: mnist]")] = None,
+    benchmark: Annotated[str, typer.Option(
+        "--benchmark", metavar="NAME", rich_help_panel=DATA_PANEL,
+        help="permuted, rotated or split[-mnist]")] = "auto",
+    split: Annotated[str | None, typer.Option(
+        "--split", metavar="N[:ORDER]", rich_help_panel=DATA_PANEL,
+        help="Classes per task, sorted|seeded [default: 2:sorted]")] = None,
+    tasks: Annotated[int | None, typer.Option(
+        "--tasks", min=1, max=MAX_TASKS, rich_help_panel=DATA_PANEL,
+        help="Number of tasks [default: 10; split: all classes]")] = None,
+    stream_seed: Annotated[int | None, typer.Option(
+        "--stream-seed", min=0, rich_help_panel=DATA_PANEL,
+        help="Permutation/class seed [default: 1; split: --seed]")] = None,
+    augment: Annotated[bool | None, typer.Option(
+        "--augment/--no-augment", rich_help_panel=DATA_PANEL,
+        help="Random crop and flip [default: on for CIFAR]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", hidden=True, help="Folder of MNIST IDX files (the same as --data idx:PATH).")] = None,
+    # -- model
+    model: Annotated[str, typer.Option(
+        "--model", metavar="NAME", rich_help_panel=MODEL_PANEL,
+        help="lenet, fc1024, bnnet, conv, gemresnet18, resnet18, resnet50 or your MODULE:FACTORY")] = "lenet",
+    hidden: Annotated[str | None, typer.Option(
+        "--hidden", metavar="W,W", rich_help_panel=MODEL_PANEL,
+        help="Hidden widths, e.g. 300,100 [default: the model's]")] = None,
+    output_size: Annotated[int | None, typer.Option(
+        "--output-size", min=1, max=MAX_OUTPUT_SIZE, rich_help_panel=MODEL_PANEL,
+        help="Outputs s [default: 100; gg, hopsupsup: the classes]")] = None,
+    sparsity: Annotated[float | None, typer.Option(
+        "--sparsity", metavar="SIGMA", rich_help_panel=MODEL_PANEL,
+        help="Top-k masks of Erdős–Rényi sigma > 0 [default: off]")] = None,
+    batchnorm: Annotated[str, typer.Option(
+        "--batchnorm", metavar="KIND", rich_help_panel=MODEL_PANEL,
+        help="BatchNorm statistics: task or batch")] = "task",
+    base: Annotated[str, typer.Option(
+        "--base", metavar="KIND", rich_help_panel=MODEL_PANEL,
+        help="Factory weights: seed or pretrained")] = "seed",
+    transfer: Annotated[bool, typer.Option(
+        "--transfer", rich_help_panel=MODEL_PANEL,
+        help="Start scores at earlier tasks' mean (SupSup Transfer)")] = False,
+    seed: Annotated[int, typer.Option(
+        "--seed", min=0, rich_help_panel=MODEL_PANEL, help="Seed of base weights, scores and data order")] = 0,
+    # -- training
+    scenario: Annotated[str, typer.Option(
+        "--scenario", metavar="NAME", rich_help_panel=TRAINING_PANEL,
+        help="gg, gnu, gns, nns, hopsupsup or auto")] = "auto",
+    batches_per_task: Annotated[int | None, typer.Option(
+        "--batches-per-task", min=0, max=MAX_BATCHES_PER_TASK, rich_help_panel=TRAINING_PANEL,
+        help="Steps, 0 = one epoch [default: the scenario's]")] = None,
+    lr: Annotated[float | None, typer.Option(
+        "--lr", rich_help_panel=TRAINING_PANEL, help="Learning rate [default: the scenario's]")] = None,
+    eval_at: Annotated[str | None, typer.Option(
+        "--eval-at", metavar="N,N", rich_help_panel=TRAINING_PANEL,
+        help="Task counts to evaluate at, or none [default: last]")] = None,
+    full_matrix: Annotated[bool, typer.Option(
+        "--full-matrix", rich_help_panel=TRAINING_PANEL,
+        help="Evaluate all tasks after each task (O(T²))")] = False,
+    decision_every: Annotated[int, typer.Option(
+        "--decision-every", min=1, rich_help_panel=TRAINING_PANEL, help="NNs: batches between decisions")] = 100,
+    # -- compute
+    device: Annotated[str, typer.Option(
+        "--device", metavar="NAME", rich_help_panel=COMPUTE_PANEL, help="auto, cpu or cuda")] = "auto",
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, rich_help_panel=COMPUTE_PANEL,
+        help="Tasks trained at once, ≤ 4 per CPU")] = 1,
+    batched: Annotated[int, typer.Option(
+        "--batched", min=1, rich_help_panel=COMPUTE_PANEL, help="Tasks per batched step on --device (GPU)")] = 1,
+    ray: Annotated[bool, typer.Option(
+        "--ray", rich_help_panel=COMPUTE_PANEL, help="Train on Ray (extra supsup-store[ray])")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", metavar="URL", rich_help_panel=COMPUTE_PANEL,
+        help="A Ray cluster, e.g. ray://head:10001 (implies --ray)")] = None,
 ) -> None:
-    """Train one supermask per task on any data and save them, with the benchmark's description, to a mask bank."""
+    """Train one supermask per task and save them to a mask bank."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hopfield_masks.safety.files import check_output_file
@@ -356,8 +363,9 @@ def train(
         training["nns"] = {k: nns_log[k] for k in ("n_masks", "n_trained_batches", "task_to_mask")}
         training["nns"]["decision_every"] = decision_every
         training["nns"]["gns_accuracy"] = {str(t): a for t, a in inferred.accuracy.items()}
-        table = results_table({f"GNs (one-shot, {inferred.protocol})": inferred.accuracy},
-                              title="NNs accuracy (%) per task")
+        method = "one-shot" if inferred.method == "oneshot" else inferred.method
+        table = results_table({"GNs": inferred.accuracy},
+                              title=f"NNs accuracy (%) per task, task by {method} ({inferred.protocol})")
     benchmark_info = benchmark_metadata(stream, seed)
     # bank tasks are masks, not stream tasks: per-stream-task numbers go to metadata
     save_masks(net, out, backend=backend, benchmark=benchmark_info, accuracies=None, overwrite=overwrite,
@@ -418,10 +426,11 @@ def _train_into_bank(
             last = max(result.rows)
             columns_out[f"GG after {last} tasks"] = result.rows[last]
         table = results_table(columns_out, title="GG accuracy (%) per task")
-        if result.rows:
-            table.caption = f"forgetting {100 * result.forgetting():.2f} pts (finished masks never change)"
     if run.n_tasks <= _TABLE_LIMIT:
         console.print(table)
+        if result.rows and not (run.full_matrix and run.n_tasks <= _TABLE_LIMIT):
+            console.print(f"Forgetting {100 * result.forgetting():.2f} points (finished masks never change).",
+                          highlight=False)
     else:
         last_row = result.rows[max(result.rows)] if result.rows else {}
         console.print(

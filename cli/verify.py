@@ -16,17 +16,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._app import JSON_ERROR_HELP, app, console, fail, guarded
+from ._app import JSON_ERROR_HELP, command, console, fail, guarded
 from ._untrusted import plain, printable
 
 __all__ = ["verify"]
 
 
-@app.command("verify")
+@command("verify")
 @guarded
 def verify(
     file: Annotated[Path, typer.Argument(help="A mask bank file (HDF5).", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON. " + JSON_ERROR_HELP)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=f"Print the report as JSON ({JSON_ERROR_HELP})")] = False,
 ) -> None:
     """Verify a mask bank: CRC-32 of every task and attachment array, links, storage and declared sizes."""
     from hopfield_masks.backends import verify_file
@@ -47,7 +47,7 @@ def verify(
         console.print(
             f"{len(report.items)} objects, {report.bytes_checked:,} B of data checked"
             + (f"; {unchecked} without checksums (format version 1: bit rot cannot be detected)" if unchecked else ""),
-            highlight=False, soft_wrap=True,
+            highlight=False,
         )
     if not report.ok:
         first = report.damaged[0]

@@ -6,12 +6,12 @@ Diagnostics: :func:`coefficient_gradients` (packed contraction) and its dense re
 :func:`float_stack_coefficient_gradients`.
 """
 
-from .binary import METHODS, BinarySearchResult, binary_search, infer_task
+from .binary import DEFAULT_METHOD, METHODS, PAPER_METHODS, BinarySearchResult, binary_search, infer_task
 from .groups import infer_groups
 from .rank_one import rank_one_coefficient_gradients, supports_rank_one
 from .rerank import DEFAULT_CANDIDATES, rerank_task
 from .objectives import OBJECTIVES, entropy, objective_values, superfluous_logsumexp
-from .predict import DEFAULT_METHOD, SIGNALS, Prediction, UnknownThreshold, calibrate_unknown, predict
+from .predict import SIGNALS, Prediction, UnknownThreshold, calibrate_unknown, predict
 from .oneshot import (
     build_float_stacks,
     coefficient_gradients,
@@ -36,6 +36,7 @@ __all__ = [
     "binary_search",
     "BinarySearchResult",
     "METHODS",
+    "PAPER_METHODS",
     "OBJECTIVES",
     "entropy",
     "superfluous_logsumexp",

@@ -34,7 +34,7 @@ import torch
 from ..errors import ConfigError
 from ..validate import is_int
 from ..models import SupSupNet
-from .binary import METHODS, infer_task
+from .binary import DEFAULT_METHOD, METHODS, infer_task
 from .objectives import check_objective
 from .oneshot import _check_model
 from .rank_one import rank_one_coefficient_gradients, supports_rank_one
@@ -62,7 +62,7 @@ def infer_groups(
     model: SupSupNet,
     x: torch.Tensor,
     sizes: Sequence[int] | None = None,
-    method: str = "oneshot",
+    method: str = DEFAULT_METHOD,
     objective: str = "H",
     *,
     real_classes: int = 10,

@@ -39,7 +39,7 @@ import torch
 
 from ..errors import ConfigError
 from ..validate import check_choice, check_float, check_optional, check_int
-from .binary import METHODS, binary_search
+from .binary import DEFAULT_METHOD, METHODS, binary_search
 from .objectives import OBJECTIVES, check_objective, objective_values
 from .oneshot import _check_model, coefficient_gradients, per_image_coefficient_gradients
 from .rerank import rerank_groups
@@ -48,8 +48,6 @@ __all__ = ["Prediction", "UnknownThreshold", "predict", "calibrate_unknown", "SI
 
 #: Signals an unknown-task threshold can be set on.
 SIGNALS = ("objective", "confidence")
-#: The task inference :func:`predict` uses unless told otherwise (the best measured; the paper's is "oneshot").
-DEFAULT_METHOD = "rerank"
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ Pieces (Avalanche's PackNet has the same three: ``PackNetModel``, ``PackNetPlugi
 :class:`SupSupModel`
     an Avalanche ``MultiTaskModule`` around a :class:`~supsup_core.models.SupSupNet`.
     ``forward(x, task_labels)`` uses each task label's mask; with ``task_labels=None`` in eval
-    mode it infers the task one-shot (:func:`supsup_core.inference.infer_task`) among the
-    finished masks, per image or per batch.
+    mode it infers the task (:func:`supsup_core.inference.infer_task`; by default ``"rerank"``, the best
+    measured, or the paper's ``"oneshot"`` and ``"binary"``) among the finished masks, per image or per batch.
 :class:`SupSupPlugin`
     before each training experience: checks its labels fit the head, opens a new mask
     (``SupSupNet.add_task``) and points the strategy's optimiser at that mask's scores only;
@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..inference import OBJECTIVES, infer_task
+from ..inference import DEFAULT_METHOD, METHODS, OBJECTIVES, infer_task
 from ..models import SupSupNet
 from ..training.config import TrainConfig
 from ..training.trainer import make_optimizer
@@ -167,6 +167,10 @@ class SupSupModel(MultiTaskModule):
     inference : {"auto", "image", "batch"}
         How ``forward(x, None)`` infers the task in eval mode: each image alone, or the whole
         batch at once ("auto": per image unless the net normalises with batch statistics).
+    method : {"rerank", "oneshot", "binary"}
+        Task inference of ``forward(x, None)``: ``"rerank"``, the default
+        (:data:`~supsup_core.inference.DEFAULT_METHOD`, the best measured), or the paper's
+        ``"oneshot"`` and ``"binary"``.
     objective : {"H", "G"}
         Task-inference objective (entropy, or the superfluous-neuron objective).
     real_classes : int
@@ -178,7 +182,8 @@ class SupSupModel(MultiTaskModule):
     ``net`` when it is wrapped keep labels ``0..k-1``.
     """
 
-    def __init__(self, net: SupSupNet, *, inference: str = "auto", objective: str = "H", real_classes: int = 10):
+    def __init__(self, net: SupSupNet, *, inference: str = "auto", objective: str = "H", real_classes: int = 10,
+                 method: str = DEFAULT_METHOD):
         _require_avalanche()
         if not isinstance(net, SupSupNet):
             raise ConfigError("net", "a SupSupNet (supsup_core.models.build_model)", type(net).__name__)
@@ -190,10 +195,13 @@ class SupSupModel(MultiTaskModule):
             raise ConfigError("inference", "'batch' or 'auto' for a net with batch-statistics unit masks", "'image'")
         if objective not in OBJECTIVES:
             raise ConfigError("objective", f"one of {list(OBJECTIVES)}", repr(objective))
+        if method not in METHODS:
+            raise ConfigError("method", f"one of {list(METHODS)}", repr(method))
         super().__init__()
         self.net = net
         self.per = ("batch" if net.has_batch_statistics else "image") if inference == "auto" else inference
         self.objective = objective
+        self.method = method
         self.real_classes = real_classes
         self.task_to_mask: dict[int, int] = {t: t for t in range(net.num_tasks)}
         self._open_label: int | None = None
@@ -247,7 +255,7 @@ class SupSupModel(MultiTaskModule):
         """Logits ``(B, output_size)``; ``task_labels`` is an int, a ``(B,)`` tensor or None.
 
         None: in training mode the mask in training is used; in eval mode the task is inferred
-        one-shot from the finished masks (per image or per batch, see ``inference``).
+        (``method``) from the finished masks (per image or per batch, see ``inference``).
         """
         if task_labels is None:
             if self.training and self._open_label is not None:
@@ -270,7 +278,8 @@ class SupSupModel(MultiTaskModule):
     def _forward_inferred(self, x: torch.Tensor) -> torch.Tensor:
         if self.net.num_tasks == 0:
             raise ConfigError("task_labels", "task labels (no finished mask to infer a task from yet)", None)
-        chosen = infer_task(self.net, x, method="oneshot", objective=self.objective, real_classes=self.real_classes, per=self.per)
+        chosen = infer_task(self.net, x, method=self.method, objective=self.objective, real_classes=self.real_classes,
+                            per=self.per)
         self.net.set_alphas(None)  # inference superposed the masks; predictions use one mask each
         if self.per == "batch":
             self.net.set_task(int(chosen))
@@ -363,7 +372,7 @@ class SupSupPlugin(SupervisedPlugin):
         strategy.optimizer = make_optimizer(model.net.score_parameters(), train)
         strategy.optimized_param_id = dict(model.named_parameters())  # Avalanche's record of what it optimises
         per_epoch = max(1, math.ceil(len(strategy.adapted_dataset) / strategy.train_mb_size))
-        strategy.train_epochs = 1 if train.batches_per_task is None else math.ceil(train.batches_per_task / per_epoch)
+        strategy.train_epochs = math.ceil(train.task_steps(per_epoch) / per_epoch)
         self._steps = 0
 
     def after_training_iteration(self, strategy: Any, *args: Any, **kwargs: Any) -> None:

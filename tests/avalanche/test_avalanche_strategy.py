@@ -32,7 +32,7 @@ from hopfield_masks.backends import describe_file
 from supsup_core.config import ModelConfig
 from supsup_core.data import make_stream
 from supsup_core.errors import ConfigError, SupSupError
-from supsup_core.inference import infer_task
+from supsup_core.inference import DEFAULT_METHOD, infer_task
 from supsup_core.interop import avalanche as sa
 from supsup_core.models import build_model, default_output_size
 from supsup_core.persistence import (
@@ -187,11 +187,12 @@ class TestLifeCycle:
         assert small["rows"][1][0] == small["rows"][0][0]
 
     def test_forward_without_task_labels_infers_the_task(self, small):
-        """forward(x, None) in eval mode = the net with the one-shot inferred mask of every image."""
+        """forward(x, None) in eval mode = the net with the mask the default method (rerank) infers for every image."""
         model = small["strategy"].model
         model.eval()
+        assert model.method == DEFAULT_METHOD == "rerank"
         x = _test_images(small, 1)
-        chosen = infer_task(model.net, x, method="oneshot", objective="H", real_classes=10, per="image")
+        chosen = infer_task(model.net, x, method="rerank", objective="H", real_classes=10, per="image")
         with torch.no_grad():
             got = model(x, None)
         for mask in torch.unique(chosen).tolist():
@@ -202,7 +203,8 @@ class TestLifeCycle:
         assert (chosen == 1).float().mean() > 0.5
 
     def test_task_free_stream_is_supsups_one_shot_gns(self, small):
-        """Avalanche's accuracy on the stream without task labels = supsup_core's GNs, one-shot per image, exactly."""
+        """Avalanche's accuracy on the stream without task labels = supsup_core's GNs per image with the same (default)
+        method, exactly."""
         net = small["strategy"].model.net
         gns = evaluate_inferred(net, small["stream"], protocol="per-image", scenario="gns", measure_task_inference=False)
         assert small["free"] == pytest.approx(gns.accuracy, abs=1e-12)
@@ -289,3 +291,10 @@ class TestBadInput:
         """SupSupModel names what it wants."""
         with pytest.raises(ConfigError, match="net: expected a SupSupNet"):
             sa.SupSupModel(torch.nn.Linear(2, 2))
+
+    def test_the_papers_methods_are_one_argument_away(self):
+        """method="oneshot" or "binary" is kept; an unknown method names the known ones."""
+        net = build_model(ModelConfig(hidden=(4,), output_size=3))
+        assert sa.SupSupModel(net, method="oneshot").method == "oneshot"
+        with pytest.raises(ConfigError, match="method: expected one of"):
+            sa.SupSupModel(net, method="guess")

@@ -115,7 +115,7 @@ class TestEncode:
         result = runner.invoke(app, ["encode", str(unit_bank)])
         assert result.exit_code == 0, result.output
         out = _flat(result.stdout)
-        for needle in ("1,000,000 B", "reservoir bytes", "blocks 1 × 64 mask units, each unit's row 64 key + 64 "
+        for needle in ("1,000,000 B", "reservoir bytes", "blocks 1 × 64 mask units, each unit's row 128 key + 64 "
                        "mask couplings of 1 bit", "perceptron", "load vs capacity 5 /", "hdf5-packed bank file:",
                        "(8 B of bits)", "int16 hidden states and visiting orders, not kept"):
             assert needle in out, needle
@@ -233,14 +233,21 @@ class TestRecall:
         embedded = recall_json("--unguided")
         assert [r["true_accuracy"] for r in ours["tasks"]] == [r["true_accuracy"] for r in embedded["tasks"]]
 
-    def test_missing_data_falls_back_to_unguided_with_a_note(self, unit_bank, recall_json, tmp_path):
-        """When the data the bank records cannot be loaded, recall without --guided is unguided, unscored, and says
-        why (data given with --data-dir or --data must be usable: test_explicit_data_that_cannot_be_read_is_refused)."""
+    def test_missing_data_is_refused_unless_unguided(self, unit_bank, recall_json, tmp_path):
+        """When the data the bank records cannot be loaded, recall would pick masks without guidance (wrong ones):
+        it refuses, exit 2, in one line naming --data (and --unguided), before the reservoir is encoded; with
+        --unguided it recalls, unscored, and says why (data given with --data must be usable:
+        test_explicit_data_that_cannot_be_read_is_refused)."""
         with open_bank(unit_bank, "a") as bank:
             metadata = dict(bank.metadata)
             metadata["benchmark"] = {**metadata["benchmark"], "data_source": f"idx:{tmp_path / 'nowhere'}"}
             bank.set_metadata(metadata)
-        out = recall_json()
+        before = _snapshot(unit_bank)
+        result = runner.invoke(app, ["recall", str(unit_bank), *FAST])
+        _assert_user_error(result, "Error: --data: expected the data this bank was trained on, to guide recall",
+                           "--unguided", "nowhere")
+        assert _snapshot(unit_bank) == before
+        out = recall_json("--unguided")
         assert out["mode"]["guided"] is False and "no data" in out["note"]
         assert out["tasks"][0]["true_accuracy"] is None and out["summary"]["mean_accuracy_drop"] is None
 
@@ -321,12 +328,21 @@ class TestBadInput:
 
     @pytest.mark.parametrize("command", ["encode", "recall"])
     def test_budget_below_the_minimum_names_the_minimum(self, unit_bank, command):
-        """A budget too small for one network says the smallest budget that works."""
+        """A budget too small for one network says the smallest budget that works, and suggests a budget that fits
+        (the smallest one to two significant digits), which then works."""
+        from hopfield_masks.budget import parse_budget
+        from supsup_store_cli._parsing import budget_at_least
+
         minimum = _minimum_budget(64)
         before = _snapshot(unit_bank)
         result = runner.invoke(app, [command, str(unit_bank), "--budget", str(minimum - 1)])
-        _assert_user_error(result, "--budget:", f"at least {minimum} bytes")
+        suggested = budget_at_least(minimum)
+        _assert_user_error(result, "--budget:", f"at least {minimum} bytes", f"(try --budget {suggested})")
+        assert result.stderr.strip().endswith(f"(try --budget {suggested})")
+        assert minimum <= parse_budget(suggested) < 1.1 * minimum
         assert _snapshot(unit_bank) == before
+        if command == "encode":
+            assert runner.invoke(app, [command, str(unit_bank), "--budget", suggested]).exit_code == 0
 
     def test_corrupt_reservoir(self, unit_bank):
         """A reservoir attachment with a dataset missing is refused, naming the file."""

@@ -113,7 +113,56 @@ class TestEvaluate:
         path, _ = bank
         result = runner.invoke(app, ["evaluate", str(path), "--device", "cpu"])
         assert result.exit_code == 0, result.output
-        assert "GG" in result.stdout and "GNU" in result.stdout and "stored accuracies reproduced" in result.stdout
+        assert "GG" in result.stdout and "GNu" in result.stdout and "stored accuracies reproduced" in result.stdout
+        assert "task (batch)" in result.stdout and "of 16 test batches" in " ".join(result.stdout.split())
+
+    def test_the_default_method_is_the_librarys_and_the_papers_are_one_flag_away(self, bank):
+        """No --method runs supsup_core.inference.DEFAULT_METHOD (rerank); --method one-shot the paper's one-shot
+        (oneshot, as spelt before, too); --json counts the decisions made and the fraction right."""
+        from supsup_core.inference import DEFAULT_METHOD
+
+        path, _ = bank
+        runs = {}
+        for method in (None, "one-shot", "oneshot"):
+            options = [] if method is None else ["--method", method]
+            result = runner.invoke(app, ["evaluate", str(path), "--json", "--no-task-inference", "--device", "cpu",
+                                         *options])
+            assert result.exit_code == 0, result.output
+            runs[method] = json.loads(result.stdout)
+        assert DEFAULT_METHOD == "rerank" and runs[None]["inferred"]["method"] == "rerank"
+        assert runs["one-shot"]["inferred"]["method"] == runs["oneshot"]["inferred"]["method"] == "oneshot"
+        decisions = runs[None]["decisions"]
+        assert decisions["count"] == 16 and decisions["per"] == "batch" and 0 <= decisions["right"] <= 1
+
+    def test_binary_search_moves_the_progress_bar_after_every_task(self, bank):
+        """Binary search is evaluated one task at a time (the bar, and its ETA, move after each task) with the same
+        result as one call over every task."""
+        from supsup_core.persistence import load_model, stream_from_metadata
+        from supsup_core.training import evaluate_inferred
+        from supsup_store_cli.evaluate import _evaluate_inferred
+
+        path, _ = bank
+        net, metadata = load_model(path, device="cpu")
+        stream = stream_from_metadata(metadata)
+        options = dict(method="binary", objective="H", protocol="first-image", scenario="gnu", task_to_mask=None,
+                       batch_size=500, measure_task_inference=False)
+        steps: list[int] = []
+        merged = _evaluate_inferred(net, stream, [0, 1], steps.append, **options)
+        assert steps == [1, 1]
+        assert merged == evaluate_inferred(net, stream, [0, 1], **options)
+
+    def test_binary_warns_of_its_cost_before_it_starts(self, bank):
+        """--method binary prints, before evaluating, how many decisions and gradient passes it will make and about
+        how long they take; the other methods print no such warning."""
+        path, _ = bank
+        result = runner.invoke(app, ["evaluate", str(path), "--method", "binary", "--no-task-inference", "--device",
+                                     "cpu", "--batch-size", "500"])
+        assert result.exit_code == 0, result.output
+        warning = " ".join(result.stderr.split())
+        assert warning.startswith("Warning: --method binary makes 4 decisions, one per test batch, of 1 gradient "
+                                  "passes each: 4 passes, about ") and "The default, rerank" in warning
+        quiet = runner.invoke(app, ["evaluate", str(path), "--no-task-inference", "--device", "cpu"])
+        assert "Warning" not in quiet.stderr
 
     def test_json_output_parses_and_matches_the_stored_accuracies(self, bank):
         """--json prints strict JSON whose GG accuracies equal those stored at training time."""

@@ -133,7 +133,7 @@ class TestOneShot:
         for seed in range(12):
             x = _x(1 + seed % 3, 100 + seed)
             ref = int(torch.argmin(float_stack_coefficient_gradients(model, x, objective, stacks=stacks)))
-            assert infer_task(model, x, objective=objective, per="batch") == ref
+            assert infer_task(model, x, "oneshot", objective=objective, per="batch") == ref
 
     def test_per_image_returns_one_task_per_image(self):
         """per='image' returns a LongTensor whose entries equal single-image inference."""
@@ -258,8 +258,8 @@ class TestRerank:
         from supsup_core.inference import rerank_task
 
         model, x = _model(n_tasks=7), _x(6, 1)
-        assert rerank_task(model, x, candidates=1) == infer_task(model, x)
-        assert torch.equal(rerank_task(model, x, per="image", candidates=1), infer_task(model, x, per="image"))
+        assert rerank_task(model, x, candidates=1) == infer_task(model, x, "oneshot")
+        assert torch.equal(rerank_task(model, x, per="image", candidates=1), infer_task(model, x, "oneshot", per="image"))
 
     def test_all_candidates_is_the_lowest_objective_mask(self):
         """candidates >= k scores every mask: the answer is the mask with the lowest mean entropy."""
@@ -309,7 +309,7 @@ class TestInferGroups:
 
         model, x, sizes = _model(n_tasks=11), _x(12, 21), [3, 1, 5, 2, 1]
         rows = rank_one.rank_one_coefficient_gradients(model, x, objective, real_classes=4)
-        decided = infer_groups(model, x, sizes, objective=objective, real_classes=4)
+        decided = infer_groups(model, x, sizes, "oneshot", objective=objective, real_classes=4)
         start = 0
         for j, part in enumerate(self._groups(x, sizes)):
             exact = coefficient_gradients(model, part, objective, real_classes=4)
@@ -400,3 +400,30 @@ def test_no_images_no_decisions():
         model = _model(arch=arch, hidden=hidden, n_tasks=2)
         assert infer_groups(model, _x(0, 0), []).shape == (0,)
         assert infer_groups(model, _x(0, 0)).shape == (0,)
+
+
+class TestDefaultMethod:
+    """supsup_core.inference.DEFAULT_METHOD: the best measured task inference, used wherever none is named."""
+
+    def test_default_is_rerank_and_the_papers_are_known(self):
+        """The default is rerank; the paper's one-shot and binary stay available by name."""
+        from supsup_core.inference import DEFAULT_METHOD, METHODS, PAPER_METHODS
+
+        assert DEFAULT_METHOD == "rerank" and set(PAPER_METHODS) == {"oneshot", "binary"}
+        assert set(METHODS) == {DEFAULT_METHOD, *PAPER_METHODS}
+
+    def test_every_entry_point_defaults_to_it(self):
+        """infer_task, infer_groups, predict, evaluate_inferred (and the Avalanche model) name no method of their own."""
+        import inspect
+
+        from supsup_core.inference import DEFAULT_METHOD, infer_groups, predict
+        from supsup_core.inference.predict import UnknownThreshold
+        from supsup_core.interop.avalanche import SupSupModel
+        from supsup_core.training import evaluate_inferred
+
+        for function in (infer_task, infer_groups, evaluate_inferred, SupSupModel.__init__):
+            assert inspect.signature(function).parameters["method"].default == DEFAULT_METHOD, function
+        assert UnknownThreshold("objective", 1.0).method == DEFAULT_METHOD
+        model, x = _model(n_tasks=7), _x(3, 2)
+        assert infer_task(model, x) == infer_task(model, x, DEFAULT_METHOD)
+        assert predict(model, x).task == predict(model, x, method=DEFAULT_METHOD).task
