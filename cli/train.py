@@ -169,6 +169,24 @@ def _build_model(model: str, data: Any, stream: Any, scenario: str, *, output_si
     return build_model(config)
 
 
+def _from_recipe(name: str, data: Any, *, seed: int, sparsity: float | None, transfer: bool,
+                 batches_per_task: int | None, lr: float | None) -> tuple[Any, Any, Any]:
+    """Model, stream and training settings of a :mod:`supsup_core.training.recipes` recipe, with the flags that may
+    change it (``--sparsity``, ``--transfer``, ``--seed``, ``--batches-per-task`` instead of its epochs, ``--lr``)."""
+    from supsup_core.models import build_model
+    from supsup_core.training import RECIPES
+    from supsup_core.training import recipe as make_recipe
+
+    _choice("--recipe", name, RECIPES)
+    r = make_recipe(name, sparsity=8 if sparsity is None else sparsity, seed=seed, transfer=transfer)
+    config = r.train
+    if batches_per_task:
+        config = config.replace(epochs=None, batches_per_task=batches_per_task)
+    if lr is not None:
+        config = config.replace(lr=lr)
+    return build_model(r.model), r.stream(data), config
+
+
 @command("train")
 @guarded
 def train(
@@ -177,6 +195,8 @@ def train(
         "--backend", metavar="NAME", help="hdf5-packed, hdf5-sparse, hdf5-entropy [default: hdf5-packed]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --out from its first missing task (same settings).")] = False,
+    recipe: Annotated[str | None, typer.Option(
+        "--recipe", metavar="NAME", help="splitcifar100 or splitimagenet: the paper's whole setup")] = None,
     # -- data
     data: Annotated[str | None, typer.Option(
         "--data", metavar="SPEC", rich_help_panel=DATA_PANEL,
@@ -304,6 +324,27 @@ def train(
 
         import_ray()  # a missing extra fails now, with the install command
     loaded = load_data(spec)
+    if recipe is not None:
+        given = {"--model": model != "lenet", "--benchmark": benchmark not in ("auto", "split"), "--split": split,
+                 "--scenario": scenario not in ("auto", "gg"), "--hidden": hidden, "--output-size": output_size,
+                 "--batchnorm": batchnorm != "task", "--stream-seed": stream_seed, "--augment": augment is not None}
+        clash = [flag for flag, value in given.items() if value]
+        if clash:
+            raise ConfigError(clash[0], f"no {clash[0]} with --recipe {recipe} (the recipe sets it)", "both")
+        net, stream, config = _from_recipe(recipe, loaded, seed=seed, sparsity=sparsity, transfer=transfer,
+                                           batches_per_task=batches_per_task, lr=lr)
+        scenario = "gg"
+        n_tasks = stream.n_tasks if tasks is None else min(tasks, stream.n_tasks)
+        per_task = config.task_steps(-(-stream.train_size(0) // config.batch_size))
+        setup = TrainingSetup.from_objects(net, stream.describe(), config, drop_last=net.has_batch_statistics)
+        check_training_data(net, stream, 0, setup)
+        run = BankTrainingConfig(
+            n_tasks=n_tasks, eval_at=_parse_eval_at(eval_at), full_matrix=full_matrix, workers=workers,
+            ray=use_ray, ray_address=ray_address, resume=resume, overwrite=overwrite, backend=backend,
+            batched=batched,
+        )
+        _train_into_bank(out, stream, net, setup, run, scenario, dev, seed, per_task)
+        return
     if augment is None:
         augment = kind in ("cifar10", "cifar100")
     if augment and isinstance(loaded, ImageFolderData):
