@@ -19,7 +19,7 @@ runner = CliRunner()
 COMMANDS = ("info", "verify", "capacity", "train", "evaluate", "encode", "recall", "demo")
 
 #: Options whose unset value means "not asked for" (no plot, no cluster, no factory): no default to state.
-NOTHING_BY_DEFAULT = {"plot", "ray_address", "data_dir", "model"}
+NOTHING_BY_DEFAULT = {"plot", "ray_address", "data_dir", "model", "recipe"}
 
 
 @pytest.fixture(autouse=True)

@@ -105,7 +105,7 @@ class TestTrainConfig:
     def test_from_dict_refuses_unknown_keys(self):
         """from_dict raises ConfigError on a key that is not a field."""
         with pytest.raises(ConfigError, match="only TrainConfig fields"):
-            TrainConfig.from_dict({"lr": 0.1, "epochs": 3})
+            TrainConfig.from_dict({"lr": 0.1, "n_epochs": 3})
 
 
 class TestMakeOptimizer:
