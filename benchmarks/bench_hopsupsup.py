@@ -487,7 +487,8 @@ def capacity_markdown(result: dict) -> str:
                       f"{g['max_drop_points']:.2f})."]
     lines += ["", f"Machine: {result['machine']['processor']}, {result['machine']['cpu_count']} CPUs, "
                   f"numba threads {result['machine']['numba_threads']}, torch threads "
-                  f"{result['machine']['torch_threads']}; wall {result['wall_s']:.0f} s."]
+                  f"{result['machine']['torch_threads']}; load average {result['machine']['load_average_at_end'][0]:.1f} "
+                  f"at the end (seconds are comparable only on a quiet machine); wall {result['wall_s']:.0f} s."]
     return "\n".join(lines) + "\n"
 
 
