@@ -169,6 +169,37 @@ def _build_model(model: str, data: Any, stream: Any, scenario: str, *, output_si
     return build_model(config)
 
 
+def _from_flags(loaded: Any, kind: str, *, model: str, benchmark: str, tasks: int | None, per_task_classes: int | None,
+                order: str | None, stream_seed: int | None, augment: bool | None, scenario: str, seed: int,
+                batches_per_task: int | None, lr: float | None, output_size: int | None, hidden: str | None,
+                sparsity: float | None, transfer: bool, batchnorm: str, base: str) -> tuple[Any, Any, Any, str]:
+    """Model, stream, training settings and scenario from the data, model and training flags (no --recipe)."""
+    from supsup_core.data import Augment, ImageFolderData, benchmark_stream
+    from supsup_core.models import default_scenario
+    from supsup_core.training import TrainConfig
+
+    if augment is None:
+        augment = kind in ("cifar10", "cifar100")
+    if augment and isinstance(loaded, ImageFolderData):
+        augment = False  # an image folder's training transform already crops and flips
+    if stream_seed is None:
+        stream_seed = (1 if isinstance(loaded, ImageFolderData) else seed) if benchmark == "split" else 1
+    stream = benchmark_stream(loaded, benchmark, tasks, classes_per_task=per_task_classes, order=order, seed=stream_seed,
+                              augment=Augment() if augment else None)
+    arch = None if ":" in model else model
+    if scenario == "auto":
+        scenario = default_scenario(arch, stream.name, bool(getattr(stream, "relabel", False)))
+    overrides: dict[str, Any] = {"seed": seed}
+    if batches_per_task is not None:
+        overrides["batches_per_task"] = None if batches_per_task == 0 else batches_per_task
+    if lr is not None:
+        overrides["lr"] = lr
+    config = TrainConfig.for_scenario(scenario, **overrides)
+    net = _build_model(model, loaded, stream, scenario, output_size=output_size, seed=seed, hidden=hidden,
+                       sparsity=sparsity, transfer=transfer, batchnorm=batchnorm, base=base)
+    return net, stream, config, scenario
+
+
 def _from_recipe(name: str, data: Any, *, seed: int, sparsity: float | None, transfer: bool,
                  batches_per_task: int | None, lr: float | None) -> tuple[Any, Any, Any]:
     """Model, stream and training settings of a :mod:`supsup_core.training.recipes` recipe, with the flags that may
@@ -278,11 +309,10 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hopfield_masks.safety.files import check_output_file
-    from supsup_core.data import Augment, ImageFolderData, benchmark_stream, load_data, parse_data_spec
+    from supsup_core.data import load_data, parse_data_spec
     from supsup_core.errors import ConfigError
-    from supsup_core.models import default_scenario
     from supsup_core.persistence import benchmark_metadata, save_masks
-    from supsup_core.training import (BankTrainingConfig, TrainConfig, TrainingSetup, check_training_data,
+    from supsup_core.training import (BankTrainingConfig, TrainingSetup, check_training_data,
                                       evaluate_inferred, results_table, train_nns)
     from supsup_core.training.engines import check_workers
     from supsup_core.training.nns import nns_batches
@@ -335,37 +365,14 @@ def train(
                                            batches_per_task=batches_per_task, lr=lr)
         scenario = "gg"
         n_tasks = stream.n_tasks if tasks is None else min(tasks, stream.n_tasks)
-        per_task = config.task_steps(-(-stream.train_size(0) // config.batch_size))
-        setup = TrainingSetup.from_objects(net, stream.describe(), config, drop_last=net.has_batch_statistics)
-        check_training_data(net, stream, 0, setup)
-        run = BankTrainingConfig(
-            n_tasks=n_tasks, eval_at=_parse_eval_at(eval_at), full_matrix=full_matrix, workers=workers,
-            ray=use_ray, ray_address=ray_address, resume=resume, overwrite=overwrite, backend=backend,
-            batched=batched,
-        )
-        _train_into_bank(out, stream, net, setup, run, scenario, dev, seed, per_task)
-        return
-    if augment is None:
-        augment = kind in ("cifar10", "cifar100")
-    if augment and isinstance(loaded, ImageFolderData):
-        augment = False  # an image folder's training transform already crops and flips
-    if stream_seed is None:
-        stream_seed = (1 if isinstance(loaded, ImageFolderData) else seed) if benchmark == "split" else 1
-    stream = benchmark_stream(loaded, benchmark, tasks, classes_per_task=per_task_classes, order=order, seed=stream_seed,
-                              augment=Augment() if augment else None)
-    arch = None if ":" in model else model
-    if scenario == "auto":
-        scenario = default_scenario(arch, stream.name, bool(getattr(stream, "relabel", False)))
-    n_tasks = stream.n_tasks
-    overrides: dict[str, Any] = {"seed": seed}
-    if batches_per_task is not None:
-        overrides["batches_per_task"] = None if batches_per_task == 0 else batches_per_task
-    if lr is not None:
-        overrides["lr"] = lr
-    config = TrainConfig.for_scenario(scenario, **overrides)
-    net = _build_model(model, loaded, stream, scenario, output_size=output_size, seed=seed, hidden=hidden,
-                       sparsity=sparsity, transfer=transfer, batchnorm=batchnorm, base=base)
-    per_task = config.batches_per_task or -(-stream.train_size(0) // config.batch_size)
+    else:
+        net, stream, config, scenario = _from_flags(
+            loaded, kind, model=model, benchmark=benchmark, tasks=tasks, per_task_classes=per_task_classes, order=order,
+            stream_seed=stream_seed, augment=augment, scenario=scenario, seed=seed, batches_per_task=batches_per_task,
+            lr=lr, output_size=output_size, hidden=hidden, sparsity=sparsity, transfer=transfer, batchnorm=batchnorm,
+            base=base)
+        n_tasks = stream.n_tasks
+    per_task = config.task_steps(-(-stream.train_size(0) // config.batch_size))
     # drop_last: a 1-image batch has no batch statistics
     setup = TrainingSetup.from_objects(net, stream.describe(), config, drop_last=net.has_batch_statistics)
     check_training_data(net, stream, 0, setup)  # a model that does not fit its data: one line, before any output
@@ -377,7 +384,6 @@ def train(
         )
         _train_into_bank(out, stream, net, setup, run, scenario, dev, seed, per_task)
         return
-
     net = net.to(dev)
     err_console.print(
         f"Training {n_tasks} × {per_task} batches: {model} (s = {net.output_size}) on {stream.name} ({spec}), "
