@@ -28,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plotting import pyplot  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 BACKENDS = ("hdf5-packed", "hdf5-sparse", "hdf5-entropy")
 
@@ -89,13 +92,9 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib not installed (pip install 'supsup-store[plot]'): no plot written", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     tasks = result["config"]["tasks"]

@@ -83,6 +83,9 @@ from hopfield_masks.encoding import EncodeSettings, encode_bank
 from supsup_core.recall import RecallConfig, Recaller, masks_accuracy, select_candidate, task_data
 from supsup_core.training import TrainConfig, train_stream
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plotting import pyplot  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 TASK_COUNTS = (5, 10, 20, 40, 100, 200)
 #: Task counts of the capacity sweep at 1MB (other budgets: scaled by budget / 1MB).
@@ -330,13 +333,9 @@ def markdown(result: dict) -> str:
 
 def plot(result: dict, path: Path) -> None:
     """Fraction exact (left) and accuracy retained (right) versus T, guided recall: colour = variant, style = budget."""
-    try:
-        import matplotlib
-    except ImportError:  # the [plot] extra is not installed: the json and md results are still written
-        print("matplotlib not installed (pip install 'supsup-store[plot]'): no plot written", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
     styles = ["-", "--", ":", "-."]
@@ -494,13 +493,9 @@ def capacity_markdown(result: dict) -> str:
 
 def capacity_plot(result: dict, path: Path) -> None:
     """Exact fraction and tasks within 1 point against T (per budget), and bits per byte against T."""
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib not installed (pip install 'supsup-store[plot]'): no plot written", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     budgets = list(dict.fromkeys(r["budget"] for r in result["runs"]))
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")

@@ -37,6 +37,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plotting import pyplot  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -194,13 +197,9 @@ def markdown(result: dict) -> str:
 
 def plot(result: dict, path: Path) -> None:
     """GG and GNu accuracy against the number of tasks, with the paper's points."""
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib not installed (pip install 'supsup-store[plot]'): no plot written", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     rows = sorted(result["rows"].values(), key=lambda r: r["T"])
     if not rows:
