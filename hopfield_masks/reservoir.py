@@ -111,8 +111,8 @@ class Reservoir:
         _check_layout(layout)
         size = check_int("network_size", network_size, low=2)
         key_units = check_int("key_units", key_units, low=0, high=MAX_KEY_UNITS)
-        if key_units >= size:
-            raise InvalidArgumentError("key_units", f"an integer in [0, {size - 1}] (fewer than network_size)",
+        if key_units > size - 2:  # at least two mask units per network
+            raise InvalidArgumentError("key_units", f"an integer in [0, {size - 2}] (network_size - 2 at most)",
                                        repr(key_units))
         if dtype not in ITEMSIZE:
             raise InvalidArgumentError("dtype", f"one of {list(ITEMSIZE)}", repr(dtype))

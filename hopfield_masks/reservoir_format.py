@@ -180,7 +180,7 @@ def read_parts(group: h5py.Group) -> ReservoirParts:
     problems = []
     if dtype not in ITEMSIZE:
         problems.append(f"dtype {dtype!r} is not one of {list(ITEMSIZE)}")
-    if size < 2 or not 0 <= key_units < size or not 0 <= key_seed < 2**63 or block_layout.block_size != size - key_units \
+    if size < 2 or not 0 <= key_units <= size - 2 or not 0 <= key_seed < 2**63 or block_layout.block_size != size - key_units \
             or block_layout.length != p or p < 1 or n_tasks < 0:
         problems.append(f"network_size {size}, key_units {key_units}, key_seed {key_seed}, block_layout "
                         f"{block_layout.to_dict()}, mask length {p} and n_tasks {n_tasks} disagree")

@@ -163,10 +163,12 @@ class TestKeyedRecall:
         with pytest.raises(InvalidArgumentError, match="stored"):
             Reservoir.from_budget("20kB", LAYOUT, "pseudo-inverse", key_units="auto").recall_keyed()
 
-    def test_key_units_must_leave_a_mask_unit(self):
-        """key_units >= network_size is refused."""
-        with pytest.raises(InvalidArgumentError, match="key_units"):
-            Reservoir(LAYOUT, 16, key_units=16)
+    @pytest.mark.parametrize("keys", [15, 16])
+    def test_key_units_must_leave_two_mask_units(self, keys):
+        """A network needs two mask units to couple: key_units > network_size - 2 is refused, 14 of 16 is not."""
+        with pytest.raises(InvalidArgumentError, match=r"^key_units: expected an integer in \[0, 14\]"):
+            Reservoir(LAYOUT, 16, key_units=keys)
+        assert Reservoir(LAYOUT, 16, key_units=14).mask_units == 2
 
     def test_stored_patterns_are_fixed_points_with_their_keys(self):
         """Each stored (mask block, key) pair is a fixed point of its sign network at low load."""

@@ -202,6 +202,7 @@ class TestStorePacked:
            dtype=st.sampled_from(["float32", "float16", "int8", "sign"]), keys=st.integers(0, 3),
            size=st.integers(4, 24))
     def test_equals_storing_each_task_in_turn(self, layout, seed, k, rule, dtype, keys, size):
+        size = max(size, keys + 2)  # two mask units per network at least
         tasks = _random_tasks(layout, k, seed)
         one = Reservoir(layout, size, rule, dtype, key_units=keys, key_seed=seed)
         with warnings.catch_warnings():
