@@ -104,8 +104,8 @@ def bank_tasks(bank: Path) -> int:
 
 
 def train(exp: Experiment, bank: Path, state: dict, workers: int, batches: int, seconds: float | None,
-          data_source: str, limit: int) -> None:
-    """Train tasks ``0 .. limit-1`` of the experiment's stream into ``bank``, ``2 * workers`` at a time, until
+          data_source: str, limit: int, save) -> None:
+    """Train tasks ``0 .. limit-1`` of the experiment's stream into ``bank``, ``6 * workers`` at a time, until
     done or ``seconds`` pass (the stream always has the experiment's task count, so any run continues the bank)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -120,7 +120,7 @@ def train(exp: Experiment, bank: Path, state: dict, workers: int, batches: int, 
         bar = progress.add_task("train", total=limit, completed=done)
         while done < limit:
             per_task = statistics.median(state["train_s_per_task"]) / workers if state["train_s_per_task"] else 0.0
-            chunk = min(limit - done, 2 * workers)
+            chunk = min(limit - done, 6 * workers)  # a few tasks per child between commits of the state
             if seconds is not None and time.perf_counter() - start + chunk * per_task > seconds:
                 break
             t0 = time.perf_counter()
@@ -130,13 +130,24 @@ def train(exp: Experiment, bank: Path, state: dict, workers: int, batches: int, 
             state["train_wall_s"] += time.perf_counter() - t0
             state["train_s_per_task"] += [result.train_seconds[t] for t in sorted(result.train_seconds)]
             state["gg_at_training"].update({str(t): a for t, a in result.gg.items()})
-            done = bank_tasks(bank)
+            done = state["trained"] = bank_tasks(bank)
+            save(state)  # after every chunk: a run that is killed keeps its times
             progress.update(bar, completed=done)
-    state["trained"] = done
 
 
-def evaluate(exp: Experiment, bank: Path, methods: tuple[str, ...], per_image_every: int, write) -> dict:
-    """Every checkpoint the bank has reached, largest first (the model drops tasks as it goes)."""
+def sampled(t: int, n: int) -> list[int]:
+    """``n`` tasks of ``0 .. t-1`` evenly spaced, first and last included (all of them when ``n`` is 0 or >= t)."""
+    if n <= 0 or n >= t:
+        return list(range(t))
+    return sorted({round(i * (t - 1) / (n - 1)) for i in range(n)}) if n > 1 else [0]
+
+
+def evaluate(exp: Experiment, bank: Path, methods: tuple[str, ...], per_image_every: int, sample: int,
+             write) -> dict:
+    """Every checkpoint the bank has reached, largest first (the model drops tasks as it goes).
+
+    GG and the first method (the paper's figure) cover every task; the other methods ``sample`` tasks evenly
+    spaced over the checkpoint's (0: every task), so a table of many methods costs a few of them."""
     from supsup_core.persistence import load_model, stream_from_metadata
     from supsup_core.training import evaluate_gg, evaluate_inferred
 
@@ -150,13 +161,15 @@ def evaluate(exp: Experiment, bank: Path, methods: tuple[str, ...], per_image_ev
         t0 = time.perf_counter()
         row["gg"] = evaluate_gg(model, stream, tasks).mean_accuracy
         row["gg_s"] = round(time.perf_counter() - t0, 1)
-        for name in methods:
+        for i, name in enumerate(methods):
             method, objective = name.split("-")
+            chosen = tasks if i == 0 else sampled(t, sample)
             t0 = time.perf_counter()
-            r = evaluate_inferred(model, stream, tasks, method=method, objective=objective, protocol=exp.protocol,
+            r = evaluate_inferred(model, stream, chosen, method=method, objective=objective, protocol=exp.protocol,
                                   measure_task_inference=False)
             row[name] = {"gnu": r.mean_accuracy, "task_inference": sum(r.decision_accuracy.values()) /
-                         len(r.decision_accuracy), "s": round(time.perf_counter() - t0, 1)}
+                         len(r.decision_accuracy), "tasks_evaluated": len(chosen),
+                         "s": round(time.perf_counter() - t0, 1)}
         if per_image_every:
             t0 = time.perf_counter()
             r = evaluate_inferred(model, stream, range(0, t, per_image_every), method="oneshot", objective="H",
@@ -184,10 +197,15 @@ def markdown(result: dict) -> str:
              "GNu accuracy (%) with the task inferred; in brackets the fraction of decisions that chose the right task.",
              "", "| T | GG | " + " | ".join(methods) + " | paper |", "|---:|---:|" + "---:|" * (len(methods) + 1)]
     for row in sorted(result["rows"].values(), key=lambda r: r["T"]):
-        cells = [f"{100 * row[m]['gnu']:.2f} ({100 * row[m]['task_inference']:.1f})" if m in row else "–"
-                 for m in methods]
+        cells = [f"{100 * row[m]['gnu']:.2f} ({100 * row[m]['task_inference']:.1f})"
+                 + (f" [{row[m]['tasks_evaluated']}]" if row[m].get("tasks_evaluated", row["T"]) < row["T"] else "")
+                 if m in row else "–" for m in methods]
         ref = "; ".join(f"{m} {v:.2f}" for (m, t), v in paper.items() if t == row["T"]) or "–"
         lines.append(f"| {row['T']} | {100 * row['gg']:.2f} | " + " | ".join(cells) + f" | {ref} |")
+    if any(row[m].get("tasks_evaluated", row["T"]) < row["T"] for row in result["rows"].values() for m in methods
+           if m in row):
+        lines += ["", "[n]: the method was evaluated on n tasks evenly spaced over the T learned (`--sample`); "
+                  "GG and the first method cover every task."]
     if exp["paper_source"]:
         lines += ["", f"Paper: {exp['paper_source']}."]
     m = result["machine"]
@@ -235,6 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-eval", action="store_true", help="train only")
     parser.add_argument("--methods", help="comma-separated METHOD-OBJECTIVE (default: the experiment's)")
     parser.add_argument("--per-image-every", type=int, default=0, help="per-image one-shot on every K-th task (0: off)")
+    parser.add_argument("--sample", type=int, default=0,
+                        help="methods after the first: this many evenly spaced tasks per checkpoint (0: all)")
     parser.add_argument("--data", default="mnist-full", help="mnist-full (default) or another MNIST source")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -252,8 +272,8 @@ def main(argv: list[str] | None = None) -> dict:
         "train_wall_s": 0.0, "train_s_per_task": [], "gg_at_training": {}, "trained": 0}
     if not args.eval_only:
         train(exp, bank, state, args.workers, args.batches, args.train_for, args.data,
-              exp.tasks if args.tasks is None else args.tasks)
-        state_path.write_text(json.dumps(state) + "\n")
+              exp.tasks if args.tasks is None else args.tasks,
+              lambda s: state_path.write_text(json.dumps(s) + "\n"))
     import torch
 
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -261,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"name": args.experiment, "experiment": asdict(exp), "machine": machine,
               "command": " ".join(["python benchmarks/bench_paper_mnist.py", *(sys.argv[1:] if argv is None else argv)]),
               "config": {"workers": args.workers, "batches": args.batches, "data": args.data,
-                         "per_image_every": args.per_image_every},
+                         "per_image_every": args.per_image_every, "sample": args.sample},
               "trained": bank_tasks(bank), "train_wall_s": round(state["train_wall_s"], 1),
               "train_s_per_task_median": statistics.median(state["train_s_per_task"]) if state["train_s_per_task"] else None,
               "rows": {}}
@@ -274,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
         out.with_suffix(".md").write_text(markdown(result))
 
     if not args.no_eval and result["trained"]:
-        evaluate(exp, bank, methods, args.per_image_every, write)
+        evaluate(exp, bank, methods, args.per_image_every, args.sample, write)
         plot(result, out.with_suffix(".png"))
         print(markdown(result))
     return result

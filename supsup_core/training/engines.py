@@ -355,8 +355,10 @@ class ProcessEngine(Engine):
     The driver trains too (on its own :class:`TaskWorker`), so no core idles while the
     child processes start (a spawned process needs seconds to import torch and build the
     stream) and one process fewer competes for the cores.
-    Tasks are handed out in order, and only to children that have started (each
-    says so once its initializer ran): up to two tasks per started child.
+    Tasks are handed out in order, up to two per child, from the start: a child
+    that is still starting finds them queued, so it never idles while the driver
+    trains a task of its own (with tasks of a minute, waiting for a child to say
+    it started before giving it work left it idle for a whole task).
     Whenever the next task to commit is not running elsewhere, the driver trains it;
     otherwise it trains the next unassigned task while it waits, as long as fewer than
     ``2 workers + 1`` tasks are held beyond the next one (bounded memory).
@@ -408,7 +410,6 @@ class ProcessEngine(Engine):
         running: dict[int, int] = {}  # task -> child training it
         self._running = running
         load = [0] * n_children  # tasks given to each child and not yet back
-        started: list[int] = []  # children whose initializer ran, in the order they said so
         done: dict[int, TaskOutcome] = {}
         cursor = 0  # next unassigned position in order
         try:
@@ -416,9 +417,9 @@ class ProcessEngine(Engine):
 
             def take(messages: list) -> None:
                 for child, kind, task, payload in messages:
-                    if kind == "ready":
-                        started.append(child)
-                    elif kind == "done":
+                    if kind == "ready":  # the child's initializer ran; its queued tasks are under way
+                        continue
+                    if kind == "done":
                         done[task] = payload
                         running.pop(task, None)
                         load[child] -= 1
@@ -428,7 +429,7 @@ class ProcessEngine(Engine):
 
             for want in order:
                 while want not in done:
-                    for child in started:  # hand out in order, up to two tasks per started child
+                    for child in range(n_children):  # in order, up to two per child (queued until it starts)
                         while (load[child] < 2 and cursor < len(order) and len(running) + len(done) < window):
                             children.send(child, order[cursor])
                             running[order[cursor]] = child
