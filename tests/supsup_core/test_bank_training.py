@@ -87,6 +87,17 @@ class TestTrainToBank:
         _train(tmp_path / "two.h5", 4, pair, workers=2)
         _same_banks(tmp_path / "one.h5", tmp_path / "two.h5")
 
+    def test_a_starting_child_gets_work_at_once(self):
+        """The child's first two tasks are queued before it starts, so the driver never trains task 0 alone while
+        the child sits idle: tasks 0 and 1 go to the child, the driver trains from task 2 (the masks stay the same)."""
+        setup, _ = _setup(4)
+        engine = ProcessEngine(2)
+        outcomes = list(engine.outcomes(setup, range(4)))
+        assert [o.task for o in outcomes] == [0, 1, 2, 3]
+        assert engine.trained_by[0] == engine.trained_by[1] == "child" and engine.trained_by[2] == "driver"
+        inline = list(InlineEngine().outcomes(setup, range(4)))
+        assert all(np.array_equal(a.masks[k], b.masks[k]) for a, b in zip(inline, outcomes) for k in a.masks)
+
     @pytest.mark.parametrize("start_method", ["fork", "spawn"])
     def test_child_processes_train_the_same_masks_as_the_driver(self, start_method):
         """Tasks trained in forked or spawned children (driver_trains=False) equal the inline engine's, mask for mask."""
