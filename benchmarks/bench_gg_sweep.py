@@ -9,7 +9,9 @@ mean of the earlier tasks'): GG accuracy (each task's test images with its own m
 bytes per task in every backend beside the paper's CSC accounting (2 bytes per kept weight, 4 per
 column pointer).  The paper's Figure 2 plots the same two axes for SplitCIFAR100.
 
-Writes ``gg_sweep[_<name>].json``, ``.md`` and ``.png`` (accuracy against total bytes for the tasks).
+Writes ``gg_sweep[_<name>].json``, ``.md`` and ``.png`` (accuracy against total bytes for the tasks).  Each
+finished (sigma, transfer) row is kept in ``gg_sweep[_<name>].partial.json`` until the sweep ends, so a run that
+is stopped is continued by the next one with the same settings.
 
 Usage::
 
@@ -139,29 +141,41 @@ def main(argv: list[str] | None = None) -> dict:
     transfers = {"both": (False, True), "on": (True,), "off": (False,)}[args.transfer]
     started = time.perf_counter()
     data = load_data(args.data).fitted_to((3, 32, 32))
+    stem = "gg_sweep" + (f"_{args.name}" if args.name else "")
+    config = {"data": args.data, "tasks": args.tasks, "batches": batches, "epochs": args.epochs, "seed": args.seed}
+    partial = args.out / f"{stem}.partial.json"  # rows finished so far: a run that stops is continued by the next
     rows = []
+    if partial.exists():
+        saved = json.loads(partial.read_text())
+        if saved.get("config") == config:
+            rows, started = saved["rows"], started - saved["wall_s"]
+    args.out.mkdir(parents=True, exist_ok=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     with Progress(*columns) as progress:
         for sigma in sigmas:
             for transfer in transfers:
+                if any(r["sigma"] == sigma and r["transfer"] == transfer for r in rows):
+                    continue
                 bar = progress.add_task(f"σ={sigma}{' transfer' if transfer else ''}",
                                         total=args.tasks * batches if batches else None)
                 rows.append(run_one(data, sigma, transfer, args.tasks, batches, args.epochs, args.seed,
                                     lambda n, bar=bar: progress.advance(bar, n)))
+                partial.write_text(json.dumps({"config": config, "rows": rows,
+                                               "wall_s": round(time.perf_counter() - started, 1)}) + "\n")
+    rows = sorted((r for r in rows if r["sigma"] in sigmas and r["transfer"] in transfers),
+                  key=lambda r: (r["sigma"], r["transfer"]))
     result = {"benchmark": "gg_sweep",
               "command": " ".join(["python benchmarks/bench_gg_sweep.py", *(sys.argv[1:] if argv is None else argv)]),
-              "config": {"data": args.data, "tasks": args.tasks, "batches": batches, "epochs": args.epochs,
-                         "seed": args.seed},
+              "config": config,
               "backends": [*BACKENDS, "csc16 (paper)"],
               "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                           "cpu_count": os.cpu_count(), "torch": torch.__version__},
               "rows": rows, "wall_s": round(time.perf_counter() - started, 1)}
-    stem = "gg_sweep" + (f"_{args.name}" if args.name else "")
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(result))
     plot(result, args.out / f"{stem}.png")
+    partial.unlink(missing_ok=True)
     print(markdown(result))
     return result
 
