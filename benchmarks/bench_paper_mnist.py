@@ -143,7 +143,7 @@ def sampled(t: int, n: int) -> list[int]:
 
 
 def evaluate(exp: Experiment, bank: Path, methods: tuple[str, ...], per_image_every: int, sample: int,
-             write) -> dict:
+             checkpoints: set[int], write) -> dict:
     """Every checkpoint the bank has reached, largest first (the model drops tasks as it goes).
 
     GG and the first method (the paper's figure) cover every task; the other methods ``sample`` tasks evenly
@@ -154,7 +154,7 @@ def evaluate(exp: Experiment, bank: Path, methods: tuple[str, ...], per_image_ev
     model, meta = load_model(bank)
     stream = stream_from_metadata(meta)
     rows, gg = {}, {}
-    for t in sorted((c for c in exp.checkpoints if c <= model.num_tasks), reverse=True):
+    for t in sorted((c for c in exp.checkpoints if c <= model.num_tasks and c in checkpoints), reverse=True):
         model.drop_tasks(t)
         tasks = range(t)
         row = {"T": t, "load_before": _load()}
@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-eval", action="store_true", help="train only")
     parser.add_argument("--methods", help="comma-separated METHOD-OBJECTIVE (default: the experiment's)")
     parser.add_argument("--per-image-every", type=int, default=0, help="per-image one-shot on every K-th task (0: off)")
+    parser.add_argument("--checkpoints", help="comma-separated: evaluate only these checkpoints (default: all "
+                        "reached); rows of others already in the results file are kept")
     parser.add_argument("--sample", type=int, default=0,
                         help="methods after the first: this many evenly spaced tasks per checkpoint (0: all)")
     parser.add_argument("--data", default="mnist-full", help="mnist-full (default) or another MNIST source")
@@ -267,6 +269,13 @@ def main(argv: list[str] | None = None) -> dict:
         exp = Experiment(**{**asdict(exp), "checkpoints": tuple(
             c for c in exp.checkpoints if c <= args.tasks) or (args.tasks,)})
     methods = tuple(args.methods.split(",")) if args.methods else exp.methods
+    exp = Experiment(**{**asdict(exp), "methods": methods})
+    if args.checkpoints:
+        wanted = {int(c) for c in args.checkpoints.split(",")}
+        if not wanted <= set(exp.checkpoints):
+            parser.error(f"--checkpoints: expected some of {list(exp.checkpoints)}, got {sorted(wanted)}")
+    else:
+        wanted = set(exp.checkpoints)
     args.work.mkdir(parents=True, exist_ok=True)
     bank = args.work / f"{args.experiment}.h5"
     state_path = args.work / f"{args.experiment}.state.json"
@@ -291,12 +300,23 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
 
     def write(rows: dict) -> None:
-        result["rows"] = {str(k): v for k, v in rows.items()}
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-        out.with_suffix(".md").write_text(markdown(result))
+        """Write the rows measured so far, beside the rows of other checkpoints that an earlier or a concurrent
+        run (``--checkpoints``) of the same bank and methods wrote (under a lock)."""
+        import fcntl
+
+        with open(out.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            kept = {}
+            if out.with_suffix(".json").exists():
+                old = json.loads(out.with_suffix(".json").read_text())
+                if old.get("trained") == result["trained"] and old["experiment"]["methods"] == list(methods):
+                    kept = old["rows"]
+            result["rows"] = {**kept, **{str(k): v for k, v in rows.items()}}
+            out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+            out.with_suffix(".md").write_text(markdown(result))
 
     if not args.no_eval and result["trained"]:
-        evaluate(exp, bank, methods, args.per_image_every, args.sample, write)
+        evaluate(exp, bank, methods, args.per_image_every, args.sample, wanted, write)
         plot(result, out.with_suffix(".png"))
         print(markdown(result))
     return result
