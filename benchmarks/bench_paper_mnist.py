@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
             kept = {}
             if out.with_suffix(".json").exists():
                 old = json.loads(out.with_suffix(".json").read_text())
-                if old.get("trained") == result["trained"] and old["experiment"]["methods"] == list(methods):
+                if old["config"] == result["config"] and old["experiment"]["methods"] == list(methods):
                     kept = old["rows"]
             result["rows"] = {**kept, **{str(k): v for k, v in rows.items()}}
             out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
