@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
         run (``--checkpoints``) of the same bank and methods wrote (under a lock)."""
         import fcntl
 
-        with open(out.with_suffix(".lock"), "w") as lock:
+        with open(args.work / f"{args.experiment}.results.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             kept = {}
             if out.with_suffix(".json").exists():

@@ -33,7 +33,8 @@ METHODS = ("oneshot", "binary", "rerank")
 #: The method every entry point uses unless told otherwise (``infer_task``, ``infer_groups``, ``predict``,
 #: ``evaluate_inferred``, the Avalanche ``SupSupModel``, ``supsup-store evaluate``): the best measured one.  On 250
 #: LeNet PermutedMNIST tasks it decides 99.5 % or more of the test batches right where the paper's one-shot decides
-#: about 98 % (``benchmarks/results/default_inference.md``), at about the same cost.
+#: about 98 % (``benchmarks/results/default_inference.md``), at about the same cost.  Not everywhere: on FC 1024-1024
+#: (s = 500) over full MNIST the one-shot decides more batches right (``benchmarks/results/paper_mnist_permuted-fc.md``).
 DEFAULT_METHOD = "rerank"
 #: The paper's own methods (SupSup §3.3): one gradient (``oneshot``), or ``ceil(log2 k)`` of them (``binary``).
 PAPER_METHODS = ("oneshot", "binary")

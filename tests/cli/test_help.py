@@ -97,7 +97,7 @@ class TestHelp:
         from supsup_core.inference import DEFAULT_METHOD
 
         text = " ".join(_help("evaluate").replace("│", " ").split())
-        assert f"--method NAME rerank (best measured), or the paper's one-shot or binary (slow) [default: " \
+        assert f"--method NAME rerank (best on LeNet), or the paper's one-shot (best on FC) or binary (slow) [default: " \
                f"{DEFAULT_METHOD}]" in text
 
     def test_version(self):
