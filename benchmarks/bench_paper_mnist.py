@@ -105,7 +105,7 @@ def bank_tasks(bank: Path) -> int:
 
 def train(exp: Experiment, bank: Path, state: dict, workers: int, batches: int, seconds: float | None,
           data_source: str, limit: int, save) -> None:
-    """Train tasks ``0 .. limit-1`` of the experiment's stream into ``bank``, ``6 * workers`` at a time, until
+    """Train tasks ``0 .. limit-1`` of the experiment's stream into ``bank``, about 5 minutes at a time, until
     done or ``seconds`` pass (the stream always has the experiment's task count, so any run continues the bank)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -120,8 +120,12 @@ def train(exp: Experiment, bank: Path, state: dict, workers: int, batches: int, 
         bar = progress.add_task("train", total=limit, completed=done)
         while done < limit:
             per_task = statistics.median(state["train_s_per_task"]) / workers if state["train_s_per_task"] else 0.0
-            chunk = min(limit - done, 6 * workers)  # a few tasks per child between commits of the state
-            if seconds is not None and time.perf_counter() - start + chunk * per_task > seconds:
+            # Each chunk starts the workers afresh (data, setup): a few tasks per child at first, then about
+            # five minutes of tasks between commits of the state.
+            chunk = min(limit - done, max(6 * workers, int(300 / per_task) if per_task else 0))
+            if seconds is not None and per_task:
+                chunk = min(chunk, int((seconds - (time.perf_counter() - start)) / per_task))
+            if chunk <= 0 or (seconds is not None and time.perf_counter() - start >= seconds):
                 break
             t0 = time.perf_counter()
             result = train_to_bank(bank, setup, BankTrainingConfig(n_tasks=done + chunk, workers=workers,
