@@ -16,7 +16,7 @@ is stopped is continued by the next one with the same settings.
 Usage::
 
     python benchmarks/bench_gg_sweep.py [--data mnist-full] [--sigmas 1,2,4,8,16,32] [--batches 100]
-        [--tasks 5] [--transfer both|on|off] [--name NAME]
+        [--tasks 5] [--transfer both|on|off] [--jobs 2 --threads 1] [--name NAME]
 """
 
 from __future__ import annotations
@@ -76,6 +76,44 @@ def run_one(data, sigma: int, transfer: bool, tasks: int, batches: int | None, e
     return out
 
 
+def _row_in_process(data_source: str, sigma: int, transfer: bool, tasks: int, batches: int | None,
+                    epochs: int | None, seed: int, threads: int, ticks) -> dict:
+    """One row in a worker process (spawned: its own data and torch threads); batches are reported on ``ticks``."""
+    import torch
+
+    from supsup_core.data import load_data
+
+    torch.set_num_threads(threads)
+    data = load_data(data_source).fitted_to((3, 32, 32))
+    return run_one(data, sigma, transfer, tasks, batches, epochs, seed,
+                   lambda n: ticks.put(((sigma, transfer), n)))
+
+
+def run_parallel(pending: list, args, batches: int | None, progress, keep) -> None:
+    """Train the ``pending`` (sigma, transfer) rows in ``args.jobs`` spawned processes; ``keep`` each as it ends."""
+    import multiprocessing as mp
+    import queue
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")
+    ticks = ctx.Manager().Queue()
+    bars = {key: progress.add_task(f"σ={key[0]}{' transfer' if key[1] else ''}",
+                                   total=args.tasks * batches if batches else None) for key in pending}
+    with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+        running = {pool.submit(_row_in_process, args.data, sigma, transfer, args.tasks, batches, args.epochs,
+                               args.seed, args.threads, ticks) for sigma, transfer in pending}
+        while running:
+            done, running = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+            while True:
+                try:
+                    key, n = ticks.get_nowait()
+                except queue.Empty:
+                    break
+                progress.advance(bars[key], n)
+            for future in done:
+                keep(future.result())
+
+
 def markdown(result: dict) -> str:
     cfg = result["config"]
     lines = [f"# GG sigma sweep, GEMResNet18 on {cfg['data']} ({cfg['tasks']} tasks of 2 classes, padded to 3x32x32)",
@@ -124,10 +162,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--transfer", default="both", choices=["both", "on", "off"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    parser.add_argument("--jobs", type=int, default=1, help="rows trained side by side in this many processes")
     parser.add_argument("--name", default="")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs: expected at least 1, got {args.jobs}")
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -140,7 +181,6 @@ def main(argv: list[str] | None = None) -> dict:
     sigmas = [int(s) for s in args.sigmas.split(",") if s]
     transfers = {"both": (False, True), "on": (True,), "off": (False,)}[args.transfer]
     started = time.perf_counter()
-    data = load_data(args.data).fitted_to((3, 32, 32))
     stem = "gg_sweep" + (f"_{args.name}" if args.name else "")
     config = {"data": args.data, "tasks": args.tasks, "batches": batches, "epochs": args.epochs, "seed": args.seed}
     partial = args.out / f"{stem}.partial.json"  # rows finished so far: a run that stops is continued by the next
@@ -152,17 +192,24 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
+    pending = [(sigma, transfer) for sigma in sigmas for transfer in transfers
+               if not any(r["sigma"] == sigma and r["transfer"] == transfer for r in rows)]
+
+    def keep(row: dict) -> None:
+        rows.append(row)
+        partial.write_text(json.dumps({"config": config, "rows": rows,
+                                       "wall_s": round(time.perf_counter() - started, 1)}) + "\n")
+
     with Progress(*columns) as progress:
-        for sigma in sigmas:
-            for transfer in transfers:
-                if any(r["sigma"] == sigma and r["transfer"] == transfer for r in rows):
-                    continue
+        if args.jobs == 1:
+            data = load_data(args.data).fitted_to((3, 32, 32))
+            for sigma, transfer in pending:
                 bar = progress.add_task(f"σ={sigma}{' transfer' if transfer else ''}",
                                         total=args.tasks * batches if batches else None)
-                rows.append(run_one(data, sigma, transfer, args.tasks, batches, args.epochs, args.seed,
-                                    lambda n, bar=bar: progress.advance(bar, n)))
-                partial.write_text(json.dumps({"config": config, "rows": rows,
-                                               "wall_s": round(time.perf_counter() - started, 1)}) + "\n")
+                keep(run_one(data, sigma, transfer, args.tasks, batches, args.epochs, args.seed,
+                             lambda n, bar=bar: progress.advance(bar, n)))
+        else:
+            run_parallel(pending, args, batches, progress, keep)
     rows = sorted((r for r in rows if r["sigma"] in sigmas and r["transfer"] in transfers),
                   key=lambda r: (r["sigma"], r["transfer"]))
     result = {"benchmark": "gg_sweep",
