@@ -128,9 +128,15 @@ def train(exp: Experiment, bank: Path, state: dict, workers: int, batches: int, 
             if chunk <= 0 or (seconds is not None and time.perf_counter() - start >= seconds):
                 break
             t0 = time.perf_counter()
-            result = train_to_bank(bank, setup, BankTrainingConfig(n_tasks=done + chunk, workers=workers,
-                                                                   resume=done > 0, eval_at=()),
-                                   benchmark=bench, scenario="gnu")
+            try:
+                result = train_to_bank(bank, setup, BankTrainingConfig(n_tasks=done + chunk, workers=workers,
+                                                                       resume=done > 0, eval_at=()),
+                                       benchmark=bench, scenario="gnu")
+            except KeyboardInterrupt:  # the tasks committed before ctrl-c count, with the wall time they took
+                state["train_wall_s"] += time.perf_counter() - t0
+                state["trained"] = bank_tasks(bank)
+                save(state)
+                raise
             state["train_wall_s"] += time.perf_counter() - t0
             state["train_s_per_task"] += [result.train_seconds[t] for t in sorted(result.train_seconds)]
             state["gg_at_training"].update({str(t): a for t, a in result.gg.items()})
