@@ -218,8 +218,7 @@ def markdown(result: dict) -> str:
     if any(row[m].get("tasks_evaluated", row["T"]) < row["T"] for row in result["rows"].values() for m in methods
            if m in row):
         lines += ["", "[n]: the method was evaluated on n tasks evenly spaced over the T learned (`--sample`); "
-                  + ("GG covers every task." if result["config"].get("sample_all")
-                     else "GG and the first method cover every task.")]
+                  "cells without [n] and GG cover every task."]
     if exp["paper_source"]:
         lines += ["", f"Paper: {exp['paper_source']}."]
     m = result["machine"]
@@ -323,7 +322,9 @@ def main(argv: list[str] | None = None) -> dict:
             kept = {}
             if out.with_suffix(".json").exists():
                 old = json.loads(out.with_suffix(".json").read_text())
-                if old["config"] == result["config"] and old["experiment"]["methods"] == list(methods):
+                measured = ("batches", "data")  # what the rows depend on; sampling is recorded in each row
+                if (all(old["config"].get(k) == result["config"][k] for k in measured)
+                        and old["experiment"]["methods"] == list(methods)):
                     kept = old["rows"]
             result["rows"] = {**kept, **{str(k): v for k, v in rows.items()}}
             out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
