@@ -39,6 +39,7 @@ import contextlib
 import copy
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
@@ -244,20 +245,38 @@ def _child_main(conn: Any, parent_pid: int, initializer: Any, initargs: tuple) -
         conn.send(("failed", None, _sendable(exc)))
         return
     conn.send(("ready", None, None))
-    while True:
-        if conn not in wait_for(watched):
-            return  # the driver is gone
+    # Results go out from a thread: a send blocks until the driver reads, and the driver reads only between the
+    # tasks it trains itself, so a child that sent inline idled for most of a driver's task.
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+    sender = threading.Thread(target=_send_all, args=(conn, outbox), name="supsup-results", daemon=True)
+    sender.start()
+    try:
+        while True:
+            if conn not in wait_for(watched):
+                return  # the driver is gone
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):
+                return
+            if task is None:
+                return
+            try:
+                message = ("done", task, _process_run(task))
+            except Exception as exc:
+                message = ("error", task, _sendable(exc))
+            outbox.put(message)
+    finally:
+        outbox.put(None)
+        sender.join(5.0)
+
+
+def _send_all(conn: Any, outbox: queue.SimpleQueue) -> None:
+    """Send the messages put on ``outbox`` in order until ``None`` (or until the driver is gone)."""
+    while (message := outbox.get()) is not None:
         try:
-            task = conn.recv()
-        except (EOFError, OSError):
+            conn.send(message)
+        except (OSError, ValueError):  # the driver closed its end
             return
-        if task is None:
-            return
-        try:
-            message = ("done", task, _process_run(task))
-        except Exception as exc:
-            message = ("error", task, _sendable(exc))
-        conn.send(message)
 
 
 class _Children:
@@ -359,6 +378,9 @@ class ProcessEngine(Engine):
     that is still starting finds them queued, so it never idles while the driver
     trains a task of its own (with tasks of a minute, waiting for a child to say
     it started before giving it work left it idle for a whole task).
+    A child sends each result from a thread and goes on to its next task: the driver
+    reads only between the tasks it trains itself, and an inline send blocked the child
+    until then (one core idle for most of each driver's task).
     Whenever the next task to commit is not running elsewhere, the driver trains it;
     otherwise it trains the next unassigned task while it waits, as long as fewer than
     ``2 workers + 1`` tasks are held beyond the next one (bounded memory).

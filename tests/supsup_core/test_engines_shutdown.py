@@ -236,3 +236,40 @@ def test_ray_keeps_the_commands_signal_handlers():
         assert signal.getsignal(signal.SIGTERM) is ours
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _record_and_return_a_large_result(task: int) -> bytes:
+    Path(os.environ["SUPSUP_TEST_RAN"], str(task)).touch()
+    return b"x" * (4 << 20)  # far beyond a pipe's buffer: an inline send blocks until the driver reads
+
+
+def test_a_child_trains_its_next_task_while_the_driver_has_not_read_the_last(tmp_path, monkeypatch):
+    """The driver reads its children only between the tasks it trains itself; a child's finished task must not
+    hold up the next one queued to it (sent inline, the 4 MB result of task 0 blocked the child until read)."""
+    import multiprocessing
+
+    from supsup_core.training import engines
+
+    monkeypatch.setenv("SUPSUP_TEST_RAN", str(tmp_path))
+    monkeypatch.setattr(engines, "_process_run", _record_and_return_a_large_result)  # inherited by the fork
+    ours, theirs = multiprocessing.get_context("fork").Pipe(duplex=True)
+    child = multiprocessing.get_context("fork").Process(
+        target=engines._child_main, args=(theirs, os.getpid(), lambda: None, ()), daemon=True)
+    child.start()
+    try:
+        theirs.close()
+        ours.send(0)
+        ours.send(1)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "1").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "1").exists(), "the child waited for the driver to read task 0's result"
+        messages = [ours.recv() for _ in range(3)]
+        assert [(kind, task) for kind, task, _ in messages] == [("ready", None), ("done", 0), ("done", 1)]
+        assert len(messages[2][2]) == 4 << 20
+        ours.send(None)
+        child.join(10)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():
+            child.kill()
